@@ -1,0 +1,215 @@
+//! Latency/throughput measurement of ONNX sessions, and A/B comparison of two models measured
+//! in the same loop (so machine noise hits both alike).
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+use crate::preprocess::{resolve_preprocess, PreprocessOverrides};
+use crate::session::{Model, SessionConfig};
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub batch_sizes: Vec<usize>,
+    /// Intra-op thread counts; each gets its own session.
+    pub threads: Vec<usize>,
+    pub iters: usize,
+    pub warmup: usize,
+    /// Device, optimization level etc.; its thread count is replaced by each of `threads`.
+    pub session: SessionConfig,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self { batch_sizes: vec![1], threads: vec![1], iters: 50, warmup: 5, session: SessionConfig::default() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub provider: String,
+    pub device: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub iters: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub throughput_img_s: f64,
+    /// From the model's `lkd.gflops` metadata.
+    pub gflops_per_image: Option<f64>,
+    pub achieved_gflop_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AbResult {
+    pub batch: usize,
+    pub threads: usize,
+    pub a: String,
+    pub b: String,
+    pub a_p50_ms: f64,
+    pub b_p50_ms: f64,
+    /// `b_p50 / a_p50`: above 1 means B is slower.
+    pub ratio_p50: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub results: Vec<BenchResult>,
+    pub ab: Vec<AbResult>,
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summarize(model: &Model, batch: usize, threads: usize, mut ms: Vec<f64>) -> BenchResult {
+    let info = model.info();
+    ms.sort_by(f64::total_cmp);
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    let throughput = batch as f64 * 1000.0 / mean;
+    BenchResult {
+        model: info.name.clone(),
+        provider: info.provider.to_string(),
+        device: info.device.to_string(),
+        batch,
+        threads,
+        iters: ms.len(),
+        p50_ms: percentile(&ms, 50.0),
+        p90_ms: percentile(&ms, 90.0),
+        p99_ms: percentile(&ms, 99.0),
+        mean_ms: mean,
+        min_ms: ms[0],
+        throughput_img_s: throughput,
+        gflops_per_image: info.gflops,
+        achieved_gflop_s: info.gflops.map(|g| g * throughput),
+    }
+}
+
+/// A deterministic pseudo-random input of the model's shape at `batch`.
+pub fn synthetic_input(model: &Model, batch: usize) -> Result<(Vec<f32>, [usize; 4])> {
+    let info = model.info();
+    let s = &info.input_shape;
+    let dims = if s[1..].iter().all(|&d| d > 0) {
+        [s[1] as usize, s[2] as usize, s[3] as usize]
+    } else {
+        let p = resolve_preprocess(info, &PreprocessOverrides::default()).map_err(|e| {
+            RuntimeError::Bench(format!("input shape {s:?} is dynamic and the preprocessing is unknown: {e}"))
+        })?;
+        [p.channels, p.input_size[0], p.input_size[1]]
+    };
+    let shape = [batch, dims[0], dims[1], dims[2]];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data = (0..shape.iter().product::<usize>())
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    model.check_input(shape)?;
+    Ok((data, shape))
+}
+
+fn validate(batch: usize, iters: usize) -> Result<()> {
+    if batch == 0 || iters == 0 {
+        return Err(RuntimeError::Bench(format!("batch and iters must be positive, found {batch} and {iters}")));
+    }
+    Ok(())
+}
+
+fn timed(model: &mut Model, x: &[f32], shape: [usize; 4]) -> Result<f64> {
+    let t = Instant::now();
+    model.run(x, shape)?;
+    Ok(t.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Times `iters` runs of one session after `warmup` untimed ones.
+pub fn bench_model(model: &mut Model, batch: usize, threads: usize, iters: usize, warmup: usize) -> Result<BenchResult> {
+    validate(batch, iters)?;
+    let (x, shape) = synthetic_input(model, batch)?;
+    for _ in 0..warmup {
+        model.run(&x, shape)?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        ms.push(timed(model, &x, shape)?);
+    }
+    Ok(summarize(model, batch, threads, ms))
+}
+
+/// Interleaves runs of `a` and `b` (alternating which goes first) and reports both plus the
+/// ratio of medians.
+pub fn bench_ab(
+    a: &mut Model,
+    b: &mut Model,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+) -> Result<(BenchResult, BenchResult, AbResult)> {
+    validate(batch, iters)?;
+    let (xa, sa) = synthetic_input(a, batch)?;
+    let (xb, sb) = synthetic_input(b, batch)?;
+    for _ in 0..warmup {
+        a.run(&xa, sa)?;
+        b.run(&xb, sb)?;
+    }
+    let (mut ma, mut mb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..iters {
+        if i % 2 == 0 {
+            ma.push(timed(a, &xa, sa)?);
+            mb.push(timed(b, &xb, sb)?);
+        } else {
+            mb.push(timed(b, &xb, sb)?);
+            ma.push(timed(a, &xa, sa)?);
+        }
+    }
+    let ra = summarize(a, batch, threads, ma);
+    let rb = summarize(b, batch, threads, mb);
+    let ab = AbResult {
+        batch,
+        threads,
+        a: ra.model.clone(),
+        b: rb.model.clone(),
+        a_p50_ms: ra.p50_ms,
+        b_p50_ms: rb.p50_ms,
+        ratio_p50: rb.p50_ms / ra.p50_ms,
+    };
+    Ok((ra, rb, ab))
+}
+
+/// Every (threads × batch) combination for `model`, and for `vs` interleaved with it.
+pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<BenchReport> {
+    if cfg.batch_sizes.is_empty() || cfg.threads.is_empty() {
+        return Err(RuntimeError::Bench("give at least one batch size and one thread count".into()));
+    }
+    if cfg.threads.contains(&0) {
+        return Err(RuntimeError::Bench("thread counts must be positive".into()));
+    }
+    let mut report = BenchReport::default();
+    for &t in &cfg.threads {
+        let scfg = SessionConfig { intra_threads: Some(t), inter_threads: Some(1), ..cfg.session.clone() };
+        let mut a = Model::load(model, &scfg)?;
+        let mut b = vs.map(|p| Model::load(p, &scfg)).transpose()?;
+        for &n in &cfg.batch_sizes {
+            match b.as_mut() {
+                None => report.results.push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
+                Some(b) => {
+                    let (ra, rb, ab) = bench_ab(&mut a, b, n, t, cfg.iters, cfg.warmup)?;
+                    report.results.extend([ra, rb]);
+                    report.ab.push(ab);
+                }
+            }
+        }
+    }
+    Ok(report)
+}

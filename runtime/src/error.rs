@@ -1,0 +1,60 @@
+use std::path::PathBuf;
+
+/// Everything the runtime can report. Messages say what was expected, what was found and what
+/// to do, so the CLI can print them as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found: {reason}. Run `make` (it bootstraps the Python env and writes \
+         ORT_DYLIB_PATH to .cache/lkd/env.mk), or set ORT_DYLIB_PATH to libonnxruntime.so"
+    )]
+    OrtLibrary { reason: String },
+
+    #[error("failed to start ONNX Runtime: {0}")]
+    OrtInit(String),
+
+    #[error("cannot read `{path}`: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error(
+        "`{path}` is not a loadable ONNX model ({reason}). Expected a complete .onnx file as written \
+         by `lkd export` or torch.onnx.export; re-export it or check that the copy is not truncated"
+    )]
+    BadModel { path: PathBuf, reason: String },
+
+    #[error("execution provider `{device}` could not be registered: {reason}. {hint}")]
+    Provider { device: String, reason: String, hint: &'static str },
+
+    #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
+    BadDevice(String),
+
+    #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
+    Input { expected: String, found: String, hint: String },
+
+    #[error("model output is unusable: expected {expected}, found {found}")]
+    Output { expected: String, found: String },
+
+    #[error(
+        "{model} has no usable preprocessing metadata ({reason}). Pass the preprocessing explicitly: \
+         --mean and --std (one value per channel), plus --input-size and --channels when the \
+         model's input shape is dynamic"
+    )]
+    NoPreprocess { model: String, reason: String },
+
+    #[error("invalid preprocessing: {0}")]
+    BadPreprocess(String),
+
+    #[error("cannot decode image{}: {reason}. Expected a JPEG, PNG, WebP, BMP or GIF file", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
+    Image { name: Option<String>, reason: String },
+
+    #[error("inference failed: {0}")]
+    Run(String),
+
+    #[error("invalid benchmark setting: {0}")]
+    Bench(String),
+
+    #[error("server error: {0}")]
+    Server(String),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
