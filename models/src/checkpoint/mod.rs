@@ -1,0 +1,90 @@
+//! Checkpoint I/O: safetensors (ours) and official PyTorch `torch.save` archives, loaded into a
+//! name → [`HostTensor`] map and checked strictly against a graph's parameters.
+
+mod pth;
+mod safetensors_io;
+
+pub use pth::read_pth;
+pub use safetensors_io::{read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes};
+
+use crate::graph::{DType, Graph};
+use crate::tensor::HostTensor;
+use crate::ModelError;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+pub type StateDict = BTreeMap<String, HostTensor>;
+
+/// Reads any supported checkpoint, recognised by content: safetensors, or a `torch.save` zip
+/// archive holding a state dict or a dict with `model` / `model_ema` / `state_dict`.
+pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    if bytes.starts_with(b"PK\x03\x04") {
+        read_pth(path)
+    } else if bytes.len() >= 8 {
+        read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint { path: path.display().to_string(), msg })
+    } else {
+        Err(ModelError::Checkpoint {
+            path: path.display().to_string(),
+            msg: format!("{} bytes is neither a safetensors file nor a PyTorch zip archive", bytes.len()),
+        })
+    }
+}
+
+/// Strict check in both directions: every graph parameter present with its shape (and
+/// dtype class), nothing extra. All problems are reported together.
+pub fn check_state_dict(graph: &Graph, sd: &StateDict) -> Result<(), ModelError> {
+    let mut missing = vec![];
+    let mut wrong = vec![];
+    for p in &graph.params {
+        match sd.get(&p.name) {
+            None => missing.push(p.name.clone()),
+            Some(t) => {
+                let dtype_ok = match p.dtype {
+                    DType::F32 => t.as_f32().is_some(),
+                    DType::I64 => true,
+                };
+                if t.shape != p.shape || !dtype_ok {
+                    wrong.push(format!("{}: expected {:?} {:?}, found {:?} {}", p.name, p.dtype, p.shape, t.shape, t.dtype_name()));
+                }
+            }
+        }
+    }
+    let unexpected: Vec<_> = sd.keys().filter(|k| graph.param(k).is_none()).cloned().collect();
+    if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    let mut details = String::new();
+    let mut section = |title: &str, items: &[String]| {
+        if !items.is_empty() {
+            let shown: Vec<_> = items.iter().take(12).map(|s| format!("    {s}")).collect();
+            let more = if items.len() > 12 { format!("\n    ... and {} more", items.len() - 12) } else { String::new() };
+            details.push_str(&format!("  {} {title}:\n{}{more}\n", items.len(), shown.join("\n")));
+        }
+    };
+    section("missing keys", &missing);
+    section("unexpected keys", &unexpected);
+    section("wrong shapes", &wrong);
+    details.push_str("  (is this checkpoint for another preset or config override?)");
+    Err(ModelError::Mismatch { preset: graph.preset.clone(), details })
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory and a rename, so a
+/// crash never leaves a half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io { path: path.display().to_string(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}

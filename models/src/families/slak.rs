@@ -1,0 +1,132 @@
+//! SLaK — "More ConvNets in the 2020s: Scaling up Kernels Beyond 51×51 using Sparsity"
+//! (Liu et al., ICLR 2023), the large-kernel teacher. Mirrors the official `SLaK.py`: a ConvNeXt
+//! macro design whose depthwise conv is a decomposed large kernel (`Decom`): a k×s and an s×k
+//! depthwise conv plus an s×s one, each followed by BatchNorm, summed. Parameter names equal the
+//! released checkpoint keys (`stages.2.4.large_kernel.LoRA1.conv.weight`, ...).
+
+use super::{stochastic_depth, FamilyConfig};
+use crate::graph::{Graph, GraphBuilder, Init, NormAxis, ValueId};
+use crate::ModelError;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlakConfig {
+    pub depths: Vec<usize>,
+    pub dims: Vec<usize>,
+    /// Long side of each stage's decomposed kernel.
+    pub kernels: Vec<usize>,
+    pub small_kernel: usize,
+    /// Stem patchify conv: kernel = stride (4 for ImageNet, 2 for 28×28 inputs).
+    pub stem: usize,
+    pub layer_scale_init: f32,
+    pub head_init_scale: f32,
+}
+
+/// Official width scaling: every dim ×1.3, truncated.
+fn widen(dims: [usize; 4]) -> Vec<usize> {
+    dims.iter().map(|&d| (d as f64 * 1.3) as usize).collect()
+}
+
+impl SlakConfig {
+    pub fn tiny() -> Self {
+        Self { depths: vec![3, 3, 9, 3], dims: widen([96, 192, 384, 768]), ..Self::base_layout() }
+    }
+    pub fn small() -> Self {
+        Self { depths: vec![3, 3, 27, 3], dims: widen([96, 192, 384, 768]), ..Self::base_layout() }
+    }
+    pub fn base() -> Self {
+        Self { depths: vec![3, 3, 27, 3], dims: widen([128, 256, 512, 1024]), ..Self::base_layout() }
+    }
+    fn base_layout() -> Self {
+        Self {
+            depths: vec![],
+            dims: vec![],
+            kernels: vec![51, 49, 47, 13],
+            small_kernel: 5,
+            stem: 4,
+            layer_scale_init: 1e-6,
+            head_init_scale: 1.0,
+        }
+    }
+    /// CPU-scale teacher for 28×28/32×32 inputs: maps 14/7/3, kernels 13/7/5 (as large as or
+    /// larger than the maps they see), 3×3 small kernel.
+    pub fn nano() -> Self {
+        Self {
+            depths: vec![1, 1, 2],
+            dims: vec![24, 48, 96],
+            kernels: vec![13, 7, 5],
+            small_kernel: 3,
+            stem: 2,
+            layer_scale_init: 1e-6,
+            head_init_scale: 1.0,
+        }
+    }
+
+    /// Depthwise large-kernel unit: k×s + s×k + s×s convs, each with BatchNorm, summed.
+    fn large_kernel(b: &mut GraphBuilder, x: ValueId, module: &str, dim: usize, k: usize, s: usize) -> ValueId {
+        let init = Init::TruncNormal { std: 0.02 };
+        let mut branch = |name: &str, kh: usize, kw: usize| {
+            let m = format!("{module}.{name}");
+            let y = b.conv(x, &format!("{m}.conv"), dim, dim, [kh, kw], 1, [kh / 2, kw / 2], dim, None, init.clone());
+            b.batch_norm(y, &format!("{m}.bn"), dim, 1e-5)
+        };
+        let a = branch("LoRA1", k, s);
+        let c = branch("LoRA2", s, k);
+        let sum = branch("small_conv", s, s);
+        let ac = b.add(a, c, module);
+        b.add(ac, sum, module)
+    }
+
+    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
+        let n = self.depths.len();
+        if self.dims.len() != n || self.kernels.len() != n {
+            return Err(ModelError::Config(format!(
+                "slak needs one dim and one kernel per stage: depths {:?}, dims {:?}, kernels {:?}",
+                self.depths, self.dims, self.kernels
+            )));
+        }
+        if self.small_kernel % 2 == 0 || self.kernels.iter().any(|k| k % 2 == 0 || *k < self.small_kernel) {
+            return Err(ModelError::Config(format!(
+                "slak kernels must be odd and at least the small kernel {}: {:?}",
+                self.small_kernel, self.kernels
+            )));
+        }
+        let init = Init::TruncNormal { std: 0.02 };
+        let bias = Some(Init::Zeros);
+        let mut b = GraphBuilder::new();
+        let rates = stochastic_depth(common.drop_path, &self.depths);
+        let mut x = GraphBuilder::INPUT;
+        let mut rate_iter = rates.iter();
+        for (i, (&depth, &dim)) in self.depths.iter().zip(&self.dims).enumerate() {
+            let ds = format!("downsample_layers.{i}");
+            x = if i == 0 {
+                let y = b.conv(x, &format!("{ds}.0"), common.in_chans, dim, [self.stem; 2], self.stem, [0, 0], 1, bias.clone(), init.clone());
+                b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
+            } else {
+                let prev = self.dims[i - 1];
+                let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
+                b.conv(y, &format!("{ds}.1"), prev, dim, [2, 2], 2, [0, 0], 1, bias.clone(), init.clone())
+            };
+            for j in 0..depth {
+                let m = format!("stages.{i}.{j}");
+                let y = Self::large_kernel(&mut b, x, &format!("{m}.large_kernel"), dim, self.kernels[i], self.small_kernel);
+                let y = b.permute(y, &m, &[0, 2, 3, 1]);
+                let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
+                let y = b.linear(y, &format!("{m}.pwconv1"), dim, 4 * dim, bias.clone(), init.clone());
+                let y = b.gelu(y, &format!("{m}.act"));
+                let y = b.linear(y, &format!("{m}.pwconv2"), 4 * dim, dim, bias.clone(), init.clone());
+                let y = if self.layer_scale_init > 0.0 { b.scale(y, &format!("{m}.gamma"), dim, self.layer_scale_init) } else { y };
+                let y = b.permute(y, &m, &[0, 3, 1, 2]);
+                let y = b.drop_path(y, &format!("{m}.drop_path"), *rate_iter.next().unwrap());
+                x = b.add(x, y, &m);
+            }
+            b.tap(&format!("stage{}", i + 1), x);
+        }
+        let last = *self.dims.last().unwrap();
+        let pooled = b.global_avg_pool(x, "pool");
+        let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
+        b.tap("pre_logits", pre);
+        let head_init = Init::TruncNormal { std: 0.02 * self.head_init_scale };
+        let logits = b.linear(pre, "head", last, common.num_classes, bias, head_init);
+        b.finish(common.header("slak"), logits)
+    }
+}

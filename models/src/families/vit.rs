@@ -1,0 +1,74 @@
+//! ViT — "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021), the Transformer teacher
+//! of the paper's comparison. timm `vision_transformer.py` layout and names (`patch_embed.proj`,
+//! `cls_token`, `pos_embed`, `blocks.i.attn.qkv`, `blocks.i.mlp.fc1`, `norm`, `head`), class
+//! token pooling, pre-norm blocks, LayerNorm eps 1e-6.
+
+use super::{stochastic_depth, FamilyConfig};
+use crate::graph::{Graph, GraphBuilder, Init, NormAxis};
+use crate::ModelError;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    pub patch: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    /// Number of evenly spaced `stageK` taps (token maps) for feature distillation.
+    pub stages: usize,
+}
+
+impl VitConfig {
+    pub fn small() -> Self {
+        Self { patch: 16, dim: 384, depth: 12, heads: 6, mlp_ratio: 4, stages: 4 }
+    }
+    /// CPU-scale Transformer teacher: 4×4 patches (7×7 tokens on 28×28).
+    pub fn nano() -> Self {
+        Self { patch: 4, dim: 64, depth: 3, heads: 4, mlp_ratio: 4, stages: 3 }
+    }
+
+    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
+        let [h, w] = common.input_size;
+        if h % self.patch != 0 || w % self.patch != 0 || self.dim % self.heads != 0 {
+            return Err(ModelError::Config(format!(
+                "vit: input {h}x{w} must be a multiple of patch {} and dim {} of heads {}",
+                self.patch, self.dim, self.heads
+            )));
+        }
+        if self.stages == 0 || self.depth % self.stages != 0 {
+            return Err(ModelError::Config(format!("vit: depth {} must split into {} stages", self.depth, self.stages)));
+        }
+        let (gh, gw) = (h / self.patch, w / self.patch);
+        let d = self.dim;
+        let init = Init::TruncNormal { std: 0.02 };
+        let mut b = GraphBuilder::new();
+        let x = b.conv(GraphBuilder::INPUT, "patch_embed.proj", common.in_chans, d, [self.patch; 2], self.patch, [0, 0], 1, Some(Init::UniformFanIn), Init::UniformFanIn);
+        let x = b.patch_tokens(x, "patch_embed");
+        let x = b.prepend_token(x, "cls_token", d, Init::Normal { std: 1e-6 });
+        let mut x = b.add_param_tensor(x, "pos_embed", vec![1, 1 + gh * gw, d], Init::TruncNormal { std: 0.02 });
+        let rates = stochastic_depth(common.drop_path, &[self.depth]);
+        let per_stage = self.depth / self.stages;
+        for i in 0..self.depth {
+            let m = format!("blocks.{i}");
+            let y = b.layer_norm(x, &format!("{m}.norm1"), d, 1e-6, NormAxis::Last);
+            let y = b.self_attention(y, &format!("{m}.attn"), d, self.heads, true, init.clone());
+            let y = b.drop_path(y, &format!("{m}.drop_path1"), rates[i]);
+            x = b.add(x, y, &m);
+            let y = b.layer_norm(x, &format!("{m}.norm2"), d, 1e-6, NormAxis::Last);
+            let y = b.linear(y, &format!("{m}.mlp.fc1"), d, d * self.mlp_ratio, Some(Init::Zeros), init.clone());
+            let y = b.gelu(y, &format!("{m}.mlp.act"));
+            let y = b.linear(y, &format!("{m}.mlp.fc2"), d * self.mlp_ratio, d, Some(Init::Zeros), init.clone());
+            let y = b.drop_path(y, &format!("{m}.drop_path2"), rates[i]);
+            x = b.add(x, y, &m);
+            if (i + 1) % per_stage == 0 {
+                let map = b.tokens_to_map(x, &m, 1, gh, gw);
+                b.tap(&format!("stage{}", (i + 1) / per_stage), map);
+            }
+        }
+        let x = b.layer_norm(x, "norm", d, 1e-6, NormAxis::Last);
+        let pre = b.select_token(x, "pool", 0);
+        b.tap("pre_logits", pre);
+        let logits = b.linear(pre, "head", d, common.num_classes, Some(Init::Zeros), init);
+        b.finish(common.header("vit"), logits)
+    }
+}

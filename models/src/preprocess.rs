@@ -1,0 +1,180 @@
+//! Preprocessing as data (defined once): the trainer normalizes with it, the exporter embeds it
+//! in ONNX `metadata_props`, and the runtime reads it back. No other file holds mean/std values.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// Fashion-MNIST training-set statistics (pixel / 255).
+pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
+pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+impl Interpolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "nearest" => Some(Self::Nearest),
+            "bilinear" => Some(Self::Bilinear),
+            "bicubic" => Some(Self::Bicubic),
+            _ => None,
+        }
+    }
+}
+
+/// How an image becomes the model's input tensor: resize the shorter side to
+/// `input_size / crop_pct` with `interpolation`, centre-crop `input_size`, convert to
+/// `channels` (1 = luma, 3 = RGB), scale to [0,1], then `(x - mean) / std` per channel, NCHW.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub input_size: [usize; 2],
+    pub channels: usize,
+    pub crop_pct: f32,
+    pub interpolation: Interpolation,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Keys of the preprocessing entries in ONNX `metadata_props`.
+pub mod keys {
+    pub const INPUT_SIZE: &str = "lkd.input_size"; // "H,W"
+    pub const CHANNELS: &str = "lkd.channels";
+    pub const CROP_PCT: &str = "lkd.crop_pct";
+    pub const INTERPOLATION: &str = "lkd.interpolation";
+    pub const MEAN: &str = "lkd.mean"; // comma separated
+    pub const STD: &str = "lkd.std";
+    pub const LABELS: &str = "lkd.labels"; // JSON array of strings
+    pub const ARCH: &str = "lkd.arch";
+    pub const PRESET: &str = "lkd.preset";
+    pub const PARAMS: &str = "lkd.params";
+    pub const GFLOPS: &str = "lkd.gflops";
+}
+
+impl Preprocess {
+    pub fn imagenet(size: usize) -> Self {
+        Self {
+            input_size: [size, size],
+            channels: 3,
+            crop_pct: 0.875,
+            interpolation: Interpolation::Bicubic,
+            mean: IMAGENET_MEAN.to_vec(),
+            std: IMAGENET_STD.to_vec(),
+        }
+    }
+
+    pub fn fashion_mnist() -> Self {
+        Self {
+            input_size: [28, 28],
+            channels: 1,
+            crop_pct: 1.0,
+            interpolation: Interpolation::Bilinear,
+            mean: FASHION_MNIST_MEAN.to_vec(),
+            std: FASHION_MNIST_STD.to_vec(),
+        }
+    }
+
+    /// The size the shorter side is resized to before the centre crop.
+    pub fn resize_size(&self) -> usize {
+        let side = self.input_size[0].max(self.input_size[1]) as f32;
+        (side / self.crop_pct).floor() as usize
+    }
+
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        let join = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        BTreeMap::from([
+            (keys::INPUT_SIZE.into(), format!("{},{}", self.input_size[0], self.input_size[1])),
+            (keys::CHANNELS.into(), self.channels.to_string()),
+            (keys::CROP_PCT.into(), self.crop_pct.to_string()),
+            (keys::INTERPOLATION.into(), self.interpolation.as_str().into()),
+            (keys::MEAN.into(), join(&self.mean)),
+            (keys::STD.into(), join(&self.std)),
+        ])
+    }
+
+    /// Reads preprocessing back from metadata; `Err` names the missing or malformed key.
+    pub fn from_metadata(meta: &BTreeMap<String, String>) -> Result<Self, String> {
+        let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata key `{k}` is missing"));
+        let floats = |k: &str| -> Result<Vec<f32>, String> {
+            get(k)?
+                .split(',')
+                .map(|s| s.trim().parse::<f32>().map_err(|_| format!("metadata `{k}`: `{s}` is not a number")))
+                .collect()
+        };
+        let size = floats(keys::INPUT_SIZE)?;
+        if size.len() != 2 {
+            return Err(format!("metadata `{}` must be `H,W`", keys::INPUT_SIZE));
+        }
+        let channels: usize =
+            get(keys::CHANNELS)?.parse().map_err(|_| format!("metadata `{}` is not an integer", keys::CHANNELS))?;
+        let crop_pct: f32 =
+            get(keys::CROP_PCT)?.parse().map_err(|_| format!("metadata `{}` is not a number", keys::CROP_PCT))?;
+        let interp = get(keys::INTERPOLATION)?;
+        let interpolation =
+            Interpolation::parse(interp).ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
+        let p = Self {
+            input_size: [size[0] as usize, size[1] as usize],
+            channels,
+            crop_pct,
+            interpolation,
+            mean: floats(keys::MEAN)?,
+            std: floats(keys::STD)?,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(format!("channels must be 1 or 3, found {}", self.channels));
+        }
+        if self.mean.len() != self.channels || self.std.len() != self.channels {
+            return Err(format!(
+                "mean/std need {} values each, found {} and {}",
+                self.channels,
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if !(self.crop_pct > 0.0 && self.crop_pct <= 1.0) {
+            return Err(format!("crop_pct must be in (0, 1], found {}", self.crop_pct));
+        }
+        if self.std.iter().any(|&s| s <= 0.0) {
+            return Err("std values must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trip() {
+        let p = Preprocess::imagenet(224);
+        assert_eq!(Preprocess::from_metadata(&p.to_metadata()).unwrap(), p);
+        assert_eq!(p.resize_size(), 256);
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let mut m = Preprocess::fashion_mnist().to_metadata();
+        m.remove(keys::STD);
+        assert!(Preprocess::from_metadata(&m).unwrap_err().contains("lkd.std"));
+    }
+}

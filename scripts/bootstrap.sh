@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent setup: installs only what is missing, then writes the environment cargo needs.
+# The venv lives outside the repo ($LKD_CACHE, default ~/.cache/lkd) and is reused when present.
+set -euo pipefail
+
+LKD_CACHE="${LKD_CACHE:-$HOME/.cache/lkd}"
+VENV="$LKD_CACHE/venv"
+TORCH_VERSION=2.11.0
+ORT_VERSION=1.31.1
+DATASET_DIR=/usr/share/datasets/fashion-mnist
+mkdir -p "$LKD_CACHE"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ! -f "$DATASET_DIR/train-images-idx3-ubyte.gz" ]; then
+  echo "[bootstrap] installing Debian package dataset-fashion-mnist" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >&2
+fi
+
+stamp="$VENV/.lkd-ready-torch$TORCH_VERSION-ort$ORT_VERSION"
+if [ ! -f "$stamp" ]; then
+  echo "[bootstrap] creating venv $VENV (torch==$TORCH_VERSION, onnxruntime==$ORT_VERSION, onnx, numpy)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >&2
+  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" "onnxruntime==$ORT_VERSION" onnx numpy >&2
+  touch "$stamp"
+fi
+
+site=$("$VENV/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')
+torch_dir="$site/torch"
+ort_lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)
+[ -n "$ort_lib" ] || { echo "[bootstrap] libonnxruntime not found under $site/onnxruntime/capi" >&2; exit 1; }
+
+# The environment for cargo and the binaries, as make-includable assignments.
+cat > "$LKD_CACHE/env.mk" <<MK
+export LKD_CACHE := $LKD_CACHE
+export LKD_PYTHON := $VENV/bin/python
+export LIBTORCH := $torch_dir
+export LIBTORCH_BYPASS_VERSION_CHECK := 1
+export LD_LIBRARY_PATH := $torch_dir/lib:$(dirname "$ort_lib")
+export ORT_DYLIB_PATH := $ort_lib
+export LKD_FASHION_MNIST := $DATASET_DIR
+MK
+echo "$LKD_CACHE/env.mk"
