@@ -1,1 +1,44 @@
-//! placeholder
+//! lkd-trainer executes model graphs with libtorch (tch): parameters and checkpoints, the data
+//! pipeline, distillation losses, the training loop and the ERF analysis. It is the only
+//! library crate that links libtorch; it never names a specific architecture.
+
+pub mod executor;
+
+pub use executor::{Executor, Forward, Params};
+pub use tch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] lkd_models::ModelError),
+    #[error("bad input: {0}")]
+    Input(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`; an unavailable device is an error, never a fallback.
+pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
+    let dev = match s {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "cuda" => 0,
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| TrainError::Device(format!("unknown device `{s}`; use cpu, cuda or cuda:N")))?,
+    };
+    let count = tch::Cuda::device_count() as usize;
+    if !tch::Cuda::is_available() || dev >= count {
+        return Err(TrainError::Device(format!(
+            "`{s}` requested but libtorch sees {count} CUDA device(s){}",
+            if count == 0 { " (CPU-only libtorch, no driver, or libtorch_cuda not linked)" } else { "" }
+        )));
+    }
+    Ok(tch::Device::Cuda(dev))
+}

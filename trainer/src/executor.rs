@@ -1,0 +1,292 @@
+//! Runs a [`Graph`] with libtorch: parameter creation from the graph's init specs, strict
+//! loading from checkpoints, and a forward pass with autograd, train/eval semantics and taps.
+//! Knows ops, never architectures.
+
+use crate::TrainError;
+use lkd_models::checkpoint::{check_state_dict, StateDict};
+use lkd_models::graph::{DType, Init, NormAxis, ParamKind};
+use lkd_models::{Graph, HostData, HostTensor, Op};
+use std::collections::{BTreeMap, HashMap};
+use tch::{Device, Kind, Tensor};
+
+/// All parameters and buffers of one model, keyed by upstream name.
+pub struct Params {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub device: Device,
+}
+
+fn fan_in_out(shape: &[usize]) -> (f64, f64) {
+    let receptive: usize = shape.iter().skip(2).product();
+    let fan_in = shape.get(1).copied().unwrap_or(1) * receptive;
+    let fan_out = shape.first().copied().unwrap_or(1) * receptive;
+    (fan_in as f64, fan_out as f64)
+}
+
+pub fn host_to_tensor(t: &HostTensor, device: Device) -> Tensor {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    let out = match &t.data {
+        HostData::F32(v) => Tensor::from_slice(v),
+        HostData::I64(v) => Tensor::from_slice(v),
+    };
+    out.reshape(&shape[..]).to_device(device)
+}
+
+pub fn tensor_to_host(t: &Tensor) -> HostTensor {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let flat = t.detach().to_device(Device::Cpu).contiguous().reshape([-1]);
+    match t.kind() {
+        Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool => {
+            HostTensor::i64(shape, Vec::<i64>::try_from(flat.to_kind(Kind::Int64)).expect("int tensor to vec"))
+        }
+        _ => HostTensor::f32(shape, Vec::<f32>::try_from(flat.to_kind(Kind::Float)).expect("float tensor to vec")),
+    }
+}
+
+impl Params {
+    /// Fresh parameters drawn from the graph's init specs (PyTorch semantics).
+    pub fn init(graph: &Graph, device: Device) -> Self {
+        let mut tensors = BTreeMap::new();
+        tch::no_grad(|| {
+            for p in &graph.params {
+                let shape: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
+                let t = match p.dtype {
+                    DType::I64 => Tensor::zeros(&shape[..], (Kind::Int64, device)),
+                    DType::F32 => {
+                        let opts = (Kind::Float, device);
+                        match &p.init {
+                            Init::Zeros => Tensor::zeros(&shape[..], opts),
+                            Init::Ones => Tensor::ones(&shape[..], opts),
+                            Init::Const(c) => Tensor::full(&shape[..], *c as f64, opts),
+                            Init::Normal { std } => Tensor::randn(&shape[..], opts) * (*std as f64),
+                            Init::TruncNormal { std } => (Tensor::randn(&shape[..], opts) * (*std as f64)).clamp(-2.0, 2.0),
+                            Init::KaimingNormalFanOut => {
+                                let (_, fan_out) = fan_in_out(&p.shape);
+                                Tensor::randn(&shape[..], opts) * (2.0 / fan_out).sqrt()
+                            }
+                            Init::UniformFanIn => {
+                                // A bias takes its bound from the weight it belongs to.
+                                let fan_in = if p.shape.len() == 1 {
+                                    let w = p.name.strip_suffix("bias").map(|s| format!("{s}weight"));
+                                    w.and_then(|w| graph.param(&w)).map(|w| fan_in_out(&w.shape).0).unwrap_or(p.shape[0] as f64)
+                                } else {
+                                    fan_in_out(&p.shape).0
+                                };
+                                let bound = 1.0 / fan_in.sqrt();
+                                Tensor::empty(&shape[..], opts).uniform_(-bound, bound)
+                            }
+                        }
+                    }
+                };
+                tensors.insert(p.name.clone(), t);
+            }
+        });
+        let mut params = Self { tensors, device };
+        params.set_requires_grad(graph);
+        params
+    }
+
+    /// Strict load: the state dict must hold exactly the graph's parameters with their shapes.
+    pub fn from_state_dict(graph: &Graph, sd: &StateDict, device: Device) -> Result<Self, TrainError> {
+        check_state_dict(graph, sd)?;
+        let mut tensors = BTreeMap::new();
+        for p in &graph.params {
+            let host = &sd[&p.name];
+            let t = host_to_tensor(host, device);
+            let t = match p.dtype {
+                DType::F32 => t.to_kind(Kind::Float),
+                DType::I64 => t.to_kind(Kind::Int64),
+            };
+            tensors.insert(p.name.clone(), t);
+        }
+        let mut params = Self { tensors, device };
+        params.set_requires_grad(graph);
+        Ok(params)
+    }
+
+    fn set_requires_grad(&mut self, graph: &Graph) {
+        for p in &graph.params {
+            if p.is_trainable() {
+                let t = self.tensors.get_mut(&p.name).unwrap();
+                *t = t.detach().set_requires_grad(true);
+            }
+        }
+    }
+
+    pub fn to_state_dict(&self) -> StateDict {
+        self.tensors.iter().map(|(k, t)| (k.clone(), tensor_to_host(t))).collect()
+    }
+
+    /// Trainable tensors with their weight-decay flag, in graph order.
+    pub fn trainable<'a>(&'a self, graph: &'a Graph) -> Vec<(&'a str, &'a Tensor, bool)> {
+        graph
+            .params
+            .iter()
+            .filter_map(|p| match p.kind {
+                ParamKind::Trainable { decay } => Some((p.name.as_str(), &self.tensors[&p.name], decay)),
+                ParamKind::Buffer => None,
+            })
+            .collect()
+    }
+
+    /// Copies every tensor (a detached snapshot, e.g. for EMA).
+    pub fn deep_copy(&self) -> Self {
+        let tensors = tch::no_grad(|| self.tensors.iter().map(|(k, t)| (k.clone(), t.detach().copy())).collect());
+        Self { tensors, device: self.device }
+    }
+
+    pub fn get(&self, name: &str) -> &Tensor {
+        &self.tensors[name]
+    }
+}
+
+/// Outputs of one forward pass: logits plus whichever taps were asked for.
+pub struct Forward {
+    pub logits: Tensor,
+    pub taps: HashMap<String, Tensor>,
+}
+
+pub struct Executor {
+    pub graph: Graph,
+    /// Index of the last node reading each value, to free intermediates early.
+    last_use: Vec<usize>,
+}
+
+impl Executor {
+    pub fn new(graph: Graph) -> Self {
+        let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                last_use[v] = last_use[v].max(i);
+            }
+        }
+        Self { graph, last_use }
+    }
+
+    /// Checks the input batch against the graph: rank 4, channels, and (for position
+    /// embeddings) spatial size.
+    pub fn check_input(&self, x: &Tensor) -> Result<(), TrainError> {
+        let s = x.size();
+        let g = &self.graph;
+        let fixed_size = g.nodes.iter().any(|n| matches!(n.op, Op::AddParam { .. }));
+        let ok = s.len() == 4 && s[1] as usize == g.in_chans && (!fixed_size || (s[2] as usize == g.input_size[0] && s[3] as usize == g.input_size[1]));
+        if ok {
+            g.infer_shapes(s[0] as usize, s[2] as usize, s[3] as usize).map(|_| ()).map_err(TrainError::from)
+        } else {
+            Err(TrainError::Input(format!(
+                "{} expects input [N, {}, {}, {}]{}, found {:?}",
+                g.preset,
+                g.in_chans,
+                g.input_size[0],
+                g.input_size[1],
+                if fixed_size { "" } else { " (any H, W)" },
+                s
+            )))
+        }
+    }
+
+    /// Runs the graph. `train` switches BatchNorm to batch statistics (updating running
+    /// stats) and enables drop path. `taps` names the feature maps to return.
+    pub fn forward(&self, params: &Params, x: &Tensor, train: bool, taps: &[&str]) -> Result<Forward, TrainError> {
+        self.check_input(x)?;
+        let g = &self.graph;
+        let wanted: Vec<(String, usize)> = taps
+            .iter()
+            .map(|t| g.taps.get(*t).map(|&v| (t.to_string(), v)).ok_or_else(|| TrainError::Input(format!("model {} has no tap `{t}`; taps: {:?}", g.preset, g.taps.keys().collect::<Vec<_>>()))))
+            .collect::<Result<_, _>>()?;
+        let keep = |v: usize| v == g.output || wanted.iter().any(|(_, w)| *w == v);
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(g.nodes.len());
+        for (i, node) in g.nodes.iter().enumerate() {
+            let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before last use");
+            let p = |name: &str| params.get(name);
+            let out = match &node.op {
+                Op::Input => x.shallow_clone(),
+                Op::Conv2d { weight, bias, stride, padding, groups } => input(0).conv2d(
+                    p(weight),
+                    bias.as_deref().map(p),
+                    [stride[0] as i64, stride[1] as i64],
+                    [padding[0] as i64, padding[1] as i64],
+                    [1, 1],
+                    *groups as i64,
+                ),
+                Op::BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum } => {
+                    if train {
+                        tch::no_grad(|| {
+                            let _ = p(num_batches_tracked).shallow_clone().g_add_scalar_(1);
+                        });
+                    }
+                    input(0).batch_norm(Some(p(weight)), Some(p(bias)), Some(p(running_mean)), Some(p(running_var)), train, *momentum, *eps, true)
+                }
+                Op::LayerNorm { weight, bias, eps, axis } => match axis {
+                    NormAxis::Last => {
+                        let c = p(weight).size()[0];
+                        input(0).layer_norm([c], Some(p(weight)), Some(p(bias)), *eps, true)
+                    }
+                    NormAxis::ChannelsFirst => {
+                        // Same arithmetic as the upstream channels-first LayerNorm.
+                        let x = input(0);
+                        let u = x.mean_dim([1i64].as_slice(), true, Kind::Float);
+                        let d = x - &u;
+                        let s = d.square().mean_dim([1i64].as_slice(), true, Kind::Float);
+                        let y = d / (s + *eps).sqrt();
+                        y * p(weight).view([-1, 1, 1]) + p(bias).view([-1, 1, 1])
+                    }
+                },
+                Op::Linear { weight, bias } => input(0).linear(p(weight), bias.as_deref().map(p)),
+                Op::Gelu => input(0).gelu("none"),
+                Op::Relu => input(0).relu(),
+                Op::Add => input(0) + input(1),
+                Op::Scale { param } => input(0) * p(param),
+                Op::Permute { perm } => input(0).permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+                Op::DropPath { rate } => {
+                    let x = input(0);
+                    if train && *rate > 0.0 {
+                        let keep_prob = 1.0 - rate;
+                        let mut shape = vec![x.size()[0]];
+                        shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+                        let mask = Tensor::empty(&shape[..], (x.kind(), x.device())).bernoulli_float_(keep_prob);
+                        x * mask / keep_prob
+                    } else {
+                        x.shallow_clone()
+                    }
+                }
+                Op::GlobalAvgPool => input(0).mean_dim([-2i64, -1].as_slice(), false, Kind::Float),
+                Op::MaxPool2d { kernel, stride, padding } => {
+                    let (k, s, pd) = (*kernel as i64, *stride as i64, *padding as i64);
+                    input(0).max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)
+                }
+                Op::PatchTokens => input(0).flatten(2, -1).transpose(1, 2),
+                Op::PrependToken { param } => {
+                    let x = input(0);
+                    let tok = p(param).expand([x.size()[0], -1, -1], false);
+                    Tensor::cat(&[tok, x.shallow_clone()], 1)
+                }
+                Op::AddParam { param } => input(0) + p(param),
+                Op::SelfAttention { qkv_weight, qkv_bias, proj_weight, proj_bias, heads } => {
+                    let x = input(0);
+                    let s = x.size();
+                    let (n, l, d) = (s[0], s[1], s[2]);
+                    let h = *heads as i64;
+                    let qkv = x.linear(p(qkv_weight), qkv_bias.as_deref().map(p)).reshape([n, l, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
+                    let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+                    let o = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+                    o.transpose(1, 2).reshape([n, l, d]).linear(p(proj_weight), proj_bias.as_deref().map(p))
+                }
+                Op::SelectToken { index } => input(0).select(1, *index as i64),
+                Op::TokensToMap { skip, height, width } => {
+                    let x = input(0);
+                    let (n, d) = (x.size()[0], x.size()[2]);
+                    x.narrow(1, *skip as i64, (height * width) as i64).transpose(1, 2).reshape([n, d, *height as i64, *width as i64])
+                }
+            };
+            values.push(Some(out));
+            for &v in &node.inputs {
+                if self.last_use[v] == i && !keep(v) {
+                    values[v] = None;
+                }
+            }
+        }
+        let taps = wanted.into_iter().map(|(name, v)| (name, values[v].as_ref().unwrap().shallow_clone())).collect();
+        let logits = values[g.output].take().unwrap();
+        Ok(Forward { logits, taps })
+    }
+}
