@@ -1,0 +1,8 @@
+//! Integration tests of lkd-runtime against small ONNX models written by
+//! `tests/fixtures/make_models.py` (run through `$LKD_PYTHON`). One binary, so the models are
+//! generated once.
+
+mod bench;
+mod common;
+mod predict;
+mod serve;

@@ -1,0 +1,243 @@
+use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
+use lkd_runtime::{
+    preprocess_batch, preprocess_into, resolve_preprocess, Classifier, Device, Model, PreprocessOverrides,
+    RuntimeError, SessionConfig,
+};
+
+use crate::common::*;
+
+fn cpu() -> SessionConfig {
+    SessionConfig { intra_threads: Some(1), ..SessionConfig::default() }
+}
+
+#[test]
+fn ort_matches_numpy_reference() {
+    for (name, shape) in [("gray28", [3, 1, 28, 28]), ("rgb32", [3, 3, 32, 32])] {
+        let dir = fixtures();
+        let x = read_f32(&dir.join(format!("{name}_in.bin")));
+        let want = read_f32(&dir.join(format!("{name}_out.bin")));
+        let mut m = Model::load(model(name), &cpu()).unwrap();
+        let got = m.run(&x, shape).unwrap();
+        assert_eq!((got.batch, got.classes), (3, want.len() / 3));
+        let d = max_abs_diff(&got.data, &want);
+        assert!(d <= 1e-4, "{name}: ORT vs NumPy max abs diff {d}");
+        assert_eq!(m.info().provider, "CPUExecutionProvider");
+    }
+}
+
+#[test]
+fn preprocessed_photos_match_numpy_reference() {
+    for (name, format) in [("rgb32", ImageFormat::Jpeg), ("gray28", ImageFormat::Png)] {
+        let mut c = Classifier::load(model(name), &cpu(), &PreprocessOverrides::default()).unwrap();
+        let images: Vec<(String, Vec<u8>)> =
+            (0..3).map(|i| (format!("p{i}"), encode(&photo(120 + 40 * i, 90 + 13 * i, i), format))).collect();
+        let batch = preprocess_batch(&images, &c.preprocess).unwrap();
+        let got = c.model.run(&batch.data, batch.shape).unwrap();
+        let want = numpy_reference(name, &batch.data, batch.shape);
+        let d = max_abs_diff(&got.data, &want);
+        assert!(d <= 1e-4, "{name}: ORT vs NumPy on preprocessed photos, max abs diff {d}");
+    }
+}
+
+#[test]
+fn crop_without_resize_is_exact() {
+    // rgb32: crop_pct 0.875 → shorter side 36; a 48×36 image is only cropped (left 8, top 2).
+    let m = Model::load(model("rgb32"), &cpu()).unwrap();
+    let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
+    assert_eq!(p.resize_size(), 36);
+    let img = photo(48, 36, 1);
+    let mut out = vec![0f32; 3 * 32 * 32];
+    preprocess_into(&img, &p, &mut out);
+    let rgb = img.to_rgb8();
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 0..32 {
+                let v = rgb.get_pixel(x as u32 + 8, y as u32 + 2)[c] as f32 / 255.0;
+                let want = (v - p.mean[c]) / p.std[c];
+                let got = out[c * 1024 + y * 32 + x];
+                assert!((got - want).abs() < 1e-5, "c{c} y{y} x{x}: {got} vs {want}");
+            }
+        }
+    }
+
+    // gray28: 1 channel, crop_pct 1; an RGB 40×28 image becomes BT.601 luma, cropped at left 6.
+    let m = Model::load(model("gray28"), &cpu()).unwrap();
+    let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
+    let img = photo(40, 28, 2);
+    let mut out = vec![0f32; 28 * 28];
+    preprocess_into(&img, &p, &mut out);
+    let rgb = img.to_rgb8();
+    for y in 0..28 {
+        for x in 0..28 {
+            let px = rgb.get_pixel(x as u32 + 6, y as u32);
+            let l = (0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32) / 255.0;
+            let want = (l - p.mean[0]) / p.std[0];
+            assert!((out[y * 28 + x] - want).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn resized_constant_image_normalizes_per_channel() {
+    let m = Model::load(model("rgb32"), &cpu()).unwrap();
+    let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
+    let colour = [200u8, 30, 90];
+    let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(301, 177, Rgb(colour)));
+    let images = vec![("flat.png".to_string(), encode(&img, ImageFormat::Png))];
+    let batch = preprocess_batch(&images, &p).unwrap();
+    assert_eq!(batch.shape, [1, 3, 32, 32]);
+    for c in 0..3 {
+        let want = (colour[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+        for v in &batch.data[c * 1024..(c + 1) * 1024] {
+            assert!((v - want).abs() < 1e-5, "channel {c}: {v} vs {want}");
+        }
+    }
+    // A grey source image into a 1-channel model keeps its value exactly.
+    let m = Model::load(model("gray28"), &cpu()).unwrap();
+    let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
+    let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(90, 64, Luma([77])));
+    let mut out = vec![0f32; 28 * 28];
+    preprocess_into(&img, &p, &mut out);
+    let want = (77.0 / 255.0 - p.mean[0]) / p.std[0];
+    assert!(out.iter().all(|v| (v - want).abs() < 1e-5));
+}
+
+#[test]
+fn predict_returns_labels_from_metadata() {
+    let mut c = Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let animals = ["cat", "dog", "eagle", "kite", "horse"];
+    let images: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("{i}.jpg"), encode(&photo(64 + 9 * i, 80, i), ImageFormat::Jpeg)))
+        .collect();
+    let out = c.classify(&images, 3).unwrap();
+    assert_eq!(out.len(), 4);
+    for preds in &out {
+        assert_eq!(preds.len(), 3);
+        for w in preds.windows(2) {
+            assert!(w[0].prob >= w[1].prob);
+        }
+        for p in preds {
+            assert_eq!(p.label, animals[p.index]);
+        }
+    }
+    let all = c.classify(&images[..1], 10).unwrap();
+    assert_eq!(all[0].len(), 5, "top-k is capped by the number of classes");
+    let total: f32 = all[0].iter().map(|p| p.prob).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+
+    // The same graph without metadata, preprocessing given as flags: labels fall back to "class N"
+    // and, with the same values, the predictions agree.
+    let m = Model::load(model("rgb32"), &cpu()).unwrap();
+    let flags = PreprocessOverrides {
+        mean: Some(vec![0.4, 0.5, 0.6]),
+        std: Some(vec![0.2, 0.25, 0.3]),
+        crop_pct: Some(0.875),
+        interpolation: Some(lkd_runtime::Interpolation::Bicubic),
+        ..Default::default()
+    };
+    assert_eq!(resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap(), {
+        let mut n = Classifier::load(model("nometa"), &cpu(), &flags).unwrap();
+        let preds = n.classify(&images, 3).unwrap();
+        for (a, b) in preds.iter().zip(&out) {
+            assert_eq!(a[0].label, format!("class {}", b[0].index));
+            assert!((a[0].prob - b[0].prob).abs() < 1e-5);
+        }
+        n.preprocess
+    });
+}
+
+#[test]
+fn fixed_batch_model_is_padded() {
+    let images: Vec<(String, Vec<u8>)> =
+        (0..3).map(|i| (format!("{i}.png"), encode(&photo(50, 40 + i, i), ImageFormat::Png))).collect();
+    let mut dynamic = Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let mut fixed = Classifier::load(model("fixed1"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    assert_eq!(fixed.info().fixed_batch(), Some(1));
+    let (a, b) = (dynamic.classify(&images, 2).unwrap(), fixed.classify(&images, 2).unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x[0].index, y[0].index);
+        assert!((x[0].prob - y[0].prob).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn malformed_models_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(model("rgb32")).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"this is not a protobuf at all \xff\xfe").unwrap();
+    for p in [&truncated, &garbage] {
+        let e = Model::load(p, &cpu()).unwrap_err();
+        assert!(matches!(e, RuntimeError::BadModel { .. }), "{e}");
+        assert!(e.to_string().contains("re-export"), "{e}");
+    }
+    let e = Model::load(dir.path().join("missing.onnx"), &cpu()).unwrap_err();
+    assert!(matches!(e, RuntimeError::Io { .. }), "{e}");
+}
+
+#[test]
+fn wrong_inputs_are_errors_before_running() {
+    let mut m = Model::load(model("rgb32"), &cpu()).unwrap();
+    let x = vec![0f32; 3 * 28 * 28];
+    let e = m.run(&x, [1, 3, 28, 28]).unwrap_err();
+    assert!(matches!(e, RuntimeError::Input { .. }), "{e}");
+    assert!(e.to_string().contains("[?, 3, 32, 32]"), "{e}");
+    let e = m.run(&x[..10], [1, 3, 32, 32]).unwrap_err();
+    assert!(matches!(e, RuntimeError::Input { .. }), "{e}");
+
+    let mut fixed = Model::load(model("fixed1"), &cpu()).unwrap();
+    let e = fixed.run(&vec![0f32; 2 * 3 * 32 * 32], [2, 3, 32, 32]).unwrap_err();
+    assert!(e.to_string().contains("fixed batch of 1"), "{e}");
+
+    let e = Model::load(model("f64"), &cpu()).unwrap_err();
+    assert!(matches!(e, RuntimeError::Input { .. }), "{e}");
+    assert!(e.to_string().contains("float32"), "{e}");
+
+    // Flags that contradict the graph are refused too.
+    let m = Model::load(model("rgb32"), &cpu()).unwrap();
+    let flags = PreprocessOverrides { input_size: Some([28, 28]), ..Default::default() };
+    assert!(matches!(resolve_preprocess(m.info(), &flags), Err(RuntimeError::Input { .. })));
+}
+
+#[test]
+fn undecodable_image_is_an_error() {
+    let mut c = Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let good = encode(&photo(40, 40, 0), ImageFormat::Png);
+    let mut truncated_png = good.clone();
+    truncated_png.truncate(good.len() / 3);
+    for bad in [b"definitely not an image".to_vec(), truncated_png] {
+        let images = vec![("ok.png".to_string(), good.clone()), ("bad.png".to_string(), bad)];
+        let e = c.classify(&images, 1).unwrap_err();
+        assert!(matches!(e, RuntimeError::Image { .. }), "{e}");
+        assert!(e.to_string().contains("bad.png"), "{e}");
+    }
+}
+
+#[test]
+fn missing_metadata_without_flags_is_an_error() {
+    let e = Classifier::load(model("nometa"), &cpu(), &PreprocessOverrides::default()).unwrap_err();
+    assert!(matches!(e, RuntimeError::NoPreprocess { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("lkd.input_size") && msg.contains("--mean") && msg.contains("--std"), "{msg}");
+    // Mean without std is still not enough.
+    let flags = PreprocessOverrides { mean: Some(vec![0.5; 3]), ..Default::default() };
+    assert!(Classifier::load(model("nometa"), &cpu(), &flags).is_err());
+}
+
+#[test]
+fn devices_parse_and_cuda_never_falls_back() {
+    assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+    assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+    assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+    assert!("tpu".parse::<Device>().is_err());
+    assert!("cuda:x".parse::<Device>().is_err());
+    // The CPU-only ONNX Runtime (or a build without the feature) cannot give CUDA: that must be an
+    // error, not a CPU session.
+    let cfg = SessionConfig { device: Device::Cuda(0), ..cpu() };
+    match Model::load(model("rgb32"), &cfg) {
+        Err(e) => assert!(matches!(e, RuntimeError::Provider { .. }), "{e}"),
+        Ok(m) => assert_eq!(m.info().provider, "CUDAExecutionProvider"),
+    }
+}
