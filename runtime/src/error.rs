@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub enum RuntimeError {
     #[error(
         "ONNX Runtime library not found: {reason}. Run `make` (it bootstraps the Python env and writes \
-         ORT_DYLIB_PATH to .cache/lkd/env.mk), or set ORT_DYLIB_PATH to libonnxruntime.so"
+         ORT_DYLIB_PATH to ~/.cache/lkd/env.mk), or set ORT_DYLIB_PATH to libonnxruntime.so"
     )]
     OrtLibrary { reason: String },
 

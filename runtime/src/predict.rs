@@ -91,3 +91,15 @@ impl Classifier {
         Ok((0..logits.batch).map(|i| top_k(&softmax(logits.row(i)), k, self.model.info())).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable_and_normalized() {
+        let p = softmax(&[1000.0, 1000.0, 999.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((p[0] - p[1]).abs() < 1e-7 && p[2] < p[0]);
+    }
+}

@@ -119,6 +119,7 @@ pub fn environment() -> Result<Environment> {
         return Ok(env.clone());
     }
     let path = std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|p| !p.is_empty())
         .ok_or_else(|| RuntimeError::OrtLibrary { reason: "ORT_DYLIB_PATH is not set".into() })?;
     let path = PathBuf::from(path);
     if !path.is_file() {

@@ -30,7 +30,8 @@ pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         required_env("ORT_DYLIB_PATH");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lkd-runtime-fixtures-{}", std::process::id()));
+        // Regenerated on every run; the script overwrites its outputs.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lkd-runtime-fixtures");
         let out = Command::new(python()).arg(script()).arg("models").arg(&dir).output().expect("run $LKD_PYTHON");
         assert!(out.status.success(), "make_models.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
         dir
