@@ -13,6 +13,8 @@ pub mod preprocess;
 pub mod server;
 pub mod session;
 
+/// The `image` version this crate decodes with, for callers that encode test inputs.
+pub use image;
 pub use bench::{bench, bench_ab, bench_model, AbResult, BenchConfig, BenchReport, BenchResult};
 pub use error::{Result, RuntimeError};
 pub use lkd_models::preprocess::{Interpolation, Preprocess};
