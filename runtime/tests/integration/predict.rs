@@ -86,8 +86,8 @@ fn resized_constant_image_normalizes_per_channel() {
     let images = vec![("flat.png".to_string(), encode(&img, ImageFormat::Png))];
     let batch = preprocess_batch(&images, &p).unwrap();
     assert_eq!(batch.shape, [1, 3, 32, 32]);
-    for c in 0..3 {
-        let want = (colour[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+    for (c, &value) in colour.iter().enumerate() {
+        let want = (value as f32 / 255.0 - p.mean[c]) / p.std[c];
         for v in &batch.data[c * 1024..(c + 1) * 1024] {
             assert!((v - want).abs() < 1e-5, "channel {c}: {v} vs {want}");
         }
