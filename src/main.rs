@@ -1,1 +1,59 @@
-fn main() {}
+//! `lkd`: the command line over the lkd crates. Each subcommand parses flags and calls a
+//! library function; no model or training logic lives here.
+
+mod doctor;
+mod train_cmds;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lkd", version, about = "Distil small-kernel ConvNets from large-kernel teachers; export to ONNX; serve with ONNX Runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every preset with parameters and GFLOPs, or show one preset's layer table.
+    Models {
+        /// Print the layer table of this preset.
+        #[arg(long)]
+        show: Option<String>,
+    },
+    /// Train a model with plain supervision (e.g. a teacher from scratch).
+    Train(train_cmds::RunArgs),
+    /// Distil a student from a teacher (run dir or official checkpoint).
+    Distill(train_cmds::DistillArgs),
+    /// Top-1/top-5 of a run dir or checkpoint on a validation split.
+    Eval(train_cmds::EvalArgs),
+    /// Effective receptive field (the paper's analysis): erf.json and a heatmap PNG.
+    Erf(train_cmds::ErfArgs),
+    /// Print libtorch / ONNX Runtime versions, CUDA availability, execution providers, dataset.
+    Doctor,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Models { show: None } => print!("{}", lkd_models::summary::preset_table()?),
+        Command::Models { show: Some(preset) } => {
+            let graph = lkd_models::ModelConfig::preset(&preset).build()?;
+            print!("{}", lkd_models::summary::layer_table(&graph)?);
+        }
+        Command::Train(a) => train_cmds::run_train(a)?,
+        Command::Distill(a) => train_cmds::run_distill(a)?,
+        Command::Eval(a) => train_cmds::run_eval(a)?,
+        Command::Erf(a) => train_cmds::run_erf(a)?,
+        Command::Doctor => doctor::run()?,
+    }
+    Ok(())
+}

@@ -2,7 +2,15 @@
 //! pipeline, distillation losses, the training loop and the ERF analysis. It is the only
 //! library crate that links libtorch; it never names a specific architecture.
 
+pub mod config;
+pub mod data;
+pub mod erf;
 pub mod executor;
+pub mod losses;
+pub mod optim;
+pub mod rundir;
+pub mod teacher;
+pub mod train;
 
 pub use executor::{Executor, Forward, Params};
 pub use tch;
@@ -19,6 +27,12 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error("non-finite loss: {0}")]
+    NonFinite(String),
     #[error("{0}")]
     Other(String),
 }

@@ -1,0 +1,288 @@
+//! `lkd train`, `lkd distill`, `lkd eval`, `lkd erf`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lkd_models::ModelConfig;
+use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+use lkd_trainer::data::{self, Loader, LoaderConfig, Split, Transform};
+use lkd_trainer::erf::{write_heatmaps, ErfMeter};
+use lkd_trainer::train::{evaluate, load_model, train, Summary};
+use lkd_trainer::{parse_device, rundir::RunDir};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Flags shared by `train` and `distill`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TOML config (see configs/); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output run directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue an interrupted run from its last checkpoint (its own config is used).
+    #[arg(long, conflicts_with_all = ["config", "out"])]
+    resume: Option<PathBuf>,
+    /// Model preset (overrides [model].preset).
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// cpu, cuda or cuda:N; an unavailable device is an error.
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Train on a fixed subset of this many training images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Any config field: --set optim.warmup_epochs=0.5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Stop at the first corrupt image instead of skipping and counting it.
+    #[arg(long)]
+    strict: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Teacher: a run dir of ours, or a checkpoint (.safetensors or official .pth).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Architecture of a checkpoint-file teacher, e.g. slak_tiny.
+    #[arg(long)]
+    teacher_preset: Option<String>,
+    /// none, kd, nkd, fd, kd+fd or nkd+fd.
+    #[arg(long)]
+    method: Option<String>,
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    fd_weight: Option<f64>,
+}
+
+fn default_config() -> Result<TrainConfig> {
+    Ok(TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano.toml"))?)
+}
+
+fn build_config(a: &RunArgs) -> Result<TrainConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => default_config()?,
+    };
+    if let Some(p) = &a.preset {
+        cfg.model = ModelConfig::preset(p);
+    }
+    if let Some(v) = a.epochs {
+        cfg.optim.epochs = v;
+    }
+    if let Some(v) = a.batch_size {
+        cfg.optim.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.optim.lr = v;
+    }
+    if let Some(v) = &a.device {
+        cfg.run.device = v.clone();
+    }
+    if let Some(v) = a.seed {
+        cfg.run.seed = v;
+    }
+    if let Some(v) = a.limit {
+        cfg.data.dataset.limit = Some(v);
+    }
+    if a.strict {
+        cfg.data.dataset.strict = true;
+    }
+    Ok(cfg.with_overrides(&a.sets)?)
+}
+
+fn execute(cfg: &TrainConfig, a: &RunArgs) -> Result<()> {
+    let (dir, resume) = match (&a.resume, &a.out) {
+        (Some(r), _) => (r.clone(), true),
+        (None, Some(o)) => (o.clone(), false),
+        (None, None) => bail!("give --out RUN_DIR for a new run or --resume RUN_DIR"),
+    };
+    let s = train(cfg, &dir, resume, !a.quiet).with_context(|| format!("run {}", dir.display()))?;
+    print_summary(&dir, &s);
+    Ok(())
+}
+
+fn print_summary(dir: &Path, s: &Summary) {
+    println!(
+        "{} {}: {} steps, {} epochs, best top-1 {:.2}%{}, {:.0} img/s, {:.0}s (data wait {:.0}%, teacher {:.0}%){}",
+        if s.finished { "finished" } else { "stopped" },
+        dir.display(),
+        s.steps,
+        s.epochs_done,
+        s.best_top1,
+        s.last_ema_top1.map(|e| format!(" (EMA last {e:.2}%)")).unwrap_or_default(),
+        s.images_per_s,
+        s.seconds,
+        100.0 * s.data_wait_share,
+        100.0 * s.teacher_share,
+        if s.skipped_files > 0 { format!(", {} corrupt files skipped", s.skipped_files) } else { String::new() }
+    );
+}
+
+pub fn run_train(a: RunArgs) -> Result<()> {
+    let cfg = if a.resume.is_some() { default_config()? } else { build_config(&a)? };
+    execute(&cfg, &a)
+}
+
+pub fn run_distill(a: DistillArgs) -> Result<()> {
+    if a.run.resume.is_some() {
+        return execute(&default_config()?, &a.run);
+    }
+    let mut cfg = build_config(&a.run)?;
+    let mut d = cfg.distill.clone().unwrap_or(DistillConfig {
+        method: KdMethod::Nkd,
+        teacher: PathBuf::new(),
+        teacher_model: None,
+        alpha: None,
+        temperature: 1.0,
+        fd_weight: 1.0,
+        fd_loss: lkd_trainer::losses::FeatureLoss::SmoothL1,
+    });
+    if let Some(t) = &a.teacher {
+        d.teacher = t.clone();
+    }
+    if d.teacher.as_os_str().is_empty() {
+        bail!("give --teacher RUN_DIR|CHECKPOINT (or [distill].teacher in the config)");
+    }
+    if let Some(p) = &a.teacher_preset {
+        let mut m = ModelConfig::preset(p);
+        m.num_classes = cfg.model.num_classes;
+        d.teacher_model = Some(m);
+    }
+    if let Some(m) = &a.method {
+        d.method = KdMethod::parse(m)?;
+    }
+    if a.alpha.is_some() {
+        d.alpha = a.alpha;
+    }
+    if let Some(t) = a.temperature {
+        d.temperature = t;
+    }
+    if let Some(w) = a.fd_weight {
+        d.fd_weight = w;
+    }
+    cfg.distill = Some(d);
+    execute(&cfg, &a.run)
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run dir, or a checkpoint file with --preset.
+    source: PathBuf,
+    #[arg(long)]
+    preset: Option<String>,
+    /// Dataset config TOML table file or a run config to take [data] from; default: the run's.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The dataset to evaluate/measure on: from --config, the run dir, or Fashion-MNIST.
+fn dataset_for(source: &Path, config: Option<&Path>) -> Result<data::DatasetSpec> {
+    if let Some(c) = config {
+        return Ok(TrainConfig::load(c)?.data.dataset);
+    }
+    if source.is_dir() {
+        return Ok(RunDir::open(source)?.config()?.data.dataset);
+    }
+    Ok(data::DatasetSpec::fashion_mnist_from_env()?)
+}
+
+pub fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let model = a.preset.as_deref().map(ModelConfig::preset);
+    let (exec, params) = load_model(&a.source, model.as_ref(), device)?;
+    let mut spec = dataset_for(&a.source, a.config.as_deref())?;
+    spec.val_limit = a.limit.or(spec.val_limit);
+    let set = Arc::new(data::open(&spec, Split::Val)?);
+    let loader = Loader::new(set.clone(), Transform::eval(&exec.graph.preprocess), None, LoaderConfig { batch_size: a.batch_size, workers: 0, prefetch: 4, seed: 0, shuffle: false, drop_last: false })?;
+    let r = evaluate(&exec, &params, &loader, device)?;
+    if a.json {
+        println!("{}", serde_json::json!({"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "dataset": set.name()}));
+    } else {
+        println!("{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}", exec.graph.preset, set.name(), r.images, r.top1, r.top5, r.loss);
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ErfArgs {
+    /// A run dir, or a checkpoint file with --preset.
+    source: PathBuf,
+    #[arg(long)]
+    preset: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    images: usize,
+    /// Feature map to measure (default: the last stage).
+    #[arg(long)]
+    tap: Option<String>,
+    /// Output directory for erf.json and erf.png (default: the run dir, or `.`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run_erf(a: ErfArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let model = a.preset.as_deref().map(ModelConfig::preset);
+    let (exec, params) = load_model(&a.source, model.as_ref(), device)?;
+    let r = measure_erf(&exec, &params, &dataset_for(&a.source, a.config.as_deref())?, a.images, a.tap.as_deref(), device)?;
+    let out = a.out.clone().unwrap_or_else(|| if a.source.is_dir() { a.source.clone() } else { PathBuf::from(".") });
+    std::fs::create_dir_all(&out)?;
+    lkd_models::checkpoint::write_atomic(&out.join("erf.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+    write_heatmaps(&out.join("erf.png"), &[(&exec.graph.preset, &r)])?;
+    let ratios: Vec<String> = r.area_ratios.iter().map(|(t, v)| format!("t={t}: {v:.4}")).collect();
+    println!("ERF of {} at {} over {} images: {}; wrote {}", exec.graph.preset, r.tap, r.images, ratios.join(", "), out.join("erf.json").display());
+    Ok(())
+}
+
+/// ERF over the first `n` validation images (eval transform).
+pub fn measure_erf(
+    exec: &lkd_trainer::Executor,
+    params: &lkd_trainer::Params,
+    spec: &data::DatasetSpec,
+    n: usize,
+    tap: Option<&str>,
+    device: lkd_trainer::tch::Device,
+) -> Result<lkd_trainer::erf::ErfResult> {
+    let tap = match tap {
+        Some(t) => t.to_string(),
+        None => exec.graph.stage_taps().last().map(|(k, _)| k.clone()).context("model has no stage taps")?,
+    };
+    let mut spec = spec.clone();
+    spec.val_limit = Some(n);
+    let set = Arc::new(data::open(&spec, Split::Val)?);
+    let loader = Loader::new(set, Transform::eval(&exec.graph.preprocess), None, LoaderConfig { batch_size: 16, workers: 0, prefetch: 2, seed: 0, shuffle: false, drop_last: false })?;
+    let mut meter = ErfMeter::new();
+    for batch in loader.epoch(0, 0)? {
+        meter.add(exec, params, &batch?.images.to_device(device), &tap)?;
+    }
+    Ok(meter.finish(&tap)?)
+}

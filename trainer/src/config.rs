@@ -1,0 +1,212 @@
+//! Run configuration: a TOML file plus CLI overrides, resolved once and written into the run dir.
+
+use crate::data::{AugmentConfig, DatasetSpec, MixupConfig};
+use crate::losses::FeatureLoss;
+use crate::TrainError;
+use lkd_models::ModelConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaConfig>,
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetSpec,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<MixupConfig>,
+    /// Decode/augment threads; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Batches decoded ahead of the model.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+}
+
+fn default_prefetch() -> usize {
+    4
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub epochs: usize,
+    /// Per-step batch; the effective batch is `batch_size * update_freq`.
+    pub batch_size: usize,
+    pub update_freq: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    /// Global gradient-norm clip; none when absent.
+    pub clip_grad: Option<f64>,
+    pub label_smoothing: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self { epochs: 10, batch_size: 128, update_freq: 1, lr: 4e-3, min_lr: 1e-6, weight_decay: 0.05, warmup_epochs: 1.0, clip_grad: None, label_smoothing: 0.1 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KdMethod {
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "kd")]
+    Kd,
+    #[serde(rename = "nkd")]
+    Nkd,
+    #[serde(rename = "fd")]
+    Fd,
+    #[serde(rename = "kd+fd")]
+    KdFd,
+    #[serde(rename = "nkd+fd")]
+    NkdFd,
+}
+
+impl KdMethod {
+    pub fn parse(s: &str) -> Result<Self, TrainError> {
+        toml::Value::String(s.into()).try_into().map_err(|_| TrainError::Config(format!("unknown KD method `{s}`; use none, kd, nkd, fd, kd+fd or nkd+fd")))
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KdMethod::None => "none",
+            KdMethod::Kd => "kd",
+            KdMethod::Nkd => "nkd",
+            KdMethod::Fd => "fd",
+            KdMethod::KdFd => "kd+fd",
+            KdMethod::NkdFd => "nkd+fd",
+        }
+    }
+    pub fn uses_logits(self) -> bool {
+        !matches!(self, KdMethod::None | KdMethod::Fd)
+    }
+    pub fn uses_features(self) -> bool {
+        matches!(self, KdMethod::Fd | KdMethod::KdFd | KdMethod::NkdFd)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    pub method: KdMethod,
+    /// A run dir of ours, or a checkpoint file (safetensors or official `.pth`).
+    pub teacher: PathBuf,
+    /// Architecture of a checkpoint-file teacher (a run dir states its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_model: Option<ModelConfig>,
+    /// KD: weight of the KL term (the CE term gets 1 − alpha). NKD: weight of the non-target term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(default = "one")]
+    pub temperature: f64,
+    #[serde(default = "one")]
+    pub fd_weight: f64,
+    #[serde(default = "smooth_l1")]
+    pub fd_loss: FeatureLoss,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn smooth_l1() -> FeatureLoss {
+    FeatureLoss::SmoothL1
+}
+
+impl DistillConfig {
+    /// Defaults per method: KD α 0.1 (Hinton, as the paper's code), NKD α 1.5.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(match self.method {
+            KdMethod::Nkd | KdMethod::NkdFd => 1.5,
+            _ => 0.1,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaConfig {
+    pub decay: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub device: String,
+    /// Optimizer steps between metric lines.
+    pub log_every: usize,
+    /// Optimizer steps between mid-epoch checkpoints (0: at epoch ends only).
+    pub checkpoint_every: usize,
+    /// Stop after this many optimizer steps in this invocation (used to test resume).
+    pub max_steps: Option<usize>,
+    /// libtorch intra-op threads (0: libtorch's default).
+    pub threads: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { seed: 0, device: "cpu".into(), log_every: 20, checkpoint_every: 0, max_steps: None, threads: 0 }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml_str(text: &str) -> Result<Self, TrainError> {
+        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io { path: path.display().to_string(), source })?;
+        Self::from_toml_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// Applies `key.path=value` overrides (value parsed as TOML, else taken as a string).
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self, TrainError> {
+        let mut doc: toml::Value = toml::Value::try_from(self).map_err(|e| TrainError::Config(e.to_string()))?;
+        for set in sets {
+            let (key, raw) = set.split_once('=').ok_or_else(|| TrainError::Config(format!("override `{set}` is not key=value")))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+            let mut node = &mut doc;
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let table = node.as_table_mut().ok_or_else(|| TrainError::Config(format!("override `{key}`: `{part}` is not inside a table")))?;
+                if i + 1 == parts.len() {
+                    table.insert(part.to_string(), value.clone());
+                    break;
+                }
+                node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            }
+        }
+        doc.try_into().map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))
+    }
+
+    /// A short stable hash of the resolved config (provenance in exports).
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.to_toml().as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,162 @@
+//! Effective receptive field as measured in the RepLKNet/SLaK papers: the gradient of the sum of
+//! the ReLU'd centre pixel of the last stage's map w.r.t. the input, ReLU'd, summed over
+//! channels and averaged over images; then log10(x + 1), max-normalised, and the
+//! high-contribution area ratio: the smallest centred square holding a share t of the total.
+
+use crate::executor::{Executor, Params};
+use crate::TrainError;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+pub const THRESHOLDS: [f64; 4] = [0.2, 0.3, 0.5, 0.99];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErfResult {
+    pub tap: String,
+    pub images: usize,
+    pub height: usize,
+    pub width: usize,
+    /// (threshold, area ratio), one per [`THRESHOLDS`]; ratio 1.0 when no square qualifies.
+    pub area_ratios: Vec<(f64, f64)>,
+    /// The log10(x+1), max-normalised map, row-major.
+    pub map: Vec<f32>,
+}
+
+/// Accumulates the raw contribution map over batches of images.
+pub struct ErfMeter {
+    sum: Option<Tensor>,
+    count: usize,
+}
+
+impl Default for ErfMeter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ErfMeter {
+    pub fn new() -> Self {
+        Self { sum: None, count: 0 }
+    }
+
+    /// Adds one image at a time (the paper's per-sample gradient), in eval mode.
+    pub fn add(&mut self, exec: &Executor, params: &Params, images: &Tensor, tap: &str) -> Result<(), TrainError> {
+        for i in 0..images.size()[0] {
+            let x = images.narrow(0, i, 1).detach().set_requires_grad(true);
+            let out = exec.forward(params, &x, false, &[tap])?;
+            let map = &out.taps[tap];
+            let s = map.size();
+            if s.len() != 4 {
+                return Err(TrainError::Input(format!("tap `{tap}` is not a feature map: shape {s:?}")));
+            }
+            let centre = map.select(3, s[3] / 2).select(2, s[2] / 2).relu().sum(Kind::Float);
+            let grad = Tensor::run_backward(&[centre], &[&x], false, false).remove(0);
+            let contribution = grad.relu().sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float).to_device(tch::Device::Cpu);
+            self.sum = Some(match self.sum.take() {
+                Some(acc) => acc + contribution,
+                None => contribution,
+            });
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self, tap: &str) -> Result<ErfResult, TrainError> {
+        let sum = self.sum.ok_or_else(|| TrainError::Input("ERF needs at least one image".into()))?;
+        let mean = sum / self.count as f64;
+        let (h, w) = (mean.size()[0] as usize, mean.size()[1] as usize);
+        let raw: Vec<f64> = Vec::<f32>::try_from(mean.reshape([-1])).unwrap().iter().map(|&v| v as f64).collect();
+        let logged: Vec<f64> = raw.iter().map(|v| (v + 1.0).log10()).collect();
+        let max = logged.iter().cloned().fold(0.0, f64::max);
+        let map: Vec<f64> = logged.iter().map(|v| if max > 0.0 { v / max } else { 0.0 }).collect();
+        let area_ratios = THRESHOLDS.iter().map(|&t| (t, area_ratio(&map, h, w, t))).collect();
+        Ok(ErfResult { tap: tap.into(), images: self.count, height: h, width: w, area_ratios, map: map.iter().map(|&v| v as f32).collect() })
+    }
+}
+
+/// Side² / area of the smallest centred square whose sum exceeds `t` of the total (as the
+/// reference `get_rectangle`), or 1.0 when none does.
+pub fn area_ratio(map: &[f64], h: usize, w: usize, t: f64) -> f64 {
+    let total: f64 = map.iter().sum();
+    if total <= 0.0 {
+        return 1.0;
+    }
+    for i in 1..h / 2 {
+        let (y0, y1) = (h / 2 - i, (h / 2 + 1 + i).min(h));
+        let (x0, x1) = (w / 2 - i.min(w / 2), (w / 2 + 1 + i).min(w));
+        let mut s = 0.0;
+        for y in y0..y1 {
+            s += map[y * w + x0..y * w + x1].iter().sum::<f64>();
+        }
+        if s / total > t {
+            let side = (2 * i + 1) as f64;
+            return side / h as f64 * side / w as f64;
+        }
+    }
+    1.0
+}
+
+/// A blue→yellow colour ramp (viridis-like) for v in [0, 1].
+fn ramp(v: f32) -> RGBColor {
+    const STOPS: [(f32, [f32; 3]); 5] =
+        [(0.0, [68., 1., 84.]), (0.25, [59., 82., 139.]), (0.5, [33., 145., 140.]), (0.75, [94., 201., 98.]), (1.0, [253., 231., 37.])];
+    let v = v.clamp(0.0, 1.0);
+    let k = STOPS.iter().position(|(s, _)| *s >= v).unwrap_or(4).max(1);
+    let (s0, c0) = STOPS[k - 1];
+    let (s1, c1) = STOPS[k];
+    let f = (v - s0) / (s1 - s0);
+    let c = |i: usize| (c0[i] + f * (c1[i] - c0[i])) as u8;
+    RGBColor(c(0), c(1), c(2))
+}
+
+/// Draws one or more ERF maps side by side with titles into a PNG (temp file + rename).
+pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<(), TrainError> {
+    let cell = 280u32;
+    let title_h = 30u32;
+    let width = cell * maps.len().max(1) as u32;
+    let tmp = path.with_extension("png.tmp.png");
+    let err = |e: String| TrainError::Other(format!("{}: cannot draw ERF heatmap: {e}", path.display()));
+    {
+        let root = BitMapBackend::new(&tmp, (width, cell + title_h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        for (k, (title, r)) in maps.iter().enumerate() {
+            let x0 = k as i32 * cell as i32;
+            let (ph, pw) = (cell as f32 / r.height as f32, cell as f32 / r.width as f32);
+            for y in 0..r.height {
+                for x in 0..r.width {
+                    let v = r.map[y * r.width + x];
+                    let rect = [
+                        (x0 + (x as f32 * pw) as i32, title_h as i32 + (y as f32 * ph) as i32),
+                        (x0 + ((x + 1) as f32 * pw) as i32, title_h as i32 + ((y + 1) as f32 * ph) as i32),
+                    ];
+                    root.draw(&Rectangle::new(rect, ramp(v).filled())).map_err(|e| err(e.to_string()))?;
+                }
+            }
+            let label = format!("{title} (r@0.2={:.3})", r.area_ratios[0].1);
+            root.draw(&Text::new(label, (x0 + 6, 6), ("sans-serif", 16).into_font().color(&BLACK))).map_err(|e| err(e.to_string()))?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::area_ratio;
+
+    #[test]
+    fn area_ratio_of_a_centred_blob() {
+        // 9×9 map with all mass in the centre 3×3: t=0.5 needs the 3×3 square.
+        let mut m = vec![0.0; 81];
+        for y in 3..6 {
+            for x in 3..6 {
+                m[y * 9 + x] = 1.0;
+            }
+        }
+        assert!((area_ratio(&m, 9, 9, 0.5) - 9.0 / 81.0).abs() < 1e-12);
+        // Uniform map: 0.99 is never exceeded by a square smaller than the map.
+        assert_eq!(area_ratio(&[1.0; 81], 9, 9, 0.99), 1.0);
+    }
+}

@@ -1,0 +1,140 @@
+//! AdamW with decoupled weight decay on selected tensors, cosine schedule with linear warmup,
+//! global-norm gradient clipping, and an EMA of the weights. Written over raw tensors so that
+//! every state tensor is ours to checkpoint.
+
+use crate::executor::Params;
+use lkd_models::Graph;
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub step: i64,
+    pub exp_avg: BTreeMap<String, Tensor>,
+    pub exp_avg_sq: BTreeMap<String, Tensor>,
+}
+
+/// A tensor to optimise: name (for state), tensor, and whether weight decay applies.
+pub struct Slot<'a> {
+    pub name: String,
+    pub tensor: &'a Tensor,
+    pub decay: bool,
+}
+
+impl AdamW {
+    pub fn new(weight_decay: f64) -> Self {
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, exp_avg: BTreeMap::new(), exp_avg_sq: BTreeMap::new() }
+    }
+
+    /// One update with learning rate `lr` (PyTorch AdamW semantics).
+    pub fn step(&mut self, slots: &[Slot], lr: f64) {
+        self.step += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        tch::no_grad(|| {
+            for s in slots {
+                let grad = s.tensor.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let mut p = s.tensor.shallow_clone();
+                let m = self.exp_avg.entry(s.name.clone()).or_insert_with(|| p.zeros_like());
+                let v = self.exp_avg_sq.entry(s.name.clone()).or_insert_with(|| p.zeros_like());
+                if s.decay && self.weight_decay > 0.0 {
+                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                }
+                let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&grad * (1.0 - self.beta1)));
+                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(grad.square() * (1.0 - self.beta2)));
+                let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
+                let _ = p.g_sub_(&(&*m / &denom * (lr / bc1)));
+            }
+        });
+    }
+}
+
+pub fn zero_grad(slots: &[Slot]) {
+    for s in slots {
+        let mut g = s.tensor.grad();
+        if g.defined() {
+            let _ = g.detach_().zero_();
+        }
+    }
+}
+
+/// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.
+pub fn clip_grad_norm(slots: &[Slot], max_norm: f64) -> f64 {
+    tch::no_grad(|| {
+        let norms: Vec<Tensor> = slots.iter().map(|s| s.tensor.grad()).filter(|g| g.defined()).map(|g| g.square().sum(tch::Kind::Float)).collect();
+        if norms.is_empty() {
+            return 0.0;
+        }
+        let total = Tensor::stack(&norms, 0).sum(tch::Kind::Float).sqrt().double_value(&[]);
+        if total.is_finite() && total > max_norm {
+            let scale = max_norm / (total + 1e-6);
+            for s in slots {
+                let mut g = s.tensor.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            }
+        }
+        total
+    })
+}
+
+/// Per-step learning rate: linear warmup from 0 to `base`, then cosine to `min`.
+pub fn cosine_lr(step: usize, total_steps: usize, warmup_steps: usize, base: f64, min: f64) -> f64 {
+    if step < warmup_steps {
+        return base * (step + 1) as f64 / warmup_steps as f64;
+    }
+    let span = (total_steps.saturating_sub(warmup_steps)).max(1) as f64;
+    let t = ((step - warmup_steps) as f64 / span).min(1.0);
+    min + 0.5 * (base - min) * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Exponential moving average of all parameters and buffers (buffers copied, as timm's ModelEmaV2).
+pub struct Ema {
+    pub decay: f64,
+    pub params: Params,
+}
+
+impl Ema {
+    pub fn new(params: &Params, decay: f64) -> Self {
+        let copy = params.deep_copy();
+        Self { decay, params: copy }
+    }
+
+    pub fn update(&mut self, graph: &Graph, params: &Params) {
+        tch::no_grad(|| {
+            for spec in &graph.params {
+                let src = params.get(&spec.name);
+                let mut dst = self.params.tensors[&spec.name].shallow_clone();
+                if spec.is_trainable() || src.is_floating_point() {
+                    let _ = dst.g_mul_scalar_(self.decay).g_add_(&(src.detach() * (1.0 - self.decay)));
+                } else {
+                    dst.copy_(src);
+                }
+            }
+        });
+    }
+}
+
+pub fn slots<'a>(graph: &'a Graph, params: &'a Params, prefix: &str) -> Vec<Slot<'a>> {
+    params.trainable(graph).into_iter().map(|(n, t, decay)| Slot { name: format!("{prefix}{n}"), tensor: t, decay }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min() {
+        assert!((cosine_lr(0, 100, 10, 1.0, 0.0) - 0.1).abs() < 1e-12);
+        assert!((cosine_lr(9, 100, 10, 1.0, 0.0) - 1.0).abs() < 1e-12);
+        assert!((cosine_lr(55, 100, 10, 1.0, 0.0) - 0.5).abs() < 1e-12);
+        assert!((cosine_lr(100, 100, 10, 1.0, 0.1) - 0.1).abs() < 1e-12);
+    }
+}

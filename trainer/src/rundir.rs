@@ -1,0 +1,131 @@
+//! A run directory: `config.toml`, `last.safetensors` / `best.safetensors` (model weights only,
+//! loadable by any tool), `last.state.safetensors` (weights + optimizer + EMA + trainer state, the
+//! one file resume reads, so it is always self-consistent) and `metrics.jsonl`. Every file is
+//! written to a temp file and renamed.
+
+use crate::config::TrainConfig;
+use crate::TrainError;
+use lkd_models::checkpoint::{read_safetensors, write_atomic, write_safetensors, StateDict};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.toml";
+pub const LAST: &str = "last.safetensors";
+pub const BEST: &str = "best.safetensors";
+pub const STATE: &str = "last.state.safetensors";
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Where training stands, saved with every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Epoch in progress and the next batch of it to train on.
+    pub epoch: usize,
+    pub next_batch: usize,
+    pub best_top1: f64,
+    pub best_epoch: Option<usize>,
+    /// Length of metrics.jsonl at this checkpoint; resume truncates back to it.
+    pub metrics_len: u64,
+    pub adam_step: i64,
+    pub finished: bool,
+}
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.display().to_string(), source }
+}
+
+impl RunDir {
+    pub fn open(path: &Path) -> Result<Self, TrainError> {
+        if !path.join(CONFIG).is_file() {
+            return Err(TrainError::Config(format!("{} is not a run directory (no {CONFIG})", path.display())));
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Creates a new run dir; an existing one with a config is an error (resume it or pick another).
+    pub fn create(path: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
+        if path.join(CONFIG).exists() {
+            return Err(TrainError::Config(format!("{} already holds a run: use --resume {0} or another --out", path.display())));
+        }
+        std::fs::create_dir_all(path).map_err(io(path))?;
+        let run = Self { path: path.to_path_buf() };
+        write_atomic(&run.file(CONFIG), config.to_toml().as_bytes())?;
+        Ok(run)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn config(&self) -> Result<TrainConfig, TrainError> {
+        TrainConfig::load(&self.file(CONFIG))
+    }
+
+    /// `best.safetensors`, else `last.safetensors`.
+    pub fn best_or_last_weights(&self) -> Result<PathBuf, TrainError> {
+        [BEST, LAST]
+            .iter()
+            .map(|f| self.file(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| TrainError::Config(format!("run {} has no weights yet ({BEST} or {LAST})", self.path.display())))
+    }
+
+    pub fn save_weights(&self, name: &str, sd: &StateDict) -> Result<(), TrainError> {
+        Ok(write_safetensors(&self.file(name), sd, None)?)
+    }
+
+    pub fn save_state(&self, tensors: &StateDict, state: &TrainerState) -> Result<(), TrainError> {
+        let meta = HashMap::from([("state".to_string(), serde_json::to_string(state).unwrap())]);
+        Ok(write_safetensors(&self.file(STATE), tensors, Some(meta))?)
+    }
+
+    pub fn load_state(&self) -> Result<(StateDict, TrainerState), TrainError> {
+        let path = self.file(STATE);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| TrainError::Other(format!("{}: not a valid state file ({e})", path.display())))?;
+        let state = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("state"))
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| TrainError::Other(format!("{}: no trainer state in metadata", path.display())))?;
+        Ok((read_safetensors(&path)?, state))
+    }
+
+    pub fn metrics_len(&self) -> u64 {
+        std::fs::metadata(self.file(METRICS)).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Drops metric lines written after the checkpoint being resumed.
+    pub fn truncate_metrics(&self, len: u64) -> Result<(), TrainError> {
+        let path = self.file(METRICS);
+        if path.exists() {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+            f.set_len(len).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Appends one JSON line (a single write, so a kill never leaves half a line followed by more).
+    pub fn log(&self, value: &serde_json::Value) -> Result<(), TrainError> {
+        let path = self.file(METRICS);
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let mut line = serde_json::to_vec(value).unwrap();
+        line.push(b'\n');
+        f.write_all(&line).map_err(io(&path))
+    }
+
+    pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>, TrainError> {
+        let path = self.file(METRICS);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    }
+}

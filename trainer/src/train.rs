@@ -1,0 +1,480 @@
+//! Supervised training and distillation: one loop, with the teacher optional.
+
+use crate::config::{KdMethod, TrainConfig};
+use crate::data::{self, Loader, LoaderConfig, Split, Transform};
+use crate::executor::{host_to_tensor, Executor, Params};
+use crate::losses::{cross_entropy, feature_distance, kd_kl, nkd, Target};
+use crate::optim::{clip_grad_norm, cosine_lr, zero_grad, AdamW, Ema, Slot};
+use crate::rundir::{RunDir, TrainerState, BEST, LAST};
+use crate::teacher::{renormalize, Teacher};
+use crate::{parse_device, TrainError};
+use lkd_models::checkpoint::StateDict;
+use lkd_models::{Graph, ModelConfig};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// What a finished (or stopped) invocation reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: usize,
+    pub epochs_done: usize,
+    pub best_top1: f64,
+    pub last_top1: Option<f64>,
+    pub last_ema_top1: Option<f64>,
+    pub images_per_s: f64,
+    pub seconds: f64,
+    pub skipped_files: usize,
+    /// Share of step time spent waiting for data and in the teacher's forward pass.
+    pub data_wait_share: f64,
+    pub teacher_share: f64,
+    pub finished: bool,
+}
+
+/// Accuracy of one model on a split.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalResult {
+    pub top1: f64,
+    pub top5: f64,
+    pub loss: f64,
+    pub images: usize,
+}
+
+/// Fills `model.num_classes` / `in_chans` / `input_size` from the dataset where the config
+/// leaves them open, so a preset trains on any dataset without hand-editing.
+pub fn resolve_model(model: &ModelConfig, train: &data::Dataset) -> ModelConfig {
+    let mut m = model.clone();
+    let graph_default = ModelConfig::preset(&model.preset).build().ok();
+    if m.num_classes.is_none() && graph_default.as_ref().is_some_and(|g| g.num_classes != train.num_classes()) {
+        m.num_classes = Some(train.num_classes());
+    }
+    if let Some((w, h, c)) = train.image_shape() {
+        if m.in_chans.is_none() && graph_default.as_ref().is_some_and(|g| g.in_chans != c) {
+            m.in_chans = Some(c);
+        }
+        if m.input_size.is_none() && w == h && graph_default.as_ref().is_some_and(|g| g.input_size[0] != h) {
+            m.input_size = Some(h);
+        }
+    }
+    m
+}
+
+struct Student {
+    exec: Executor,
+    params: Params,
+    /// 1×1 conv projector (student → teacher channels) for feature distillation.
+    projector: Option<(Tensor, Tensor)>,
+}
+
+impl Student {
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut s = crate::optim::slots(&self.exec.graph, &self.params, "");
+        if let Some((w, b)) = &self.projector {
+            s.push(Slot { name: "distill.projector.weight".into(), tensor: w, decay: true });
+            s.push(Slot { name: "distill.projector.bias".into(), tensor: b, decay: false });
+        }
+        s
+    }
+}
+
+fn last_stage(graph: &Graph) -> Result<String, TrainError> {
+    graph.stage_taps().last().map(|(k, _)| k.clone()).ok_or_else(|| TrainError::Config(format!("{} has no stage taps for feature distillation", graph.preset)))
+}
+
+/// Evaluates `params` on `loader`'s split: top-1/top-5 and mean CE.
+pub fn evaluate(exec: &Executor, params: &Params, loader: &Loader, device: Device) -> Result<EvalResult, TrainError> {
+    let (mut correct1, mut correct5, mut loss_sum, mut n) = (0i64, 0i64, 0f64, 0usize);
+    tch::no_grad(|| -> Result<(), TrainError> {
+        for batch in loader.epoch(0, 0)? {
+            let batch = batch?;
+            let x = batch.images.to_device(device);
+            let y = batch.labels.to_device(device);
+            let logits = exec.forward(params, &x, false, &[])?.logits;
+            let b = y.size()[0] as usize;
+            loss_sum += cross_entropy(&logits, &Target::Hard(&y), 0.0).double_value(&[]) * b as f64;
+            let k = logits.size()[1].min(5);
+            let (_, top) = logits.topk(k, 1, true, true);
+            let hit = top.eq_tensor(&y.unsqueeze(1));
+            correct1 += hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
+            correct5 += hit.sum(Kind::Int64).int64_value(&[]);
+            n += b;
+        }
+        Ok(())
+    })?;
+    let d = n.max(1) as f64;
+    Ok(EvalResult { top1: 100.0 * correct1 as f64 / d, top5: 100.0 * correct5 as f64 / d, loss: loss_sum / d, images: n })
+}
+
+fn state_tensors(student: &Student, opt: &AdamW, ema: Option<&Ema>) -> StateDict {
+    let mut sd: StateDict = student.params.to_state_dict().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
+    if let Some((w, b)) = &student.projector {
+        sd.insert("distill.projector.weight".into(), crate::executor::tensor_to_host(w));
+        sd.insert("distill.projector.bias".into(), crate::executor::tensor_to_host(b));
+    }
+    for (k, t) in &opt.exp_avg {
+        sd.insert(format!("optim.m.{k}"), crate::executor::tensor_to_host(t));
+    }
+    for (k, t) in &opt.exp_avg_sq {
+        sd.insert(format!("optim.v.{k}"), crate::executor::tensor_to_host(t));
+    }
+    if let Some(e) = ema {
+        for (k, v) in e.params.to_state_dict() {
+            sd.insert(format!("ema.{k}"), v);
+        }
+    }
+    sd
+}
+
+fn take_prefixed(sd: &StateDict, prefix: &str) -> StateDict {
+    sd.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+}
+
+/// Trains (or distils) according to `config` into `run_dir`, or resumes it when `resume`.
+pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool) -> Result<Summary, TrainError> {
+    // The run dir stores the config resolved against the dataset (classes, channels, size).
+    let file_config = if resume { RunDir::open(run_dir)?.config()? } else { config.clone() };
+    let train_set = Arc::new(data::open(&file_config.data.dataset, Split::Train)?);
+    let val_set = Arc::new(data::open(&file_config.data.dataset, Split::Val)?);
+    let (run, config) = if resume {
+        (RunDir::open(run_dir)?, file_config)
+    } else {
+        let mut cfg = file_config;
+        cfg.model = resolve_model(&cfg.model, &train_set);
+        (RunDir::create(run_dir, &cfg)?, cfg)
+    };
+    let device = parse_device(&config.run.device)?;
+    if config.run.threads > 0 {
+        tch::set_num_threads(config.run.threads as i32);
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let o = &config.optim;
+    if o.batch_size == 0 || o.update_freq == 0 || o.epochs == 0 {
+        return Err(TrainError::Config("epochs, batch_size and update_freq must be positive".into()));
+    }
+
+    // Data and model.
+    let graph = config.model.build()?;
+    if graph.num_classes != train_set.num_classes() {
+        return Err(TrainError::Config(format!("model has {} classes, dataset {} has {}", graph.num_classes, train_set.name(), train_set.num_classes())));
+    }
+    let pre = graph.preprocess.clone();
+    let loader_cfg = |batch, shuffle, drop_last| LoaderConfig {
+        batch_size: batch,
+        workers: config.data.workers,
+        prefetch: config.data.prefetch,
+        seed: config.run.seed,
+        shuffle,
+        drop_last,
+    };
+    let train_loader = Loader::new(
+        train_set.clone(),
+        Transform::train(&config.data.augment, &pre),
+        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, o.label_smoothing)),
+        loader_cfg(o.batch_size, true, true),
+    )?;
+    let val_loader = Loader::new(val_set.clone(), Transform::eval(&pre), None, loader_cfg(o.batch_size.max(64), false, false))?;
+    let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Config(format!("{} training samples give no full batch of {} x update_freq {}", train_set.len(), o.batch_size, o.update_freq)));
+    }
+    let total_steps = steps_per_epoch * o.epochs;
+    let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
+
+    // Teacher.
+    let distill = config.distill.clone().filter(|d| d.method != KdMethod::None);
+    let teacher = distill.as_ref().map(|d| Teacher::load(d, device)).transpose()?;
+    let fd_taps = match (&distill, &teacher) {
+        (Some(d), Some(t)) if d.method.uses_features() => Some((last_stage(&graph)?, last_stage(&t.exec.graph)?)),
+        _ => None,
+    };
+    if let (Some(t), true) = (&teacher, distill.as_ref().is_some_and(|d| d.method.uses_logits())) {
+        if t.exec.graph.num_classes != graph.num_classes {
+            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", t.exec.graph.num_classes, graph.num_classes)));
+        }
+    }
+
+    // Student, optimizer, EMA: fresh or from the state file.
+    tch::manual_seed(config.run.seed as i64);
+    let exec = Executor::new(graph);
+    let projector_shape = match (&fd_taps, &teacher) {
+        (Some((s, t)), Some(teacher)) => {
+            let [h, w] = exec.graph.input_size;
+            let cs = exec.graph.infer_shapes(1, h, w)?[exec.graph.taps[s]][1];
+            let [th, tw] = teacher.exec.graph.input_size;
+            let ct = teacher.exec.graph.infer_shapes(1, th, tw)?[teacher.exec.graph.taps[t]][1];
+            Some((cs, ct))
+        }
+        _ => None,
+    };
+    let mut state = TrainerState::default();
+    let mut opt = AdamW::new(o.weight_decay);
+    let (params, projector, ema) = if resume {
+        let (sd, st) = run.load_state()?;
+        run.truncate_metrics(st.metrics_len)?;
+        let params = Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "model."), device)?;
+        let projector = projector_shape.map(|_| {
+            let w = host_to_tensor(&sd["distill.projector.weight"], device).set_requires_grad(true);
+            let b = host_to_tensor(&sd["distill.projector.bias"], device).set_requires_grad(true);
+            (w, b)
+        });
+        for (k, v) in take_prefixed(&sd, "optim.m.") {
+            opt.exp_avg.insert(k, host_to_tensor(&v, device));
+        }
+        for (k, v) in take_prefixed(&sd, "optim.v.") {
+            opt.exp_avg_sq.insert(k, host_to_tensor(&v, device));
+        }
+        opt.step = st.adam_step;
+        let ema = match &config.ema {
+            Some(e) => Some(Ema { decay: e.decay, params: Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "ema."), device)? }),
+            None => None,
+        };
+        state = st;
+        (params, projector, ema)
+    } else {
+        let params = Params::init(&exec.graph, device);
+        let projector = projector_shape.map(|(cs, ct)| {
+            let bound = 1.0 / (cs as f64).sqrt();
+            let w = Tensor::empty([ct as i64, cs as i64, 1, 1], (Kind::Float, device)).uniform_(-bound, bound).set_requires_grad(true);
+            let b = Tensor::empty([ct as i64], (Kind::Float, device)).uniform_(-bound, bound).set_requires_grad(true);
+            (w, b)
+        });
+        let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
+        (params, projector, ema)
+    };
+    let mut ema = ema;
+    let student = Student { exec, params, projector };
+    let slots = student.slots();
+    if state.finished {
+        return Err(TrainError::Config(format!("run {} already finished all {} epochs", run.path.display(), o.epochs)));
+    }
+
+    let t0 = Instant::now();
+    let (mut data_wait, mut teacher_time, mut step_time) = (0f64, 0f64, 0f64);
+    let mut images = 0usize;
+    let mut steps_this_call = 0usize;
+    let mut last_eval: (Option<f64>, Option<f64>) = (None, None);
+    let mut stopped = false;
+    let save_checkpoint = |state: &mut TrainerState, opt: &AdamW, ema: Option<&Ema>| -> Result<(), TrainError> {
+        state.metrics_len = run.metrics_len();
+        state.adam_step = opt.step;
+        run.save_weights(LAST, &student.params.to_state_dict())?;
+        run.save_state(&state_tensors(&student, opt, ema), state)
+    };
+
+    'epochs: while state.epoch < o.epochs {
+        let epoch = state.epoch;
+        let bar = progress_bar(progress, steps_per_epoch as u64, epoch, o.epochs);
+        bar.set_position(state.next_batch as u64 / o.update_freq as u64);
+        let mut loss_acc = 0f64;
+        let mut loss_n = 0usize;
+        let mut terms_acc: BTreeMap<&'static str, f64> = BTreeMap::new();
+        let mut batches = train_loader.epoch(epoch, state.next_batch)?;
+        let mut micro = 0usize;
+        let mut step_start = Instant::now();
+        loop {
+            let wait_start = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            data_wait += wait_start.elapsed().as_secs_f64();
+            let batch = batch?;
+            if state.next_batch / o.update_freq >= steps_per_epoch {
+                break;
+            }
+            // Per-step seeding makes drop path reproducible across resume.
+            tch::manual_seed((config.run.seed as i64).wrapping_mul(1_000_003).wrapping_add((state.step * o.update_freq + micro) as i64));
+            let x = batch.images.to_device(device);
+            let labels = batch.labels.to_device(device);
+            let soft = batch.targets.as_ref().map(|t| t.to_device(device));
+            let target = match &soft {
+                Some(s) => Target::Soft(s),
+                None => Target::Hard(&labels),
+            };
+            let stage_tap: Vec<&str> = fd_taps.iter().map(|(s, _)| s.as_str()).collect();
+            let out = autocast(device, || student.exec.forward(&student.params, &x, true, &stage_tap))?;
+            let logits = out.logits.to_kind(Kind::Float);
+            let mut terms: Vec<(&'static str, Tensor)> = vec![];
+            let label_smoothing = if soft.is_some() { 0.0 } else { o.label_smoothing };
+            match (&distill, &teacher) {
+                (Some(d), Some(t)) => {
+                    let tt = Instant::now();
+                    let xt = renormalize(&x, &student.exec.graph.preprocess, t.preprocess());
+                    let t_taps: Vec<&str> = fd_taps.iter().map(|(_, tt)| tt.as_str()).collect();
+                    let (t_logits, t_maps) = autocast(device, || t.forward(&xt, &t_taps))?;
+                    let t_logits = t_logits.to_kind(Kind::Float);
+                    teacher_time += tt.elapsed().as_secs_f64();
+                    let alpha = d.alpha();
+                    match d.method {
+                        KdMethod::Kd | KdMethod::KdFd => {
+                            terms.push(("kd", kd_kl(&logits, &t_logits, d.temperature) * alpha));
+                            terms.push(("ce", cross_entropy(&logits, &target, label_smoothing) * (1.0 - alpha)));
+                        }
+                        KdMethod::Nkd | KdMethod::NkdFd => {
+                            terms.push(("nkd", nkd(&logits, &t_logits, &target.labels(), d.temperature, alpha)));
+                        }
+                        KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, label_smoothing))),
+                        KdMethod::None => unreachable!("filtered above"),
+                    }
+                    if let (Some((s_tap, _)), Some((w, b))) = (&fd_taps, &student.projector) {
+                        let s_map = out.taps[s_tap].to_kind(Kind::Float).conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1);
+                        terms.push(("fd", feature_distance(&s_map, &t_maps[0].to_kind(Kind::Float), d.fd_loss) * d.fd_weight));
+                    }
+                }
+                _ => terms.push(("ce", cross_entropy(&logits, &target, label_smoothing))),
+            }
+            let loss = terms.iter().map(|(_, t)| t.shallow_clone()).reduce(|a, b| a + b).unwrap();
+            let loss_value = loss.double_value(&[]);
+            let term_values: Vec<(&str, f64)> = terms.iter().map(|(n, t)| (*n, t.double_value(&[]))).collect();
+            if !loss_value.is_finite() {
+                bar.abandon();
+                let detail = term_values.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ");
+                return Err(TrainError::NonFinite(format!(
+                    "loss is {loss_value} at epoch {epoch}, step {} ({detail}); training stopped, the last good checkpoint in {} is kept",
+                    state.step,
+                    run.path.display()
+                )));
+            }
+            (loss / o.update_freq as f64).backward();
+            micro += 1;
+            images += x.size()[0] as usize;
+            loss_acc += loss_value;
+            loss_n += 1;
+            for (n, v) in &term_values {
+                *terms_acc.entry(n).or_default() += v;
+            }
+            state.next_batch += 1;
+            if micro < o.update_freq {
+                continue;
+            }
+            micro = 0;
+            let lr = cosine_lr(state.step, total_steps, warmup_steps, o.lr, o.min_lr);
+            let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c));
+            opt.step(&slots, lr);
+            zero_grad(&slots);
+            if let Some(e) = ema.as_mut() {
+                e.update(&student.exec.graph, &student.params);
+            }
+            state.step += 1;
+            steps_this_call += 1;
+            let dt = step_start.elapsed().as_secs_f64();
+            step_time += dt;
+            let ips = (o.batch_size * o.update_freq) as f64 / dt.max(1e-9);
+            step_start = Instant::now();
+            bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} img/s", loss_acc / loss_n as f64, lr, ips));
+            bar.inc(1);
+            if state.step % config.run.log_every.max(1) == 0 {
+                let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "loss": loss_acc / loss_n as f64, "img_per_s": ips});
+                for (n, v) in &terms_acc {
+                    line[format!("loss_{n}")] = json!(v / loss_n as f64);
+                }
+                if let Some(g) = grad_norm {
+                    line["grad_norm"] = json!(g);
+                }
+                run.log(&line)?;
+                loss_acc = 0.0;
+                loss_n = 0;
+                terms_acc.clear();
+            }
+            let at_limit = config.run.max_steps.is_some_and(|m| steps_this_call >= m);
+            if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0) || at_limit {
+                save_checkpoint(&mut state, &opt, ema.as_ref())?;
+            }
+            if at_limit {
+                bar.abandon();
+                stopped = true;
+                break 'epochs;
+            }
+        }
+        drop(batches);
+        bar.finish_and_clear();
+        // Epoch end: evaluate student and EMA, keep the best, checkpoint.
+        let res = evaluate(&student.exec, &student.params, &val_loader, device)?;
+        let ema_res = ema.as_ref().map(|e| evaluate(&student.exec, &e.params, &val_loader, device)).transpose()?;
+        let mut line = json!({"epoch": epoch, "step": state.step, "top1": res.top1, "top5": res.top5, "val_loss": res.loss,
+            "skipped_files": train_loader.stats().skipped + val_loader.stats().skipped});
+        if let Some(e) = &ema_res {
+            line["ema_top1"] = json!(e.top1);
+            line["ema_top5"] = json!(e.top5);
+        }
+        run.log(&line)?;
+        last_eval = (Some(res.top1), ema_res.map(|e| e.top1));
+        // The best of student and EMA becomes best.safetensors.
+        let (best_here, best_params) = match (&ema_res, &ema) {
+            (Some(e), Some(em)) if e.top1 > res.top1 => (e.top1, &em.params),
+            _ => (res.top1, &student.params),
+        };
+        if state.best_epoch.is_none() || best_here > state.best_top1 {
+            state.best_top1 = best_here;
+            state.best_epoch = Some(epoch);
+            run.save_weights(BEST, &best_params.to_state_dict())?;
+        }
+        if progress {
+            eprintln!(
+                "epoch {}/{}: top-1 {:.2}%{} (best {:.2}%)",
+                epoch + 1,
+                o.epochs,
+                res.top1,
+                ema_res.map(|e| format!(", EMA {:.2}%", e.top1)).unwrap_or_default(),
+                state.best_top1
+            );
+        }
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.finished = state.epoch >= o.epochs;
+        save_checkpoint(&mut state, &opt, ema.as_ref())?;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let skipped = train_loader.stats().skipped + val_loader.stats().skipped;
+    Ok(Summary {
+        steps: state.step,
+        epochs_done: state.epoch,
+        best_top1: state.best_top1,
+        last_top1: last_eval.0,
+        last_ema_top1: last_eval.1,
+        images_per_s: images as f64 / step_time.max(1e-9),
+        seconds,
+        skipped_files: skipped,
+        data_wait_share: data_wait / step_time.max(1e-9),
+        teacher_share: teacher_time / step_time.max(1e-9),
+        finished: !stopped && state.finished,
+    })
+}
+
+/// bf16 autocast on CUDA; plain fp32 on CPU.
+fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
+    if device.is_cuda() {
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}
+
+fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+    bar
+}
+
+/// Loads a model for evaluation from a run dir (best weights) or a checkpoint + model config.
+pub fn load_model(source: &Path, model: Option<&ModelConfig>, device: Device) -> Result<(Executor, Params), TrainError> {
+    let (cfg, weights) = if source.is_dir() {
+        let run = RunDir::open(source)?;
+        (run.config()?.model, run.best_or_last_weights()?)
+    } else {
+        let m = model.cloned().ok_or_else(|| TrainError::Config(format!("{} is a checkpoint file: give its --preset", source.display())))?;
+        (m, source.to_path_buf())
+    };
+    let sd = lkd_models::checkpoint::read_checkpoint(&weights)?;
+    let graph = cfg.build()?;
+    let params = Params::from_state_dict(&graph, &sd, device)?;
+    Ok((Executor::new(graph), params))
+}
