@@ -1,0 +1,289 @@
+//! Data pipeline: dataset readers (IDX, CIFAR binary, ImageNet-style folders), per-sample
+//! transforms on u8 HWC images, batch-level Mixup/CutMix, and a deterministic, resumable,
+//! multi-threaded loader that yields `tch` tensors. Normalization always comes from the model's
+//! `Preprocess`; nothing here holds mean/std values.
+
+mod cifar;
+mod folder;
+mod idx;
+pub mod loader;
+pub mod mixup;
+pub mod ops;
+pub mod randaug;
+mod rng;
+pub mod synthetic;
+pub mod transform;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderState, LoaderStats};
+pub use mixup::{Mixup, MixupConfig};
+pub use randaug::RandAugment;
+pub use transform::{AugmentConfig, RrcConfig, Transform};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("dataset not found: {what}\nexpected layout under {root}:\n{layout}")]
+    Missing { root: PathBuf, what: String, layout: String },
+    #[error("{path}: malformed file: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error("{path}: cannot decode image: {msg} (set `strict = false` to skip such files)")]
+    Decode { path: PathBuf, msg: String },
+    #[error("data config: {0}")]
+    Config(String),
+    #[error("sample {index} is out of range: the dataset has {len} samples")]
+    Index { index: usize, len: usize },
+    #[error("loader: {0}")]
+    Loader(String),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io { path: path.to_path_buf(), source }
+}
+
+/// An 8-bit image, rows of interleaved channels (HWC); `channels` is 1 (luma) or 3 (RGB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), width * height * channels, "image buffer size");
+        Self { width, height, channels, data }
+    }
+
+    pub fn filled(width: usize, height: usize, channels: usize, value: u8) -> Self {
+        Self { width, height, channels, data: vec![value; width * height * channels] }
+    }
+
+    #[inline]
+    pub fn px(&self, x: usize, y: usize, c: usize) -> u8 {
+        self.data[(y * self.width + x) * self.channels + c]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub image: Image,
+    pub label: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Val,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    FashionMnist,
+    Mnist,
+    /// Any IDX pair with the MNIST file names; classes are the label values.
+    Idx,
+    Cifar10,
+    Cifar100,
+    /// `train/<class>/*.{jpg,jpeg,png,webp}` and `val/<class>/...`.
+    Folder,
+}
+
+/// Where a dataset lives and how to read it; deserializes from a config table such as
+/// `{ kind = "fashion-mnist", path = "/usr/share/datasets/fashion-mnist", limit = 5000 }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub kind: DatasetKind,
+    pub path: PathBuf,
+    /// Use a fixed subset of this many training samples (same subset every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The same for the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_limit: Option<usize>,
+    /// CIFAR-100 only: train on the 20 coarse labels instead of the 100 fine ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coarse_labels: bool,
+    /// Stop at the first undecodable file instead of skipping and counting it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
+}
+
+impl DatasetSpec {
+    pub fn new(kind: DatasetKind, path: impl Into<PathBuf>) -> Self {
+        Self { kind, path: path.into(), limit: None, val_limit: None, coarse_labels: false, strict: false }
+    }
+
+    /// Fashion-MNIST at `$LKD_FASHION_MNIST`; the error says how to get it.
+    pub fn fashion_mnist_from_env() -> Result<Self> {
+        let path = std::env::var_os("LKD_FASHION_MNIST").ok_or_else(|| {
+            DataError::Config(
+                "LKD_FASHION_MNIST is not set: `apt-get install dataset-fashion-mnist` and point it at \
+                 /usr/share/datasets/fashion-mnist (make does this)"
+                    .into(),
+            )
+        })?;
+        Ok(Self::new(DatasetKind::FashionMnist, PathBuf::from(path)))
+    }
+}
+
+pub(crate) enum Store {
+    /// Decoded up front (IDX, CIFAR): all images share one size.
+    Memory { width: usize, height: usize, channels: usize, pixels: Vec<u8>, labels: Vec<u32> },
+    /// Decoded lazily on the loader's worker threads.
+    Files { files: Vec<(PathBuf, u32)> },
+}
+
+/// A split of a dataset; `get` is safe to call from many threads.
+pub struct Dataset {
+    name: String,
+    root: PathBuf,
+    classes: Vec<String>,
+    store: Store,
+    /// Subset selected by `limit`, in original order.
+    subset: Option<Vec<usize>>,
+    strict: bool,
+}
+
+/// Opens one split of the dataset described by `spec`.
+pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
+    let (classes, store) = match spec.kind {
+        DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Idx => idx::open(&spec.path, spec.kind, split)?,
+        DatasetKind::Cifar10 => cifar::open(&spec.path, false, false, split)?,
+        DatasetKind::Cifar100 => cifar::open(&spec.path, true, spec.coarse_labels, split)?,
+        DatasetKind::Folder => folder::open(&spec.path, split)?,
+    };
+    let full_len = match &store {
+        Store::Memory { labels, .. } => labels.len(),
+        Store::Files { files } => files.len(),
+    };
+    let limit = match split {
+        Split::Train => spec.limit,
+        Split::Val => spec.val_limit,
+    };
+    let subset = match limit {
+        Some(0) => return Err(DataError::Config("`limit` must be at least 1".into())),
+        Some(n) if n < full_len => Some(rng::subset(full_len, n)),
+        _ => None,
+    };
+    let kind = serde_json::to_value(spec.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    Ok(Dataset {
+        name: format!("{kind}/{}", split.as_str()),
+        root: spec.path.clone(),
+        classes,
+        store,
+        subset,
+        strict: spec.strict,
+    })
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        match (&self.subset, &self.store) {
+            (Some(s), _) => s.len(),
+            (None, Store::Memory { labels, .. }) => labels.len(),
+            (None, Store::Files { files }) => files.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// e.g. `fashion-mnist/train`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// (width, height, channels) when every sample has the same shape (IDX, CIFAR).
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        match &self.store {
+            Store::Memory { width, height, channels, .. } => Some((*width, *height, *channels)),
+            Store::Files { .. } => None,
+        }
+    }
+
+    pub fn strict(&self) -> bool {
+        self.strict
+    }
+
+    pub fn set_strict(&mut self, strict: bool) {
+        self.strict = strict;
+    }
+
+    fn raw_index(&self, i: usize) -> Result<usize> {
+        let len = self.len();
+        if i >= len {
+            return Err(DataError::Index { index: i, len });
+        }
+        Ok(self.subset.as_ref().map_or(i, |s| s[i]))
+    }
+
+    /// The label of sample `i` without decoding it.
+    pub fn label(&self, i: usize) -> Result<usize> {
+        let r = self.raw_index(i)?;
+        Ok(match &self.store {
+            Store::Memory { labels, .. } => labels[r] as usize,
+            Store::Files { files } => files[r].1 as usize,
+        })
+    }
+
+    /// The file behind sample `i` (folder datasets only).
+    pub fn path(&self, i: usize) -> Option<&Path> {
+        let r = self.raw_index(i).ok()?;
+        match &self.store {
+            Store::Files { files } => Some(&files[r].0),
+            Store::Memory { .. } => None,
+        }
+    }
+
+    /// Decodes sample `i`. A corrupt file is `DataError::Decode` naming its path.
+    pub fn get(&self, i: usize) -> Result<Sample> {
+        let r = self.raw_index(i)?;
+        match &self.store {
+            Store::Memory { width, height, channels, pixels, labels } => {
+                let n = width * height * channels;
+                Ok(Sample {
+                    image: Image::new(*width, *height, *channels, pixels[r * n..(r + 1) * n].to_vec()),
+                    label: labels[r] as usize,
+                })
+            }
+            Store::Files { files } => {
+                let (path, label) = &files[r];
+                Ok(Sample { image: folder::decode(path)?, label: *label as usize })
+            }
+        }
+    }
+}

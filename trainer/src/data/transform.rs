@@ -1,0 +1,242 @@
+//! Per-sample transforms. Train (timm order): random-resized-crop (or resize + centre crop, then
+//! optional pad-and-crop), horizontal flip, RandAugment, normalize, random erasing. Eval:
+//! resize the shorter side to `Preprocess::resize_size()`, centre crop, normalize.
+
+use super::{ops, rng, DataError, Image, RandAugment, Result};
+use lkd_models::preprocess::Preprocess;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// timm `RandomResizedCropAndInterpolation` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RrcConfig {
+    pub scale: [f64; 2],
+    pub ratio: [f64; 2],
+}
+
+impl Default for RrcConfig {
+    fn default() -> Self {
+        Self { scale: [0.08, 1.0], ratio: [3.0 / 4.0, 4.0 / 3.0] }
+    }
+}
+
+/// Which training augmentations run; every one is optional. `Default` is none of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Random-resized-crop; when absent the image is resized and centre-cropped as for eval.
+    pub random_resized_crop: Option<RrcConfig>,
+    /// Zero-pad by this many pixels, then crop `input_size` at random (CIFAR/MNIST style).
+    pub crop_padding: usize,
+    /// Probability of a horizontal flip.
+    pub hflip: f64,
+    /// timm RandAugment spec, e.g. `rand-m9-mstd0.5-inc1`.
+    pub rand_augment: Option<String>,
+    /// Probability of random erasing (per-pixel normal noise, in normalized space).
+    pub random_erasing: f64,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            random_resized_crop: None,
+            crop_padding: 0,
+            hflip: 0.0,
+            rand_augment: None,
+            random_erasing: 0.0,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// The ConvNeXt/SLaK ImageNet recipe (Mixup/CutMix are separate: `MixupConfig::default()`).
+    pub fn imagenet() -> Self {
+        Self {
+            random_resized_crop: Some(RrcConfig::default()),
+            crop_padding: 0,
+            hflip: 0.5,
+            rand_augment: Some("rand-m9-mstd0.5-inc1".into()),
+            random_erasing: 0.25,
+        }
+    }
+
+    /// CPU-scale 28×28 recipe: pad-2 random crop and flip.
+    pub fn nano() -> Self {
+        Self { crop_padding: 2, hflip: 0.5, ..Self::default() }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let prob = |name: &str, p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(DataError::Config(format!("augment.{name} must be a probability in [0, 1], found {p}")))
+            }
+        };
+        prob("hflip", self.hflip)?;
+        prob("random_erasing", self.random_erasing)?;
+        if let Some(r) = &self.random_resized_crop {
+            if !(0.0 < r.scale[0] && r.scale[0] <= r.scale[1] && 0.0 < r.ratio[0] && r.ratio[0] <= r.ratio[1]) {
+                return Err(DataError::Config(format!("augment.random_resized_crop: bad scale/ratio {r:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// timm `RandomResizedCropAndInterpolation.get_params`: returns (x, y, w, h).
+pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mut R) -> (usize, usize, usize, usize) {
+    let area = (w * h) as f64;
+    let (lr0, lr1) = (cfg.ratio[0].ln(), cfg.ratio[1].ln());
+    for _ in 0..10 {
+        let target = rng.gen_range(cfg.scale[0]..=cfg.scale[1]) * area;
+        let aspect = rng.gen_range(lr0..=lr1).exp();
+        let tw = rng::round_half_even((target * aspect).sqrt()) as usize;
+        let th = rng::round_half_even((target / aspect).sqrt()) as usize;
+        if tw >= 1 && th >= 1 && tw <= w && th <= h {
+            let y = rng.gen_range(0..=h - th);
+            let x = rng.gen_range(0..=w - tw);
+            return (x, y, tw, th);
+        }
+    }
+    // Fallback: the largest centred crop within the ratio range.
+    let in_ratio = w as f64 / h as f64;
+    let (cw, ch) = if in_ratio < cfg.ratio[0] {
+        (w, (rng::round_half_even(w as f64 / cfg.ratio[0]) as usize).max(1))
+    } else if in_ratio > cfg.ratio[1] {
+        ((rng::round_half_even(h as f64 * cfg.ratio[1]) as usize).max(1), h)
+    } else {
+        (w, h)
+    };
+    ((w - cw) / 2, (h - ch) / 2, cw, ch)
+}
+
+/// timm `RandomErasing(mode='pixel', max_count=1)` on one normalized C×H×W image.
+pub fn random_erase<R: Rng + ?Sized>(x: &mut [f32], c: usize, h: usize, w: usize, prob: f64, rng: &mut R) -> bool {
+    if rng.gen::<f64>() > prob {
+        return false;
+    }
+    let area = (h * w) as f64;
+    let (min_area, max_area) = (0.02, 1.0 / 3.0);
+    let (la0, la1) = (0.3f64.ln(), (1.0f64 / 0.3).ln());
+    for _ in 0..10 {
+        let target = rng.gen_range(min_area..max_area) * area;
+        let aspect = rng.gen_range(la0..la1).exp();
+        let eh = rng::round_half_even((target * aspect).sqrt()) as usize;
+        let ew = rng::round_half_even((target / aspect).sqrt()) as usize;
+        if ew < w && eh < h {
+            let top = rng.gen_range(0..=h - eh);
+            let left = rng.gen_range(0..=w - ew);
+            for k in 0..c {
+                for y in top..top + eh {
+                    let row = k * h * w + y * w;
+                    for v in &mut x[row + left..row + left + ew] {
+                        *v = rng::normal(rng) as f32;
+                    }
+                }
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// A per-sample transform for one model's `Preprocess`. Construction never fails;
+/// `validate` (run by `Loader::new`) reports a bad `Preprocess` or augmentation config.
+#[derive(Clone, Debug)]
+pub struct Transform {
+    pre: Preprocess,
+    aug: Option<AugmentConfig>,
+    rand_augment: Option<RandAugment>,
+    invalid: Option<String>,
+}
+
+impl Transform {
+    pub fn eval(pre: &Preprocess) -> Self {
+        Self { pre: pre.clone(), aug: None, rand_augment: None, invalid: pre.validate().err() }
+    }
+
+    pub fn train(aug: &AugmentConfig, pre: &Preprocess) -> Self {
+        let mut invalid = pre.validate().err().or_else(|| aug.validate().err().map(|e| e.to_string()));
+        let rand_augment = aug.rand_augment.as_ref().and_then(|spec| {
+            // timm fills uncovered pixels with the dataset mean in u8.
+            let fill = pre.mean.iter().map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+            RandAugment::parse(spec, fill, pre.interpolation).map_err(|e| invalid.get_or_insert(e.to_string())).ok()
+        });
+        Self { pre: pre.clone(), aug: Some(aug.clone()), rand_augment, invalid }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match &self.invalid {
+            Some(m) => Err(DataError::Config(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.aug.is_some()
+    }
+
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.pre
+    }
+
+    /// [C, H, W] of the output.
+    pub fn output_shape(&self) -> [usize; 3] {
+        [self.pre.channels, self.pre.input_size[0], self.pre.input_size[1]]
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output_shape().iter().product()
+    }
+
+    /// Resize shorter side to `resize_size()`, then centre crop `input_size`.
+    pub fn eval_geometry(&self, img: &Image) -> Image {
+        let [h, w] = self.pre.input_size;
+        let r = ops::resize_shorter(img, self.pre.resize_size(), self.pre.interpolation);
+        ops::center_crop(&r, w, h)
+    }
+
+    /// Everything before normalization, as u8 HWC with `pre.channels` channels.
+    pub fn apply_u8<R: Rng + ?Sized>(&self, img: Image, rng: &mut R) -> Image {
+        let img = ops::to_channels(img, self.pre.channels);
+        let [h, w] = self.pre.input_size;
+        let Some(aug) = &self.aug else {
+            return self.eval_geometry(&img);
+        };
+        let mut out = match &aug.random_resized_crop {
+            Some(cfg) => {
+                let (x, y, cw, ch) = rrc_params(img.width, img.height, cfg, rng);
+                let c = ops::crop(&img, x as isize, y as isize, cw, ch);
+                ops::resize(&c, w, h, self.pre.interpolation)
+            }
+            None => self.eval_geometry(&img),
+        };
+        if aug.crop_padding > 0 {
+            let p = aug.crop_padding;
+            let x = rng.gen_range(0..=2 * p) as isize - p as isize;
+            let y = rng.gen_range(0..=2 * p) as isize - p as isize;
+            out = ops::crop(&out, x, y, w, h);
+        }
+        if aug.hflip > 0.0 && rng.gen::<f64>() < aug.hflip {
+            ops::hflip(&mut out);
+        }
+        if let Some(ra) = &self.rand_augment {
+            out = ra.apply(out, rng);
+        }
+        out
+    }
+
+    /// The full transform into `out` (C×H×W floats, normalized with the `Preprocess`).
+    pub fn apply<R: Rng + ?Sized>(&self, img: Image, rng: &mut R, out: &mut [f32]) {
+        let u = self.apply_u8(img, rng);
+        ops::to_chw_normalized(&u, &self.pre.mean, &self.pre.std, out);
+        if let Some(aug) = &self.aug {
+            if aug.random_erasing > 0.0 {
+                let [c, h, w] = self.output_shape();
+                random_erase(out, c, h, w, aug.random_erasing, rng);
+            }
+        }
+    }
+}
