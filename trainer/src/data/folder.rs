@@ -11,8 +11,10 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
-        if e.path().is_dir() {
-            names.push(e.file_name().to_string_lossy().into_owned());
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Hidden folders (.ipynb_checkpoints, .cache) are not classes.
+        if e.path().is_dir() && !name.starts_with('.') {
+            names.push(name);
         }
     }
     names.sort();

@@ -76,7 +76,14 @@ pub(crate) fn open(root: &Path, kind: DatasetKind, split: Split) -> Result<(Vec<
             msg: format!("labels {ldims:?} do not match {} images", idims[0]),
         });
     }
-    let max = labels.iter().copied().max().unwrap_or(0) as usize;
+    let mut max = labels.iter().copied().max().unwrap_or(0) as usize;
+    if kind == DatasetKind::Idx && split == Split::Val {
+        // Class count from the training labels too, so both splits agree.
+        if let Ok(p) = locate(root, "train-labels-idx1-ubyte") {
+            let (_, train) = parse(&p, &read_all(&p)?)?;
+            max = max.max(train.iter().copied().max().unwrap_or(0) as usize);
+        }
+    }
     let classes: Vec<String> = match kind {
         DatasetKind::FashionMnist => FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect(),
         DatasetKind::Mnist => (0..10).map(|d| d.to_string()).collect(),
