@@ -2,6 +2,7 @@
 //! library function; no model or training logic lives here.
 
 mod doctor;
+mod runtime_cmds;
 mod train_cmds;
 
 use anyhow::Result;
@@ -30,6 +31,12 @@ enum Command {
     Eval(train_cmds::EvalArgs),
     /// Effective receptive field (the paper's analysis): erf.json and a heatmap PNG.
     Erf(train_cmds::ErfArgs),
+    /// Classify images with an ONNX model (preprocessing from its metadata or flags).
+    Predict(runtime_cmds::PredictArgs),
+    /// Latency percentiles, throughput and GFLOP/s of an ONNX model; A/B with --vs.
+    Bench(runtime_cmds::BenchArgs),
+    /// HTTP classification server with dynamic batching.
+    Serve(runtime_cmds::ServeArgs),
     /// Print libtorch / ONNX Runtime versions, CUDA availability, execution providers, dataset.
     Doctor,
 }
@@ -53,6 +60,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Distill(a) => train_cmds::run_distill(a)?,
         Command::Eval(a) => train_cmds::run_eval(a)?,
         Command::Erf(a) => train_cmds::run_erf(a)?,
+        Command::Predict(a) => runtime_cmds::run_predict(a)?,
+        Command::Bench(a) => runtime_cmds::run_bench(a)?,
+        Command::Serve(a) => runtime_cmds::run_serve(a)?,
         Command::Doctor => doctor::run()?,
     }
     Ok(())

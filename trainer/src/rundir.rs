@@ -31,6 +31,11 @@ pub struct TrainerState {
     pub metrics_len: u64,
     pub adam_step: i64,
     pub finished: bool,
+    /// Loss sums since the last metric line, so a resumed run logs the same averages.
+    #[serde(default)]
+    pub pending_loss: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub pending_count: usize,
 }
 
 pub struct RunDir {

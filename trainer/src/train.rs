@@ -11,7 +11,6 @@ use crate::{parse_device, TrainError};
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{Graph, ModelConfig};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -270,9 +269,6 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         let epoch = state.epoch;
         let bar = progress_bar(progress, steps_per_epoch as u64, epoch, o.epochs);
         bar.set_position(state.next_batch as u64 / o.update_freq as u64);
-        let mut loss_acc = 0f64;
-        let mut loss_n = 0usize;
-        let mut terms_acc: BTreeMap<&'static str, f64> = BTreeMap::new();
         let mut batches = train_loader.epoch(epoch, state.next_batch)?;
         let mut micro = 0usize;
         let mut step_start = Instant::now();
@@ -340,11 +336,11 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             (loss / o.update_freq as f64).backward();
             micro += 1;
             images += x.size()[0] as usize;
-            loss_acc += loss_value;
-            loss_n += 1;
+            *state.pending_loss.entry("loss".into()).or_default() += loss_value;
             for (n, v) in &term_values {
-                *terms_acc.entry(n).or_default() += v;
+                *state.pending_loss.entry(format!("loss_{n}")).or_default() += v;
             }
+            state.pending_count += 1;
             state.next_batch += 1;
             if micro < o.update_freq {
                 continue;
@@ -363,20 +359,20 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             step_time += dt;
             let ips = (o.batch_size * o.update_freq) as f64 / dt.max(1e-9);
             step_start = Instant::now();
-            bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} img/s", loss_acc / loss_n as f64, lr, ips));
+            let mean_loss = state.pending_loss["loss"] / state.pending_count as f64;
+            bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
             bar.inc(1);
             if state.step % config.run.log_every.max(1) == 0 {
-                let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "loss": loss_acc / loss_n as f64, "img_per_s": ips});
-                for (n, v) in &terms_acc {
-                    line[format!("loss_{n}")] = json!(v / loss_n as f64);
+                let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
+                for (n, v) in &state.pending_loss {
+                    line[n] = json!(v / state.pending_count as f64);
                 }
                 if let Some(g) = grad_norm {
                     line["grad_norm"] = json!(g);
                 }
                 run.log(&line)?;
-                loss_acc = 0.0;
-                loss_n = 0;
-                terms_acc.clear();
+                state.pending_loss.clear();
+                state.pending_count = 0;
             }
             let at_limit = config.run.max_steps.is_some_and(|m| steps_this_call >= m);
             if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0) || at_limit {

@@ -39,9 +39,9 @@ fn losses_match_pytorch() {
     let soft = r["soft"].shallow_clone();
     check(&r, "ce_smooth", "student", |s| cross_entropy(s, &Target::Hard(&labels), 0.1));
     check(&r, "ce_soft", "student", |s| cross_entropy(s, &Target::Soft(&soft), 0.0));
-    let kd = |alpha: f64, t: f64| move |s: &Tensor| kd_kl(s, &teacher, t) * alpha + cross_entropy(s, &Target::Hard(&labels), 0.0) * (1.0 - alpha);
-    check(&r, "kd", "student", kd(0.1, 1.0));
-    check(&r, "kd_t4", "student", kd(0.5, 4.0));
+    let kd = |s: &Tensor, alpha: f64, t: f64| kd_kl(s, &teacher, t) * alpha + cross_entropy(s, &Target::Hard(&labels), 0.0) * (1.0 - alpha);
+    check(&r, "kd", "student", |s| kd(s, 0.1, 1.0));
+    check(&r, "kd_t4", "student", |s| kd(s, 0.5, 4.0));
     check(&r, "nkd", "student", |s| nkd(s, &r["teacher"], &labels, 1.0, 1.5));
     let soft_labels = Target::Soft(&soft).labels();
     check(&r, "nkd_soft_t2", "student", |s| nkd(s, &r["teacher"], &soft_labels, 2.0, 1.0));

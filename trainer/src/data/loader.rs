@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 const TAG_PERM: u64 = 0x7065_726d;
-const TAG_MIX: u64 = 0x6d69_78;
+const TAG_MIX: u64 = 0x006d_6978;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -25,7 +25,7 @@ pub fn write_jpeg_folder(
                 let (fx, fy, ph): (f32, f32, f32) = (rng.gen_range(0.01..0.1), rng.gen_range(0.01..0.1), rng.gen());
                 let tint = [rng.gen::<f32>(), rng.gen::<f32>(), (c as f32 + 0.5) / classes as f32];
                 let img = image::RgbImage::from_fn(width, height, |x, y| {
-                    let v = ((x as f32 * fx + y as f32 * fy + ph * 6.28).sin() * 0.5 + 0.5) * 255.0;
+                    let v = ((x as f32 * fx + y as f32 * fy + ph * std::f32::consts::TAU).sin() * 0.5 + 0.5) * 255.0;
                     image::Rgb(tint.map(|t| (v * (0.3 + 0.7 * t)) as u8))
                 });
                 let path = dir.join(format!("img_{i:04}.jpg"));

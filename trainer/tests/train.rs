@@ -1,0 +1,159 @@
+//! End-to-end training behaviour on small Fashion-MNIST subsets.
+
+mod common;
+
+use lkd_models::checkpoint::read_checkpoint;
+use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+use lkd_trainer::executor::Params;
+use lkd_trainer::losses::{kd_kl, FeatureLoss};
+use lkd_trainer::rundir::RunDir;
+use lkd_trainer::teacher::Teacher;
+use lkd_trainer::train::train;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn config(preset: &str, limit: usize, epochs: usize) -> TrainConfig {
+    let text = std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml")).unwrap();
+    let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
+    cfg.model = lkd_models::ModelConfig::preset(preset);
+    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`").into();
+    cfg.data.dataset.limit = Some(limit);
+    cfg.data.dataset.val_limit = Some(1000);
+    cfg.optim.epochs = epochs;
+    cfg.optim.batch_size = 64;
+    cfg.run.log_every = 5;
+    cfg.run.threads = 1;
+    cfg
+}
+
+fn epoch_lines(dir: &Path) -> Vec<serde_json::Value> {
+    RunDir::open(dir).unwrap().read_metrics().unwrap().into_iter().filter(|l| l.get("top1").is_some()).collect()
+}
+
+#[test]
+fn supervised_and_kd_runs_learn_well_above_chance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher_dir = tmp.path().join("teacher");
+    let s = train(&config("slak_nano", 3000, 1), &teacher_dir, false, false).unwrap();
+    assert!(s.finished && s.best_top1 > 35.0, "teacher top-1 {}", s.best_top1);
+    for f in ["config.toml", "last.safetensors", "best.safetensors", "last.state.safetensors", "metrics.jsonl"] {
+        assert!(teacher_dir.join(f).is_file(), "missing {f}");
+    }
+    let mut cfg = config("convnext_nano", 3000, 1);
+    cfg.distill = Some(DistillConfig {
+        method: KdMethod::KdFd,
+        teacher: teacher_dir.clone(),
+        teacher_model: None,
+        alpha: Some(0.5),
+        temperature: 2.0,
+        fd_weight: 1.0,
+        fd_loss: FeatureLoss::SmoothL1,
+    });
+    cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.99 });
+    let student_dir = tmp.path().join("student");
+    let s = train(&cfg, &student_dir, false, false).unwrap();
+    assert!(s.best_top1 > 35.0, "student top-1 {}", s.best_top1);
+    assert!(s.teacher_share > 0.0);
+    let lines = RunDir::open(&student_dir).unwrap().read_metrics().unwrap();
+    let step = lines.iter().find(|l| l.get("loss_kd").is_some()).expect("kd term logged");
+    assert!(step.get("loss_fd").is_some() && step.get("loss_ce").is_some() && step.get("lr").is_some() && step.get("img_per_s").is_some());
+    let epoch = &epoch_lines(&student_dir)[0];
+    assert!(epoch.get("ema_top1").is_some() && epoch.get("top5").is_some());
+    // The student's weights load strictly into its own preset.
+    let g = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
+    Params::from_state_dict(&g, &read_checkpoint(&student_dir.join("best.safetensors")).unwrap(), Device::Cpu).unwrap();
+}
+
+#[test]
+fn resumed_run_reproduces_the_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config("convnext_nano", 640, 2);
+    cfg.data.dataset.val_limit = Some(200);
+    cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.9 });
+    cfg.model.drop_path = Some(0.1);
+    let straight = tmp.path().join("straight");
+    train(&cfg, &straight, false, false).unwrap();
+    // Interrupted mid-epoch (after 7 of 10 steps of epoch 0), then at another point, then resumed to the end.
+    let resumed = tmp.path().join("resumed");
+    let mut first = cfg.clone();
+    first.run.max_steps = Some(7);
+    let s = train(&first, &resumed, false, false).unwrap();
+    assert!(!s.finished && s.steps == 7);
+    let mut again = cfg.clone();
+    again.run.max_steps = Some(5);
+    std::fs::write(resumed.join("config.toml"), again.to_toml()).unwrap();
+    let s = train(&again, &resumed, true, false).unwrap();
+    assert_eq!(s.steps, 12);
+    std::fs::write(resumed.join("config.toml"), cfg.to_toml()).unwrap();
+    let s = train(&cfg, &resumed, true, false).unwrap();
+    assert!(s.finished);
+    let strip = |dir: &Path| -> Vec<serde_json::Value> {
+        RunDir::open(dir)
+            .unwrap()
+            .read_metrics()
+            .unwrap()
+            .into_iter()
+            .map(|mut l| {
+                l.as_object_mut().unwrap().remove("img_per_s");
+                l
+            })
+            .collect()
+    };
+    assert_eq!(strip(&straight), strip(&resumed));
+    assert_eq!(read_checkpoint(&straight.join("last.safetensors")).unwrap(), read_checkpoint(&resumed.join("last.safetensors")).unwrap());
+}
+
+#[test]
+fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config("convnext_nano", 2000, 1);
+    cfg.optim.lr = 1e12;
+    cfg.optim.warmup_epochs = 0.0;
+    cfg.run.checkpoint_every = 1;
+    let dir = tmp.path().join("run");
+    let err = train(&cfg, &dir, false, false).unwrap_err().to_string();
+    assert!(err.contains("non-finite loss") && err.contains("step") && err.contains("ce="), "{err}");
+    // The last good checkpoint loads and its loss was finite.
+    let (sd, state) = RunDir::open(&dir).unwrap().load_state().unwrap();
+    assert!(state.step >= 1);
+    assert!(sd.keys().any(|k| k.starts_with("model.")));
+    let g = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
+    Params::from_state_dict(&g, &read_checkpoint(&dir.join("last.safetensors")).unwrap(), Device::Cpu).unwrap();
+}
+
+#[test]
+fn teacher_is_frozen_and_receives_no_gradient() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher_dir = tmp.path().join("teacher");
+    let mut cfg = config("slak_nano", 256, 1);
+    cfg.data.dataset.val_limit = Some(64);
+    train(&cfg, &teacher_dir, false, false).unwrap();
+    let d = DistillConfig {
+        method: KdMethod::Kd,
+        teacher: teacher_dir,
+        teacher_model: None,
+        alpha: None,
+        temperature: 1.0,
+        fd_weight: 1.0,
+        fd_loss: FeatureLoss::Mse,
+    };
+    let teacher = Teacher::load(&d, Device::Cpu).unwrap();
+    let student_graph = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
+    let student = Params::init(&student_graph, Device::Cpu);
+    let exec = lkd_trainer::Executor::new(student_graph.clone());
+    let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let (t_logits, maps) = teacher.forward(&x, &["stage3"]).unwrap();
+    assert!(!t_logits.requires_grad() && !maps[0].requires_grad());
+    let s_logits = exec.forward(&student, &x, true, &[]).unwrap().logits;
+    kd_kl(&s_logits, &t_logits, 1.0).backward();
+    for (name, t) in &teacher.params.tensors {
+        assert!(!t.requires_grad(), "{name} requires grad");
+        assert!(!t.grad().defined(), "{name} received a gradient");
+    }
+    assert!(student.get("head.weight").grad().defined());
+    // Eval mode: running statistics untouched by the teacher's forward pass.
+    let sd = read_checkpoint(&tmp.path().join("teacher/best.safetensors")).unwrap();
+    let before = &sd["stages.0.0.large_kernel.LoRA1.bn.running_mean"];
+    let after = lkd_trainer::executor::tensor_to_host(teacher.params.get("stages.0.0.large_kernel.LoRA1.bn.running_mean"));
+    assert_eq!(before, &after);
+}
