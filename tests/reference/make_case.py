@@ -39,7 +39,7 @@ def write_safetensors(path, tensors):
     then the raw little-endian bytes in header order."""
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name])  # not ascontiguousarray: it turns 0-d into 1-d
         if a.dtype not in _ST_DTYPES:
             raise TypeError(f"{name}: unsupported dtype {a.dtype}")
         raw = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
