@@ -28,6 +28,19 @@ pub fn run() -> Result<()> {
     );
     println!("  CUDA         {}", if cuda { format!("available, {} device(s), cuDNN {}", Cuda::device_count(), Cuda::cudnn_is_available()) } else { "not available".into() });
     println!("  threads      {}", lkd_trainer::tch::get_num_threads());
+    match lkd_runtime::session::ort_build_info() {
+        Ok((info, providers)) => {
+            let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
+            let version = lib.rsplit_once(".so.").map(|(_, v)| v.to_string()).unwrap_or_else(|| "unknown".into());
+            println!("onnxruntime    {version}");
+            println!("  build        {}", info.trim().trim_start_matches("ORT Build Info: "));
+            println!("  library      {lib}");
+            println!("  providers    {}", providers.join(", "));
+            let cuda_ep = providers.iter().any(|p| p == "CUDAExecutionProvider");
+            println!("  CUDA EP      {}", if cuda_ep { "compiled in (onnxruntime-gpu)" } else { "not in this build (CPU wheel)" });
+        }
+        Err(e) => println!("onnxruntime    unavailable: {e}"),
+    }
     let data = std::env::var("LKD_FASHION_MNIST").unwrap_or_else(|_| "/usr/share/datasets/fashion-mnist".into());
     let present = PathBuf::from(&data).join("train-images-idx3-ubyte.gz").exists();
     println!("dataset        Fashion-MNIST at {data} ({})", if present { "present" } else { "missing: run `make`, which installs dataset-fashion-mnist" });

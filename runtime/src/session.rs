@@ -408,3 +408,26 @@ impl Model {
         Ok(Logits { data: data.to_vec(), batch: shape[0], classes })
     }
 }
+
+/// ONNX Runtime's build string (version, commit) and its compiled-in execution providers.
+pub fn ort_build_info() -> Result<(String, Vec<String>)> {
+    environment()?;
+    let api = ort::api();
+    let mut providers: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut count: std::ffi::c_int = 0;
+    // SAFETY: the C API fills an array of `count` NUL-terminated strings that we copy and
+    // hand back to ReleaseAvailableProviders.
+    let names = unsafe {
+        let status = (api.GetAvailableProviders)(&mut providers, &mut count);
+        if !status.0.is_null() || providers.is_null() {
+            Vec::new()
+        } else {
+            let names = (0..count as isize)
+                .map(|i| std::ffi::CStr::from_ptr(*providers.offset(i)).to_string_lossy().into_owned())
+                .collect();
+            let _ = (api.ReleaseAvailableProviders)(providers, count);
+            names
+        }
+    };
+    Ok((ort::info().to_string(), names))
+}
