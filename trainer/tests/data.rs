@@ -201,7 +201,7 @@ fn folder_dataset_skips_and_counts_bad_files_or_fails_in_strict_mode() {
     assert_eq!(ds.classes(), ["cat", "dog"]);
     assert_eq!(ds.len(), 8);
     assert_eq!(data::open(&spec, Split::Val).unwrap().len(), 6);
-    let err = ds.get(3).err().expect("the corrupt file sorts fourth");
+    let err = ds.get(3).expect_err("the corrupt file sorts fourth");
     assert!(matches!(err, DataError::Decode { .. }) && err.to_string().contains("corrupt.jpg"), "{err}");
     let err = (0..ds.len()).filter_map(|i| ds.get(i).err()).map(|e| e.to_string()).collect::<Vec<_>>();
     assert_eq!(err.len(), 2, "{err:?}");
@@ -387,7 +387,7 @@ fn random_erasing_changes_a_box_only() {
 fn mixup_and_cutmix_soft_targets() {
     let (b, c, h, w, k) = (4usize, 1usize, 10usize, 10usize, 5usize);
     let labels = [0i64, 1, 2, 3];
-    let base: Vec<f32> = (0..b).flat_map(|i| std::iter::repeat(i as f32).take(c * h * w)).collect();
+    let base: Vec<f32> = (0..b).flat_map(|i| vec![i as f32; c * h * w]).collect();
     let mut seen = (false, false);
     for seed in 0..40 {
         let m = MixupConfig::default().with_classes(k, 0.1);
