@@ -211,3 +211,16 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
     println!("{}: {}", src.out.display(), report.summary());
     Ok(())
 }
+
+/// Exports a run dir with the default options (deploy rewrites, parity check) to `out`.
+pub fn export_run_dir(dir: &Path, out: &Path) -> Result<lkd_exporter::ExportReport> {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: ExportArgs,
+    }
+    let args = <Defaults as clap::Parser>::try_parse_from([std::ffi::OsStr::new("export"), dir.as_os_str(), "--out".as_ref(), out.as_os_str()])?.args;
+    let src = from_run_dir(&args, dir)?;
+    let opts = ExportOptions { labels: src.labels.clone(), provenance: src.provenance.clone(), ..Default::default() };
+    Ok(lkd_exporter::export(&src.graph, &src.weights, &opts, out)?)
+}

@@ -1,7 +1,10 @@
 //! `lkd`: the command line over the lkd crates. Each subcommand parses flags and calls a
 //! library function; no model or training logic lives here.
 
+mod demo;
 mod doctor;
+mod export_cmd;
+mod report;
 mod runtime_cmds;
 mod train_cmds;
 
@@ -37,6 +40,10 @@ enum Command {
     Bench(runtime_cmds::BenchArgs),
     /// HTTP classification server with dynamic batching.
     Serve(runtime_cmds::ServeArgs),
+    /// Export a run dir or a checkpoint to ONNX with deploy rewrites and a parity check.
+    Export(export_cmd::ExportArgs),
+    /// The end-to-end job: teacher, distilled and baseline students, ONNX, latency, ERF, report.
+    Demo(demo::DemoArgs),
     /// Print libtorch / ONNX Runtime versions, CUDA availability, execution providers, dataset.
     Doctor,
 }
@@ -63,6 +70,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => runtime_cmds::run_predict(a)?,
         Command::Bench(a) => runtime_cmds::run_bench(a)?,
         Command::Serve(a) => runtime_cmds::run_serve(a)?,
+        Command::Export(a) => export_cmd::run_export(a)?,
+        Command::Demo(a) => demo::run_demo(a)?,
         Command::Doctor => doctor::run()?,
     }
     Ok(())
