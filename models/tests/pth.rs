@@ -223,11 +223,14 @@ fn flipped_bytes_never_panic() {
     let ents = entries(&src);
     let pkl_at = ents.iter().position(|(n, _)| n.ends_with("/data.pkl")).unwrap();
     let pkl = ents[pkl_at].1.clone();
-    let mut variants: Vec<Vec<u8>> = (0..pkl.len()).step_by(7).map(|i| {
-        let mut b = pkl.clone();
-        b[i] ^= 0xff;
-        b
-    }).collect();
+    let mut variants: Vec<Vec<u8>> = (0..pkl.len())
+        .step_by(7)
+        .map(|i| {
+            let mut b = pkl.clone();
+            b[i] ^= 0xff;
+            b
+        })
+        .collect();
     variants.extend((0..pkl.len()).step_by(97).map(|i| pkl[..i].to_vec()));
     for (j, v) in variants.into_iter().enumerate() {
         let mut e = ents.clone();
@@ -256,10 +259,7 @@ fn missing_storage_entry_is_named() {
 #[test]
 fn archive_root_name_does_not_matter() {
     let src = case("convnext_bare_p4").join("checkpoint.pth");
-    let ents: Vec<_> = entries(&src)
-        .into_iter()
-        .map(|(n, b)| (format!("renamed{}", &n[n.find('/').unwrap()..]), b))
-        .collect();
+    let ents: Vec<_> = entries(&src).into_iter().map(|(n, b)| (format!("renamed{}", &n[n.find('/').unwrap()..]), b)).collect();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("renamed.pth");
     write_zip(&p, &ents);
@@ -277,7 +277,11 @@ fn single_pickle_archive(dir: &Path, name: &str, pkl: &[u8]) -> PathBuf {
 fn dicts_without_tensors_list_their_keys() {
     let dir = tempfile::tempdir().unwrap();
     // {'epoch': 7, 'note': 'x'}
-    let p = single_pickle_archive(dir.path(), "no_tensors.pth", b"\x80\x02}q\x00(X\x05\x00\x00\x00epochq\x01K\x07X\x04\x00\x00\x00noteq\x02X\x01\x00\x00\x00xq\x03u.");
+    let p = single_pickle_archive(
+        dir.path(),
+        "no_tensors.pth",
+        b"\x80\x02}q\x00(X\x05\x00\x00\x00epochq\x01K\x07X\x04\x00\x00\x00noteq\x02X\x01\x00\x00\x00xq\x03u.",
+    );
     let msg = checkpoint_error(&p);
     assert!(msg.contains("\"epoch\"") && msg.contains("\"note\""), "{msg}");
     // {'model': <__main__.Net object>}: a whole pickled module, not a state dict.

@@ -82,7 +82,10 @@ fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDic
 /// trailing slash; empty when `data.pkl` is at the top.
 fn archive_root<R: Read + Seek>(zip: &zip::ZipArchive<R>) -> Result<String, String> {
     let names: Vec<&str> = zip.file_names().collect();
-    let found = names.iter().filter_map(|n| n.strip_suffix("data.pkl")).find(|root| root.is_empty() || (root.ends_with('/') && !root[..root.len() - 1].contains('/')));
+    let found = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("data.pkl"))
+        .find(|root| root.is_empty() || (root.ends_with('/') && !root[..root.len() - 1].contains('/')));
     match found {
         Some(root) => Ok(root.to_string()),
         None => {
@@ -289,10 +292,9 @@ fn count_tensors(items: &[(Value, Value)]) -> usize {
 fn select_state_dict(top: &Value) -> Result<(String, Vec<(Value, Value)>), String> {
     let Some(items) = dict_items(top) else {
         return Err(match top {
-            Value::Object(o) => format!(
-                "the checkpoint holds a pickled `{}` object, not a state dict; save `model.state_dict()` instead",
-                o.borrow().class
-            ),
+            Value::Object(o) => {
+                format!("the checkpoint holds a pickled `{}` object, not a state dict; save `model.state_dict()` instead", o.borrow().class)
+            }
             other => format!("the checkpoint holds a {}, not a dict of tensors", other.kind()),
         });
     };
@@ -421,7 +423,8 @@ impl<'a> Unpickler<'a> {
     }
 
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| format!("truncated: needs {n} bytes at byte {}", self.pos))?;
+        let end =
+            self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| format!("truncated: needs {n} bytes at byte {}", self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -780,7 +783,7 @@ impl<'a> Unpickler<'a> {
 }
 
 fn pairs(items: Vec<Value>) -> PResult<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if items.len() & 1 != 0 {
         return Err("odd number of items for a dict".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);
@@ -836,7 +839,9 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
             let offset = arg(1)?.as_usize().ok_or("tensor storage offset is not a non-negative int")?;
             let dims = |v: &Value, what: &str| -> PResult<Vec<usize>> {
                 match v {
-                    Value::Tuple(t) => t.iter().map(|d| d.as_usize().ok_or_else(|| format!("tensor {what} has a non-integer or negative entry"))).collect(),
+                    Value::Tuple(t) => {
+                        t.iter().map(|d| d.as_usize().ok_or_else(|| format!("tensor {what} has a non-integer or negative entry"))).collect()
+                    }
                     other => Err(format!("tensor {what} is a {}, not a tuple", other.kind())),
                 }
             };
@@ -928,8 +933,8 @@ mod tests {
     fn deep_nesting_drops_without_recursion() {
         let mut p = vec![0x80, 2];
         let depth = 200_000;
-        p.extend(std::iter::repeat(b']').take(depth));
-        p.extend(std::iter::repeat(b'a').take(depth - 1));
+        p.extend(vec![b']'; depth]);
+        p.extend(vec![b'a'; depth - 1]);
         p.push(b'.');
         assert!(matches!(run(&p).unwrap(), Value::List(_)));
     }
