@@ -140,7 +140,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     let device = lkd_trainer::parse_device(&a.device)?;
     for (row, st) in rows.iter_mut().zip(&stages) {
         let (exec, params) = load_model(&row.run, None, device)?;
-        let erf = measure_erf(&exec, &params, &st.config.data.dataset, erf_images, None, device)?;
+        let erf = measure_erf(&exec, &params, &st.config.data.dataset, erf_images, None, None, device)?;
         lkd_models::checkpoint::write_atomic(&row.run.join("erf.json"), serde_json::to_string_pretty(&erf)?.as_bytes())?;
         row.erf = Some(erf);
     }

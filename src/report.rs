@@ -163,8 +163,8 @@ pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
         "\ntop-1: best epoch of the student or its EMA on the validation split. KD gain: distilled student minus the \
          no-KD student trained with the same budget. Latency: ONNX Runtime (CPU) median over repeated runs of the exported \
          model (deploy rewrites on). ERF r@t: side² / area of the smallest centred square holding a share t of the \
-         (log, max-normalised) input-gradient contribution of the last stage's centre pixel — larger means a wider \
-         effective receptive field.\n\n",
+         (log, max-normalised) input-gradient contribution of the last stage's centre pixel, measured on inputs \
+         upscaled 4x as the papers measure ImageNet models on 1024² inputs — larger means a wider effective receptive field.\n\n",
     );
     for r in &rep.rows {
         if let Some(e) = &r.export {

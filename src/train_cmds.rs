@@ -240,6 +240,11 @@ pub struct ErfArgs {
     /// Feature map to measure (default: the last stage).
     #[arg(long)]
     tap: Option<String>,
+    /// Input side for the measurement. Default: 4x the training size, as the papers measure
+    /// ImageNet models (trained at 224) on 1024 inputs; models with position embeddings keep
+    /// their own size.
+    #[arg(long)]
+    input_size: Option<usize>,
     /// Output directory for erf.json and erf.png (default: the run dir, or `.`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -253,13 +258,13 @@ pub fn run_erf(a: ErfArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let model = a.preset.as_deref().map(ModelConfig::preset);
     let (exec, params) = load_model(&a.source, model.as_ref(), device)?;
-    let r = measure_erf(&exec, &params, &dataset_for(&a.source, a.config.as_deref())?, a.images, a.tap.as_deref(), device)?;
+    let r = measure_erf(&exec, &params, &dataset_for(&a.source, a.config.as_deref())?, a.images, a.tap.as_deref(), a.input_size, device)?;
     let out = a.out.clone().unwrap_or_else(|| if a.source.is_dir() { a.source.clone() } else { PathBuf::from(".") });
     std::fs::create_dir_all(&out)?;
     lkd_models::checkpoint::write_atomic(&out.join("erf.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
     write_heatmaps(&out.join("erf.png"), &[(&exec.graph.preset, &r)])?;
     let ratios: Vec<String> = r.area_ratios.iter().map(|(t, v)| format!("t={t}: {v:.4}")).collect();
-    println!("ERF of {} at {} over {} images: {}; wrote {}", exec.graph.preset, r.tap, r.images, ratios.join(", "), out.join("erf.json").display());
+    println!("ERF of {} at {} ({}x{} input) over {} images: {}; wrote {}", exec.graph.preset, r.tap, r.height, r.width, r.images, ratios.join(", "), out.join("erf.json").display());
     Ok(())
 }
 
@@ -270,6 +275,7 @@ pub fn measure_erf(
     spec: &data::DatasetSpec,
     n: usize,
     tap: Option<&str>,
+    input_size: Option<usize>,
     device: lkd_trainer::tch::Device,
 ) -> Result<lkd_trainer::erf::ErfResult> {
     let tap = match tap {
@@ -279,7 +285,13 @@ pub fn measure_erf(
     let mut spec = spec.clone();
     spec.val_limit = Some(n);
     let set = Arc::new(data::open(&spec, Split::Val)?);
-    let loader = Loader::new(set, Transform::eval(&exec.graph.preprocess), None, LoaderConfig { batch_size: 16, workers: 0, prefetch: 2, seed: 0, shuffle: false, drop_last: false })?;
+    let mut pre = exec.graph.preprocess.clone();
+    let fixed = exec.graph.nodes.iter().any(|n| matches!(n.op, lkd_models::Op::AddParam { .. }));
+    if !fixed {
+        let side = input_size.unwrap_or(4 * pre.input_size[0]);
+        pre.input_size = [side, side];
+    }
+    let loader = Loader::new(set, Transform::eval(&pre), None, LoaderConfig { batch_size: 16, workers: 0, prefetch: 2, seed: 0, shuffle: false, drop_last: false })?;
     let mut meter = ErfMeter::new();
     for batch in loader.epoch(0, 0)? {
         meter.add(exec, params, &batch?.images.to_device(device), &tap)?;
