@@ -20,7 +20,9 @@ pub type StateDict = BTreeMap<String, HostTensor>;
 /// archive holding a state dict or a dict with `model` / `model_ema` / `state_dict`.
 pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-    if bytes.starts_with(b"PK\x03\x04") {
+    // Zip archives and legacy (pre-1.6, raw pickle) torch files both go to the PyTorch reader,
+    // which explains how to re-save the latter.
+    if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
         read_pth(path)
     } else if bytes.len() >= 8 {
         read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint { path: path.display().to_string(), msg })

@@ -64,16 +64,21 @@ impl SlakConfig {
     /// Depthwise large-kernel unit: k×s + s×k + s×s convs, each with BatchNorm, summed.
     fn large_kernel(b: &mut GraphBuilder, x: ValueId, module: &str, dim: usize, k: usize, s: usize) -> ValueId {
         let init = Init::TruncNormal { std: 0.02 };
-        let mut branch = |name: &str, kh: usize, kw: usize| {
+        let branch = |b: &mut GraphBuilder, name: &str, kh: usize, kw: usize| {
             let m = format!("{module}.{name}");
             let y = b.conv(x, &format!("{m}.conv"), dim, dim, [kh, kw], 1, [kh / 2, kw / 2], dim, None, init.clone());
             b.batch_norm(y, &format!("{m}.bn"), dim, 1e-5)
         };
-        let a = branch("LoRA1", k, s);
-        let c = branch("LoRA2", s, k);
-        let sum = branch("small_conv", s, s);
+        let a = branch(b, "LoRA1", k, s);
+        let c = branch(b, "LoRA2", s, k);
         let ac = b.add(a, c, module);
-        b.add(ac, sum, module)
+        // Upstream adds the small kernel only when it is strictly smaller than the large one.
+        if s < k {
+            let small = branch(b, "small_conv", s, s);
+            b.add(ac, small, module)
+        } else {
+            ac
+        }
     }
 
     pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
