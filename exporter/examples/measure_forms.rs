@@ -37,6 +37,9 @@ fn main() -> anyhow::Result<()> {
     for (name, lf, ln) in forms {
         let opts = ExportOptions { linear_form: lf, channels_first_norm: ln, check: false, reparam, ..Default::default() };
         let (bytes, rep) = export_bytes(&g, &w, &opts)?;
+        if let Ok(d) = std::env::var("SAVE_DIR") {
+            std::fs::write(format!("{d}/{preset}_{name}.onnx"), &bytes)?;
+        }
         println!("{name}: export {:.0} ms, {} nodes", rep.timings.total_ms, rep.onnx_nodes);
         let mut s = ortrun::session(&bytes, Target::Cpu, Some(2))?;
         ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape)?;

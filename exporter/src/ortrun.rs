@@ -3,7 +3,7 @@
 
 use crate::ExportError;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
+pub use ort::session::Session;
 use ort::value::TensorRef;
 use std::time::Instant;
 
