@@ -1,0 +1,241 @@
+//! Distillation training-step throughput (images/s), CPU: the step `lkd_trainer::train` runs
+//! (student forward in train mode, teacher forward under no-grad, NKD loss, backward, AdamW,
+//! zero-grad) on random weights and a fixed random batch.
+//!
+//! - `train_step_cpu/nano_nkd_b128`: convnext_nano ← slak_nano, 128 × 1 × 28 × 28;
+//! - `train_step_cpu/tiny224_nkd_b8`: convnext_tiny ← slak_tiny, 8 × 3 × 224 × 224, only with
+//!   `LKD_BENCH_TINY=1` (about ten seconds a step on 2 cores).
+//!
+//! Each group also times the teacher's forward alone, so teacher share = teacher / step.
+//!
+//! `--raw CASE [--iters N] [--warmup N] [--threads N] [--batch N] [--workers N]` skips criterion
+//! and prints one JSON line of per-step times (cases: nano, tiny, loader, nano_fed). The PyTorch
+//! twin `benches/train_step_torch.py` prints the same line; `benches/compare_train_step.py`
+//! interleaves the two and prints the table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use lkd_models::ModelConfig;
+use lkd_trainer::data::{self, AugmentConfig, DatasetSpec, Loader, LoaderConfig, Split};
+use lkd_trainer::losses::nkd;
+use lkd_trainer::optim::{slots, zero_grad, AdamW, Slot};
+use lkd_trainer::tch::{self, Device, Kind, Tensor};
+use lkd_trainer::teacher::{renormalize, Teacher};
+use lkd_trainer::{Executor, Params};
+
+const NKD_TEMPERATURE: f64 = 1.0;
+const NKD_ALPHA: f64 = 1.5;
+const LR: f64 = 1e-3;
+const WEIGHT_DECAY: f64 = 0.05;
+
+struct Case {
+    name: &'static str,
+    student: &'static str,
+    teacher: &'static str,
+    batch: usize,
+}
+
+const NANO: Case = Case { name: "nano", student: "convnext_nano", teacher: "slak_nano", batch: 128 };
+const TINY: Case = Case { name: "tiny", student: "convnext_tiny", teacher: "slak_tiny", batch: 8 };
+
+struct Pair {
+    student: Executor,
+    params: Params,
+    teacher: Teacher,
+    x: Tensor,
+    labels: Tensor,
+}
+
+impl Pair {
+    fn new(case: &Case, batch: usize) -> Self {
+        tch::manual_seed(0);
+        let graph = ModelConfig::preset(case.student).build().expect("student graph");
+        let params = Params::init(&graph, Device::Cpu);
+        let t_model = ModelConfig::preset(case.teacher);
+        let t_graph = t_model.build().expect("teacher graph");
+        let t_params = Params::init(&t_graph, Device::Cpu);
+        // Frozen as `Teacher::load` leaves a loaded teacher.
+        for t in t_params.tensors.values() {
+            let _ = t.shallow_clone().set_requires_grad(false);
+        }
+        let teacher = Teacher { exec: Executor::new(t_graph), params: t_params, model: t_model, source: "random init".into() };
+        let [h, w] = graph.input_size;
+        let x = Tensor::randn([batch as i64, graph.in_chans as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
+        let labels = Tensor::randint(graph.num_classes as i64, [batch as i64], (Kind::Int64, Device::Cpu));
+        Self { student: Executor::new(graph), params, teacher, x, labels }
+    }
+
+    fn slots(&self) -> Vec<Slot<'_>> {
+        slots(&self.student.graph, &self.params, "")
+    }
+
+    fn teacher_logits(&self, x: &Tensor) -> Tensor {
+        let xt = renormalize(x, &self.student.graph.preprocess, self.teacher.preprocess());
+        self.teacher.forward(&xt, &[]).expect("teacher forward").0.to_kind(Kind::Float)
+    }
+
+    /// One optimisation step as the training loop does it; returns seconds spent in the teacher.
+    fn step(&self, x: &Tensor, labels: &Tensor, slots: &[Slot], opt: &mut AdamW) -> f64 {
+        let logits = self.student.forward(&self.params, x, true, &[]).expect("student forward").logits.to_kind(Kind::Float);
+        let t0 = Instant::now();
+        let t_logits = self.teacher_logits(x);
+        let teacher_s = t0.elapsed().as_secs_f64();
+        let loss = nkd(&logits, &t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA);
+        assert!(loss.double_value(&[]).is_finite(), "non-finite loss");
+        loss.backward();
+        opt.step(slots, LR);
+        zero_grad(slots);
+        teacher_s
+    }
+}
+
+fn step_group(c: &mut Criterion, case: &Case, samples: usize, slow: bool) {
+    let pair = Pair::new(case, case.batch);
+    let slots = pair.slots();
+    let mut opt = AdamW::new(WEIGHT_DECAY);
+    let mut g = c.benchmark_group(format!("train_step_cpu/{}_nkd_b{}", case.name, case.batch));
+    g.sample_size(samples);
+    if slow {
+        // One warm-up step and the minimum of samples; criterion's default timings would take minutes.
+        g.warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
+    }
+    g.throughput(Throughput::Elements(case.batch as u64));
+    g.bench_function(BenchmarkId::new("step", format!("{}<-{}", case.student, case.teacher)), |b| {
+        b.iter(|| pair.step(&pair.x, &pair.labels, &slots, &mut opt))
+    });
+    g.bench_function(BenchmarkId::new("teacher_forward", case.teacher), |b| b.iter(|| pair.teacher_logits(&pair.x)));
+    g.finish();
+}
+
+fn nano(c: &mut Criterion) {
+    step_group(c, &NANO, 20, false);
+}
+
+fn tiny(c: &mut Criterion) {
+    if std::env::var_os("LKD_BENCH_TINY").is_none() {
+        eprintln!("skipping convnext_tiny <- slak_tiny at 224² (about 10 s a step on 2 cores): set LKD_BENCH_TINY=1");
+        return;
+    }
+    step_group(c, &TINY, 10, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw mode: per-step times as one JSON line, for the side-by-side driver.
+
+struct RawArgs {
+    case: String,
+    iters: usize,
+    warmup: usize,
+    threads: i32,
+    batch: Option<usize>,
+    workers: usize,
+}
+
+fn parse_raw(args: &[String]) -> RawArgs {
+    let mut r = RawArgs { case: args.first().cloned().expect("--raw needs a case: nano, tiny, loader, nano_fed"), iters: 10, warmup: 2, threads: 2, batch: None, workers: 2 };
+    let mut it = args[1..].iter();
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let n: usize = v.parse().unwrap_or_else(|_| panic!("{flag}: expected a number, found {v}"));
+        match flag.as_str() {
+            "--iters" => r.iters = n,
+            "--warmup" => r.warmup = n,
+            "--threads" => r.threads = n as i32,
+            "--batch" => r.batch = Some(n),
+            "--workers" => r.workers = n,
+            _ => panic!("unknown flag {flag}; known: --iters --warmup --threads --batch --workers"),
+        }
+    }
+    r
+}
+
+fn json_list(v: &[f64]) -> String {
+    format!("[{}]", v.iter().map(|s| format!("{s:.6}")).collect::<Vec<_>>().join(","))
+}
+
+fn fashion_loader(batch: usize, workers: usize) -> Loader {
+    let spec = DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST must point at Fashion-MNIST (eval \"$(make -s env)\")");
+    let ds = Arc::new(data::open(&spec, Split::Train).expect("open Fashion-MNIST"));
+    let pre = lkd_models::Preprocess::fashion_mnist();
+    let cfg = LoaderConfig { batch_size: batch, workers, ..LoaderConfig::default() };
+    Loader::train(ds, &pre, &AugmentConfig::nano(), None, 0.0, cfg).expect("loader")
+}
+
+fn raw(args: &[String]) {
+    let a = parse_raw(args);
+    tch::set_num_threads(a.threads);
+    let head = |batch: usize| format!("{{\"impl\":\"lkd\",\"case\":\"{}\",\"batch\":{batch},\"threads\":{},\"workers\":{}", a.case, a.threads, a.workers);
+    match a.case.as_str() {
+        "nano" | "tiny" => {
+            let case = if a.case == "nano" { &NANO } else { &TINY };
+            let batch = a.batch.unwrap_or(case.batch);
+            let pair = Pair::new(case, batch);
+            let slots = pair.slots();
+            let mut opt = AdamW::new(WEIGHT_DECAY);
+            let (mut step_s, mut teacher_s) = (vec![], vec![]);
+            for i in 0..a.warmup + a.iters {
+                let t0 = Instant::now();
+                let t = pair.step(&pair.x, &pair.labels, &slots, &mut opt);
+                if i >= a.warmup {
+                    step_s.push(t0.elapsed().as_secs_f64());
+                    teacher_s.push(t);
+                }
+            }
+            println!("{},\"step_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&teacher_s));
+        }
+        "loader" => {
+            // Loader alone, 2 workers by default. Batches arrive in bursts (prefetch), so only
+            // the total over many batches means anything.
+            let batch = a.batch.unwrap_or(NANO.batch);
+            let loader = fashion_loader(batch, a.workers);
+            let mut batches = loader.epoch(0, 0).expect("epoch");
+            let mut t0 = Instant::now();
+            for i in 0..a.warmup + a.iters {
+                if i == a.warmup {
+                    t0 = Instant::now();
+                }
+                let b = batches.next().expect("epoch ended: lower --iters").expect("batch");
+                assert_eq!(b.len(), batch);
+            }
+            let seconds = t0.elapsed().as_secs_f64();
+            println!("{},\"batches\":{},\"seconds\":{seconds:.6}}}", head(batch), a.iters);
+        }
+        "nano_fed" => {
+            // The nano step fed by the loader: its workers share the cores with the step, as in training.
+            let batch = a.batch.unwrap_or(NANO.batch);
+            let pair = Pair::new(&NANO, batch);
+            let slots = pair.slots();
+            let mut opt = AdamW::new(WEIGHT_DECAY);
+            let loader = fashion_loader(batch, a.workers);
+            let mut batches = loader.epoch(0, 0).expect("epoch");
+            let (mut step_s, mut wait_s, mut teacher_s) = (vec![], vec![], vec![]);
+            for i in 0..a.warmup + a.iters {
+                let t0 = Instant::now();
+                let b = batches.next().expect("epoch ended: lower --iters").expect("batch");
+                let waited = t0.elapsed().as_secs_f64();
+                let t = pair.step(&b.images, &b.labels, &slots, &mut opt);
+                if i >= a.warmup {
+                    step_s.push(t0.elapsed().as_secs_f64());
+                    wait_s.push(waited);
+                    teacher_s.push(t);
+                }
+            }
+            println!("{},\"step_s\":{},\"wait_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&wait_s), json_list(&teacher_s));
+        }
+        other => panic!("unknown case {other}; known: nano, tiny, loader, nano_fed"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--raw") {
+        raw(&args[i + 1..]);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    nano(&mut c);
+    tiny(&mut c);
+    c.final_summary();
+}
