@@ -6,6 +6,7 @@ mod doctor;
 mod export_cmd;
 mod report;
 mod runtime_cmds;
+mod study;
 mod train_cmds;
 
 use anyhow::Result;
@@ -44,6 +45,8 @@ enum Command {
     Export(export_cmd::ExportArgs),
     /// The end-to-end job: teacher, distilled and baseline students, ONNX, latency, ERF, report.
     Demo(demo::DemoArgs),
+    /// The paper's comparison at CPU scale: teachers x KD methods x students x seeds.
+    Study(study::StudyArgs),
     /// Print libtorch / ONNX Runtime versions, CUDA availability, execution providers, dataset.
     Doctor,
 }
@@ -72,6 +75,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => runtime_cmds::run_serve(a)?,
         Command::Export(a) => export_cmd::run_export(a)?,
         Command::Demo(a) => demo::run_demo(a)?,
+        Command::Study(a) => study::run_study(a)?,
         Command::Doctor => doctor::run()?,
     }
     Ok(())

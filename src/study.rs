@@ -1,0 +1,294 @@
+//! `lkd study CONFIG`: the paper's Table 1 at CPU scale — teachers × KD methods × students ×
+//! seeds, each cell a run dir; results as mean ± std over seeds (markdown + CSV) and a bar
+//! chart, plus the students' ERF per teacher. Finished cells are skipped on re-runs.
+
+use crate::train_cmds::measure_erf;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lkd_models::ModelConfig;
+use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+use lkd_trainer::rundir::RunDir;
+use lkd_trainer::train::{load_model, train};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    pub name: String,
+    /// Training template (data, optimizer, run settings) shared by every cell, inline.
+    pub base: TrainConfig,
+    pub students: Vec<ModelConfig>,
+    pub teachers: Vec<TeacherSpec>,
+    pub methods: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub teacher_epochs: usize,
+    pub student_epochs: usize,
+    /// Images for each student's ERF (0: skip).
+    #[serde(default)]
+    pub erf_images: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSpec {
+    /// Label in the tables, e.g. "SLaK (large kernel)".
+    pub label: String,
+    pub model: ModelConfig,
+}
+
+#[derive(Args, Debug)]
+pub struct StudyArgs {
+    /// Study TOML (see configs/study-fmnist.toml).
+    config: PathBuf,
+    /// Output directory (default runs/study-<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override training subset sizes for a fast look: train and val images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    val_limit: Option<usize>,
+}
+
+/// What a finished cell recorded (written atomically when it completes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CellResult {
+    student: String,
+    teacher: String,
+    method: String,
+    seed: u64,
+    top1: f64,
+    seconds: f64,
+    run_dir: String,
+    #[serde(default)]
+    erf_r20: Option<f64>,
+}
+
+fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+}
+
+fn best_top1(dir: &Path) -> Result<f64> {
+    let lines = RunDir::open(dir)?.read_metrics()?;
+    Ok(lines.iter().flat_map(|l| [l.get("top1"), l.get("ema_top1")]).flatten().filter_map(|v| v.as_f64()).fold(f64::NAN, f64::max))
+}
+
+const COMPUTE_FILE: &str = "compute_seconds";
+
+/// Trains `cfg` into `dir` unless it finished before; returns the training seconds the run
+/// took (recorded in the run dir, so re-runs report the same total).
+fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
+    let recorded = || std::fs::read_to_string(dir.join(COMPUTE_FILE)).ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let state = RunDir::open(dir).ok().and_then(|r| r.load_state().ok()).map(|(_, s)| s);
+    if state.as_ref().is_some_and(|s| s.finished) {
+        return Ok(recorded());
+    }
+    if state.is_none() && dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let before = if state.is_some() { recorded() } else { 0.0 };
+    let t = Instant::now();
+    train(cfg, dir, state.is_some(), true).with_context(|| format!("training {}", dir.display()))?;
+    let total = before + t.elapsed().as_secs_f64();
+    lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
+    Ok(total)
+}
+
+pub fn run_study(a: StudyArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
+    let mut study: StudyConfig = toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
+    if let Ok(p) = std::env::var("LKD_FASHION_MNIST") {
+        if study.base.data.dataset.kind == lkd_trainer::data::DatasetKind::FashionMnist {
+            study.base.data.dataset.path = p.into();
+        }
+    }
+    if let Some(l) = a.limit {
+        study.base.data.dataset.limit = Some(l);
+    }
+    if let Some(l) = a.val_limit {
+        study.base.data.dataset.val_limit = Some(l);
+    }
+    let methods: Vec<KdMethod> = study.methods.iter().map(|m| KdMethod::parse(m)).collect::<Result<_, _>>()?;
+    if study.seeds.is_empty() || study.students.is_empty() {
+        bail!("a study needs at least one seed and one student");
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
+    std::fs::create_dir_all(&out)?;
+    let t0 = Instant::now();
+    let mut compute = 0.0;
+
+    // Teachers, each trained once.
+    let mut teacher_acc = BTreeMap::new();
+    let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
+    if needs_teachers {
+        for t in &study.teachers {
+            let dir = out.join("teachers").join(slug(&t.label));
+            let mut cfg = study.base.clone();
+            cfg.model = t.model.clone();
+            cfg.optim.epochs = study.teacher_epochs;
+            println!("teacher {} ({})", t.label, t.model.preset);
+            compute += ensure_run(&dir, &cfg)?;
+            teacher_acc.insert(t.label.clone(), best_top1(&dir)?);
+        }
+    }
+
+    // Cells.
+    let mut results: Vec<CellResult> = vec![];
+    for student in &study.students {
+        for &method in &methods {
+            let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None { vec![None] } else { study.teachers.iter().map(Some).collect() };
+            for teacher in teachers {
+                for &seed in &study.seeds {
+                    let tlabel = teacher.map(|t| t.label.clone()).unwrap_or_else(|| "—".into());
+                    let name = format!("{}-{}-{}-s{seed}", slug(&student.preset), teacher.map(|t| slug(&t.label)).unwrap_or_else(|| "none".into()), slug(method.as_str()));
+                    let dir = out.join("cells").join(&name);
+                    let result_path = dir.join("result.json");
+                    if let Some(r) = std::fs::read(&result_path).ok().and_then(|b| serde_json::from_slice::<CellResult>(&b).ok()) {
+                        println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
+                        compute += r.seconds;
+                        results.push(r);
+                        continue;
+                    }
+                    println!("cell {name}");
+                    let mut cfg = study.base.clone();
+                    cfg.model = student.clone();
+                    cfg.optim.epochs = study.student_epochs;
+                    cfg.run.seed = seed;
+                    cfg.distill = teacher.map(|t| DistillConfig {
+                        method,
+                        teacher: out.join("teachers").join(slug(&t.label)),
+                        teacher_model: None,
+                        alpha: None,
+                        temperature: 1.0,
+                        fd_weight: 1.0,
+                        fd_loss: lkd_trainer::losses::FeatureLoss::SmoothL1,
+                    });
+                    let seconds = ensure_run(&dir, &cfg)?;
+                    compute += seconds;
+                    let erf_r20 = if study.erf_images > 0 && seed == study.seeds[0] {
+                        let device = lkd_trainer::parse_device(&cfg.run.device)?;
+                        let (exec, params) = load_model(&dir, None, device)?;
+                        let erf = measure_erf(&exec, &params, &cfg.data.dataset, study.erf_images, None, None, device)?;
+                        erf.area_ratios.first().map(|r| r.1)
+                    } else {
+                        None
+                    };
+                    let r = CellResult { student: student.preset.clone(), teacher: tlabel, method: method.as_str().into(), seed, top1: best_top1(&dir)?, seconds, run_dir: dir.display().to_string(), erf_r20 };
+                    lkd_models::checkpoint::write_atomic(&result_path, serde_json::to_string_pretty(&r)?.as_bytes())?;
+                    results.push(r);
+                }
+            }
+        }
+    }
+    let (md, csv) = tables(&study, &results, &teacher_acc, compute);
+    lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
+    lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    chart(&out.join("results.png"), &results)?;
+    println!("{md}");
+    println!("wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)", out.join("results.md").display(), t0.elapsed().as_secs_f64(), compute);
+    Ok(())
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+/// Groups by (student, teacher, method) in first-seen order.
+fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellResult>)> {
+    let mut out: Vec<((String, String, String), Vec<&CellResult>)> = vec![];
+    for r in results {
+        let key = (r.student.clone(), r.teacher.clone(), r.method.clone());
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => out.push((key, vec![r])),
+        }
+    }
+    out
+}
+
+fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, compute: f64) -> (String, String) {
+    let mut md = format!("# Study `{}`\n\n", study.name);
+    if !teacher_acc.is_empty() {
+        md.push_str("| teacher | preset | top-1 (%) |\n|---|---|---:|\n");
+        for t in &study.teachers {
+            md.push_str(&format!("| {} | {} | {:.2} |\n", t.label, t.model.preset, teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN)));
+        }
+        md.push('\n');
+    }
+    md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 |\n|---|---|---|---:|---:|---:|---:|\n");
+    let mut csv = String::from("student,teacher,method,top1_mean,top1_std,seeds,gain_vs_none,erf_r20,run_dirs\n");
+    let gs = groups(results);
+    let baseline = |student: &str| gs.iter().find(|((s, _, m), _)| s == student && m == "none").map(|(_, v)| mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>()).0);
+    for ((student, teacher, method), cells) in &gs {
+        let (m, s) = mean_std(&cells.iter().map(|r| r.top1).collect::<Vec<_>>());
+        let gain = baseline(student).filter(|_| method != "none").map(|b| m - b);
+        let erf = cells.iter().find_map(|r| r.erf_r20);
+        md.push_str(&format!(
+            "| {student} | {teacher} | {method} | {m:.2} ± {s:.2} | {} | {} | {} |\n",
+            cells.len(),
+            gain.map(|g| format!("{g:+.2}")).unwrap_or_else(|| "—".into()),
+            erf.map(|e| format!("{e:.4}")).unwrap_or_else(|| "—".into())
+        ));
+        let dirs: Vec<&str> = cells.iter().map(|r| r.run_dir.as_str()).collect();
+        csv.push_str(&format!(
+            "{student},{teacher},{method},{m:.4},{s:.4},{},{},{},{}\n",
+            cells.len(),
+            gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
+            erf.map(|e| format!("{e:.6}")).unwrap_or_default(),
+            dirs.join(";")
+        ));
+    }
+    md.push_str(&format!(
+        "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Run dirs: results.csv.\n"
+    ));
+    (md, csv)
+}
+
+fn chart(path: &Path, results: &[CellResult]) -> Result<()> {
+    let gs = groups(results);
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (900, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let vals: Vec<(String, f64, f64)> = gs
+            .iter()
+            .map(|((s, t, m), v)| {
+                let (mean, std) = mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>());
+                (format!("{s}\n{t}/{m}"), mean, std)
+            })
+            .collect();
+        let lo = vals.iter().map(|v| v.1 - v.2).fold(100.0, f64::min).floor().max(0.0) - 1.0;
+        let hi = vals.iter().map(|v| v.1 + v.2).fold(0.0, f64::max).ceil() + 1.0;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("student top-1 by teacher and KD method", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(48)
+            .build_cartesian_2d((0..vals.len()).into_segmented(), lo.max(0.0)..hi.min(100.0))?;
+        let labels: Vec<String> = vals.iter().map(|v| v.0.replace('\n', " ")).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc("top-1 (%)")
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_label_style(("sans-serif", 10))
+            .draw()?;
+        chart.draw_series(vals.iter().enumerate().map(|(i, v)| Rectangle::new([(SegmentValue::Exact(i), lo.max(0.0)), (SegmentValue::Exact(i + 1), v.1)], RGBColor(31, 119, 180).mix(0.8).filled())))?;
+        chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
+            PathElement::new([(SegmentValue::CenterOf(i), v.1 - v.2), (SegmentValue::CenterOf(i), v.1 + v.2)], BLACK.stroke_width(2))
+        }))?;
+        root.present()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

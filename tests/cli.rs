@@ -1,0 +1,126 @@
+//! The `lkd` binary end to end: the quick demo, a resumable two-cell study, and clear errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lkd(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_lkd")).args(args).output().expect("run lkd");
+    out
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn quick_demo_writes_a_complete_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = lkd(&["demo", "--quick", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| teacher") || l.starts_with("| student")).collect();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        assert!(!row.contains("n/a") && !row.contains("NaN"), "unfilled cell: {row}");
+    }
+    assert!(report.contains("KD gain"));
+    for png in ["accuracy.png", "latency.png", "erf.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+    }
+    for onnx in ["teacher", "student_nkd", "student_baseline"] {
+        assert!(out.join("onnx").join(format!("{onnx}.onnx")).is_file());
+    }
+    // A second run reuses every finished stage.
+    let o = lkd(&["demo", "--quick", "--out", out.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success() && t.matches("reusing").count() >= 6, "{t}");
+}
+
+fn write_tiny_study(path: &Path) {
+    let data = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`");
+    std::fs::write(
+        path,
+        format!(
+            r#"
+name = "tiny"
+students = [{{ preset = "convnext_nano" }}]
+methods = ["none", "kd"]
+seeds = [0]
+teacher_epochs = 1
+student_epochs = 1
+erf_images = 2
+[[teachers]]
+label = "SLaK"
+model = {{ preset = "slak_nano" }}
+[base.model]
+preset = "convnext_nano"
+[base.data.dataset]
+kind = "fashion-mnist"
+path = "{data}"
+limit = 256
+val_limit = 128
+[base.optim]
+batch_size = 64
+"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("study.toml");
+    write_tiny_study(&cfg);
+    let out = dir.path().join("study");
+    let o = lkd(&["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| convnext_nano | — | none |") && md.contains("| convnext_nano | SLaK | kd |"), "{md}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(out.join("results.png").is_file());
+    let stamp = |p: &Path| std::fs::metadata(p.join("last.safetensors")).unwrap().modified().unwrap();
+    let cell = out.join("cells/convnext_nano-slak-kd-s0");
+    let before = stamp(&cell);
+    let o = lkd(&["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success() && t.matches("done before").count() == 2, "{t}");
+    assert_eq!(stamp(&cell), before, "a finished cell was retrained");
+    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv);
+}
+
+#[test]
+fn unavailable_device_is_an_error_not_a_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = lkd(&["train", "--device", "cuda:0", "--limit", "64", "--epochs", "1", "--out", dir.path().join("r").to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("cuda:0") && t.contains("CUDA device"), "{t}");
+}
+
+#[test]
+fn models_lists_presets_and_rejects_unknown_ones() {
+    let o = lkd(&["models"]);
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("convnext_tiny") && t.contains("28,589,128") && t.contains("slak_nano"), "{t}");
+    let o = lkd(&["models", "--show", "slak_tiny"]);
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("stages.0.0.large_kernel.LoRA1.conv") && t.contains("Conv51x5/1 dw"), "{t}");
+    let o = lkd(&["models", "--show", "slak_huge"]);
+    assert!(!o.status.success() && text(&o).contains("unknown preset `slak_huge`"));
+}
+
+#[test]
+fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = lkd(&["train", "--limit", "64", "--set", "data.dataset.path=\"/nonexistent/fmnist\"", "--out", dir.path().join("r").to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("/nonexistent/fmnist") && t.contains("train-images-idx3-ubyte"), "{t}");
+    let bad = dir.path().join("bad.pth");
+    std::fs::write(&bad, b"PK\x03\x04truncated").unwrap();
+    let o = lkd(&["eval", bad.to_str().unwrap(), "--preset", "convnext_nano", "--limit", "10"]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("bad.pth"), "{t}");
+}
