@@ -9,6 +9,7 @@ pub mod lower;
 pub mod ortrun;
 pub mod passes;
 pub mod proto;
+pub mod quantize;
 
 use lkd_models::checkpoint::{check_state_dict, write_atomic, StateDict};
 use lkd_models::graph::Op;
