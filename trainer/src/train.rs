@@ -50,11 +50,16 @@ pub fn resolve_model(model: &ModelConfig, train: &data::Dataset) -> ModelConfig 
     if m.num_classes.is_none() && graph_default.as_ref().is_some_and(|g| g.num_classes != train.num_classes()) {
         m.num_classes = Some(train.num_classes());
     }
-    if let Some((w, h, c)) = train.image_shape() {
-        if m.in_chans.is_none() && graph_default.as_ref().is_some_and(|g| g.in_chans != c) {
-            m.in_chans = Some(c);
-        }
-        if m.input_size.is_none() && w == h && graph_default.as_ref().is_some_and(|g| g.input_size[0] != h) {
+    // Image folders decode to RGB; in-memory datasets state their shape.
+    let (size, channels) = match train.image_shape() {
+        Some((w, h, c)) => ((w == h).then_some(h), c),
+        None => (None, 3),
+    };
+    if m.in_chans.is_none() && graph_default.as_ref().is_some_and(|g| g.in_chans != channels) {
+        m.in_chans = Some(channels);
+    }
+    if let Some(h) = size {
+        if m.input_size.is_none() && graph_default.as_ref().is_some_and(|g| g.input_size[0] != h) {
             m.input_size = Some(h);
         }
     }

@@ -157,3 +157,26 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     let after = lkd_trainer::executor::tensor_to_host(teacher.params.get("stages.0.0.large_kernel.LoRA1.bn.running_mean"));
     assert_eq!(before, &after);
 }
+
+#[test]
+fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    lkd_trainer::data::synthetic::write_jpeg_folder(&root, 3, 40, 10, 40, 36, 7).unwrap();
+    std::fs::write(root.join("train/class_01/broken.jpg"), b"not a jpeg at all").unwrap();
+    let mut cfg = config("convnext_nano", 1000, 1);
+    cfg.data.dataset = lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
+    cfg.optim.batch_size = 16;
+    let dir = tmp.path().join("run");
+    let s = train(&cfg, &dir, false, false).unwrap();
+    assert_eq!(s.skipped_files, 1);
+    let epoch = &epoch_lines(&dir)[0];
+    assert_eq!(epoch["skipped_files"], 1);
+    // The model followed the dataset: 3 classes, RGB.
+    let written = RunDir::open(&dir).unwrap().config().unwrap();
+    assert_eq!((written.model.num_classes, written.model.in_chans), (Some(3), Some(3)));
+    // Strict mode stops with the file's path.
+    cfg.data.dataset.strict = true;
+    let err = train(&cfg, &tmp.path().join("strict"), false, false).unwrap_err().to_string();
+    assert!(err.contains("broken.jpg"), "{err}");
+}
