@@ -30,8 +30,10 @@ pub enum LinearArg {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NormArg {
-    Reduce,
+    /// Transpose → LayerNormalization → Transpose (fastest measured).
     Transpose,
+    /// Reductions over dim 1, as torch.onnx.export writes it.
+    Reduce,
 }
 
 #[derive(Args, Debug)]
@@ -67,9 +69,11 @@ pub struct ExportArgs {
     /// Extra provenance metadata, KEY=VALUE (repeatable).
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
+    /// How channels-last Linear pairs are written.
     #[arg(long, value_enum, default_value = "conv")]
     pub linear_form: LinearArg,
-    #[arg(long, value_enum, default_value = "reduce")]
+    /// How channels-first LayerNorm is written.
+    #[arg(long, value_enum, default_value = "transpose")]
     pub ln_form: NormArg,
     /// Device for the check and `--reparam auto` timings: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]

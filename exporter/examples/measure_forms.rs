@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         w.insert(p.name.clone(), t);
     }
     let x = random_input(&g, 1, 0);
+    let threads: usize = std::env::var("THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let reparam = match std::env::args().nth(2).as_deref() {
         Some("dense") => ReparamMode::Dense,
         Some("none") => ReparamMode::None,
@@ -41,16 +42,30 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(format!("{d}/{preset}_{name}.onnx"), &bytes)?;
         }
         println!("{name}: export {:.0} ms, {} nodes", rep.timings.total_ms, rep.onnx_nodes);
-        let mut s = ortrun::session(&bytes, Target::Cpu, Some(2))?;
+        let mut s = ortrun::session(&bytes, Target::Cpu, Some(threads))?;
         ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape)?;
         sessions.push((name, s, vec![]));
+    }
+    // The torch.onnx.export baseline of the same weights, when a python is at hand.
+    if let Ok(py) = std::env::var("LKD_PYTHON") {
+        let dir = tempfile::tempdir()?;
+        let wp = dir.path().join("w.safetensors");
+        lkd_models::checkpoint::write_safetensors(&wp, &w, None)?;
+        let out = dir.path().join("t.onnx");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/torch_export.py");
+        let st = std::process::Command::new(py).arg(script).args(["--preset", &preset, "--weights"]).arg(&wp).arg("--out").arg(&out).output()?;
+        anyhow::ensure!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let mut s = ortrun::session(&std::fs::read(&out)?, Target::Cpu, Some(threads))?;
+        ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape)?;
+        sessions.push(("torch.onnx.export", s, vec![]));
     }
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     for _ in 0..rounds {
         for (_, s, times) in sessions.iter_mut() {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_ns());
             ortrun::run(s, x.as_f32().unwrap(), &x.shape)?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            // With one ORT thread the work runs on this thread: its CPU time ignores other load.
+            times.push(if threads == 1 { (cpu_ns() - c) as f64 / 1e6 } else { t.elapsed().as_secs_f64() * 1e3 });
         }
     }
     for (name, _, mut t) in sessions {
@@ -58,4 +73,9 @@ fn main() -> anyhow::Result<()> {
         println!("{preset} {name}: median {:.1} ms, min {:.1} ms", t[t.len() / 2], t[0]);
     }
     Ok(())
+}
+
+/// CPU time of the calling thread (ns) from /proc.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }

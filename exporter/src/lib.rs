@@ -56,7 +56,8 @@ pub enum ReparamMode {
 /// are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LinearForm {
-    /// 1×1 convs and a channels-first LayerNorm, no transposes (faster in ORT CPU, measured).
+    /// 1×1 convs and a channels-first LayerNorm (ORT CPU, convnext_tiny, 1 thread: 131 ms with a
+    /// transposed LN vs 138 ms for MatMul; see `examples/measure_forms.rs`).
     #[default]
     Conv,
     /// MatMul over the last dim between the two transposes, as the graph states it.
@@ -216,8 +217,9 @@ pub fn apply_passes(
                         Some(v) => *v,
                         None => {
                             let t = Instant::now();
-                            let d = time_kernel_form(grp, KernelForm::Dense, opts)?;
-                            let c = time_kernel_form(grp, KernelForm::Decomposed, opts)?;
+                            // Decomposed first: a dense warm-up 3× slower than it settles the choice.
+                            let c = time_kernel_form(grp, KernelForm::Decomposed, opts, None)?;
+                            let d = time_kernel_form(grp, KernelForm::Dense, opts, Some(3.0 * c))?;
                             tune_ms += t.elapsed().as_secs_f64() * 1e3;
                             let v = (if d < c { KernelForm::Dense } else { KernelForm::Decomposed }, d, c);
                             cache.insert(key, v);
@@ -241,7 +243,7 @@ pub fn apply_passes(
 }
 
 /// Micro model of one kernel group in `form`, timed in ORT on the target.
-fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions) -> Result<f64, ExportError> {
+fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, give_up_above: Option<f64>) -> Result<f64, ExportError> {
     use proto::{attr, node, tensor_f, value_info, Attr, Elem};
     let elem = if opts.fp16 { Elem::F16 } else { Elem::F32 };
     let batch = opts.static_batch.unwrap_or(1);
@@ -305,7 +307,7 @@ fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions) -
     let bytes = proto::encode(&proto::model(g, &BTreeMap::new())).map_err(ExportError::Lowering)?;
     let mut s = ortrun::session(&bytes, opts.target, opts.threads)?;
     let input: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
-    ortrun::median_ms(&mut s, &input, &[batch, c, h, w], 200.0)
+    ortrun::median_ms(&mut s, &input, &[batch, c, h, w], 150.0, give_up_above)
 }
 
 fn deploy_summary(opts: &ExportOptions, choices: &[ReparamChoice]) -> String {

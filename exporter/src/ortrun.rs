@@ -56,10 +56,14 @@ pub fn run(s: &mut Session, input: &[f32], shape: &[usize]) -> Result<Vec<f32>, 
     Ok(data.to_vec())
 }
 
-/// Median latency in ms: two warm-up runs, then runs until `budget_ms` is spent (3..=50 runs).
-pub fn median_ms(s: &mut Session, input: &[f32], shape: &[usize], budget_ms: f64) -> Result<f64, ExportError> {
-    for _ in 0..2 {
-        run(s, input, shape)?;
+/// Median latency in ms: one warm-up run, then runs until `budget_ms` is spent (3..=50 runs).
+/// With `give_up_above`, a warm-up slower than that returns at once (the form has lost).
+pub fn median_ms(s: &mut Session, input: &[f32], shape: &[usize], budget_ms: f64, give_up_above: Option<f64>) -> Result<f64, ExportError> {
+    let t = Instant::now();
+    run(s, input, shape)?;
+    let warm = t.elapsed().as_secs_f64() * 1e3;
+    if give_up_above.is_some_and(|g| warm > g) {
+        return Ok(warm);
     }
     let start = Instant::now();
     let mut times = vec![];
