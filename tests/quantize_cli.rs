@@ -166,3 +166,15 @@ fn binary_subcommand_when_wired() {
     assert!(j["size_ratio"].as_f64().unwrap() < 1.0);
     assert!(out.is_file());
 }
+
+/// `LKD_QUANT_MODEL=m.onnx cargo test --test quantize_cli -- --ignored --nocapture`: figures for
+/// a better-trained model on the whole Fashion-MNIST test split.
+#[test]
+#[ignore]
+fn measure_model_from_env() {
+    let m = std::env::var("LKD_QUANT_MODEL").expect("LKD_QUANT_MODEL=model.onnx");
+    let out = std::env::temp_dir().join("lkd-measure.int8.onnx");
+    let o = quantize_cmd::quantize(&args(&[&m, "--calib", &fashion(), "--eval-size", "10000", "--bench-iters", "200", "--out", out.to_str().unwrap()]))
+        .unwrap();
+    o.print();
+}
