@@ -5,6 +5,7 @@ mod demo;
 mod doctor;
 mod export_cmd;
 mod report;
+mod quantize_cmd;
 mod runtime_cmds;
 mod study;
 mod train_cmds;
@@ -35,6 +36,8 @@ enum Command {
     Eval(train_cmds::EvalArgs),
     /// Effective receptive field (the paper's analysis): erf.json and a heatmap PNG.
     Erf(train_cmds::ErfArgs),
+    /// INT8 post-training quantization (QDQ) with calibration, accuracy budget and A/B report.
+    Quantize(quantize_cmd::QuantizeArgs),
     /// Classify images with an ONNX model (preprocessing from its metadata or flags).
     Predict(runtime_cmds::PredictArgs),
     /// Latency percentiles, throughput and GFLOP/s of an ONNX model; A/B with --vs.
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Distill(a) => train_cmds::run_distill(a)?,
         Command::Eval(a) => train_cmds::run_eval(a)?,
         Command::Erf(a) => train_cmds::run_erf(a)?,
+        Command::Quantize(a) => quantize_cmd::run_quantize(a)?,
         Command::Predict(a) => runtime_cmds::run_predict(a)?,
         Command::Bench(a) => runtime_cmds::run_bench(a)?,
         Command::Serve(a) => runtime_cmds::run_serve(a)?,

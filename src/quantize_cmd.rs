@@ -132,7 +132,6 @@ pub struct Images {
     pub labels: Vec<usize>,
     /// Undecodable files skipped.
     pub skipped: usize,
-    pub classes: usize,
 }
 
 fn to_dynamic(img: &Image) -> Result<DynamicImage> {
@@ -180,7 +179,7 @@ pub fn read_images(root: &Path, kind: KindArg, split: Split, n: usize, p: &Prepr
         .chunks(batch * len)
         .map(|c| Batch { data: c.to_vec(), shape: [c.len() / len, p.channels, p.input_size[0], p.input_size[1]] })
         .collect();
-    Ok(Images { name: ds.name().to_string(), batches, labels, skipped, classes: ds.num_classes() })
+    Ok(Images { name: ds.name().to_string(), batches, labels, skipped })
 }
 
 fn default_out(model: &Path) -> PathBuf {
