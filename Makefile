@@ -18,7 +18,7 @@ demo: release
 	./target/release/lkd demo $(DEMO_ARGS)
 
 test:
-	$(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=2
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 build:
 	$(CARGO) build --workspace
