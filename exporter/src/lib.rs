@@ -217,9 +217,9 @@ pub fn apply_passes(
                         Some(v) => *v,
                         None => {
                             let t = Instant::now();
-                            // Decomposed first: a dense warm-up 3× slower than it settles the choice.
+                            // Decomposed first: a dense warm-up 2× slower than it settles the choice.
                             let c = time_kernel_form(grp, KernelForm::Decomposed, opts, None)?;
-                            let d = time_kernel_form(grp, KernelForm::Dense, opts, Some(3.0 * c))?;
+                            let d = time_kernel_form(grp, KernelForm::Dense, opts, Some(2.0 * c))?;
                             tune_ms += t.elapsed().as_secs_f64() * 1e3;
                             let v = (if d < c { KernelForm::Dense } else { KernelForm::Decomposed }, d, c);
                             cache.insert(key, v);
