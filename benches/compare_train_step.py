@@ -8,7 +8,7 @@ nano step, for the data share.
 
 Usage (environment from `eval "$(make -s env)"`):
     $LKD_PYTHON benches/compare_train_step.py [--cases nano,tiny] [--rounds 5] [--threads 2]
-        [--iters 10] [--tiny-iters 2] [--bin PATH]
+        [--iters 10] [--tiny-iters 2] [--tiny-warmup 1] [--bin PATH]
 Without --bin the bench binary is built with `cargo bench --bench train --no-run`.
 """
 
@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10, help="measured nano steps per run")
     ap.add_argument("--tiny-iters", type=int, default=2, help="measured tiny steps per run")
+    ap.add_argument("--tiny-warmup", type=int, default=1, help="unmeasured tiny steps per run")
     ap.add_argument("--workers", type=int, default=2, help="loader workers")
     ap.add_argument("--no-data", action="store_true", help="skip the loader measurements")
     ap.add_argument("--bin", help="bench executable (default: build it)")
@@ -66,7 +67,7 @@ def main():
     print(f"load average at start: {loadavg()}", file=sys.stderr)
     for r in range(a.rounds):
         for case in cases:
-            iters, warmup = (a.iters, 2) if case == "nano" else (a.tiny_iters, 1)
+            iters, warmup = (a.iters, 2) if case == "nano" else (a.tiny_iters, a.tiny_warmup)
             args = [case, "--iters", str(iters), "--warmup", str(warmup)] + common
             cmds = {"lkd": [exe, "--raw"] + args, "torch": [py, os.path.join(HERE, "train_step_torch.py")] + args}
             order = ["lkd", "torch"] if r % 2 == 0 else ["torch", "lkd"]
@@ -96,10 +97,19 @@ def main():
         ]
         share = {i: statistics.median(pooled(case, i, "teacher_s")) / med[i] for i in ("lkd", "torch")}
         print(
-            f"| {case} | {batch} | {batch / med['lkd']:.1f} | {batch / med['torch']:.1f} | "
+            f"| {case} | {batch} | {batch / med['lkd']:.3g} | {batch / med['torch']:.3g} | "
             f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}) | "
             f"{100 * share['lkd']:.0f}% / {100 * share['torch']:.0f}% |"
         )
+    print("\nphases (median seconds; lkd / PyTorch):")
+    print("| case | student forward | teacher forward | loss + backward | AdamW + zero_grad |")
+    print("|---|---|---|---|---|")
+    for case in cases:
+        cells = []
+        for key in ("forward_s", "teacher_s", "backward_s", "optim_s"):
+            o, t = (statistics.median(pooled(case, i, key)) for i in ("lkd", "torch"))
+            cells.append(f"{o:.4f} / {t:.4f} ({o / t:.2f}x)")
+        print(f"| {case} | " + " | ".join(cells) + " |")
     if ("loader", "lkd") in runs:
         batch = runs[("loader", "lkd")][0]["batch"]
         loader_ips = statistics.median(batch * res["batches"] / res["seconds"] for res in runs[("loader", "lkd")])

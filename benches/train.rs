@@ -4,7 +4,7 @@
 //!
 //! - `train_step_cpu/nano_nkd_b128`: convnext_nano ← slak_nano, 128 × 1 × 28 × 28;
 //! - `train_step_cpu/tiny224_nkd_b8`: convnext_tiny ← slak_tiny, 8 × 3 × 224 × 224, only with
-//!   `LKD_BENCH_TINY=1` (about ten seconds a step on 2 cores).
+//!   `LKD_BENCH_TINY=1` (tens of seconds a step on 2 cores).
 //!
 //! Each group also times the teacher's forward alone, so teacher share = teacher / step.
 //!
@@ -76,18 +76,22 @@ impl Pair {
         self.teacher.forward(&xt, &[]).expect("teacher forward").0.to_kind(Kind::Float)
     }
 
-    /// One optimisation step as the training loop does it; returns seconds spent in the teacher.
-    fn step(&self, x: &Tensor, labels: &Tensor, slots: &[Slot], opt: &mut AdamW) -> f64 {
-        let logits = self.student.forward(&self.params, x, true, &[]).expect("student forward").logits.to_kind(Kind::Float);
+    /// One optimisation step as the training loop does it; returns the seconds of its phases:
+    /// student forward, teacher forward, loss + backward, AdamW + zero-grad.
+    fn step(&self, x: &Tensor, labels: &Tensor, slots: &[Slot], opt: &mut AdamW) -> [f64; 4] {
         let t0 = Instant::now();
+        let logits = self.student.forward(&self.params, x, true, &[]).expect("student forward").logits.to_kind(Kind::Float);
+        let t1 = Instant::now();
         let t_logits = self.teacher_logits(x);
-        let teacher_s = t0.elapsed().as_secs_f64();
+        let t2 = Instant::now();
         let loss = nkd(&logits, &t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA);
         assert!(loss.double_value(&[]).is_finite(), "non-finite loss");
         loss.backward();
+        let t3 = Instant::now();
         opt.step(slots, LR);
         zero_grad(slots);
-        teacher_s
+        let t4 = Instant::now();
+        [t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64())
     }
 }
 
@@ -115,7 +119,7 @@ fn nano(c: &mut Criterion) {
 
 fn tiny(c: &mut Criterion) {
     if std::env::var_os("LKD_BENCH_TINY").is_none() {
-        eprintln!("skipping convnext_tiny <- slak_tiny at 224² (about 10 s a step on 2 cores): set LKD_BENCH_TINY=1");
+        eprintln!("skipping convnext_tiny <- slak_tiny at 224² (tens of seconds a step on 2 cores): set LKD_BENCH_TINY=1");
         return;
     }
     step_group(c, &TINY, 10, true);
@@ -174,16 +178,21 @@ fn raw(args: &[String]) {
             let pair = Pair::new(case, batch);
             let slots = pair.slots();
             let mut opt = AdamW::new(WEIGHT_DECAY);
-            let (mut step_s, mut teacher_s) = (vec![], vec![]);
+            let mut step_s = vec![];
+            let mut phases: [Vec<f64>; 4] = Default::default();
             for i in 0..a.warmup + a.iters {
                 let t0 = Instant::now();
                 let t = pair.step(&pair.x, &pair.labels, &slots, &mut opt);
                 if i >= a.warmup {
                     step_s.push(t0.elapsed().as_secs_f64());
-                    teacher_s.push(t);
+                    for (p, v) in phases.iter_mut().zip(t) {
+                        p.push(v);
+                    }
                 }
             }
-            println!("{},\"step_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&teacher_s));
+            let names = ["forward_s", "teacher_s", "backward_s", "optim_s"];
+            let phases: String = names.iter().zip(&phases).map(|(n, v)| format!(",\"{n}\":{}", json_list(v))).collect();
+            println!("{},\"step_s\":{}{phases}}}", head(batch), json_list(&step_s));
         }
         "loader" => {
             // Loader alone, 2 workers by default. Batches arrive in bursts (prefetch), so only
@@ -219,7 +228,7 @@ fn raw(args: &[String]) {
                 if i >= a.warmup {
                     step_s.push(t0.elapsed().as_secs_f64());
                     wait_s.push(waited);
-                    teacher_s.push(t);
+                    teacher_s.push(t[1]);
                 }
             }
             println!("{},\"step_s\":{},\"wait_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&wait_s), json_list(&teacher_s));

@@ -52,7 +52,8 @@ def main():
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}], lr=LR
     )
 
-    step_s, teacher_s = [], []
+    names = ["step_s", "forward_s", "teacher_s", "backward_s", "optim_s"]
+    times = {n: [] for n in names}
     for i in range(a.warmup + a.iters):
         t0 = time.perf_counter()
         logits = student(x)
@@ -63,13 +64,14 @@ def main():
         loss = nkd(logits, t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA)
         assert torch.isfinite(loss).item(), "non-finite loss"
         loss.backward()
+        t3 = time.perf_counter()
         opt.step()
         opt.zero_grad()
+        t4 = time.perf_counter()
         if i >= a.warmup:
-            step_s.append(time.perf_counter() - t0)
-            teacher_s.append(t2 - t1)
-    line = {"impl": "torch", "case": a.case, "batch": batch, "threads": a.threads, "workers": 0,
-            "step_s": [round(v, 6) for v in step_s], "teacher_s": [round(v, 6) for v in teacher_s]}
+            for n, v in zip(names, [t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3]):
+                times[n].append(round(v, 6))
+    line = {"impl": "torch", "case": a.case, "batch": batch, "threads": a.threads, "workers": 0, **times}
     print(json.dumps(line, separators=(",", ":")))
 
 
