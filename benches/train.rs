@@ -52,10 +52,10 @@ impl Pair {
     fn new(case: &Case, batch: usize) -> Self {
         tch::manual_seed(0);
         let graph = ModelConfig::preset(case.student).build().expect("student graph");
-        let params = Params::init(&graph, Device::Cpu);
+        let params = Params::init(&graph, Device::Cpu, 0);
         let t_model = ModelConfig::preset(case.teacher);
         let t_graph = t_model.build().expect("teacher graph");
-        let t_params = Params::init(&t_graph, Device::Cpu);
+        let t_params = Params::init(&t_graph, Device::Cpu, 1);
         // Frozen as `Teacher::load` leaves a loaded teacher.
         for t in t_params.tensors.values() {
             let _ = t.shallow_clone().set_requires_grad(false);

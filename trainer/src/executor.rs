@@ -7,7 +7,22 @@ use lkd_models::checkpoint::{check_state_dict, StateDict};
 use lkd_models::graph::{DType, Init, NormAxis, ParamKind};
 use lkd_models::{Graph, HostData, HostTensor, Op};
 use std::collections::{BTreeMap, HashMap};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::Cell;
 use tch::{Device, Kind, Tensor};
+
+/// FNV-1a of a name: stable across runs and platforms, unlike std's hasher.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Standard normal by Box-Muller.
+pub fn normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
 
 /// All parameters and buffers of one model, keyed by upstream name.
 pub struct Params {
@@ -43,43 +58,45 @@ pub fn tensor_to_host(t: &Tensor) -> HostTensor {
 }
 
 impl Params {
-    /// Fresh parameters drawn from the graph's init specs (PyTorch semantics).
-    pub fn init(graph: &Graph, device: Device) -> Self {
+    /// Fresh parameters drawn from the graph's init specs (PyTorch semantics). Values come from
+    /// a per-parameter RNG seeded by (`seed`, name), so they never depend on libtorch's global
+    /// generator or on what else the process is doing.
+    pub fn init(graph: &Graph, device: Device, seed: u64) -> Self {
         let mut tensors = BTreeMap::new();
-        tch::no_grad(|| {
-            for p in &graph.params {
-                let shape: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
-                let t = match p.dtype {
-                    DType::I64 => Tensor::zeros(&shape[..], (Kind::Int64, device)),
-                    DType::F32 => {
-                        let opts = (Kind::Float, device);
-                        match &p.init {
-                            Init::Zeros => Tensor::zeros(&shape[..], opts),
-                            Init::Ones => Tensor::ones(&shape[..], opts),
-                            Init::Const(c) => Tensor::full(&shape[..], *c as f64, opts),
-                            Init::Normal { std } => Tensor::randn(&shape[..], opts) * (*std as f64),
-                            Init::TruncNormal { std } => (Tensor::randn(&shape[..], opts) * (*std as f64)).clamp(-2.0, 2.0),
-                            Init::KaimingNormalFanOut => {
-                                let (_, fan_out) = fan_in_out(&p.shape);
-                                Tensor::randn(&shape[..], opts) * (2.0 / fan_out).sqrt()
-                            }
-                            Init::UniformFanIn => {
-                                // A bias takes its bound from the weight it belongs to.
-                                let fan_in = if p.shape.len() == 1 {
-                                    let w = p.name.strip_suffix("bias").map(|s| format!("{s}weight"));
-                                    w.and_then(|w| graph.param(&w)).map(|w| fan_in_out(&w.shape).0).unwrap_or(p.shape[0] as f64)
-                                } else {
-                                    fan_in_out(&p.shape).0
-                                };
-                                let bound = 1.0 / fan_in.sqrt();
-                                Tensor::empty(&shape[..], opts).uniform_(-bound, bound)
-                            }
+        for p in &graph.params {
+            let shape: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
+            let n = p.numel();
+            let mut rng = StdRng::seed_from_u64(seed ^ name_hash(&p.name));
+            let t = match p.dtype {
+                DType::I64 => Tensor::zeros(&shape[..], (Kind::Int64, device)),
+                DType::F32 => {
+                    let values: Vec<f32> = match &p.init {
+                        Init::Zeros => vec![0.0; n],
+                        Init::Ones => vec![1.0; n],
+                        Init::Const(c) => vec![*c; n],
+                        Init::Normal { std } => (0..n).map(|_| normal(&mut rng) * std).collect(),
+                        Init::TruncNormal { std } => (0..n).map(|_| (normal(&mut rng) * std).clamp(-2.0, 2.0)).collect(),
+                        Init::KaimingNormalFanOut => {
+                            let std = (2.0 / fan_in_out(&p.shape).1).sqrt() as f32;
+                            (0..n).map(|_| normal(&mut rng) * std).collect()
                         }
-                    }
-                };
-                tensors.insert(p.name.clone(), t);
-            }
-        });
+                        Init::UniformFanIn => {
+                            // A bias takes its bound from the weight it belongs to.
+                            let fan_in = if p.shape.len() == 1 {
+                                let w = p.name.strip_suffix("bias").map(|s| format!("{s}weight"));
+                                w.and_then(|w| graph.param(&w)).map(|w| fan_in_out(&w.shape).0).unwrap_or(p.shape[0] as f64)
+                            } else {
+                                fan_in_out(&p.shape).0
+                            };
+                            let bound = (1.0 / fan_in.sqrt()) as f32;
+                            (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
+                        }
+                    };
+                    Tensor::from_slice(&values).reshape(&shape[..]).to_device(device)
+                }
+            };
+            tensors.insert(p.name.clone(), t);
+        }
         let mut params = Self { tensors, device };
         params.set_requires_grad(graph);
         params
@@ -149,6 +166,8 @@ pub struct Executor {
     pub graph: Graph,
     /// Index of the last node reading each value, to free intermediates early.
     last_use: Vec<usize>,
+    /// Seed of the drop-path masks of the next training forward pass (see `set_step_seed`).
+    step_seed: Cell<u64>,
 }
 
 impl Executor {
@@ -159,7 +178,13 @@ impl Executor {
                 last_use[v] = last_use[v].max(i);
             }
         }
-        Self { graph, last_use }
+        Self { graph, last_use, step_seed: Cell::new(0) }
+    }
+
+    /// Seeds the stochastic parts (drop path) of the next training forward pass; masks then
+    /// depend only on this seed and the node, so a resumed run draws the same masks.
+    pub fn set_step_seed(&self, seed: u64) {
+        self.step_seed.set(seed);
     }
 
     /// Checks the input batch against the graph: rank 4, channels, and (for position
@@ -243,7 +268,9 @@ impl Executor {
                         let keep_prob = 1.0 - rate;
                         let mut shape = vec![x.size()[0]];
                         shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-                        let mask = Tensor::empty(&shape[..], (x.kind(), x.device())).bernoulli_float_(keep_prob);
+                        let mut rng = StdRng::seed_from_u64(self.step_seed.get() ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15));
+                        let keep: Vec<f32> = (0..shape[0]).map(|_| if rng.gen::<f64>() < keep_prob { 1.0 } else { 0.0 }).collect();
+                        let mask = Tensor::from_slice(&keep).reshape(&shape[..]).to_device(x.device()).to_kind(x.kind());
                         x * mask / keep_prob
                     } else {
                         x.shallow_clone()

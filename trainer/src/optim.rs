@@ -46,10 +46,15 @@ impl AdamW {
                 if s.decay && self.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
-                let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&grad * (1.0 - self.beta1)));
-                let _ = v.g_mul_scalar_(self.beta2).g_add_(&(grad.square() * (1.0 - self.beta2)));
-                let denom = (v.sqrt() / bc2.sqrt()) + self.eps;
-                let _ = p.g_sub_(&(&*m / &denom * (lr / bc1)));
+                let _ = m.lerp_(&grad, 1.0 - self.beta1);
+                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
+                // addcdiv_ has no scale argument in tch: fold -lr/bc1 into the denominator.
+                if lr > 0.0 {
+                    let _ = denom.g_mul_scalar_(-bc1 / lr);
+                    let _ = p.addcdiv_(&*m, &denom);
+                }
             }
         });
     }

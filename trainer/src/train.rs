@@ -13,6 +13,8 @@ use lkd_models::{Graph, ModelConfig};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -240,11 +242,14 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         state = st;
         (params, projector, ema)
     } else {
-        let params = Params::init(&exec.graph, device);
+        let params = Params::init(&exec.graph, device, config.run.seed);
         let projector = projector_shape.map(|(cs, ct)| {
-            let bound = 1.0 / (cs as f64).sqrt();
-            let w = Tensor::empty([ct as i64, cs as i64, 1, 1], (Kind::Float, device)).uniform_(-bound, bound).set_requires_grad(true);
-            let b = Tensor::empty([ct as i64], (Kind::Float, device)).uniform_(-bound, bound).set_requires_grad(true);
+            // PyTorch's Conv2d default init, from our own seeded RNG.
+            let bound = 1.0 / (cs as f32).sqrt();
+            let mut rng = StdRng::seed_from_u64(config.run.seed ^ 0x70726f6a);
+            let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
+            let w = Tensor::from_slice(&draw(ct * cs)).reshape([ct as i64, cs as i64, 1, 1]).to_device(device).set_requires_grad(true);
+            let b = Tensor::from_slice(&draw(ct)).to_device(device).set_requires_grad(true);
             (w, b)
         });
         let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
@@ -286,7 +291,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                 break;
             }
             // Per-step seeding makes drop path reproducible across resume.
-            tch::manual_seed((config.run.seed as i64).wrapping_mul(1_000_003).wrapping_add((state.step * o.update_freq + micro) as i64));
+            student.exec.set_step_seed(config.run.seed.wrapping_mul(1_000_003).wrapping_add((state.step * o.update_freq + micro) as u64));
             let x = batch.images.to_device(device);
             let labels = batch.labels.to_device(device);
             let soft = batch.targets.as_ref().map(|t| t.to_device(device));
@@ -306,6 +311,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                     let t_taps: Vec<&str> = fd_taps.iter().map(|(_, tt)| tt.as_str()).collect();
                     let (t_logits, t_maps) = autocast(device, || t.forward(&xt, &t_taps))?;
                     let t_logits = t_logits.to_kind(Kind::Float);
+                    sync(device);
                     teacher_time += tt.elapsed().as_secs_f64();
                     let alpha = d.alpha();
                     match d.method {
@@ -360,6 +366,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             }
             state.step += 1;
             steps_this_call += 1;
+            sync(device);
             let dt = step_start.elapsed().as_secs_f64();
             step_time += dt;
             let ips = (o.batch_size * o.update_freq) as f64 / dt.max(1e-9);
@@ -442,6 +449,13 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         teacher_share: teacher_time / step_time.max(1e-9),
         finished: !stopped && state.finished,
     })
+}
+
+/// Waits for queued CUDA kernels so wall-clock phases are attributed correctly.
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
 }
 
 /// bf16 autocast on CUDA; plain fp32 on CPU.

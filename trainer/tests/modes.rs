@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 fn batch_norm_train_uses_batch_stats_and_updates_running_stats() {
     tch::manual_seed(0);
     let graph = ModelConfig::preset("resnet_nano").build().unwrap();
-    let params = Params::init(&graph, Device::Cpu);
+    let params = Params::init(&graph, Device::Cpu, 0);
     let exec = Executor::new(graph);
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
     let eval1 = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
@@ -31,7 +31,7 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
     let mut cfg = ModelConfig::preset("convnext_nano");
     cfg.drop_path = Some(0.5);
     let graph = cfg.build().unwrap();
-    let mut params = Params::init(&graph, Device::Cpu);
+    let mut params = Params::init(&graph, Device::Cpu, 0);
     // Make the residual branches matter (layer scale starts at 1e-6).
     for (name, t) in params.tensors.iter_mut() {
         if name.ends_with("gamma") {
@@ -45,15 +45,20 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
     let a = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
     let b = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
     assert_eq!((&a - &b).abs().max().double_value(&[]), 0.0);
+    exec.set_step_seed(1);
     let c = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
+    exec.set_step_seed(2);
     let d = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
-    assert!((&c - &d).abs().max().double_value(&[]) > 1e-4, "drop path samples per call in train mode");
+    assert!((&c - &d).abs().max().double_value(&[]) > 1e-4, "drop path samples new masks per step in train mode");
+    exec.set_step_seed(1);
+    let e = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
+    assert_eq!((&c - &e).abs().max().double_value(&[]), 0.0, "the same step seed draws the same masks");
 }
 
 #[test]
 fn wrong_input_shape_is_an_error() {
     let graph = ModelConfig::preset("vit_nano").build().unwrap();
-    let params = Params::init(&graph, Device::Cpu);
+    let params = Params::init(&graph, Device::Cpu, 0);
     let exec = Executor::new(graph);
     let x = Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu));
     let err = exec.forward(&params, &x, false, &[]).err().unwrap().to_string();

@@ -139,7 +139,7 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     };
     let teacher = Teacher::load(&d, Device::Cpu).unwrap();
     let student_graph = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
-    let student = Params::init(&student_graph, Device::Cpu);
+    let student = Params::init(&student_graph, Device::Cpu, 0);
     let exec = lkd_trainer::Executor::new(student_graph.clone());
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
     let (t_logits, maps) = teacher.forward(&x, &["stage3"]).unwrap();
