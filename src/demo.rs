@@ -64,15 +64,7 @@ pub fn stages(a: &DemoArgs) -> Result<Vec<Stage>> {
     let teacher = base_config(include_str!("../configs/fmnist-slak-nano.toml"), a, te)?;
     let baseline = base_config(include_str!("../configs/fmnist-convnext-nano.toml"), a, se)?;
     let mut distilled = base_config(include_str!("../configs/fmnist-convnext-nano-nkd.toml"), a, se)?;
-    let d = distilled.distill.get_or_insert(DistillConfig {
-        method: KdMethod::Nkd,
-        teacher: PathBuf::new(),
-        teacher_model: None,
-        alpha: None,
-        temperature: 1.0,
-        fd_weight: 1.0,
-        fd_loss: lkd_trainer::losses::FeatureLoss::SmoothL1,
-    });
+    let d = distilled.distill.get_or_insert_with(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
     d.teacher = a.out.join("teacher");
     Ok(vec![
         Stage { name: "teacher", role: "large-kernel teacher", config: teacher },

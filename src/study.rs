@@ -158,15 +158,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill = teacher.map(|t| DistillConfig {
-                        method,
-                        teacher: out.join("teachers").join(slug(&t.label)),
-                        teacher_model: None,
-                        alpha: None,
-                        temperature: 1.0,
-                        fd_weight: 1.0,
-                        fd_loss: lkd_trainer::losses::FeatureLoss::SmoothL1,
-                    });
+                    cfg.distill = teacher.map(|t| DistillConfig::new(method, out.join("teachers").join(slug(&t.label))));
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
                     let erf_r20 = if study.erf_images > 0 && seed == study.seeds[0] {

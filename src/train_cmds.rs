@@ -146,15 +146,7 @@ pub fn run_distill(a: DistillArgs) -> Result<()> {
         return execute(&default_config()?, &a.run);
     }
     let mut cfg = build_config(&a.run)?;
-    let mut d = cfg.distill.clone().unwrap_or(DistillConfig {
-        method: KdMethod::Nkd,
-        teacher: PathBuf::new(),
-        teacher_model: None,
-        alpha: None,
-        temperature: 1.0,
-        fd_weight: 1.0,
-        fd_loss: lkd_trainer::losses::FeatureLoss::SmoothL1,
-    });
+    let mut d = cfg.distill.clone().unwrap_or_else(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
     if let Some(t) = &a.teacher {
         d.teacher = t.clone();
     }

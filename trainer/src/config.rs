@@ -130,6 +130,11 @@ fn smooth_l1() -> FeatureLoss {
 }
 
 impl DistillConfig {
+    /// A method and teacher with the default temperature, weights and feature loss.
+    pub fn new(method: KdMethod, teacher: PathBuf) -> Self {
+        Self { method, teacher, teacher_model: None, alpha: None, temperature: 1.0, fd_weight: 1.0, fd_loss: FeatureLoss::SmoothL1 }
+    }
+
     /// Defaults per method: KD α 0.1 (Hinton, as the paper's code), NKD α 1.5.
     pub fn alpha(&self) -> f64 {
         self.alpha.unwrap_or(match self.method {

@@ -5,7 +5,7 @@ pub mod resnet;
 pub mod slak;
 pub mod vit;
 
-use crate::graph::{Graph, GraphHeader};
+use crate::graph::{Graph, GraphBuilder, GraphHeader, Init, NormAxis, ValueId};
 use crate::preprocess::{Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD};
 use crate::ModelError;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,61 @@ pub fn default_preprocess(in_chans: usize, input_size: [usize; 2]) -> Preprocess
         mean,
         std,
     }
+}
+
+/// The ConvNeXt macro design shared by ConvNeXt and SLaK (official names): patchify stem +
+/// channels-first LayerNorm, LayerNorm + 2×2/2 downsampling, blocks of a depthwise token mixer →
+/// channels-last LayerNorm → Linear 4C → GELU → Linear C → layer scale `gamma` → residual with
+/// drop path, then mean pool → LayerNorm → head. `mixer(builder, x, block_path, stage, dim)`
+/// builds each block's depthwise part; the families differ only there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn convnext_macro(
+    common: &FamilyConfig,
+    arch: &str,
+    depths: &[usize],
+    dims: &[usize],
+    stem: usize,
+    layer_scale_init: f32,
+    head_init_scale: f32,
+    mut mixer: impl FnMut(&mut GraphBuilder, ValueId, &str, usize, usize) -> ValueId,
+) -> Result<Graph, ModelError> {
+    let init = Init::TruncNormal { std: 0.02 };
+    let bias = Some(Init::Zeros);
+    let mut b = GraphBuilder::new();
+    let rates = stochastic_depth(common.drop_path, depths);
+    let mut rate_iter = rates.iter();
+    let mut x = GraphBuilder::INPUT;
+    for (i, (&depth, &dim)) in depths.iter().zip(dims).enumerate() {
+        let ds = format!("downsample_layers.{i}");
+        x = if i == 0 {
+            let y = b.conv(x, &format!("{ds}.0"), common.in_chans, dim, [stem; 2], stem, [0, 0], 1, bias.clone(), init.clone());
+            b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
+        } else {
+            let prev = dims[i - 1];
+            let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
+            b.conv(y, &format!("{ds}.1"), prev, dim, [2, 2], 2, [0, 0], 1, bias.clone(), init.clone())
+        };
+        for j in 0..depth {
+            let m = format!("stages.{i}.{j}");
+            let y = mixer(&mut b, x, &m, i, dim);
+            let y = b.permute(y, &m, &[0, 2, 3, 1]);
+            let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
+            let y = b.linear(y, &format!("{m}.pwconv1"), dim, 4 * dim, bias.clone(), init.clone());
+            let y = b.gelu(y, &format!("{m}.act"));
+            let y = b.linear(y, &format!("{m}.pwconv2"), 4 * dim, dim, bias.clone(), init.clone());
+            let y = if layer_scale_init > 0.0 { b.scale(y, &format!("{m}.gamma"), dim, layer_scale_init) } else { y };
+            let y = b.permute(y, &m, &[0, 3, 1, 2]);
+            let y = b.drop_path(y, &format!("{m}.drop_path"), *rate_iter.next().unwrap());
+            x = b.add(x, y, &m);
+        }
+        b.tap(&format!("stage{}", i + 1), x);
+    }
+    let last = *dims.last().unwrap();
+    let pooled = b.global_avg_pool(x, "pool");
+    let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
+    b.tap("pre_logits", pre);
+    let logits = b.linear(pre, "head", last, common.num_classes, bias, Init::TruncNormal { std: 0.02 * head_init_scale });
+    b.finish(common.header(arch), logits)
 }
 
 /// Linearly increasing drop-path rates over all blocks (as ConvNeXt/SLaK/timm).

@@ -4,8 +4,8 @@
 //! depthwise conv plus an s×s one, each followed by BatchNorm, summed. Parameter names equal the
 //! released checkpoint keys (`stages.2.4.large_kernel.LoRA1.conv.weight`, ...).
 
-use super::{stochastic_depth, FamilyConfig};
-use crate::graph::{Graph, GraphBuilder, Init, NormAxis, ValueId};
+use super::{convnext_macro, FamilyConfig};
+use crate::graph::{Graph, GraphBuilder, Init, ValueId};
 use crate::ModelError;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,43 +95,9 @@ impl SlakConfig {
                 self.small_kernel, self.kernels
             )));
         }
-        let init = Init::TruncNormal { std: 0.02 };
-        let bias = Some(Init::Zeros);
-        let mut b = GraphBuilder::new();
-        let rates = stochastic_depth(common.drop_path, &self.depths);
-        let mut x = GraphBuilder::INPUT;
-        let mut rate_iter = rates.iter();
-        for (i, (&depth, &dim)) in self.depths.iter().zip(&self.dims).enumerate() {
-            let ds = format!("downsample_layers.{i}");
-            x = if i == 0 {
-                let y = b.conv(x, &format!("{ds}.0"), common.in_chans, dim, [self.stem; 2], self.stem, [0, 0], 1, bias.clone(), init.clone());
-                b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
-            } else {
-                let prev = self.dims[i - 1];
-                let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
-                b.conv(y, &format!("{ds}.1"), prev, dim, [2, 2], 2, [0, 0], 1, bias.clone(), init.clone())
-            };
-            for j in 0..depth {
-                let m = format!("stages.{i}.{j}");
-                let y = Self::large_kernel(&mut b, x, &format!("{m}.large_kernel"), dim, self.kernels[i], self.small_kernel);
-                let y = b.permute(y, &m, &[0, 2, 3, 1]);
-                let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
-                let y = b.linear(y, &format!("{m}.pwconv1"), dim, 4 * dim, bias.clone(), init.clone());
-                let y = b.gelu(y, &format!("{m}.act"));
-                let y = b.linear(y, &format!("{m}.pwconv2"), 4 * dim, dim, bias.clone(), init.clone());
-                let y = if self.layer_scale_init > 0.0 { b.scale(y, &format!("{m}.gamma"), dim, self.layer_scale_init) } else { y };
-                let y = b.permute(y, &m, &[0, 3, 1, 2]);
-                let y = b.drop_path(y, &format!("{m}.drop_path"), *rate_iter.next().unwrap());
-                x = b.add(x, y, &m);
-            }
-            b.tap(&format!("stage{}", i + 1), x);
-        }
-        let last = *self.dims.last().unwrap();
-        let pooled = b.global_avg_pool(x, "pool");
-        let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
-        b.tap("pre_logits", pre);
-        let head_init = Init::TruncNormal { std: 0.02 * self.head_init_scale };
-        let logits = b.linear(pre, "head", last, common.num_classes, bias, head_init);
-        b.finish(common.header("slak"), logits)
+        let (kernels, small) = (&self.kernels, self.small_kernel);
+        convnext_macro(common, "slak", &self.depths, &self.dims, self.stem, self.layer_scale_init, self.head_init_scale, |b, x, m, stage, dim| {
+            Self::large_kernel(b, x, &format!("{m}.large_kernel"), dim, kernels[stage], small)
+        })
     }
 }
