@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train};
+use lkd_trainer::train::{load_model, train_or_reuse, RunOutcome};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,22 +75,18 @@ pub fn stages(a: &DemoArgs) -> Result<Vec<Stage>> {
 
 /// Trains a stage unless its run already finished; an interrupted run is resumed.
 pub fn run_stage(dir: &Path, cfg: &TrainConfig) -> Result<()> {
-    let state = RunDir::open(dir).ok().and_then(|r| r.load_state().ok()).map(|(_, s)| s);
-    match state {
-        Some(s) if s.finished => {
-            println!("  reusing finished run {}", dir.display());
-            return Ok(());
-        }
-        Some(_) => println!("  resuming {}", dir.display()),
-        None => {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).with_context(|| format!("clearing incomplete {}", dir.display()))?;
-            }
-        }
+    match train_or_reuse(cfg, dir, true).with_context(|| format!("training {}", dir.display()))? {
+        RunOutcome::Reused => println!("  reusing finished run {}", dir.display()),
+        RunOutcome::Trained { resumed, summary: s } => println!(
+            "  {}{}: best top-1 {:.2}% in {:.0}s ({:.0} img/s, teacher {:.0}% of step time)",
+            dir.display(),
+            if resumed { " (resumed)" } else { "" },
+            s.best_top1,
+            s.seconds,
+            s.images_per_s,
+            100.0 * s.teacher_share
+        ),
     }
-    let resume = dir.join(lkd_trainer::rundir::STATE).exists();
-    let s = train(cfg, dir, resume, true).with_context(|| format!("training {}", dir.display()))?;
-    println!("  {}: best top-1 {:.2}% in {:.0}s ({:.0} img/s, teacher {:.0}% of step time)", dir.display(), s.best_top1, s.seconds, s.images_per_s, 100.0 * s.teacher_share);
     Ok(())
 }
 

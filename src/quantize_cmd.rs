@@ -12,28 +12,10 @@ use lkd_runtime::image::{DynamicImage, GrayImage, RgbImage};
 use lkd_runtime::{preprocess_into, resolve_preprocess, Model, Preprocess, PreprocessOverrides, SessionConfig};
 use lkd_trainer::data::{self, DataError, DatasetKind, DatasetSpec, Image, Split};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum KindArg {
-    FashionMnist,
-    Mnist,
-    Idx,
-    Cifar10,
-    Cifar100,
-    /// `train/<class>/*.jpg` and `val/<class>/...`.
-    Folder,
-}
-
-impl From<KindArg> for DatasetKind {
-    fn from(k: KindArg) -> Self {
-        match k {
-            KindArg::FashionMnist => DatasetKind::FashionMnist,
-            KindArg::Mnist => DatasetKind::Mnist,
-            KindArg::Idx => DatasetKind::Idx,
-            KindArg::Cifar10 => DatasetKind::Cifar10,
-            KindArg::Cifar100 => DatasetKind::Cifar100,
-            KindArg::Folder => DatasetKind::Folder,
-        }
-    }
+/// Parses a dataset kind by the names configs use (`fashion-mnist`, `cifar10`, `folder`, ...).
+fn parse_kind(s: &str) -> std::result::Result<DatasetKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown dataset kind `{s}`; use fashion-mnist, mnist, idx, cifar10, cifar100 or folder"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -59,8 +41,9 @@ pub struct QuantizeArgs {
     /// Calibration dataset root (its train split is read).
     #[arg(long)]
     pub calib: PathBuf,
-    #[arg(long, value_enum, default_value = "fashion-mnist")]
-    pub calib_kind: KindArg,
+    /// fashion-mnist, mnist, idx, cifar10, cifar100 or folder (`train/<class>/*.jpg`, `val/...`).
+    #[arg(long, value_parser = parse_kind, default_value = "fashion-mnist")]
+    pub calib_kind: DatasetKind,
     /// Number of calibration images.
     #[arg(long, default_value_t = 256)]
     pub calib_size: usize,
@@ -78,8 +61,8 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub eval: Option<PathBuf>,
     /// Kind of --eval (default: --calib-kind).
-    #[arg(long, value_enum)]
-    pub eval_kind: Option<KindArg>,
+    #[arg(long, value_parser = parse_kind)]
+    pub eval_kind: Option<DatasetKind>,
     #[arg(long, default_value_t = 1000)]
     pub eval_size: usize,
     /// Largest top-1 drop (points) on the eval set; the most sensitive layers stay float until met.
@@ -145,11 +128,11 @@ fn to_dynamic(img: &Image) -> Result<DynamicImage> {
 
 /// Up to `n` images of `split` (a fixed subset), preprocessed with `p`, in batches of `batch`.
 /// Corrupt files are skipped and counted.
-pub fn read_images(root: &Path, kind: KindArg, split: Split, n: usize, p: &Preprocess, batch: usize) -> Result<Images> {
+pub fn read_images(root: &Path, kind: DatasetKind, split: Split, n: usize, p: &Preprocess, batch: usize) -> Result<Images> {
     if n == 0 {
         bail!("the number of images must be at least 1");
     }
-    let mut spec = DatasetSpec::new(kind.into(), root);
+    let mut spec = DatasetSpec::new(kind, root);
     match split {
         Split::Train => spec.limit = Some(n),
         Split::Val => spec.val_limit = Some(n),

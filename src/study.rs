@@ -8,7 +8,7 @@ use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train};
+use lkd_trainer::train::{load_model, train_or_reuse, RunOutcome};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -83,17 +83,13 @@ const COMPUTE_FILE: &str = "compute_seconds";
 /// took (recorded in the run dir, so re-runs report the same total).
 fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
     let recorded = || std::fs::read_to_string(dir.join(COMPUTE_FILE)).ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(0.0);
-    let state = RunDir::open(dir).ok().and_then(|r| r.load_state().ok()).map(|(_, s)| s);
-    if state.as_ref().is_some_and(|s| s.finished) {
-        return Ok(recorded());
-    }
-    if state.is_none() && dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    let before = if state.is_some() { recorded() } else { 0.0 };
+    let before = recorded();
     let t = Instant::now();
-    train(cfg, dir, state.is_some(), true).with_context(|| format!("training {}", dir.display()))?;
-    let total = before + t.elapsed().as_secs_f64();
+    let resumed = match train_or_reuse(cfg, dir, true).with_context(|| format!("training {}", dir.display()))? {
+        RunOutcome::Reused => return Ok(before),
+        RunOutcome::Trained { resumed, .. } => resumed,
+    };
+    let total = if resumed { before } else { 0.0 } + t.elapsed().as_secs_f64();
     lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
     Ok(total)
 }

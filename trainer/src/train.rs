@@ -451,6 +451,29 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
     })
 }
 
+/// What [`train_or_reuse`] found in the run directory.
+pub enum RunOutcome {
+    /// A finished run was there; nothing was trained.
+    Reused,
+    /// Trained to the end; `resumed` when an interrupted run was continued.
+    Trained { resumed: bool, summary: Summary },
+}
+
+/// Trains `config` into `dir` unless a finished run is there. An interrupted run (one with a
+/// state file) is resumed; a directory without a checkpoint is replaced.
+pub fn train_or_reuse(config: &TrainConfig, dir: &Path, progress: bool) -> Result<RunOutcome, TrainError> {
+    let state = RunDir::open(dir).ok().and_then(|r| r.load_state().ok()).map(|(_, s)| s);
+    if state.as_ref().is_some_and(|s| s.finished) {
+        return Ok(RunOutcome::Reused);
+    }
+    if state.is_none() && dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    }
+    let resumed = state.is_some();
+    let summary = train(config, dir, resumed, progress)?;
+    Ok(RunOutcome::Trained { resumed, summary })
+}
+
 /// Waits for queued CUDA kernels so wall-clock phases are attributed correctly.
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
