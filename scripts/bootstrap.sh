@@ -27,6 +27,17 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Peer code the tests compare against (torchvision/timm parity, the KServe v2 client, OpenVINO as
+# a second CPU engine). timm without deps so it cannot replace the pinned torch.
+peers_stamp="$VENV/.lkd-peers-tv0.26.0-timm1.0.31-triton2-ov2026.4"
+if [ ! -f "$peers_stamp" ]; then
+  echo "[bootstrap] installing peer packages (torchvision, timm, tritonclient[http], openvino)" >&2
+  "$VENV/bin/pip" install -q "torchvision==0.26.0" "tritonclient[http]>=2.73,<3" "openvino==2026.4.*" \
+    huggingface_hub pyyaml safetensors pillow >&2
+  "$VENV/bin/pip" install -q --no-deps "timm==1.0.31" >&2
+  touch "$peers_stamp"
+fi
+
 site=$("$VENV/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')
 torch_dir="$site/torch"
 ort_lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)
