@@ -125,7 +125,19 @@ impl Op {
                 .flatten()
                 .map(|s| s.as_str())
                 .collect(),
-            _ => vec![],
+            // Listed one by one (no `_` arm): an op that gains a parameter must say so here,
+            // or passes that drop unread parameters would drop it.
+            Op::Input
+            | Op::Gelu
+            | Op::Relu
+            | Op::Add
+            | Op::Permute { .. }
+            | Op::DropPath { .. }
+            | Op::GlobalAvgPool
+            | Op::MaxPool2d { .. }
+            | Op::PatchTokens
+            | Op::SelectToken { .. }
+            | Op::TokensToMap { .. } => vec![],
         }
     }
 
@@ -299,7 +311,22 @@ impl Graph {
                     // qkv + proj projections, then q·k^T and attn·v.
                     4 * l * d * d + 2 * l * l * d
                 }
-                _ => 0,
+                Op::Input
+                | Op::BatchNorm2d { .. }
+                | Op::LayerNorm { .. }
+                | Op::Gelu
+                | Op::Relu
+                | Op::Add
+                | Op::Scale { .. }
+                | Op::Permute { .. }
+                | Op::DropPath { .. }
+                | Op::GlobalAvgPool
+                | Op::MaxPool2d { .. }
+                | Op::PatchTokens
+                | Op::PrependToken { .. }
+                | Op::AddParam { .. }
+                | Op::SelectToken { .. }
+                | Op::TokensToMap { .. } => 0,
             };
         }
         Ok(total)

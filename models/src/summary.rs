@@ -1,17 +1,17 @@
 //! Human-readable views of a graph: the preset list and the per-layer table.
 
 use crate::graph::{Graph, Op};
-use crate::{ModelConfig, ModelError, PRESETS};
+use crate::{ModelError, PRESETS};
 
 /// One line per preset: name, family, input, parameters, GFLOPs (MACs).
 pub fn preset_table() -> Result<String, ModelError> {
-    let mut out = format!("{:<16} {:<9} {:>11} {:>8} {:>13} {:>8}\n", "preset", "family", "input", "classes", "params", "GFLOPs");
-    for &(name, family, ..) in PRESETS {
-        let g = ModelConfig::preset(name).build()?;
+    let mut out = format!("{:<21} {:<9} {:>11} {:>8} {:>13} {:>8}\n", "preset", "family", "input", "classes", "params", "GFLOPs");
+    for preset in PRESETS {
+        let g = preset.spec().build()?;
         out.push_str(&format!(
-            "{:<16} {:<9} {:>11} {:>8} {:>13} {:>8.3}\n",
-            name,
-            family,
+            "{:<21} {:<9} {:>11} {:>8} {:>13} {:>8.3}\n",
+            preset.name,
+            preset.family_name(),
             format!("{}x{}x{}", g.in_chans, g.input_size[0], g.input_size[1]),
             g.num_classes,
             group_thousands(g.num_parameters()),

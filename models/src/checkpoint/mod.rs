@@ -1,9 +1,11 @@
 //! Checkpoint I/O: safetensors (ours) and official PyTorch `torch.save` archives, loaded into a
 //! name → [`HostTensor`] map and checked strictly against a graph's parameters.
 
+pub mod layout;
 mod pth;
 mod safetensors_io;
 
+pub use layout::adopt_state_dict;
 pub use pth::read_pth;
 pub use safetensors_io::{read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes};
 
@@ -34,6 +36,17 @@ pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
     }
 }
 
+/// Reads a checkpoint for `graph`: in our layout or in a foreign layout of the graph's family
+/// (timm or torchvision ConvNeXt, ...), checked strictly and returned under the graph's names.
+/// Use this wherever a user hands us weights; [`read_checkpoint`] alone keeps the file's names.
+pub fn read_checkpoint_for(graph: &Graph, path: &Path) -> Result<StateDict, ModelError> {
+    let sd = read_checkpoint(path)?;
+    adopt_state_dict(graph, sd).map_err(|e| match e {
+        ModelError::Mismatch { preset, details } => ModelError::Mismatch { preset, details: format!("  {}\n{details}", path.display()) },
+        other => other,
+    })
+}
+
 /// Strict check in both directions: every graph parameter present with its shape (and
 /// dtype class), nothing extra. All problems are reported together.
 pub fn check_state_dict(graph: &Graph, sd: &StateDict) -> Result<(), ModelError> {
@@ -57,6 +70,11 @@ pub fn check_state_dict(graph: &Graph, sd: &StateDict) -> Result<(), ModelError>
     if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
         return Ok(());
     }
+    Err(ModelError::Mismatch { preset: graph.preset.clone(), details: mismatch_details(&missing, &unexpected, &wrong) })
+}
+
+/// The body of a [`ModelError::Mismatch`]: each non-empty list with its count (12 shown).
+pub(crate) fn mismatch_details(missing: &[String], unexpected: &[String], wrong: &[String]) -> String {
     let mut details = String::new();
     let mut section = |title: &str, items: &[String]| {
         if !items.is_empty() {
@@ -65,11 +83,11 @@ pub fn check_state_dict(graph: &Graph, sd: &StateDict) -> Result<(), ModelError>
             details.push_str(&format!("  {} {title}:\n{}{more}\n", items.len(), shown.join("\n")));
         }
     };
-    section("missing keys", &missing);
-    section("unexpected keys", &unexpected);
-    section("wrong shapes", &wrong);
+    section("missing keys", missing);
+    section("unexpected keys", unexpected);
+    section("wrong shapes", wrong);
     details.push_str("  (is this checkpoint for another preset or config override?)");
-    Err(ModelError::Mismatch { preset: graph.preset.clone(), details })
+    details
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename, so a

@@ -2,7 +2,7 @@
 //! layout and names (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`), stride on
 //! the 3×3 conv of bottlenecks (v1.5).
 
-use super::FamilyConfig;
+use super::{Checker, CommonConfig};
 use crate::graph::{Graph, GraphBuilder, Init, ValueId};
 use crate::ModelError;
 
@@ -43,13 +43,18 @@ impl ResNetConfig {
         Self { block: Block::Basic, layers: vec![1, 1, 1], widths: vec![16, 32, 64], small_stem_stride: Some(2) }
     }
 
-    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
-        if self.layers.len() != self.widths.len() {
-            return Err(ModelError::Config(format!("resnet needs one width per layer: {:?} vs {:?}", self.layers, self.widths)));
-        }
+    pub fn validate(&self, common: &CommonConfig) -> Result<(), ModelError> {
+        let c = Checker::new(&common.preset);
+        c.stages("depths", &self.layers)?;
+        c.widths("dims", &self.widths, "depths", &self.layers)
+    }
+
+    pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
+        let Some(&stem_width) = self.widths.first() else {
+            return Err(ModelError::Graph("resnet: no layers".into()));
+        };
         let conv_init = Init::KaimingNormalFanOut;
         let mut b = GraphBuilder::new();
-        let stem_width = self.widths[0];
         let mut x = match self.small_stem_stride {
             None => b.conv(GraphBuilder::INPUT, "conv1", common.in_chans, stem_width, [7, 7], 2, [3, 3], 1, None, conv_init.clone()),
             Some(s) => b.conv(GraphBuilder::INPUT, "conv1", common.in_chans, stem_width, [3, 3], s, [1, 1], 1, None, conv_init.clone()),

@@ -3,7 +3,8 @@
 //! `cls_token`, `pos_embed`, `blocks.i.attn.qkv`, `blocks.i.mlp.fc1`, `norm`, `head`), class
 //! token pooling, pre-norm blocks, LayerNorm eps 1e-6.
 
-use super::{stochastic_depth, FamilyConfig};
+use super::limits::MAX_WIDTH;
+use super::{stochastic_depth, Checker, CommonConfig};
 use crate::graph::{Graph, GraphBuilder, Init, NormAxis};
 use crate::ModelError;
 
@@ -27,17 +28,54 @@ impl VitConfig {
         Self { patch: 4, dim: 64, depth: 3, heads: 4, mlp_ratio: 4, stages: 3 }
     }
 
-    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
+    /// The `depths` override: blocks between feature taps, one entry per tap, all equal
+    /// (taps are evenly spaced).
+    pub(crate) fn apply_depths(&mut self, c: &Checker, depths: &[usize]) -> Result<(), ModelError> {
+        c.stages("depths", depths)?;
+        if depths.iter().any(|&d| d != depths[0]) {
+            return Err(c.invalid("depths", depths, "the same number of blocks between every feature tap (taps are evenly spaced), e.g. [1, 1, 1]"));
+        }
+        self.depth = depths.iter().sum();
+        self.stages = depths.len();
+        Ok(())
+    }
+
+    /// The `dims` override: `[width]`.
+    pub(crate) fn apply_dims(&mut self, c: &Checker, dims: &[usize]) -> Result<(), ModelError> {
+        match dims {
+            [dim] => {
+                self.dim = *dim;
+                self.validate_dim(c, dims)
+            }
+            _ => Err(self.dim_error(c, dims)),
+        }
+    }
+
+    fn dim_error(&self, c: &Checker, dims: &[usize]) -> ModelError {
+        c.invalid("dims", dims, format!("one width, a multiple of the {} attention heads, in 1..={MAX_WIDTH}", self.heads))
+    }
+
+    fn validate_dim(&self, c: &Checker, dims: &[usize]) -> Result<(), ModelError> {
+        if self.dim == 0 || self.dim > MAX_WIDTH || self.heads == 0 || self.dim % self.heads != 0 {
+            return Err(self.dim_error(c, dims));
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self, common: &CommonConfig) -> Result<(), ModelError> {
+        let c = Checker::new(&common.preset);
+        let per_stage = if self.stages > 0 && self.depth % self.stages == 0 { self.depth / self.stages } else { 0 };
+        c.stages("depths", &vec![per_stage; self.stages])?;
+        self.validate_dim(&c, &[self.dim])?;
         let [h, w] = common.input_size;
-        if h % self.patch != 0 || w % self.patch != 0 || self.dim % self.heads != 0 {
-            return Err(ModelError::Config(format!(
-                "vit: input {h}x{w} must be a multiple of patch {} and dim {} of heads {}",
-                self.patch, self.dim, self.heads
-            )));
+        if self.patch == 0 || h % self.patch != 0 || w % self.patch != 0 {
+            return Err(c.invalid("input_size", h, format!("a multiple of the patch size {} in {}..={}", self.patch, self.patch, super::limits::MAX_INPUT_SIZE)));
         }
-        if self.stages == 0 || self.depth % self.stages != 0 {
-            return Err(ModelError::Config(format!("vit: depth {} must split into {} stages", self.depth, self.stages)));
-        }
+        Ok(())
+    }
+
+    pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
+        let [h, w] = common.input_size;
         let (gh, gw) = (h / self.patch, w / self.patch);
         let d = self.dim;
         let init = Init::TruncNormal { std: 0.02 };
