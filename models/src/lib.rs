@@ -10,7 +10,9 @@ pub mod preprocess;
 pub mod summary;
 pub mod tensor;
 
-pub use families::{find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS};
+pub use families::{
+    find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS,
+};
 pub use graph::{Graph, Op, ParamSpec, ValueId};
 pub use preprocess::Preprocess;
 pub use tensor::{HostData, HostTensor};
@@ -21,11 +23,25 @@ pub enum ModelError {
     UnknownPreset { found: String, known: String },
     /// A config value out of its range: names the field, the value and what is allowed.
     #[error("model `{preset}`: `{field}` = {value} is invalid: expected {expected}")]
-    InvalidField { preset: String, field: &'static str, value: String, expected: String },
+    InvalidField {
+        preset: String,
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
     #[error("model `{preset}`: `{field}` does not apply to the {family} family (its fields: {accepted})")]
-    FieldNotApplicable { preset: String, field: &'static str, family: &'static str, accepted: &'static str },
+    FieldNotApplicable {
+        preset: String,
+        field: &'static str,
+        family: &'static str,
+        accepted: &'static str,
+    },
     #[error("model `{preset}` would have {parameters} parameters; at most {max} are allowed")]
-    TooLarge { preset: String, parameters: usize, max: usize },
+    TooLarge {
+        preset: String,
+        parameters: usize,
+        max: usize,
+    },
     #[error("inconsistent graph: {0}")]
     Graph(String),
     #[error("checkpoint does not match model `{preset}`:\n{details}")]
@@ -33,5 +49,8 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     Checkpoint { path: String, msg: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }

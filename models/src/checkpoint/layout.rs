@@ -20,7 +20,11 @@ impl ShapeRule {
     pub fn theirs(self, ours: &[usize]) -> Vec<usize> {
         match self {
             ShapeRule::Same => ours.to_vec(),
-            ShapeRule::TrailingOnes(n) => ours.iter().copied().chain(std::iter::repeat_n(1, n)).collect(),
+            ShapeRule::TrailingOnes(n) => ours
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(1, n))
+                .collect(),
         }
     }
 }
@@ -36,11 +40,19 @@ pub struct KeyRule {
 }
 
 pub const fn rule(ours: &'static str, theirs: &'static str) -> KeyRule {
-    KeyRule { ours, theirs, shape: ShapeRule::Same }
+    KeyRule {
+        ours,
+        theirs,
+        shape: ShapeRule::Same,
+    }
 }
 
 pub const fn reshaped(ours: &'static str, theirs: &'static str, shape: ShapeRule) -> KeyRule {
-    KeyRule { ours, theirs, shape }
+    KeyRule {
+        ours,
+        theirs,
+        shape,
+    }
 }
 
 /// A named checkpoint layout of one family: the first rule whose `ours` pattern matches a
@@ -73,7 +85,8 @@ fn placeholder(segment: &str) -> Option<&str> {
 }
 
 fn match_pattern<'a>(pattern: &'a str, name: &'a str) -> Option<Bindings<'a>> {
-    let (pat, seg): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), name.split('.').collect());
+    let (pat, seg): (Vec<&str>, Vec<&str>) =
+        (pattern.split('.').collect(), name.split('.').collect());
     if pat.len() != seg.len() {
         return None;
     }
@@ -84,7 +97,11 @@ fn match_pattern<'a>(pattern: &'a str, name: &'a str) -> Option<Bindings<'a>> {
                 b.words.insert("p", s);
             }
             Some(var) => {
-                let n: usize = if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().ok()? } else { return None };
+                let n: usize = if s.bytes().all(|c| c.is_ascii_digit()) {
+                    s.parse().ok()?
+                } else {
+                    return None;
+                };
                 b.numbers.insert(var, n);
             }
             None if p == s => {}
@@ -104,20 +121,41 @@ fn fill_segment(inner: &str, b: &Bindings) -> Option<String> {
         None => (inner, 0),
     };
     let split = term.find(|c: char| !c.is_ascii_digit())?;
-    let factor = if split == 0 { 1 } else { term[..split].parse::<usize>().ok()? };
+    let factor = if split == 0 {
+        1
+    } else {
+        term[..split].parse::<usize>().ok()?
+    };
     let value = b.numbers.get(&term[split..])?;
     Some((factor * value + offset).to_string())
 }
 
 fn fill_pattern(pattern: &str, b: &Bindings) -> Option<String> {
-    let parts: Option<Vec<String>> = pattern.split('.').map(|seg| if let Some(inner) = placeholder(seg) { fill_segment(inner, b) } else { Some(seg.to_string()) }).collect();
+    let parts: Option<Vec<String>> = pattern
+        .split('.')
+        .map(|seg| {
+            if let Some(inner) = placeholder(seg) {
+                fill_segment(inner, b)
+            } else {
+                Some(seg.to_string())
+            }
+        })
+        .collect();
     Some(parts?.join("."))
 }
 
 /// Our parameters under one layout: (our name, their key, their shape) for every parameter,
 /// or `None` when the layout cannot name one of them.
 fn plan(graph: &Graph, layout: &Layout) -> Option<Vec<(String, String, Vec<usize>)>> {
-    graph.params.iter().map(|p| layout.key_for(&p.name).map(|(key, shape)| (p.name.clone(), key, shape.theirs(&p.shape)))).collect()
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            layout
+                .key_for(&p.name)
+                .map(|(key, shape)| (p.name.clone(), key, shape.theirs(&p.shape)))
+        })
+        .collect()
 }
 
 /// Takes a state dict in our layout or in one of the graph family's foreign layouts (see
@@ -126,7 +164,11 @@ fn plan(graph: &Graph, layout: &Layout) -> Option<Vec<(String, String, Vec<usize
 /// (missing, unexpected and wrong-shape keys, named as the file names them).
 pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, ModelError> {
     let layouts = crate::families::foreign_layouts(&graph.arch);
-    let ours_fit = graph.params.iter().filter(|p| sd.contains_key(&p.name)).count();
+    let ours_fit = graph
+        .params
+        .iter()
+        .filter(|p| sd.contains_key(&p.name))
+        .count();
     let best = layouts
         .iter()
         .filter_map(|l| plan(graph, l).map(|p| (l, p)))
@@ -137,14 +179,22 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
         .max_by_key(|(.., fit)| *fit)
         .filter(|(.., fit)| *fit > ours_fit);
     let Some((layout, plan, _)) = best else {
-        return super::check_state_dict(graph, &sd).map(|()| sd).map_err(|e| match e {
-            ModelError::Mismatch { preset, mut details } if !layouts.is_empty() => {
-                let names: Vec<_> = layouts.iter().map(|l| l.name).collect();
-                details.push_str(&format!("\n  (read in the official layout; this family also loads {} checkpoints)", names.join(", ")));
-                ModelError::Mismatch { preset, details }
-            }
-            other => other,
-        });
+        return super::check_state_dict(graph, &sd)
+            .map(|()| sd)
+            .map_err(|e| match e {
+                ModelError::Mismatch {
+                    preset,
+                    mut details,
+                } if !layouts.is_empty() => {
+                    let names: Vec<_> = layouts.iter().map(|l| l.name).collect();
+                    details.push_str(&format!(
+                        "\n  (read in the official layout; this family also loads {} checkpoints)",
+                        names.join(", ")
+                    ));
+                    ModelError::Mismatch { preset, details }
+                }
+                other => other,
+            });
     };
     let mut missing = vec![];
     let mut wrong = vec![];
@@ -155,22 +205,43 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
                 let dtype = graph.param(ours).map(|p| p.dtype);
                 let dtype_ok = dtype != Some(DType::F32) || t.as_f32().is_some();
                 if &t.shape != shape || !dtype_ok {
-                    wrong.push(format!("{key}: expected {:?} {shape:?}, found {:?} {}", dtype.unwrap_or(DType::F32), t.shape, t.dtype_name()));
+                    wrong.push(format!(
+                        "{key}: expected {:?} {shape:?}, found {:?} {}",
+                        dtype.unwrap_or(DType::F32),
+                        t.shape,
+                        t.dtype_name()
+                    ));
                 }
             }
         }
     }
     let expected: BTreeSet<&str> = plan.iter().map(|(_, key, _)| key.as_str()).collect();
-    let unexpected: Vec<String> = sd.keys().filter(|k| !expected.contains(k.as_str())).cloned().collect();
+    let unexpected: Vec<String> = sd
+        .keys()
+        .filter(|k| !expected.contains(k.as_str()))
+        .cloned()
+        .collect();
     if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
-        let header = format!("  read as a {} checkpoint ({} of {} keys fit)\n", layout.name, plan.len() - missing.len(), plan.len());
-        return Err(ModelError::Mismatch { preset: graph.preset.clone(), details: header + &mismatch_details(&missing, &unexpected, &wrong) });
+        let header = format!(
+            "  read as a {} checkpoint ({} of {} keys fit)\n",
+            layout.name,
+            plan.len() - missing.len(),
+            plan.len()
+        );
+        return Err(ModelError::Mismatch {
+            preset: graph.preset.clone(),
+            details: header + &mismatch_details(&missing, &unexpected, &wrong),
+        });
     }
     let mut sd = sd;
     let mut out = StateDict::new();
     for (ours, key, _) in plan {
         let mut t = sd.remove(&key).expect("checked above");
-        t.shape = graph.param(&ours).expect("planned from the graph").shape.clone();
+        t.shape = graph
+            .param(&ours)
+            .expect("planned from the graph")
+            .shape
+            .clone();
         out.insert(ours, t);
     }
     Ok(out)
@@ -186,16 +257,40 @@ mod tests {
             name: "test",
             rules: &[
                 rule("downsample_layers.0.{b}.{p}", "stem.{b}.{p}"),
-                reshaped("stages.{s}.{b}.gamma", "features.{2s+1}.{b}.layer_scale", ShapeRule::TrailingOnes(2)),
+                reshaped(
+                    "stages.{s}.{b}.gamma",
+                    "features.{2s+1}.{b}.layer_scale",
+                    ShapeRule::TrailingOnes(2),
+                ),
                 rule("downsample_layers.{s}.{b}.{p}", "features.{2s}.{b}.{p}"),
             ],
         };
         let layout = LAYOUT;
-        assert_eq!(layout.key_for("downsample_layers.0.1.bias"), Some(("stem.1.bias".into(), ShapeRule::Same)));
-        assert_eq!(layout.key_for("downsample_layers.3.0.weight"), Some(("features.6.0.weight".into(), ShapeRule::Same)));
-        assert_eq!(layout.key_for("stages.2.7.gamma"), Some(("features.5.7.layer_scale".into(), ShapeRule::TrailingOnes(2))));
-        assert_eq!(layout.key_for("stages.x.7.gamma"), None, "a number placeholder needs digits");
-        assert_eq!(layout.key_for("stages.2.7.gamma.extra"), None, "segment counts must agree");
+        assert_eq!(
+            layout.key_for("downsample_layers.0.1.bias"),
+            Some(("stem.1.bias".into(), ShapeRule::Same))
+        );
+        assert_eq!(
+            layout.key_for("downsample_layers.3.0.weight"),
+            Some(("features.6.0.weight".into(), ShapeRule::Same))
+        );
+        assert_eq!(
+            layout.key_for("stages.2.7.gamma"),
+            Some((
+                "features.5.7.layer_scale".into(),
+                ShapeRule::TrailingOnes(2)
+            ))
+        );
+        assert_eq!(
+            layout.key_for("stages.x.7.gamma"),
+            None,
+            "a number placeholder needs digits"
+        );
+        assert_eq!(
+            layout.key_for("stages.2.7.gamma.extra"),
+            None,
+            "segment counts must agree"
+        );
         assert_eq!(layout.key_for("head.weight"), None);
         assert_eq!(ShapeRule::TrailingOnes(2).theirs(&[96]), vec![96, 1, 1]);
     }

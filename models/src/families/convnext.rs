@@ -17,11 +17,23 @@ pub const TIMM: Layout = Layout {
     name: "timm ConvNeXt",
     rules: &[
         rule("downsample_layers.0.{i}.{p}", "stem.{i}.{p}"),
-        rule("downsample_layers.{s}.{i}.{p}", "stages.{s}.downsample.{i}.{p}"),
-        rule("stages.{s}.{b}.dwconv.{p}", "stages.{s}.blocks.{b}.conv_dw.{p}"),
+        rule(
+            "downsample_layers.{s}.{i}.{p}",
+            "stages.{s}.downsample.{i}.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.dwconv.{p}",
+            "stages.{s}.blocks.{b}.conv_dw.{p}",
+        ),
         rule("stages.{s}.{b}.norm.{p}", "stages.{s}.blocks.{b}.norm.{p}"),
-        rule("stages.{s}.{b}.pwconv1.{p}", "stages.{s}.blocks.{b}.mlp.fc1.{p}"),
-        rule("stages.{s}.{b}.pwconv2.{p}", "stages.{s}.blocks.{b}.mlp.fc2.{p}"),
+        rule(
+            "stages.{s}.{b}.pwconv1.{p}",
+            "stages.{s}.blocks.{b}.mlp.fc1.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv2.{p}",
+            "stages.{s}.blocks.{b}.mlp.fc2.{p}",
+        ),
         rule("stages.{s}.{b}.gamma", "stages.{s}.blocks.{b}.gamma"),
         rule("norm.{p}", "head.norm.{p}"),
         rule("head.{p}", "head.fc.{p}"),
@@ -36,11 +48,24 @@ pub const TORCHVISION: Layout = Layout {
     name: "torchvision ConvNeXt",
     rules: &[
         rule("downsample_layers.{s}.{i}.{p}", "features.{2s}.{i}.{p}"),
-        rule("stages.{s}.{b}.dwconv.{p}", "features.{2s+1}.{b}.block.0.{p}"),
+        rule(
+            "stages.{s}.{b}.dwconv.{p}",
+            "features.{2s+1}.{b}.block.0.{p}",
+        ),
         rule("stages.{s}.{b}.norm.{p}", "features.{2s+1}.{b}.block.2.{p}"),
-        rule("stages.{s}.{b}.pwconv1.{p}", "features.{2s+1}.{b}.block.3.{p}"),
-        rule("stages.{s}.{b}.pwconv2.{p}", "features.{2s+1}.{b}.block.5.{p}"),
-        reshaped("stages.{s}.{b}.gamma", "features.{2s+1}.{b}.layer_scale", ShapeRule::TrailingOnes(2)),
+        rule(
+            "stages.{s}.{b}.pwconv1.{p}",
+            "features.{2s+1}.{b}.block.3.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv2.{p}",
+            "features.{2s+1}.{b}.block.5.{p}",
+        ),
+        reshaped(
+            "stages.{s}.{b}.gamma",
+            "features.{2s+1}.{b}.layer_scale",
+            ShapeRule::TrailingOnes(2),
+        ),
         rule("norm.{p}", "classifier.0.{p}"),
         rule("head.{p}", "classifier.2.{p}"),
     ],
@@ -59,7 +84,14 @@ pub struct ConvNextConfig {
 
 impl ConvNextConfig {
     fn layout(depths: &[usize], dims: &[usize]) -> Self {
-        Self { depths: depths.to_vec(), dims: dims.to_vec(), kernel_size: 7, stem: 4, layer_scale_init: 1e-6, head_init_scale: 1.0 }
+        Self {
+            depths: depths.to_vec(),
+            dims: dims.to_vec(),
+            kernel_size: 7,
+            stem: 4,
+            layer_scale_init: 1e-6,
+            head_init_scale: 1.0,
+        }
     }
     pub fn tiny() -> Self {
         Self::layout(&[3, 3, 9, 3], &[96, 192, 384, 768])
@@ -72,7 +104,11 @@ impl ConvNextConfig {
     }
     /// CPU-scale student: the nano teacher's stage layout with 3×3 kernels.
     pub fn nano() -> Self {
-        Self { kernel_size: 3, stem: 2, ..Self::layout(&[1, 1, 2], &[16, 32, 64]) }
+        Self {
+            kernel_size: 3,
+            stem: 2,
+            ..Self::layout(&[1, 1, 2], &[16, 32, 64])
+        }
     }
 
     pub fn validate(&self, common: &CommonConfig) -> Result<(), ModelError> {
@@ -85,8 +121,28 @@ impl ConvNextConfig {
 
     pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
         let k = self.kernel_size;
-        convnext_macro(common, "convnext", &self.depths, &self.dims, self.stem, self.layer_scale_init, self.head_init_scale, |b, x, m, _, dim| {
-            b.conv(x, &format!("{m}.dwconv"), dim, dim, [k, k], 1, [k / 2, k / 2], dim, Some(Init::Zeros), Init::TruncNormal { std: 0.02 })
-        })
+        convnext_macro(
+            common,
+            "convnext",
+            &self.depths,
+            &self.dims,
+            self.stem,
+            self.layer_scale_init,
+            self.head_init_scale,
+            |b, x, m, _, dim| {
+                b.conv(
+                    x,
+                    &format!("{m}.dwconv"),
+                    dim,
+                    dim,
+                    [k, k],
+                    1,
+                    [k / 2, k / 2],
+                    dim,
+                    Some(Init::Zeros),
+                    Init::TruncNormal { std: 0.02 },
+                )
+            },
+        )
     }
 }

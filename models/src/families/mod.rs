@@ -13,12 +13,20 @@ pub mod resnet;
 pub mod slak;
 pub mod vit;
 
+use self::FamilySpec::{ConvNext, ResNet, Slak, Vit};
+use self::PresetInput::{FashionMnist, ImageNet};
 use crate::checkpoint::layout::Layout;
 use crate::graph::{Graph, GraphBuilder, GraphHeader, Init, NormAxis, ValueId};
-use crate::preprocess::{Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD};
+use crate::preprocess::{
+    Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD,
+};
 use crate::ModelError;
+use convnext::ConvNextConfig;
+use resnet::ResNetConfig;
 use serde::{Deserialize, Serialize};
+use slak::SlakConfig;
 use std::fmt::Debug;
+use vit::VitConfig;
 
 /// Upper bounds on user-settable sizes. They sit well above every published model (ConvNeXt-XL:
 /// 36 blocks, width 2048; SLaK: 61×61 kernels; ImageNet-21k: 21 841 classes) and keep a
@@ -84,7 +92,11 @@ pub fn default_preprocess(in_chans: usize, input_size: [usize; 2]) -> Preprocess
         input_size,
         channels: in_chans,
         crop_pct: if large { 0.875 } else { 1.0 },
-        interpolation: if large { Interpolation::Bicubic } else { Interpolation::Bilinear },
+        interpolation: if large {
+            Interpolation::Bicubic
+        } else {
+            Interpolation::Bilinear
+        },
         mean,
         std,
     }
@@ -154,7 +166,13 @@ impl Preset {
     pub fn spec(&self) -> ModelSpec {
         let (in_chans, num_classes, size) = self.input.geometry();
         ModelSpec {
-            common: CommonConfig { preset: self.name.to_string(), in_chans, num_classes, input_size: [size, size], drop_path: 0.0 },
+            common: CommonConfig {
+                preset: self.name.to_string(),
+                in_chans,
+                num_classes,
+                input_size: [size, size],
+                drop_path: 0.0,
+            },
             family: (self.family)(),
         }
     }
@@ -166,30 +184,45 @@ impl Preset {
 
 /// Every preset. The architecture values live in each family's constructor (e.g.
 /// [`slak::SlakConfig::nano`]), one function per preset.
+#[rustfmt::skip]
 pub const PRESETS: &[Preset] = &[
-    Preset { name: "slak_nano", input: PresetInput::FashionMnist, family: || FamilySpec::Slak(slak::SlakConfig::nano()) },
-    Preset { name: "slak_tiny", input: PresetInput::ImageNet, family: || FamilySpec::Slak(slak::SlakConfig::tiny()) },
-    Preset { name: "slak_small", input: PresetInput::ImageNet, family: || FamilySpec::Slak(slak::SlakConfig::small()) },
-    Preset { name: "slak_base", input: PresetInput::ImageNet, family: || FamilySpec::Slak(slak::SlakConfig::base()) },
-    Preset { name: "convnext_tiny_slak7", input: PresetInput::ImageNet, family: || FamilySpec::Slak(slak::SlakConfig::convnext_tiny_slak7()) },
-    Preset { name: "convnext_small_slak7", input: PresetInput::ImageNet, family: || FamilySpec::Slak(slak::SlakConfig::convnext_small_slak7()) },
-    Preset { name: "convnext_nano", input: PresetInput::FashionMnist, family: || FamilySpec::ConvNext(convnext::ConvNextConfig::nano()) },
-    Preset { name: "convnext_tiny", input: PresetInput::ImageNet, family: || FamilySpec::ConvNext(convnext::ConvNextConfig::tiny()) },
-    Preset { name: "convnext_small", input: PresetInput::ImageNet, family: || FamilySpec::ConvNext(convnext::ConvNextConfig::small()) },
-    Preset { name: "convnext_base", input: PresetInput::ImageNet, family: || FamilySpec::ConvNext(convnext::ConvNextConfig::base()) },
-    Preset { name: "resnet_nano", input: PresetInput::FashionMnist, family: || FamilySpec::ResNet(resnet::ResNetConfig::nano()) },
-    Preset { name: "resnet18", input: PresetInput::ImageNet, family: || FamilySpec::ResNet(resnet::ResNetConfig::resnet18()) },
-    Preset { name: "resnet50", input: PresetInput::ImageNet, family: || FamilySpec::ResNet(resnet::ResNetConfig::resnet50()) },
-    Preset { name: "vit_nano", input: PresetInput::FashionMnist, family: || FamilySpec::Vit(vit::VitConfig::nano()) },
-    Preset { name: "vit_small", input: PresetInput::ImageNet, family: || FamilySpec::Vit(vit::VitConfig::small()) },
+    preset("slak_nano",            FashionMnist, || Slak(SlakConfig::nano())),
+    preset("slak_tiny",            ImageNet,     || Slak(SlakConfig::tiny())),
+    preset("slak_small",           ImageNet,     || Slak(SlakConfig::small())),
+    preset("slak_base",            ImageNet,     || Slak(SlakConfig::base())),
+    preset("convnext_tiny_slak7",  ImageNet,     || Slak(SlakConfig::convnext_tiny_slak7())),
+    preset("convnext_small_slak7", ImageNet,     || Slak(SlakConfig::convnext_small_slak7())),
+    preset("convnext_nano",        FashionMnist, || ConvNext(ConvNextConfig::nano())),
+    preset("convnext_tiny",        ImageNet,     || ConvNext(ConvNextConfig::tiny())),
+    preset("convnext_small",       ImageNet,     || ConvNext(ConvNextConfig::small())),
+    preset("convnext_base",        ImageNet,     || ConvNext(ConvNextConfig::base())),
+    preset("resnet_nano",          FashionMnist, || ResNet(ResNetConfig::nano())),
+    preset("resnet18",             ImageNet,     || ResNet(ResNetConfig::resnet18())),
+    preset("resnet50",             ImageNet,     || ResNet(ResNetConfig::resnet50())),
+    preset("vit_nano",             FashionMnist, || Vit(VitConfig::nano())),
+    preset("vit_small",            ImageNet,     || Vit(VitConfig::small())),
 ];
+
+const fn preset(name: &'static str, input: PresetInput, family: fn() -> FamilySpec) -> Preset {
+    Preset {
+        name,
+        input,
+        family,
+    }
+}
 
 pub fn preset_names() -> Vec<&'static str> {
     PRESETS.iter().map(|p| p.name).collect()
 }
 
 pub fn find_preset(name: &str) -> Result<&'static Preset, ModelError> {
-    PRESETS.iter().find(|p| p.name == name).ok_or_else(|| ModelError::UnknownPreset { found: name.to_string(), known: preset_names().join(", ") })
+    PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ModelError::UnknownPreset {
+            found: name.to_string(),
+            known: preset_names().join(", "),
+        })
 }
 
 /// A resolved model: the preset's typed config with overrides applied and every field checked.
@@ -221,7 +254,11 @@ impl ModelSpec {
         }?;
         let total: usize = graph.params.iter().map(|p| p.numel()).sum();
         if total > MAX_PARAMETERS {
-            return Err(ModelError::TooLarge { preset: self.common.preset.clone(), parameters: total, max: MAX_PARAMETERS });
+            return Err(ModelError::TooLarge {
+                preset: self.common.preset.clone(),
+                parameters: total,
+                max: MAX_PARAMETERS,
+            });
         }
         Ok(graph)
     }
@@ -280,7 +317,10 @@ fn expected(field: &str) -> String {
 
 impl ModelConfig {
     pub fn preset(name: &str) -> Self {
-        Self { preset: name.to_string(), ..Default::default() }
+        Self {
+            preset: name.to_string(),
+            ..Default::default()
+        }
     }
 
     /// The preset's typed config with these overrides applied, every field range-checked.
@@ -300,13 +340,19 @@ impl ModelConfig {
         if let Some(v) = self.drop_path {
             common.drop_path = v;
         }
-        let unused = |field: &'static str, set: bool, accepted: &'static str| -> Result<(), ModelError> {
-            if set {
-                Err(ModelError::FieldNotApplicable { preset: preset.name.into(), field, family: preset.family_name(), accepted })
-            } else {
-                Ok(())
-            }
-        };
+        let unused =
+            |field: &'static str, set: bool, accepted: &'static str| -> Result<(), ModelError> {
+                if set {
+                    Err(ModelError::FieldNotApplicable {
+                        preset: preset.name.into(),
+                        field,
+                        family: preset.family_name(),
+                        accepted,
+                    })
+                } else {
+                    Ok(())
+                }
+            };
         let checker = Checker::new(preset.name);
         match &mut spec.family {
             FamilySpec::Slak(c) => {
@@ -321,7 +367,8 @@ impl ModelConfig {
                 }
             }
             FamilySpec::ConvNext(c) => {
-                const ACCEPTED: &str = "in_chans, num_classes, input_size, drop_path, depths, dims, kernel_size";
+                const ACCEPTED: &str =
+                    "in_chans, num_classes, input_size, drop_path, depths, dims, kernel_size";
                 unused("kernels", self.kernels.is_some(), ACCEPTED)?;
                 unused("small_kernel", self.small_kernel.is_some(), ACCEPTED)?;
                 unused("decompose", self.decompose.is_some(), ACCEPTED)?;
@@ -330,12 +377,17 @@ impl ModelConfig {
                 override_with(&mut c.kernel_size, &self.kernel_size);
             }
             FamilySpec::ResNet(c) => {
-                const ACCEPTED: &str = "in_chans, num_classes, input_size, depths (blocks per layer), dims (widths)";
+                const ACCEPTED: &str =
+                    "in_chans, num_classes, input_size, depths (blocks per layer), dims (widths)";
                 unused("kernel_size", self.kernel_size.is_some(), ACCEPTED)?;
                 unused("kernels", self.kernels.is_some(), ACCEPTED)?;
                 unused("small_kernel", self.small_kernel.is_some(), ACCEPTED)?;
                 unused("decompose", self.decompose.is_some(), ACCEPTED)?;
-                unused("drop_path", self.drop_path.is_some_and(|d| d != 0.0), ACCEPTED)?;
+                unused(
+                    "drop_path",
+                    self.drop_path.is_some_and(|d| d != 0.0),
+                    ACCEPTED,
+                )?;
                 override_with(&mut c.layers, &self.depths);
                 override_with(&mut c.widths, &self.dims);
             }
@@ -402,12 +454,19 @@ impl TryFrom<RawModelConfig> for ModelConfig {
     fn try_from(raw: RawModelConfig) -> Result<Self, ModelError> {
         let c = Checker::new(&raw.preset);
         let one = |field: &'static str, v: Option<i64>| -> Result<Option<usize>, ModelError> {
-            v.map(|x| usize::try_from(x).map_err(|_| c.invalid(field, x, expected(field)))).transpose()
-        };
-        let list = |field: &'static str, v: Option<Vec<i64>>| -> Result<Option<Vec<usize>>, ModelError> {
-            v.map(|xs| xs.iter().map(|&x| usize::try_from(x)).collect::<Result<Vec<_>, _>>().map_err(|_| c.invalid(field, &xs, expected(field))))
+            v.map(|x| usize::try_from(x).map_err(|_| c.invalid(field, x, expected(field))))
                 .transpose()
         };
+        let list =
+            |field: &'static str, v: Option<Vec<i64>>| -> Result<Option<Vec<usize>>, ModelError> {
+                v.map(|xs| {
+                    xs.iter()
+                        .map(|&x| usize::try_from(x))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| c.invalid(field, &xs, expected(field)))
+                })
+                .transpose()
+            };
         let cfg = ModelConfig {
             in_chans: one("in_chans", raw.in_chans)?,
             num_classes: one("num_classes", raw.num_classes)?,
@@ -440,11 +499,27 @@ impl<'a> Checker<'a> {
         Self { preset }
     }
 
-    pub(crate) fn invalid(&self, field: &'static str, value: impl Debug, expected: impl Into<String>) -> ModelError {
-        ModelError::InvalidField { preset: self.preset.to_string(), field, value: format!("{value:?}"), expected: expected.into() }
+    pub(crate) fn invalid(
+        &self,
+        field: &'static str,
+        value: impl Debug,
+        expected: impl Into<String>,
+    ) -> ModelError {
+        ModelError::InvalidField {
+            preset: self.preset.to_string(),
+            field,
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
     }
 
-    pub(crate) fn range(&self, field: &'static str, value: usize, lo: usize, hi: usize) -> Result<(), ModelError> {
+    pub(crate) fn range(
+        &self,
+        field: &'static str,
+        value: usize,
+        lo: usize,
+        hi: usize,
+    ) -> Result<(), ModelError> {
         if (lo..=hi).contains(&value) {
             Ok(())
         } else {
@@ -454,16 +529,30 @@ impl<'a> Checker<'a> {
 
     /// Blocks per stage: 1..=MAX_STAGES entries, each 1..=MAX_BLOCKS_PER_STAGE.
     pub(crate) fn stages(&self, field: &'static str, depths: &[usize]) -> Result<(), ModelError> {
-        if depths.is_empty() || depths.len() > MAX_STAGES || depths.iter().any(|&d| !(1..=MAX_BLOCKS_PER_STAGE).contains(&d)) {
+        if depths.is_empty()
+            || depths.len() > MAX_STAGES
+            || depths
+                .iter()
+                .any(|&d| !(1..=MAX_BLOCKS_PER_STAGE).contains(&d))
+        {
             return Err(self.invalid(field, depths, expected("depths")));
         }
         Ok(())
     }
 
     /// One width per stage (`stages` of them), each 1..=MAX_WIDTH.
-    pub(crate) fn widths(&self, field: &'static str, dims: &[usize], depths_field: &str, depths: &[usize]) -> Result<(), ModelError> {
+    pub(crate) fn widths(
+        &self,
+        field: &'static str,
+        dims: &[usize],
+        depths_field: &str,
+        depths: &[usize],
+    ) -> Result<(), ModelError> {
         if dims.len() != depths.len() || dims.iter().any(|&d| !(1..=MAX_WIDTH).contains(&d)) {
-            let expected = format!("{} widths, one per stage of {depths_field} = {depths:?}, each in 1..={MAX_WIDTH}", depths.len());
+            let expected = format!(
+                "{} widths, one per stage of {depths_field} = {depths:?}, each in 1..={MAX_WIDTH}",
+                depths.len()
+            );
             return Err(self.invalid(field, dims, expected));
         }
         Ok(())
@@ -480,7 +569,12 @@ impl<'a> Checker<'a> {
 
     /// A patchify stem of stride `stem` followed by `stages - 1` 2×2/2 downsamplings needs an
     /// input of at least `stem * 2^(stages-1)` pixels a side.
-    pub(crate) fn input_covers_strides(&self, common: &CommonConfig, stem: usize, stages: usize) -> Result<(), ModelError> {
+    pub(crate) fn input_covers_strides(
+        &self,
+        common: &CommonConfig,
+        stem: usize,
+        stages: usize,
+    ) -> Result<(), ModelError> {
         let min = stem << (stages - 1);
         if common.input_size.iter().any(|&s| s < min) {
             let expected = format!("at least {min} (the stem's stride {stem} times 2 per later stage, {stages} stages), at most {MAX_INPUT_SIZE}");
@@ -507,7 +601,9 @@ pub(crate) fn convnext_macro(
     mut mixer: impl FnMut(&mut GraphBuilder, ValueId, &str, usize, usize) -> ValueId,
 ) -> Result<Graph, ModelError> {
     let (Some(&last), true) = (dims.last(), dims.len() == depths.len()) else {
-        return Err(ModelError::Graph(format!("{arch}: depths {depths:?} and dims {dims:?} do not describe the same stages")));
+        return Err(ModelError::Graph(format!(
+            "{arch}: depths {depths:?} and dims {dims:?} do not describe the same stages"
+        )));
     };
     let init = Init::TruncNormal { std: 0.02 };
     let bias = Some(Init::Zeros);
@@ -518,22 +614,62 @@ pub(crate) fn convnext_macro(
     for (i, (&depth, &dim)) in depths.iter().zip(dims).enumerate() {
         let ds = format!("downsample_layers.{i}");
         x = if i == 0 {
-            let y = b.conv(x, &format!("{ds}.0"), common.in_chans, dim, [stem; 2], stem, [0, 0], 1, bias.clone(), init.clone());
+            let y = b.conv(
+                x,
+                &format!("{ds}.0"),
+                common.in_chans,
+                dim,
+                [stem; 2],
+                stem,
+                [0, 0],
+                1,
+                bias.clone(),
+                init.clone(),
+            );
             b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
         } else {
             let prev = dims[i - 1];
             let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
-            b.conv(y, &format!("{ds}.1"), prev, dim, [2, 2], 2, [0, 0], 1, bias.clone(), init.clone())
+            b.conv(
+                y,
+                &format!("{ds}.1"),
+                prev,
+                dim,
+                [2, 2],
+                2,
+                [0, 0],
+                1,
+                bias.clone(),
+                init.clone(),
+            )
         };
         for j in 0..depth {
             let m = format!("stages.{i}.{j}");
             let y = mixer(&mut b, x, &m, i, dim);
             let y = b.permute(y, &m, &[0, 2, 3, 1]);
             let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
-            let y = b.linear(y, &format!("{m}.pwconv1"), dim, 4 * dim, bias.clone(), init.clone());
+            let y = b.linear(
+                y,
+                &format!("{m}.pwconv1"),
+                dim,
+                4 * dim,
+                bias.clone(),
+                init.clone(),
+            );
             let y = b.gelu(y, &format!("{m}.act"));
-            let y = b.linear(y, &format!("{m}.pwconv2"), 4 * dim, dim, bias.clone(), init.clone());
-            let y = if layer_scale_init > 0.0 { b.scale(y, &format!("{m}.gamma"), dim, layer_scale_init) } else { y };
+            let y = b.linear(
+                y,
+                &format!("{m}.pwconv2"),
+                4 * dim,
+                dim,
+                bias.clone(),
+                init.clone(),
+            );
+            let y = if layer_scale_init > 0.0 {
+                b.scale(y, &format!("{m}.gamma"), dim, layer_scale_init)
+            } else {
+                y
+            };
             let y = b.permute(y, &m, &[0, 3, 1, 2]);
             let y = b.drop_path(y, &format!("{m}.drop_path"), rates[block_index]);
             block_index += 1;
@@ -544,12 +680,29 @@ pub(crate) fn convnext_macro(
     let pooled = b.global_avg_pool(x, "pool");
     let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
     b.tap("pre_logits", pre);
-    let logits = b.linear(pre, "head", last, common.num_classes, bias, Init::TruncNormal { std: 0.02 * head_init_scale });
+    let logits = b.linear(
+        pre,
+        "head",
+        last,
+        common.num_classes,
+        bias,
+        Init::TruncNormal {
+            std: 0.02 * head_init_scale,
+        },
+    );
     b.finish(common.header(arch), logits)
 }
 
 /// Linearly increasing drop-path rates over all blocks (as ConvNeXt/SLaK/timm).
 pub(crate) fn stochastic_depth(max_rate: f64, depths: &[usize]) -> Vec<f64> {
     let total: usize = depths.iter().sum();
-    (0..total).map(|i| if total > 1 { max_rate * i as f64 / (total - 1) as f64 } else { 0.0 }).collect()
+    (0..total)
+        .map(|i| {
+            if total > 1 {
+                max_rate * i as f64 / (total - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

@@ -38,13 +38,25 @@ fn widen(dims: [usize; 4]) -> Vec<usize> {
 
 impl SlakConfig {
     pub fn tiny() -> Self {
-        Self { depths: vec![3, 3, 9, 3], dims: widen([96, 192, 384, 768]), ..Self::base_layout() }
+        Self {
+            depths: vec![3, 3, 9, 3],
+            dims: widen([96, 192, 384, 768]),
+            ..Self::base_layout()
+        }
     }
     pub fn small() -> Self {
-        Self { depths: vec![3, 3, 27, 3], dims: widen([96, 192, 384, 768]), ..Self::base_layout() }
+        Self {
+            depths: vec![3, 3, 27, 3],
+            dims: widen([96, 192, 384, 768]),
+            ..Self::base_layout()
+        }
     }
     pub fn base() -> Self {
-        Self { depths: vec![3, 3, 27, 3], dims: widen([128, 256, 512, 1024]), ..Self::base_layout() }
+        Self {
+            depths: vec![3, 3, 27, 3],
+            dims: widen([128, 256, 512, 1024]),
+            ..Self::base_layout()
+        }
     }
     fn base_layout() -> Self {
         Self {
@@ -61,14 +73,26 @@ impl SlakConfig {
     /// ConvNeXt-T as the SLaK distillation code builds its students: 7×7 depthwise conv
     /// without bias + BatchNorm, no small branch, ConvNeXt widths.
     pub fn convnext_tiny_slak7() -> Self {
-        Self { depths: vec![3, 3, 9, 3], ..Self::slak7_student() }
+        Self {
+            depths: vec![3, 3, 9, 3],
+            ..Self::slak7_student()
+        }
     }
     /// ConvNeXt-S built the same way (the README's SLaK-S → ConvNeXt-S command).
     pub fn convnext_small_slak7() -> Self {
-        Self { depths: vec![3, 3, 27, 3], ..Self::slak7_student() }
+        Self {
+            depths: vec![3, 3, 27, 3],
+            ..Self::slak7_student()
+        }
     }
     fn slak7_student() -> Self {
-        Self { dims: vec![96, 192, 384, 768], kernels: vec![7; 4], small_kernel: None, decompose: false, ..Self::base_layout() }
+        Self {
+            dims: vec![96, 192, 384, 768],
+            kernels: vec![7; 4],
+            small_kernel: None,
+            decompose: false,
+            ..Self::base_layout()
+        }
     }
     /// CPU-scale teacher for 28×28/32×32 inputs: maps 14/7/3, kernels 13/7/5 (as large as or
     /// larger than the maps they see), 3×3 small kernel.
@@ -87,11 +111,29 @@ impl SlakConfig {
 
     /// Depthwise large-kernel unit: k×s + s×k (decomposed) or k×k, plus s×s when s < k, each
     /// conv followed by BatchNorm, summed.
-    fn large_kernel(&self, b: &mut GraphBuilder, x: ValueId, module: &str, dim: usize, k: usize) -> ValueId {
+    fn large_kernel(
+        &self,
+        b: &mut GraphBuilder,
+        x: ValueId,
+        module: &str,
+        dim: usize,
+        k: usize,
+    ) -> ValueId {
         let init = Init::TruncNormal { std: 0.02 };
         let branch = |b: &mut GraphBuilder, name: &str, kh: usize, kw: usize| {
             let m = format!("{module}.{name}");
-            let y = b.conv(x, &format!("{m}.conv"), dim, dim, [kh, kw], 1, [kh / 2, kw / 2], dim, None, init.clone());
+            let y = b.conv(
+                x,
+                &format!("{m}.conv"),
+                dim,
+                dim,
+                [kh, kw],
+                1,
+                [kh / 2, kw / 2],
+                dim,
+                None,
+                init.clone(),
+            );
             b.batch_norm(y, &format!("{m}.bn"), dim, 1e-5)
         };
         let large = match (self.decompose, self.small_kernel) {
@@ -117,8 +159,15 @@ impl SlakConfig {
         let c = Checker::new(&common.preset);
         c.stages("depths", &self.depths)?;
         c.widths("dims", &self.dims, "depths", &self.depths)?;
-        if self.kernels.len() != self.depths.len() || !self.kernels.iter().all(|&k| is_odd_kernel(k)) {
-            let expected = format!("{} odd kernel sizes, one per stage of depths = {:?}, each in 1..={}", self.depths.len(), self.depths, super::limits::MAX_KERNEL);
+        if self.kernels.len() != self.depths.len()
+            || !self.kernels.iter().all(|&k| is_odd_kernel(k))
+        {
+            let expected = format!(
+                "{} odd kernel sizes, one per stage of depths = {:?}, each in 1..={}",
+                self.depths.len(),
+                self.depths,
+                super::limits::MAX_KERNEL
+            );
             return Err(c.invalid("kernels", &self.kernels, expected));
         }
         match self.small_kernel {
@@ -126,10 +175,25 @@ impl SlakConfig {
                 c.kernel("small_kernel", s)?;
                 // Decomposed branches are k×s: s may equal k (then no small branch, as upstream).
                 // Undecomposed, a small kernel at least as large as k would be dropped silently.
-                let fits = if self.decompose { self.kernels.iter().all(|&k| s <= k) } else { self.kernels.iter().all(|&k| s < k) };
+                let fits = if self.decompose {
+                    self.kernels.iter().all(|&k| s <= k)
+                } else {
+                    self.kernels.iter().all(|&k| s < k)
+                };
                 if !fits {
-                    let bound = if self.decompose { "at most" } else { "smaller than" };
-                    return Err(c.invalid("small_kernel", s, format!("an odd kernel size {bound} every stage's kernel (kernels = {:?})", self.kernels)));
+                    let bound = if self.decompose {
+                        "at most"
+                    } else {
+                        "smaller than"
+                    };
+                    return Err(c.invalid(
+                        "small_kernel",
+                        s,
+                        format!(
+                            "an odd kernel size {bound} every stage's kernel (kernels = {:?})",
+                            self.kernels
+                        ),
+                    ));
                 }
             }
             None if self.decompose => {
@@ -141,8 +205,17 @@ impl SlakConfig {
     }
 
     pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
-        convnext_macro(common, "slak", &self.depths, &self.dims, self.stem, self.layer_scale_init, self.head_init_scale, |b, x, m, stage, dim| {
-            self.large_kernel(b, x, &format!("{m}.large_kernel"), dim, self.kernels[stage])
-        })
+        convnext_macro(
+            common,
+            "slak",
+            &self.depths,
+            &self.dims,
+            self.stem,
+            self.layer_scale_init,
+            self.head_init_scale,
+            |b, x, m, stage, dim| {
+                self.large_kernel(b, x, &format!("{m}.large_kernel"), dim, self.kernels[stage])
+            },
+        )
     }
 }
