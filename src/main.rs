@@ -32,6 +32,9 @@ enum Command {
     Train(train_cmds::RunArgs),
     /// Distil a student from a teacher (run dir or official checkpoint).
     Distill(train_cmds::DistillArgs),
+    /// Teacher-output cache: precompute a teacher's outputs for students to replay.
+    #[command(subcommand)]
+    TeacherCache(train_cmds::TeacherCacheCommand),
     /// Top-1/top-5 of a run dir or checkpoint on a validation split.
     Eval(train_cmds::EvalArgs),
     /// Effective receptive field (the paper's analysis): erf.json and a heatmap PNG.
@@ -71,6 +74,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => train_cmds::run_train(a)?,
         Command::Distill(a) => train_cmds::run_distill(a)?,
+        Command::TeacherCache(c) => train_cmds::run_teacher_cache(c)?,
         Command::Eval(a) => train_cmds::run_eval(a)?,
         Command::Erf(a) => train_cmds::run_erf(a)?,
         Command::Quantize(a) => quantize_cmd::run_quantize(a)?,

@@ -8,7 +8,7 @@ use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train_or_reuse, RunOutcome};
+use lkd_trainer::train::{load_model, train_or_reuse, train_or_reuse_shared, RunOutcome};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +52,9 @@ pub struct StudyArgs {
     limit: Option<usize>,
     #[arg(long)]
     val_limit: Option<usize>,
+    /// Train the teachers again instead of reusing those kept for the same recipes.
+    #[arg(long)]
+    retrain_teachers: bool,
 }
 
 /// What a finished cell recorded (written atomically when it completes).
@@ -117,18 +120,34 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut compute = 0.0;
 
-    // Teachers, each trained once.
+    // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later studies.
     let mut teacher_acc = BTreeMap::new();
+    let mut teacher_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut teacher_origin: BTreeMap<String, String> = BTreeMap::new();
     let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
     if needs_teachers {
         for t in &study.teachers {
-            let dir = out.join("teachers").join(slug(&t.label));
             let mut cfg = study.base.clone();
             cfg.model = t.model.clone();
             cfg.optim.epochs = study.teacher_epochs;
             println!("teacher {} ({})", t.label, t.model.preset);
-            compute += ensure_run(&dir, &cfg)?;
+            let t_start = Instant::now();
+            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true).with_context(|| format!("training teacher {}", t.label))?;
+            let origin = match outcome {
+                RunOutcome::Reused => {
+                    println!("  reusing the kept teacher {}", dir.display());
+                    "reused (trained by an earlier run)"
+                }
+                RunOutcome::Trained { .. } => {
+                    let total = t_start.elapsed().as_secs_f64();
+                    compute += total;
+                    lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
+                    "trained in this run"
+                }
+            };
             teacher_acc.insert(t.label.clone(), best_top1(&dir)?);
+            teacher_origin.insert(t.label.clone(), format!("{origin}: `{}`", dir.display()));
+            teacher_dirs.insert(t.label.clone(), dir);
         }
     }
 
@@ -154,7 +173,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill = teacher.map(|t| DistillConfig::new(method, out.join("teachers").join(slug(&t.label))));
+                    cfg.distill = teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
                     let erf_r20 = if study.erf_images > 0 && seed == study.seeds[0] {
@@ -172,7 +191,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             }
         }
     }
-    let (md, csv) = tables(&study, &results, &teacher_acc, compute);
+    let (md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     chart(&out.join("results.png"), &results)?;
@@ -201,12 +220,18 @@ fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellRes
     out
 }
 
-fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, compute: f64) -> (String, String) {
+fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, teacher_origin: &BTreeMap<String, String>, compute: f64) -> (String, String) {
     let mut md = format!("# Study `{}`\n\n", study.name);
     if !teacher_acc.is_empty() {
-        md.push_str("| teacher | preset | top-1 (%) |\n|---|---|---:|\n");
+        md.push_str("| teacher | preset | top-1 (%) | run |\n|---|---|---:|---|\n");
         for t in &study.teachers {
-            md.push_str(&format!("| {} | {} | {:.2} |\n", t.label, t.model.preset, teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN)));
+            md.push_str(&format!(
+                "| {} | {} | {:.2} | {} |\n",
+                t.label,
+                t.model.preset,
+                teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN),
+                teacher_origin.get(&t.label).map(String::as_str).unwrap_or("—")
+            ));
         }
         md.push('\n');
     }

@@ -2,6 +2,7 @@
 
 use crate::data::{AugmentConfig, DatasetSpec, MixupConfig};
 use crate::losses::FeatureLoss;
+use crate::teacher_cache::CacheSetting;
 use crate::TrainError;
 use lkd_models::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,16 @@ pub struct DistillConfig {
     pub fd_weight: f64,
     #[serde(default = "smooth_l1")]
     pub fd_loss: FeatureLoss,
+    /// Teacher-output cache: "auto" (under `$LKD_CACHE`), "off", or a directory.
+    #[serde(default)]
+    pub cache: CacheSetting,
+    /// Classes of teacher logits the cache keeps per sample (top-k + log-sum-exp); 0 keeps all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_topk: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 fn one() -> f64 {
@@ -132,13 +143,24 @@ fn smooth_l1() -> FeatureLoss {
 impl DistillConfig {
     /// A method and teacher with the default temperature, weights and feature loss.
     pub fn new(method: KdMethod, teacher: PathBuf) -> Self {
-        Self { method, teacher, teacher_model: None, alpha: None, temperature: 1.0, fd_weight: 1.0, fd_loss: FeatureLoss::SmoothL1 }
+        Self {
+            method,
+            teacher,
+            teacher_model: None,
+            alpha: None,
+            temperature: 1.0,
+            fd_weight: 1.0,
+            fd_loss: FeatureLoss::SmoothL1,
+            cache: CacheSetting::Auto,
+            cache_topk: 0,
+        }
     }
 
-    /// Defaults per method: KD α 0.1 (Hinton, as the paper's code), NKD α 1.5.
+    /// Defaults per method, as the SLaK distillation code: KD α 0.1 (Hinton), NKD α 1.0
+    /// (`NKDLoss()`'s defaults there: non-target weight 1.0, T = 1).
     pub fn alpha(&self) -> f64 {
         self.alpha.unwrap_or(match self.method {
-            KdMethod::Nkd | KdMethod::NkdFd => 1.5,
+            KdMethod::Nkd | KdMethod::NkdFd => 1.0,
             _ => 0.1,
         })
     }
@@ -206,6 +228,23 @@ impl TrainConfig {
             }
         }
         doc.try_into().map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))
+    }
+
+    /// Digest of what determines a run's result — model, data, optimisation, distillation,
+    /// EMA, seed, device — and not of logging, checkpoint cadence, thread or worker counts. Two
+    /// configs with the same digest train the same model, so a finished run can stand in for
+    /// the other (trained teachers are kept under `$LKD_CACHE/teachers/<digest>`).
+    pub fn result_digest(&self) -> String {
+        use sha2::Digest;
+        let mut c = self.clone();
+        c.run = RunConfig { seed: self.run.seed, device: self.run.device.clone(), ..RunConfig::default() };
+        c.data.workers = 0;
+        c.data.prefetch = default_prefetch();
+        if let Ok(p) = c.data.dataset.path.canonicalize() {
+            c.data.dataset.path = p;
+        }
+        let digest = sha2::Sha256::digest(c.to_toml().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// A short stable hash of the resolved config (provenance in exports).

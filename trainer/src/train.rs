@@ -6,7 +6,8 @@ use crate::executor::{host_to_tensor, Executor, Params};
 use crate::losses::{cross_entropy, feature_distance, kd_kl, nkd, Target};
 use crate::optim::{clip_grad_norm, cosine_lr, zero_grad, AdamW, Ema, Slot};
 use crate::rundir::{RunDir, TrainerState, BEST, LAST};
-use crate::teacher::{renormalize, Teacher};
+use crate::teacher::TeacherSpec;
+use crate::teacher_cache::{CacheStats, StreamSpec, TeacherOutputs};
 use crate::{parse_device, TrainError};
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{Graph, ModelConfig};
@@ -33,6 +34,8 @@ pub struct Summary {
     pub data_wait_share: f64,
     pub teacher_share: f64,
     pub finished: bool,
+    /// Teacher-output cache use (distillation runs).
+    pub teacher_cache: Option<CacheStats>,
 }
 
 /// Accuracy of one model on a split.
@@ -169,21 +172,8 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         return Err(TrainError::Config(format!("model has {} classes, dataset {} has {}", graph.num_classes, train_set.name(), train_set.num_classes())));
     }
     let pre = graph.preprocess.clone();
-    let loader_cfg = |batch, shuffle, drop_last| LoaderConfig {
-        batch_size: batch,
-        workers: config.data.workers,
-        prefetch: config.data.prefetch,
-        seed: config.run.seed,
-        shuffle,
-        drop_last,
-    };
-    let train_loader = Loader::new(
-        train_set.clone(),
-        Transform::train(&config.data.augment, &pre),
-        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, o.label_smoothing)),
-        loader_cfg(o.batch_size, true, true),
-    )?;
-    let val_loader = Loader::new(val_set.clone(), Transform::eval(&pre), None, loader_cfg(o.batch_size.max(64), false, false))?;
+    let train_loader = training_loader(&config, &graph, train_set.clone())?;
+    let val_loader = Loader::new(val_set.clone(), Transform::eval(&pre), None, loader_config(&config, o.batch_size.max(64), false, false))?;
     let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
     if steps_per_epoch == 0 {
         return Err(TrainError::Config(format!("{} training samples give no full batch of {} x update_freq {}", train_set.len(), o.batch_size, o.update_freq)));
@@ -191,30 +181,48 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
     let total_steps = steps_per_epoch * o.epochs;
     let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-    // Teacher.
+    // Teacher: described now, loaded only if the output cache misses.
     let distill = config.distill.clone().filter(|d| d.method != KdMethod::None);
-    let teacher = distill.as_ref().map(|d| Teacher::load(d, device)).transpose()?;
-    let fd_taps = match (&distill, &teacher) {
-        (Some(d), Some(t)) if d.method.uses_features() => Some((last_stage(&graph)?, last_stage(&t.exec.graph)?)),
+    let teacher_spec = distill.as_ref().map(TeacherSpec::resolve).transpose()?;
+    let fd_taps = match (&distill, &teacher_spec) {
+        (Some(d), Some(t)) if d.method.uses_features() => Some((last_stage(&graph)?, last_stage(&t.graph)?)),
         _ => None,
     };
-    if let (Some(t), true) = (&teacher, distill.as_ref().is_some_and(|d| d.method.uses_logits())) {
-        if t.exec.graph.num_classes != graph.num_classes {
-            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", t.exec.graph.num_classes, graph.num_classes)));
+    if let (Some(t), true) = (&teacher_spec, distill.as_ref().is_some_and(|d| d.method.uses_logits())) {
+        if t.graph.num_classes != graph.num_classes {
+            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", t.graph.num_classes, graph.num_classes)));
         }
     }
 
     // Student, optimizer, EMA: fresh or from the state file.
     tch::manual_seed(config.run.seed as i64);
     let exec = Executor::new(graph);
-    let projector_shape = match (&fd_taps, &teacher) {
+    let projector_shape = match (&fd_taps, &teacher_spec) {
         (Some((s, t)), Some(teacher)) => {
             let [h, w] = exec.graph.input_size;
             let cs = exec.graph.infer_shapes(1, h, w)?[exec.graph.taps[s]][1];
-            let [th, tw] = teacher.exec.graph.input_size;
-            let ct = teacher.exec.graph.infer_shapes(1, th, tw)?[teacher.exec.graph.taps[t]][1];
+            let [th, tw] = teacher.graph.input_size;
+            let ct = teacher.graph.infer_shapes(1, th, tw)?[teacher.graph.taps[t]][1];
             Some((cs, ct))
         }
+        _ => None,
+    };
+    let mut teacher = match (teacher_spec, &distill) {
+        (Some(spec), Some(d)) => Some(TeacherOutputs::open(
+            spec,
+            StreamSpec {
+                setting: &d.cache,
+                topk: d.cache_topk,
+                taps: fd_taps.iter().map(|(_, t)| t.clone()).collect(),
+                dataset: &train_set,
+                augment: &config.data.augment,
+                mixup: config.data.mixup.as_ref(),
+                student_preprocess: &pre,
+                batch_size: o.batch_size,
+                seed: config.run.seed,
+            },
+            device,
+        )?),
         _ => None,
     };
     let mut state = TrainerState::default();
@@ -304,20 +312,19 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             let logits = out.logits.to_kind(Kind::Float);
             let mut terms: Vec<(&'static str, Tensor)> = vec![];
             let label_smoothing = if soft.is_some() { 0.0 } else { o.label_smoothing };
-            match (&distill, &teacher) {
+            match (&distill, teacher.as_mut()) {
                 (Some(d), Some(t)) => {
                     let tt = Instant::now();
-                    let xt = renormalize(&x, &student.exec.graph.preprocess, t.preprocess());
-                    let t_taps: Vec<&str> = fd_taps.iter().map(|(_, tt)| tt.as_str()).collect();
-                    let (t_logits, t_maps) = autocast(device, || t.forward(&xt, &t_taps))?;
-                    let t_logits = t_logits.to_kind(Kind::Float);
+                    let (t_logits, t_maps) = t.get(epoch, batch.index, &batch.samples, &x, &student.exec.graph.preprocess)?;
                     sync(device);
                     teacher_time += tt.elapsed().as_secs_f64();
                     let alpha = d.alpha();
                     match d.method {
                         KdMethod::Kd | KdMethod::KdFd => {
                             terms.push(("kd", kd_kl(&logits, &t_logits, d.temperature) * alpha));
-                            terms.push(("ce", cross_entropy(&logits, &target, label_smoothing) * (1.0 - alpha)));
+                            // Upstream's KD uses plain CE next to the teacher term (soft
+                            // targets already carry smoothing when Mixup is on).
+                            terms.push(("ce", cross_entropy(&logits, &target, 0.0) * (1.0 - alpha)));
                         }
                         KdMethod::Nkd | KdMethod::NkdFd => {
                             terms.push(("nkd", nkd(&logits, &t_logits, &target.labels(), d.temperature, alpha)));
@@ -391,12 +398,18 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                 save_checkpoint(&mut state, &opt, ema.as_ref())?;
             }
             if at_limit {
+                if let Some(t) = teacher.as_mut() {
+                    t.flush()?;
+                }
                 bar.abandon();
                 stopped = true;
                 break 'epochs;
             }
         }
         drop(batches);
+        if let Some(t) = teacher.as_mut() {
+            t.flush()?;
+        }
         bar.finish_and_clear();
         // Epoch end: evaluate student and EMA, keep the best, checkpoint.
         let res = evaluate(&student.exec, &student.params, &val_loader, device)?;
@@ -448,7 +461,66 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         data_wait_share: data_wait / step_time.max(1e-9),
         teacher_share: teacher_time / step_time.max(1e-9),
         finished: !stopped && state.finished,
+        teacher_cache: teacher.map(|t| t.stats),
     })
+}
+
+fn loader_config(config: &TrainConfig, batch_size: usize, shuffle: bool, drop_last: bool) -> LoaderConfig {
+    LoaderConfig { batch_size, workers: config.data.workers, prefetch: config.data.prefetch, seed: config.run.seed, shuffle, drop_last }
+}
+
+/// The training stream of `config` for a model `graph`: what a run trains on, batch for batch,
+/// and what the teacher-output cache is keyed by.
+pub fn training_loader(config: &TrainConfig, graph: &Graph, train_set: Arc<data::Dataset>) -> Result<Loader, TrainError> {
+    Ok(Loader::new(
+        train_set,
+        Transform::train(&config.data.augment, &graph.preprocess),
+        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, config.optim.label_smoothing)),
+        loader_config(config, config.optim.batch_size, true, true),
+    )?)
+}
+
+/// Computes (or completes) the teacher-output cache of `config`'s distillation stream for its
+/// first `epochs` epochs, batch for batch as `train` would consume them. Returns the cache
+/// directory and what was done.
+pub fn precompute_teacher_outputs(config: &TrainConfig, epochs: usize, progress: bool) -> Result<(std::path::PathBuf, CacheStats), TrainError> {
+    let d = config.distill.clone().filter(|d| d.method != KdMethod::None).ok_or_else(|| TrainError::Config("teacher-cache build needs a distillation method other than none".into()))?;
+    let device = parse_device(&config.run.device)?;
+    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
+    let mut config = config.clone();
+    config.model = resolve_model(&config.model, &train_set);
+    let graph = config.model.build()?;
+    let spec = TeacherSpec::resolve(&d)?;
+    let taps = if d.method.uses_features() { vec![last_stage(&spec.graph)?] } else { vec![] };
+    let pre = graph.preprocess.clone();
+    let loader = training_loader(&config, &graph, train_set.clone())?;
+    let o = &config.optim;
+    let batches = (loader.batches_per_epoch() / o.update_freq.max(1)) * o.update_freq.max(1);
+    let stream = StreamSpec {
+        setting: &d.cache,
+        topk: d.cache_topk,
+        taps,
+        dataset: &train_set,
+        augment: &config.data.augment,
+        mixup: config.data.mixup.as_ref(),
+        student_preprocess: &pre,
+        batch_size: o.batch_size,
+        seed: config.run.seed,
+    };
+    let mut outputs = TeacherOutputs::open(spec, stream, device)?;
+    let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| TrainError::Config("the teacher cache is off: give --teacher-cache auto or a directory".into()))?;
+    for epoch in 0..epochs {
+        let bar = progress_bar(progress, batches as u64, epoch, epochs);
+        for batch in loader.epoch(epoch, 0)?.take(batches) {
+            let batch = batch?;
+            let x = batch.images.to_device(device);
+            let _ = outputs.get(epoch, batch.index, &batch.samples, &x, &pre)?;
+            bar.inc(1);
+        }
+        outputs.flush()?;
+        bar.finish_and_clear();
+    }
+    Ok((dir, outputs.stats))
 }
 
 /// What [`train_or_reuse`] found in the run directory.
@@ -474,6 +546,18 @@ pub fn train_or_reuse(config: &TrainConfig, dir: &Path, progress: bool) -> Resul
     Ok(RunOutcome::Trained { resumed, summary })
 }
 
+/// Trains `config` under `$LKD_CACHE/teachers/<result digest>` unless a finished run with the
+/// same digest is there (then reused, untouched), so a teacher is trained once and every later
+/// demo or study on the same recipe distils from it. `retrain` discards a kept one first.
+pub fn train_or_reuse_shared(config: &TrainConfig, retrain: bool, progress: bool) -> Result<(std::path::PathBuf, RunOutcome), TrainError> {
+    let dir = crate::teacher_cache::lkd_cache_dir().join("teachers").join(config.result_digest());
+    if retrain && dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    }
+    let outcome = train_or_reuse(config, &dir, progress)?;
+    Ok((dir, outcome))
+}
+
 /// Waits for queued CUDA kernels so wall-clock phases are attributed correctly.
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
@@ -482,7 +566,7 @@ fn sync(device: Device) {
 }
 
 /// bf16 autocast on CUDA; plain fp32 on CPU.
-fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
+pub(crate) fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
     if device.is_cuda() {
         tch::autocast(true, f)
     } else {
