@@ -4,7 +4,7 @@
 //! file's keys fit, checks it strictly in the file's own names and renames it to ours.
 
 use super::{mismatch_details, StateDict};
-use crate::graph::{DType, Graph};
+use crate::graph::{DType, Graph, ParamSpec};
 use crate::ModelError;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -144,25 +144,37 @@ fn fill_pattern(pattern: &str, b: &Bindings) -> Option<String> {
     Some(parts?.join("."))
 }
 
-/// Our parameters under one layout: (our name, their key, their shape) for every parameter,
-/// or `None` when the layout cannot name one of them.
-fn plan(graph: &Graph, layout: &Layout) -> Option<Vec<(String, String, Vec<usize>)>> {
-    graph
+/// One of our parameters as a layout names and shapes it.
+struct Planned<'g> {
+    param: &'g ParamSpec,
+    key: String,
+    shape: Vec<usize>,
+}
+
+/// Our parameters under one layout, or `None` when the layout cannot name one of them or
+/// gives two of them the same key (then it is not this graph's layout).
+fn plan<'g>(graph: &'g Graph, layout: &Layout) -> Option<Vec<Planned<'g>>> {
+    let planned: Vec<Planned> = graph
         .params
         .iter()
-        .map(|p| {
-            layout
-                .key_for(&p.name)
-                .map(|(key, shape)| (p.name.clone(), key, shape.theirs(&p.shape)))
+        .map(|param| {
+            let (key, rule) = layout.key_for(&param.name)?;
+            Some(Planned {
+                param,
+                key,
+                shape: rule.theirs(&param.shape),
+            })
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    let distinct: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
+    (distinct.len() == planned.len()).then_some(planned)
 }
 
 /// Takes a state dict in our layout or in one of the graph family's foreign layouts (see
 /// [`crate::families::foreign_layouts`]) and returns it under the graph's parameter names.
 /// The layout is the one most of the file's keys fit; the check is strict in both directions
 /// (missing, unexpected and wrong-shape keys, named as the file names them).
-pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, ModelError> {
+pub fn adopt_state_dict(graph: &Graph, mut sd: StateDict) -> Result<StateDict, ModelError> {
     let layouts = crate::families::foreign_layouts(&graph.arch);
     let ours_fit = graph
         .params
@@ -173,7 +185,7 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
         .iter()
         .filter_map(|l| plan(graph, l).map(|p| (l, p)))
         .map(|(l, p)| {
-            let fit = p.iter().filter(|(_, key, _)| sd.contains_key(key)).count();
+            let fit = p.iter().filter(|p| sd.contains_key(&p.key)).count();
             (l, p, fit)
         })
         .max_by_key(|(.., fit)| *fit)
@@ -198,16 +210,17 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
     };
     let mut missing = vec![];
     let mut wrong = vec![];
-    for (ours, key, shape) in &plan {
-        match sd.get(key) {
-            None => missing.push(key.clone()),
+    for p in &plan {
+        match sd.get(&p.key) {
+            None => missing.push(p.key.clone()),
             Some(t) => {
-                let dtype = graph.param(ours).map(|p| p.dtype);
-                let dtype_ok = dtype != Some(DType::F32) || t.as_f32().is_some();
-                if &t.shape != shape || !dtype_ok {
+                let dtype_ok = p.param.dtype != DType::F32 || t.as_f32().is_some();
+                if t.shape != p.shape || !dtype_ok {
                     wrong.push(format!(
-                        "{key}: expected {:?} {shape:?}, found {:?} {}",
-                        dtype.unwrap_or(DType::F32),
+                        "{}: expected {:?} {:?}, found {:?} {}",
+                        p.key,
+                        p.param.dtype,
+                        p.shape,
                         t.shape,
                         t.dtype_name()
                     ));
@@ -215,7 +228,7 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
             }
         }
     }
-    let expected: BTreeSet<&str> = plan.iter().map(|(_, key, _)| key.as_str()).collect();
+    let expected: BTreeSet<&str> = plan.iter().map(|p| p.key.as_str()).collect();
     let unexpected: Vec<String> = sd
         .keys()
         .filter(|k| !expected.contains(k.as_str()))
@@ -233,16 +246,13 @@ pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, Model
             details: header + &mismatch_details(&missing, &unexpected, &wrong),
         });
     }
-    let mut sd = sd;
+    // Every planned key is present, distinct and of the right size: move each tensor over.
     let mut out = StateDict::new();
-    for (ours, key, _) in plan {
-        let mut t = sd.remove(&key).expect("checked above");
-        t.shape = graph
-            .param(&ours)
-            .expect("planned from the graph")
-            .shape
-            .clone();
-        out.insert(ours, t);
+    for p in plan {
+        if let Some(mut t) = sd.remove(&p.key) {
+            t.shape = p.param.shape.clone();
+            out.insert(p.param.name.clone(), t);
+        }
     }
     Ok(out)
 }
