@@ -34,10 +34,10 @@ pub struct DemoArgs {
     /// Seeds per student (the KD gain is reported as mean ± std over them).
     #[arg(long, default_value_t = 2)]
     pub seeds: usize,
-    /// Teacher epochs (default 2, quick 1).
+    /// Teacher epochs (default 4, quick 1).
     #[arg(long)]
     pub teacher_epochs: Option<usize>,
-    /// Student epochs, the same for the distilled and the baseline student (default 3, quick 1).
+    /// Student epochs, the same for the distilled and the baseline student (default 2, quick 1).
     #[arg(long)]
     pub student_epochs: Option<usize>,
     /// Images for the ERF measurement (default 50, quick 8).
@@ -70,7 +70,7 @@ fn base_config(text: &str, a: &DemoArgs, epochs: usize) -> Result<TrainConfig> {
 
 /// Default budgets (epochs): teacher, students; `--quick` runs one epoch each on a subset.
 pub const TEACHER_EPOCHS: usize = 4;
-pub const STUDENT_EPOCHS: usize = 3;
+pub const STUDENT_EPOCHS: usize = 2;
 
 /// The teacher's stage (its run dir is filled in by `run_demo`: the kept teacher's).
 pub fn teacher_stage(a: &DemoArgs) -> Result<Stage> {
