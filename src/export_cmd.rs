@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode, Target};
-use lkd_models::checkpoint::{check_state_dict, read_checkpoint, StateDict};
+use lkd_models::checkpoint::{check_state_dict, read_checkpoint, read_checkpoint_for, StateDict};
 use lkd_models::{Graph, ModelConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,8 +144,8 @@ fn from_checkpoint(args: &ExportArgs, preset: &str, ckpt: &Path) -> Result<Sourc
         None => ModelConfig::preset(preset),
     };
     let graph = cfg.build()?;
-    let weights = read_checkpoint(ckpt)?;
-    check_state_dict(&graph, &weights)?;
+    // Official, timm or torchvision layout, checked strictly and renamed to the graph's names.
+    let weights = read_checkpoint_for(&graph, ckpt)?;
     let out = args.out.clone().ok_or_else(|| anyhow!("--out is required with --checkpoint"))?;
     let provenance = BTreeMap::from([("lkd.source".to_string(), ckpt.display().to_string())]);
     Ok(Source { graph, weights, out, labels: None, provenance })

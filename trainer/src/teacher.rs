@@ -7,7 +7,7 @@ use crate::config::DistillConfig;
 use crate::executor::{Executor, Params};
 use crate::rundir;
 use crate::TrainError;
-use lkd_models::checkpoint::read_checkpoint;
+use lkd_models::checkpoint::read_checkpoint_for;
 use lkd_models::{Graph, ModelConfig, Preprocess};
 use std::path::PathBuf;
 use tch::{Device, Tensor};
@@ -56,7 +56,7 @@ impl TeacherSpec {
     }
 
     pub fn load(&self, device: Device) -> Result<Teacher, TrainError> {
-        let sd = read_checkpoint(&self.weights)?;
+        let sd = read_checkpoint_for(&self.graph, &self.weights)?;
         let params = Params::from_state_dict(&self.graph, &sd, device)?;
         for t in params.tensors.values() {
             let _ = t.shallow_clone().set_requires_grad(false);

@@ -671,8 +671,8 @@ pub fn load_model(source: &Path, model: Option<&ModelConfig>, device: Device) ->
         let m = model.cloned().ok_or_else(|| TrainError::Config(format!("{} is a checkpoint file: give its --preset", source.display())))?;
         (m, source.to_path_buf())
     };
-    let sd = lkd_models::checkpoint::read_checkpoint(&weights)?;
     let graph = cfg.build()?;
+    let sd = lkd_models::checkpoint::read_checkpoint_for(&graph, &weights)?;
     let params = Params::from_state_dict(&graph, &sd, device)?;
     Ok((Executor::new(graph), params))
 }
