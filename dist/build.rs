@@ -10,14 +10,23 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.cpp");
-    for var in ["LIBTORCH", "LIBTORCH_CXX11_ABI", "LKD_CACHE", "LKD_CUDA_HEADERS", "CUDA_HOME"] {
+    for var in [
+        "LIBTORCH",
+        "LIBTORCH_CXX11_ABI",
+        "LKD_CACHE",
+        "LKD_CUDA_HEADERS",
+        "CUDA_HOME",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let libtorch = PathBuf::from(std::env::var("LIBTORCH").unwrap_or_else(|_| {
         panic!("LIBTORCH is not set: run `eval \"$(make -s env)\"` (it points at the torch wheel, as for tch)")
     }));
     let include = libtorch.join("include");
-    if !include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp").exists() {
+    if !include
+        .join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp")
+        .exists()
+    {
         panic!("{}: no c10d headers (torch/csrc/distributed/c10d); LIBTORCH must be a torch wheel or libtorch with distributed support", include.display());
     }
     if !Path::new("/usr/include/gloo/config.h").exists() {
@@ -39,7 +48,8 @@ fn main() {
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false);
 
-    let with_nccl = lib.join("libtorch_cuda.so").exists() && add_cuda_includes(&mut build, &libtorch);
+    let with_nccl =
+        lib.join("libtorch_cuda.so").exists() && add_cuda_includes(&mut build, &libtorch);
     if with_nccl {
         build.define("LKD_WITH_NCCL", None);
     }
@@ -69,12 +79,20 @@ fn add_cuda_includes(build: &mut cc::Build, libtorch: &Path) -> bool {
         extra.push(Path::new(&cuda).join("include"));
     }
     extra.push("/usr/local/cuda/include".into());
-    let runtime = [site.join("nvidia/cu13/include"), site.join("nvidia/cuda_runtime/include")]
+    let runtime = [
+        site.join("nvidia/cu13/include"),
+        site.join("nvidia/cuda_runtime/include"),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .find(|d| d.join("cuda_runtime_api.h").exists());
+    let cccl = extra
+        .iter()
+        .find(|d| d.join("nv/target").exists() && d.join("crt/host_config.h").exists());
+    let nccl = [site.join("nvidia/nccl/include")]
         .into_iter()
         .chain(extra.iter().cloned())
-        .find(|d| d.join("cuda_runtime_api.h").exists());
-    let cccl = extra.iter().find(|d| d.join("nv/target").exists() && d.join("crt/host_config.h").exists());
-    let nccl = [site.join("nvidia/nccl/include")].into_iter().chain(extra.iter().cloned()).find(|d| d.join("nccl.h").exists());
+        .find(|d| d.join("nccl.h").exists());
     match (runtime, cccl, nccl) {
         (Some(runtime), Some(cccl), Some(nccl)) => {
             build.include(runtime).include(cccl).include(nccl);

@@ -25,7 +25,11 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { cuda: tch::Cuda::is_available(), nproc: 0, timeout: Duration::from_secs(60) };
+    let mut args = Args {
+        cuda: tch::Cuda::is_available(),
+        nproc: 0,
+        timeout: Duration::from_secs(60),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -38,7 +42,9 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--nproc" => args.nproc = value()?.parse().context("--nproc")?,
-            "--timeout-s" => args.timeout = Duration::from_secs(value()?.parse().context("--timeout-s")?),
+            "--timeout-s" => {
+                args.timeout = Duration::from_secs(value()?.parse().context("--timeout-s")?)
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -46,7 +52,11 @@ fn parse_args() -> Result<Args> {
         bail!("--device cuda but libtorch sees no CUDA device");
     }
     if args.nproc == 0 {
-        args.nproc = if args.cuda { tch::Cuda::device_count() as usize } else { 2 };
+        args.nproc = if args.cuda {
+            tch::Cuda::device_count() as usize
+        } else {
+            2
+        };
     }
     Ok(args)
 }
@@ -64,9 +74,28 @@ fn small_model(seed: i64, dev: Device) -> (nn::VarStore, impl Module) {
     let vs = nn::VarStore::new(dev);
     let root = vs.root();
     let net = nn::seq()
-        .add(nn::conv2d(&root / "c1", 3, 8, 3, nn::ConvConfig { padding: 1, ..Default::default() }))
+        .add(nn::conv2d(
+            &root / "c1",
+            3,
+            8,
+            3,
+            nn::ConvConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        ))
         .add_fn(|x| x.relu())
-        .add(nn::conv2d(&root / "c2", 8, 8, 3, nn::ConvConfig { padding: 1, stride: 2, ..Default::default() }))
+        .add(nn::conv2d(
+            &root / "c2",
+            8,
+            8,
+            3,
+            nn::ConvConfig {
+                padding: 1,
+                stride: 2,
+                ..Default::default()
+            },
+        ))
         .add_fn(|x| x.relu())
         .add_fn(|x| x.flatten(1, -1))
         .add(nn::linear(&root / "fc", 8 * 8 * 8, 5, Default::default()));
@@ -106,17 +135,29 @@ fn train(pg: Option<&ProcessGroup>, world: usize, dev: Device) -> Result<Tensor>
     if let Some(pg) = pg {
         pg.broadcast_tensors(&tensors, lkd_dist::DEFAULT_BUCKET_BYTES)?;
     }
-    let per_rank = if pg.is_some() { BATCH } else { BATCH * world as i64 };
+    let per_rank = if pg.is_some() {
+        BATCH
+    } else {
+        BATCH * world as i64
+    };
     for step in 0..STEPS {
         let (x, y) = global_batch(step, world, dev);
         let lo = rank as i64 * per_rank;
-        net.forward(&x.narrow(0, lo, per_rank)).cross_entropy_for_logits(&y.narrow(0, lo, per_rank)).backward();
+        net.forward(&x.narrow(0, lo, per_rank))
+            .cross_entropy_for_logits(&y.narrow(0, lo, per_rank))
+            .backward();
         if let Some(pg) = pg {
             pg.allreduce_gradients(&tensors, 1 << 12)?;
         }
         sgd(&params);
     }
-    Ok(Tensor::cat(&tensors.iter().map(|t| t.detach().reshape(-1).to_device(Device::Cpu)).collect::<Vec<_>>(), 0))
+    Ok(Tensor::cat(
+        &tensors
+            .iter()
+            .map(|t| t.detach().reshape(-1).to_device(Device::Cpu))
+            .collect::<Vec<_>>(),
+        0,
+    ))
 }
 
 fn worker(launch: &LaunchEnv, cuda: bool, timeout: Duration) -> Result<Value> {
@@ -126,18 +167,31 @@ fn worker(launch: &LaunchEnv, cuda: bool, timeout: Duration) -> Result<Value> {
     let init_s = t0.elapsed().as_secs_f64();
     let world = pg.world_size() as f64;
     let opts = (Kind::Float, dev);
-    let b = if pg.is_main() { Tensor::arange(1000, opts) } else { Tensor::zeros([1000], opts) };
+    let b = if pg.is_main() {
+        Tensor::arange(1000, opts)
+    } else {
+        Tensor::zeros([1000], opts)
+    };
     pg.broadcast(&b, 0)?;
     ensure!(b.equal(&Tensor::arange(1000, opts)), "broadcast");
     let s = Tensor::full([1 << 20], pg.rank() as f64 + 1.0, opts);
     pg.allreduce(&s, ReduceOp::Sum)?;
-    ensure!(s.equal(&s.full_like(world * (world + 1.0) / 2.0)), "allreduce sum");
+    ensure!(
+        s.equal(&s.full_like(world * (world + 1.0) / 2.0)),
+        "allreduce sum"
+    );
     let a = Tensor::full([4096], pg.rank() as f64 + 1.0, opts);
     pg.allreduce(&a, ReduceOp::Average)?;
-    ensure!(a.equal(&a.full_like((world + 1.0) / 2.0)), "allreduce average");
+    ensure!(
+        a.equal(&a.full_like((world + 1.0) / 2.0)),
+        "allreduce average"
+    );
     pg.barrier()?;
     let weights = train(Some(&pg), pg.world_size(), dev)?;
-    weights.save(weights_path(&std::env::var("LKD_DIST_CHECK_PARENT")?, pg.rank()))?;
+    weights.save(weights_path(
+        &std::env::var("LKD_DIST_CHECK_PARENT")?,
+        pg.rank(),
+    ))?;
     Ok(json!({"rank": pg.rank(), "init_s": init_s}))
 }
 
@@ -152,8 +206,13 @@ fn autocast_check() -> Result<Value> {
     let before = tch::autocast(true, || a.matmul(&a)).kind();
     lkd_dist::set_autocast_dtype(dev, AutocastDtype::BFloat16)?;
     let after = tch::autocast(true, || a.matmul(&a)).kind();
-    ensure!(after == Kind::BFloat16, "after set_autocast_dtype(bf16) a CUDA matmul under autocast is {after:?}");
-    Ok(json!({"default": format!("{default:?}"), "matmul_before": format!("{before:?}"), "matmul_after_bf16": format!("{after:?}")}))
+    ensure!(
+        after == Kind::BFloat16,
+        "after set_autocast_dtype(bf16) a CUDA matmul under autocast is {after:?}"
+    );
+    Ok(
+        json!({"default": format!("{default:?}"), "matmul_before": format!("{before:?}"), "matmul_after_bf16": format!("{after:?}")}),
+    )
 }
 
 fn main() -> Result<()> {
@@ -162,7 +221,9 @@ fn main() -> Result<()> {
         println!("{}", worker(&launch, args.cuda, args.timeout)?);
         return Ok(());
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let me = std::process::id().to_string();
     let started = Instant::now();
     let mut children = Vec::new();
@@ -175,10 +236,15 @@ fn main() -> Result<()> {
             master_port: port,
         };
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--device", if args.cuda { "cuda" } else { "cpu" }, "--timeout-s", &args.timeout.as_secs().to_string()])
-            .env("LKD_DIST_CHECK_PARENT", &me)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--device",
+            if args.cuda { "cuda" } else { "cpu" },
+            "--timeout-s",
+            &args.timeout.as_secs().to_string(),
+        ])
+        .env("LKD_DIST_CHECK_PARENT", &me)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in launch.vars() {
             cmd.env(k, v);
         }
@@ -198,7 +264,11 @@ fn main() -> Result<()> {
         if out.status.success() {
             ranks.push(serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null));
         } else {
-            failures.push(format!("rank {rank} ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+            failures.push(format!(
+                "rank {rank} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     let collective_s = started.elapsed().as_secs_f64();
@@ -215,7 +285,10 @@ fn main() -> Result<()> {
         equivalence = json!({"workers": args.nproc, "batch_per_worker": BATCH, "steps": STEPS,
             "max_abs_diff_vs_one_worker": max, "pass": max <= 1e-5});
         if max > 1e-5 {
-            failures.push(format!("{} workers vs 1 worker: max diff {max:e} > 1e-5", args.nproc));
+            failures.push(format!(
+                "{} workers vs 1 worker: max diff {max:e} > 1e-5",
+                args.nproc
+            ));
         }
     }
     let autocast = if args.cuda {

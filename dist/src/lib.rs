@@ -28,7 +28,11 @@ pub enum DistError {
     Env(String),
     /// c10d reported an error (its own message, without the C++ backtrace).
     #[error("c10d {op} failed on rank {rank}: {message}")]
-    C10d { op: &'static str, rank: usize, message: String },
+    C10d {
+        op: &'static str,
+        rank: usize,
+        message: String,
+    },
     #[error("{0}")]
     Input(String),
     #[error(transparent)]
@@ -64,9 +68,9 @@ impl LaunchEnv {
             return Ok(None);
         };
         let number = |name: &str, text: &str| -> Result<usize> {
-            text.trim()
-                .parse::<usize>()
-                .map_err(|_| DistError::Env(format!("{name}={text:?} is not a non-negative integer")))
+            text.trim().parse::<usize>().map_err(|_| {
+                DistError::Env(format!("{name}={text:?} is not a non-negative integer"))
+            })
         };
         let required = |name: &str| -> Result<String> {
             var(name).ok_or_else(|| {
@@ -78,30 +82,53 @@ impl LaunchEnv {
         };
         let world_size = number("WORLD_SIZE", &world)?;
         if world_size == 0 || world_size > MAX_WORLD_SIZE {
-            return Err(DistError::Env(format!("WORLD_SIZE={world_size} must be in 1..={MAX_WORLD_SIZE}")));
+            return Err(DistError::Env(format!(
+                "WORLD_SIZE={world_size} must be in 1..={MAX_WORLD_SIZE}"
+            )));
         }
         let rank = number("RANK", &required("RANK")?)?;
         if rank >= world_size {
-            return Err(DistError::Env(format!("RANK={rank} must be below WORLD_SIZE={world_size}")));
+            return Err(DistError::Env(format!(
+                "RANK={rank} must be below WORLD_SIZE={world_size}"
+            )));
         }
         let local_rank = match var("LOCAL_RANK") {
             Some(t) => number("LOCAL_RANK", &t)?,
             None if world_size == 1 => 0,
-            None => return Err(DistError::Env("WORLD_SIZE > 1 but LOCAL_RANK is not set".into())),
+            None => {
+                return Err(DistError::Env(
+                    "WORLD_SIZE > 1 but LOCAL_RANK is not set".into(),
+                ))
+            }
         };
         if local_rank > rank {
-            return Err(DistError::Env(format!("LOCAL_RANK={local_rank} cannot exceed RANK={rank}")));
+            return Err(DistError::Env(format!(
+                "LOCAL_RANK={local_rank} cannot exceed RANK={rank}"
+            )));
         }
         let master_addr = required("MASTER_ADDR")?.trim().to_string();
-        if master_addr.is_empty() || master_addr.len() > 253 || master_addr.contains(char::is_whitespace) {
-            return Err(DistError::Env(format!("MASTER_ADDR={master_addr:?} is not a host name or address")));
+        if master_addr.is_empty()
+            || master_addr.len() > 253
+            || master_addr.contains(char::is_whitespace)
+        {
+            return Err(DistError::Env(format!(
+                "MASTER_ADDR={master_addr:?} is not a host name or address"
+            )));
         }
         let port_text = required("MASTER_PORT")?;
         let master_port = number("MASTER_PORT", &port_text)?;
         if master_port == 0 || master_port > u16::MAX as usize {
-            return Err(DistError::Env(format!("MASTER_PORT={master_port} must be in 1..=65535")));
+            return Err(DistError::Env(format!(
+                "MASTER_PORT={master_port} must be in 1..=65535"
+            )));
         }
-        Ok(Some(Self { rank, world_size, local_rank, master_addr, master_port: master_port as u16 }))
+        Ok(Some(Self {
+            rank,
+            world_size,
+            local_rank,
+            master_addr,
+            master_port: master_port as u16,
+        }))
     }
 
     /// The environment variables that describe this launch (for spawning a worker).
@@ -181,10 +208,17 @@ fn check(message: *mut std::os::raw::c_char, op: &'static str, rank: usize) -> R
         return Ok(());
     }
     // SAFETY: the shim returns a NUL-terminated malloc'ed string or null.
-    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().trim().to_string();
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .trim()
+        .to_string();
     // SAFETY: the string came from the shim's malloc and is freed once.
     unsafe { ffi::lkd_free_message(message) };
-    Err(DistError::C10d { op, rank, message: text })
+    Err(DistError::C10d {
+        op,
+        rank,
+        message: text,
+    })
 }
 
 impl ProcessGroup {
@@ -204,10 +238,16 @@ impl ProcessGroup {
                 }
                 i as i32
             }
-            other => return Err(DistError::Input(format!("data-parallel training supports cpu and cuda, not {other:?}"))),
+            other => {
+                return Err(DistError::Input(format!(
+                    "data-parallel training supports cpu and cuda, not {other:?}"
+                )))
+            }
         };
         if timeout.is_zero() || timeout > Duration::from_secs(24 * 3600) {
-            return Err(DistError::Input(format!("timeout {timeout:?} must be between 1 ms and 24 h")));
+            return Err(DistError::Input(format!(
+                "timeout {timeout:?} must be between 1 ms and 24 h"
+            )));
         }
         let addr = CString::new(launch.master_addr.as_str())
             .map_err(|_| DistError::Env("MASTER_ADDR contains a NUL byte".into()))?;
@@ -234,7 +274,13 @@ impl ProcessGroup {
             rank: launch.rank,
             message: "the shim returned no process group".into(),
         })?;
-        Ok(Self { raw, launch: launch.clone(), backend, device, timeout })
+        Ok(Self {
+            raw,
+            launch: launch.clone(),
+            backend,
+            device,
+            timeout,
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -279,7 +325,9 @@ impl ProcessGroup {
             )));
         }
         if !t.is_contiguous() {
-            return Err(DistError::Input(format!("{what}: tensor must be contiguous (c10d works in place on its storage)")));
+            return Err(DistError::Input(format!(
+                "{what}: tensor must be contiguous (c10d works in place on its storage)"
+            )));
         }
         Ok(())
     }
@@ -288,10 +336,15 @@ impl ProcessGroup {
     pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
         self.check_tensor("broadcast", tensor)?;
         if root >= self.world_size() {
-            return Err(DistError::Input(format!("broadcast root {root} is not a rank of a group of {}", self.world_size())));
+            return Err(DistError::Input(format!(
+                "broadcast root {root} is not a rank of a group of {}",
+                self.world_size()
+            )));
         }
         // SAFETY: `raw` is live; `tensor.as_ptr()` is the `at::Tensor*` tch owns, read for the call.
-        let message = unsafe { ffi::lkd_pg_broadcast(self.raw.as_ptr(), tensor.as_ptr().cast(), root as i32) };
+        let message = unsafe {
+            ffi::lkd_pg_broadcast(self.raw.as_ptr(), tensor.as_ptr().cast(), root as i32)
+        };
         check(message, "broadcast", self.rank())
     }
 
@@ -304,11 +357,12 @@ impl ProcessGroup {
             ReduceOp::Min => 2,
         };
         // SAFETY: as in `broadcast`.
-        let message = unsafe { ffi::lkd_pg_allreduce(self.raw.as_ptr(), tensor.as_ptr().cast(), code) };
+        let message =
+            unsafe { ffi::lkd_pg_allreduce(self.raw.as_ptr(), tensor.as_ptr().cast(), code) };
         check(message, "allreduce", self.rank())?;
         if op == ReduceOp::Average {
             let mut t = tensor.shallow_clone();
-            tch::no_grad(|| t.f_div_scalar_(self.world_size() as f64))?;
+            let _ = tch::no_grad(|| t.f_div_scalar_(self.world_size() as f64))?;
         }
         Ok(())
     }
@@ -324,7 +378,9 @@ impl ProcessGroup {
     /// buckets of at most `bucket_bytes`.
     pub fn broadcast_tensors(&self, tensors: &[Tensor], bucket_bytes: usize) -> Result<()> {
         let views: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
-        self.bucketed("broadcast_tensors", &views, bucket_bytes, |flat| self.broadcast(flat, 0))
+        self.bucketed("broadcast_tensors", &views, bucket_bytes, |flat| {
+            self.broadcast(flat, 0)
+        })
     }
 
     /// Averages the gradients of `params` over all ranks, as DDP does after backward: the
@@ -335,7 +391,9 @@ impl ProcessGroup {
         let mut grads = Vec::with_capacity(params.len());
         for (i, p) in params.iter().enumerate() {
             if !p.requires_grad() {
-                return Err(DistError::Input(format!("allreduce_gradients: parameter {i} does not require grad")));
+                return Err(DistError::Input(format!(
+                    "allreduce_gradients: parameter {i} does not require grad"
+                )));
             }
             let mut g = p.grad();
             if !g.defined() {
@@ -347,7 +405,9 @@ impl ProcessGroup {
             }
             grads.push(g);
         }
-        self.bucketed("allreduce_gradients", &grads, bucket_bytes, |flat| self.allreduce(flat, ReduceOp::Average))
+        self.bucketed("allreduce_gradients", &grads, bucket_bytes, |flat| {
+            self.allreduce(flat, ReduceOp::Average)
+        })
     }
 
     /// Packs `tensors` into contiguous buckets (same dtype, at most `bucket_bytes` unless one
@@ -360,22 +420,31 @@ impl ProcessGroup {
         collective: impl Fn(&Tensor) -> Result<()>,
     ) -> Result<()> {
         if bucket_bytes == 0 {
-            return Err(DistError::Input(format!("{what}: bucket size must be positive")));
+            return Err(DistError::Input(format!(
+                "{what}: bucket size must be positive"
+            )));
         }
         for (i, t) in tensors.iter().enumerate() {
             if !t.defined() || t.device() != self.device {
                 return Err(DistError::Input(format!(
                     "{what}: tensor {i} is {} but the {} group runs on {:?}",
-                    if t.defined() { format!("on {:?}", t.device()) } else { "undefined".into() },
+                    if t.defined() {
+                        format!("on {:?}", t.device())
+                    } else {
+                        "undefined".into()
+                    },
                     self.backend,
                     self.device
                 )));
             }
         }
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             for bucket in plan_buckets(tensors, bucket_bytes)? {
                 let members: Vec<&Tensor> = bucket.iter().map(|&i| &tensors[i]).collect();
-                let flat = Tensor::f_cat(&members.iter().map(|t| t.reshape(-1)).collect::<Vec<_>>(), 0)?;
+                let flat = Tensor::f_cat(
+                    &members.iter().map(|t| t.reshape(-1)).collect::<Vec<_>>(),
+                    0,
+                )?;
                 collective(&flat)?;
                 let mut offset = 0i64;
                 for t in members {
@@ -468,7 +537,9 @@ fn device_code(device: Device) -> Result<i32> {
     match device {
         Device::Cpu => Ok(0),
         Device::Cuda(_) => Ok(1),
-        other => Err(DistError::Input(format!("autocast is configured for cpu or cuda, not {other:?}"))),
+        other => Err(DistError::Input(format!(
+            "autocast is configured for cpu or cuda, not {other:?}"
+        ))),
     }
 }
 
@@ -477,7 +548,11 @@ fn device_code(device: Device) -> Result<i32> {
 pub fn set_autocast_dtype(device: Device, dtype: AutocastDtype) -> Result<()> {
     let d = device_code(device)?;
     // SAFETY: plain values.
-    check(unsafe { ffi::lkd_set_autocast_dtype(d, dtype.code()) }, "set_autocast_dtype", 0)
+    check(
+        unsafe { ffi::lkd_set_autocast_dtype(d, dtype.code()) },
+        "set_autocast_dtype",
+        0,
+    )
 }
 
 /// The dtype autocast uses on `device`'s type on this thread.
@@ -485,7 +560,11 @@ pub fn autocast_dtype(device: Device) -> Result<AutocastDtype> {
     let d = device_code(device)?;
     let mut code = -1;
     // SAFETY: `code` is valid for the call.
-    check(unsafe { ffi::lkd_get_autocast_dtype(d, &mut code) }, "get_autocast_dtype", 0)?;
+    check(
+        unsafe { ffi::lkd_get_autocast_dtype(d, &mut code) },
+        "get_autocast_dtype",
+        0,
+    )?;
     Ok(match code {
         0 => AutocastDtype::Float32,
         1 => AutocastDtype::BFloat16,
@@ -511,7 +590,11 @@ pub fn with_autocast<T>(device: Device, f: impl FnOnce() -> T) -> Result<T> {
     let device = device_code(device)?;
     let mut previous = 0;
     // SAFETY: `previous` is valid for the call.
-    check(unsafe { ffi::lkd_autocast_enter(device, &mut previous) }, "autocast_enter", 0)?;
+    check(
+        unsafe { ffi::lkd_autocast_enter(device, &mut previous) },
+        "autocast_enter",
+        0,
+    )?;
     let _region = Region { device, previous };
     Ok(f())
 }
@@ -522,15 +605,27 @@ mod tests {
     use std::collections::HashMap;
 
     fn launch(vars: &[(&str, &str)]) -> Result<Option<LaunchEnv>> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         LaunchEnv::from_vars(|k| map.get(k).cloned())
     }
 
-    const FULL: [(&str, &str); 5] =
-        [("RANK", "1"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "node0"), ("MASTER_PORT", "29500")];
+    const FULL: [(&str, &str); 5] = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "4"),
+        ("LOCAL_RANK", "1"),
+        ("MASTER_ADDR", "node0"),
+        ("MASTER_PORT", "29500"),
+    ];
 
     fn with(changes: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
-        let mut v: Vec<_> = FULL.iter().filter(|(k, _)| !changes.iter().any(|(c, _)| c == k)).cloned().collect();
+        let mut v: Vec<_> = FULL
+            .iter()
+            .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+            .cloned()
+            .collect();
         v.extend(changes.iter().filter(|(_, val)| !val.is_empty()).cloned());
         v
     }
@@ -541,7 +636,13 @@ mod tests {
         let env = launch(&FULL).unwrap().unwrap();
         assert_eq!(
             env,
-            LaunchEnv { rank: 1, world_size: 4, local_rank: 1, master_addr: "node0".into(), master_port: 29500 }
+            LaunchEnv {
+                rank: 1,
+                world_size: 4,
+                local_rank: 1,
+                master_addr: "node0".into(),
+                master_port: 29500
+            }
         );
         let round_trip: Vec<(&str, String)> = env.vars();
         let pairs: Vec<(&str, &str)> = round_trip.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -553,15 +654,30 @@ mod tests {
         let cases: [(&[(&'static str, &'static str)], &str); 7] = [
             (&[("RANK", "4")], "RANK=4 must be below WORLD_SIZE=4"),
             (&[("WORLD_SIZE", "0")], "WORLD_SIZE=0 must be in 1..=65536"),
-            (&[("RANK", "-1")], "RANK=\"-1\" is not a non-negative integer"),
-            (&[("MASTER_PORT", "70000")], "MASTER_PORT=70000 must be in 1..=65535"),
-            (&[("MASTER_ADDR", "")], "WORLD_SIZE is set but MASTER_ADDR is not"),
-            (&[("LOCAL_RANK", "")], "WORLD_SIZE > 1 but LOCAL_RANK is not set"),
+            (
+                &[("RANK", "-1")],
+                "RANK=\"-1\" is not a non-negative integer",
+            ),
+            (
+                &[("MASTER_PORT", "70000")],
+                "MASTER_PORT=70000 must be in 1..=65535",
+            ),
+            (
+                &[("MASTER_ADDR", "")],
+                "WORLD_SIZE is set but MASTER_ADDR is not",
+            ),
+            (
+                &[("LOCAL_RANK", "")],
+                "WORLD_SIZE > 1 but LOCAL_RANK is not set",
+            ),
             (&[("LOCAL_RANK", "3")], "LOCAL_RANK=3 cannot exceed RANK=1"),
         ];
         for (change, want) in cases {
             let err = launch(&with(change)).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("distributed launch environment: {want}")), "{change:?}: {err}");
+            assert!(
+                err.starts_with(&format!("distributed launch environment: {want}")),
+                "{change:?}: {err}"
+            );
         }
     }
 
@@ -569,20 +685,30 @@ mod tests {
     fn buckets_group_by_dtype_and_respect_the_cap() {
         let f = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
         let d = |n: i64| Tensor::zeros([n], (Kind::Double, Device::Cpu));
-        // 4-byte floats, cap 40 bytes: [0,1] = 32 bytes; 2 would overflow; 3 is alone (too big).
+        // 4-byte floats, cap 40 bytes: [0, 1] = 32 bytes, 3 would overflow them, 4 (80 bytes) is
+        // alone, 5 follows it; open buckets close in dtype order (float, then double).
         let tensors = [f(4), f(4), d(2), f(4), f(20), f(1)];
         let plan = plan_buckets(&tensors, 40).unwrap();
-        assert_eq!(plan, vec![vec![0, 1], vec![3], vec![4], vec![2], vec![5]]);
-        assert_eq!(plan_buckets(&tensors, DEFAULT_BUCKET_BYTES).unwrap(), vec![vec![0, 1, 3, 4, 5], vec![2]]);
+        assert_eq!(plan, vec![vec![0, 1], vec![3], vec![4], vec![5], vec![2]]);
+        assert_eq!(
+            plan_buckets(&tensors, DEFAULT_BUCKET_BYTES).unwrap(),
+            vec![vec![0, 1, 3, 4, 5], vec![2]]
+        );
     }
 
     #[test]
     fn autocast_dtype_is_set_and_honoured() {
         // CUDA's autocast dtype is thread-local state that needs no GPU to set or read.
         set_autocast_dtype(Device::Cuda(0), AutocastDtype::BFloat16).unwrap();
-        assert_eq!(autocast_dtype(Device::Cuda(0)).unwrap(), AutocastDtype::BFloat16);
+        assert_eq!(
+            autocast_dtype(Device::Cuda(0)).unwrap(),
+            AutocastDtype::BFloat16
+        );
         set_autocast_dtype(Device::Cuda(0), AutocastDtype::Float16).unwrap();
-        assert_eq!(autocast_dtype(Device::Cuda(0)).unwrap(), AutocastDtype::Float16);
+        assert_eq!(
+            autocast_dtype(Device::Cuda(0)).unwrap(),
+            AutocastDtype::Float16
+        );
         // On CPU the same switch changes what a matmul returns inside an autocast region.
         let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
         for dtype in [AutocastDtype::BFloat16, AutocastDtype::Float16] {
@@ -590,6 +716,10 @@ mod tests {
             let inside = with_autocast(Device::Cpu, || a.matmul(&a)).unwrap();
             assert_eq!(inside.kind(), dtype.kind());
         }
-        assert_eq!(a.matmul(&a).kind(), Kind::Float, "autocast must be off after the region");
+        assert_eq!(
+            a.matmul(&a).kind(),
+            Kind::Float,
+            "autocast must be off after the region"
+        );
     }
 }

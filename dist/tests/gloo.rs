@@ -15,7 +15,11 @@ const OUT_VAR: &str = "LKD_DIST_TEST_OUT";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_worker(role: &str, rank: usize, world: usize, port: u16, out: &Path) -> Result<Child> {
@@ -49,7 +53,10 @@ fn finish(name: &str, mut child: Child, deadline: Instant) -> Result<std::proces
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output()?;
-            bail!("{name} still running at the deadline (hung); stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{name} still running at the deadline (hung); stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -68,7 +75,9 @@ fn expect_success(name: &str, out: &std::process::Output) -> Result<()> {
 
 fn run_workers(role: &str, world: usize, out: &Path) -> Result<()> {
     let port = free_port();
-    let children: Vec<Child> = (0..world).map(|r| spawn_worker(role, r, world, port, out)).collect::<Result<_>>()?;
+    let children: Vec<Child> = (0..world)
+        .map(|r| spawn_worker(role, r, world, port, out))
+        .collect::<Result<_>>()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     for (r, child) in children.into_iter().enumerate() {
         let output = finish(&format!("{role} rank {r}"), child, deadline)?;
@@ -84,7 +93,9 @@ fn worker_entry() {
         return;
     };
     let out = PathBuf::from(std::env::var(OUT_VAR).expect("output folder"));
-    let launch = LaunchEnv::from_env().expect("launch env").expect("WORLD_SIZE set");
+    let launch = LaunchEnv::from_env()
+        .expect("launch env")
+        .expect("WORLD_SIZE set");
     tch::set_num_threads(1);
     let result = match role.as_str() {
         "collectives" => collectives_worker(&launch),
@@ -99,7 +110,10 @@ fn worker_entry() {
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> Result<()> {
     let diff = (got - want).abs().max().double_value(&[]);
-    ensure!(diff == 0.0, "{what}: got {got:?} want {want:?} (max diff {diff})");
+    ensure!(
+        diff == 0.0,
+        "{what}: got {got:?} want {want:?} (max diff {diff})"
+    );
     Ok(())
 }
 
@@ -108,16 +122,33 @@ fn collectives_worker(launch: &LaunchEnv) -> Result<()> {
     let rank = pg.rank() as f64;
     let world = pg.world_size() as f64;
 
-    let b = if pg.is_main() { Tensor::arange(6, (Kind::Float, Device::Cpu)) } else { Tensor::zeros([6], (Kind::Float, Device::Cpu)) };
+    let b = if pg.is_main() {
+        Tensor::arange(6, (Kind::Float, Device::Cpu))
+    } else {
+        Tensor::zeros([6], (Kind::Float, Device::Cpu))
+    };
     pg.broadcast(&b, 0)?;
-    assert_close("broadcast", &b, &Tensor::arange(6, (Kind::Float, Device::Cpu)))?;
+    assert_close(
+        "broadcast",
+        &b,
+        &Tensor::arange(6, (Kind::Float, Device::Cpu)),
+    )?;
 
     let mine = || Tensor::full([4], rank + 1.0, (Kind::Float, Device::Cpu));
     let sum = world * (world + 1.0) / 2.0;
-    for (op, want) in [(ReduceOp::Sum, sum), (ReduceOp::Average, sum / world), (ReduceOp::Max, world), (ReduceOp::Min, 1.0)] {
+    for (op, want) in [
+        (ReduceOp::Sum, sum),
+        (ReduceOp::Average, sum / world),
+        (ReduceOp::Max, world),
+        (ReduceOp::Min, 1.0),
+    ] {
         let t = mine();
         pg.allreduce(&t, op)?;
-        assert_close(&format!("{op:?}"), &t, &Tensor::full([4], want, (Kind::Float, Device::Cpu)))?;
+        assert_close(
+            &format!("{op:?}"),
+            &t,
+            &Tensor::full([4], want, (Kind::Float, Device::Cpu)),
+        )?;
     }
 
     // Gradients of several shapes and two dtypes, in buckets of 64 bytes (so several buckets
@@ -148,18 +179,34 @@ fn collectives_worker(launch: &LaunchEnv) -> Result<()> {
         assert_close(&format!("grad {i}"), &p.grad(), &p.grad().full_like(want))?;
     }
     // 1 on rank 1, zero elsewhere, averaged.
-    assert_close("grad of skipped", &skip.grad(), &skip.grad().full_like(1.0 / world))?;
+    assert_close(
+        "grad of skipped",
+        &skip.grad(),
+        &skip.grad().full_like(1.0 / world),
+    )?;
 
     // broadcast_tensors makes rank 0's values everyone's.
-    let state = [Tensor::full([3], rank, opts), Tensor::full([2, 2], 10.0 + rank, (Kind::Double, Device::Cpu))];
+    let state = [
+        Tensor::full([3], rank, opts),
+        Tensor::full([2, 2], 10.0 + rank, (Kind::Double, Device::Cpu)),
+    ];
     pg.broadcast_tensors(&state, 16)?;
     assert_close("broadcast_tensors 0", &state[0], &state[0].full_like(0.0))?;
     assert_close("broadcast_tensors 1", &state[1], &state[1].full_like(10.0))?;
 
     // Bad input is rejected before any collective (so the ranks stay in step).
-    let err = pg.broadcast(&Tensor::zeros([2], opts), 5).unwrap_err().to_string();
-    ensure!(err == "broadcast root 5 is not a rank of a group of 2", "{err}");
-    let err = pg.allreduce(&Tensor::zeros([2, 3], opts).transpose(0, 1), ReduceOp::Sum).unwrap_err().to_string();
+    let err = pg
+        .broadcast(&Tensor::zeros([2], opts), 5)
+        .unwrap_err()
+        .to_string();
+    ensure!(
+        err == "broadcast root 5 is not a rank of a group of 2",
+        "{err}"
+    );
+    let err = pg
+        .allreduce(&Tensor::zeros([2, 3], opts).transpose(0, 1), ReduceOp::Sum)
+        .unwrap_err()
+        .to_string();
     ensure!(err.contains("must be contiguous"), "{err}");
     pg.barrier()?;
     Ok(())
@@ -175,9 +222,28 @@ fn small_model(seed: i64) -> (nn::VarStore, impl Module) {
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let net = nn::seq()
-        .add(nn::conv2d(&root / "c1", 1, 4, 3, nn::ConvConfig { padding: 1, ..Default::default() }))
+        .add(nn::conv2d(
+            &root / "c1",
+            1,
+            4,
+            3,
+            nn::ConvConfig {
+                padding: 1,
+                ..Default::default()
+            },
+        ))
         .add_fn(|x| x.relu())
-        .add(nn::conv2d(&root / "c2", 4, 4, 3, nn::ConvConfig { padding: 1, stride: 2, ..Default::default() }))
+        .add(nn::conv2d(
+            &root / "c2",
+            4,
+            4,
+            3,
+            nn::ConvConfig {
+                padding: 1,
+                stride: 2,
+                ..Default::default()
+            },
+        ))
         .add_fn(|x| x.relu())
         .add_fn(|x| x.flatten(1, -1))
         .add(nn::linear(&root / "fc", 4 * 4 * 4, 3, Default::default()));
@@ -221,13 +287,21 @@ fn train_worker(launch: &LaunchEnv, out: &Path) -> Result<()> {
         let (x, y) = global_batch(step);
         // Rank r's share of the global batch: rows [r·B, (r+1)·B).
         let lo = pg.rank() as i64 * BATCH;
-        let loss = net.forward(&x.narrow(0, lo, BATCH)).cross_entropy_for_logits(&y.narrow(0, lo, BATCH));
+        let loss = net
+            .forward(&x.narrow(0, lo, BATCH))
+            .cross_entropy_for_logits(&y.narrow(0, lo, BATCH));
         loss.backward();
         pg.allreduce_gradients(&tensors, 256)?;
         sgd_step(&named);
     }
     let path = out.join(format!("rank{}.ot", pg.rank()));
-    Tensor::save_multi(&named.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &path)?;
+    Tensor::save_multi(
+        &named
+            .iter()
+            .map(|(n, t)| (n.as_str(), t))
+            .collect::<Vec<_>>(),
+        &path,
+    )?;
     Ok(())
 }
 
@@ -257,20 +331,31 @@ fn two_workers_batch_b_match_one_worker_batch_2b() -> Result<()> {
         sgd_step(&named);
     }
     let load = |r: usize| -> Result<Vec<(String, Tensor)>> {
-        let mut v = Tensor::load_multi(dir.path().join(format!("rank{r}.ot"))).context("worker weights")?;
+        let mut v =
+            Tensor::load_multi(dir.path().join(format!("rank{r}.ot"))).context("worker weights")?;
         v.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(v)
     };
     let (w0, w1) = (load(0)?, load(1)?);
-    ensure!(w0.len() == named.len() && w1.len() == named.len(), "parameter count");
+    ensure!(
+        w0.len() == named.len() && w1.len() == named.len(),
+        "parameter count"
+    );
     for (((name, reference), (n0, t0)), (n1, t1)) in named.iter().zip(&w0).zip(&w1) {
         ensure!(name == n0 && name == n1, "names {name} {n0} {n1}");
         // Ranks apply the same averaged gradients to the same weights: bitwise equal.
         assert_close(&format!("{name}: rank 0 vs rank 1"), t0, t1)?;
         let diff = (t0 - reference).abs().max().double_value(&[]);
-        ensure!(diff <= 1e-5, "{name}: 2 workers x {BATCH} vs 1 worker x {}: max diff {diff}", 2 * BATCH);
+        ensure!(
+            diff <= 1e-5,
+            "{name}: 2 workers x {BATCH} vs 1 worker x {}: max diff {diff}",
+            2 * BATCH
+        );
         // The weights moved: equality is not trivially true.
-        let moved = (t0 - &small_model_initial(name)).abs().max().double_value(&[]);
+        let moved = (t0 - &small_model_initial(name))
+            .abs()
+            .max()
+            .double_value(&[]);
         ensure!(moved > 1e-4, "{name} did not change ({moved})");
     }
     Ok(())
@@ -278,7 +363,11 @@ fn two_workers_batch_b_match_one_worker_batch_2b() -> Result<()> {
 
 fn small_model_initial(name: &str) -> Tensor {
     let (vs, _) = small_model(10);
-    params(&vs).into_iter().find(|(n, _)| n == name).expect("parameter").1
+    params(&vs)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .expect("parameter")
+        .1
 }
 
 fn kill_worker(launch: &LaunchEnv, out: &Path) -> Result<()> {
@@ -315,7 +404,10 @@ fn a_killed_worker_ends_the_other_with_an_error_not_a_hang() -> Result<()> {
         if Instant::now() > ready_by || rank1.try_wait()?.is_some() {
             let _ = rank1.kill();
             let out = finish("rank 0", rank0, Instant::now())?;
-            bail!("rank 1 never got ready; rank 0 stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "rank 1 never got ready; rank 0 stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -323,11 +415,21 @@ fn a_killed_worker_ends_the_other_with_an_error_not_a_hang() -> Result<()> {
     let killed_at = Instant::now();
     rank1.wait()?;
     // The timeout bounds the wait; allow slack for a loaded machine.
-    let out = finish("rank 0", rank0, killed_at + TIMEOUT + Duration::from_secs(20))?;
+    let out = finish(
+        "rank 0",
+        rank0,
+        killed_at + TIMEOUT + Duration::from_secs(20),
+    )?;
     expect_success("rank 0", &out)?;
     let message = std::fs::read_to_string(dir.path().join("error"))?;
-    ensure!(message.starts_with("c10d allreduce failed on rank 0: "), "{message}");
-    eprintln!("rank 0 stopped {:.1} s after the kill: {message}", killed_at.elapsed().as_secs_f64());
+    ensure!(
+        message.starts_with("c10d allreduce failed on rank 0: "),
+        "{message}"
+    );
+    eprintln!(
+        "rank 0 stopped {:.1} s after the kill: {message}",
+        killed_at.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -344,7 +446,9 @@ fn init_without_a_master_fails_within_the_timeout() -> Result<()> {
         master_port: free_port(),
     };
     let start = Instant::now();
-    let err = ProcessGroup::init(&launch, Device::Cpu, Duration::from_secs(2)).unwrap_err().to_string();
+    let err = ProcessGroup::init(&launch, Device::Cpu, Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
     let took = start.elapsed();
     ensure!(err.starts_with("c10d init failed on rank 1: "), "{err}");
     ensure!(took < Duration::from_secs(30), "took {took:?}");

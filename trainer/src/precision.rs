@@ -15,6 +15,9 @@ use crate::TrainError;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+/// The shape of a 0-dimensional tensor (torch keeps the scale and tracker as scalars).
+const SCALAR: [i64; 0] = [];
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -38,7 +41,9 @@ impl Precision {
             "fp32" => Ok(Precision::Fp32),
             "bf16" => Ok(Precision::Bf16),
             "fp16" => Ok(Precision::Fp16),
-            other => Err(TrainError::Config(format!("run.precision = {other:?}: expected \"fp32\", \"bf16\" or \"fp16\""))),
+            other => Err(TrainError::Config(format!(
+                "run.precision = {other:?}: expected \"fp32\", \"bf16\" or \"fp16\""
+            ))),
         }
     }
 
@@ -88,7 +93,12 @@ pub struct ScalerConfig {
 
 impl Default for ScalerConfig {
     fn default() -> Self {
-        Self { init_scale: 65536.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2000 }
+        Self {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
     }
 }
 
@@ -96,16 +106,28 @@ impl ScalerConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |msg: String| Err(TrainError::Config(format!("grad scaler: {msg}")));
         if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
-            return bad(format!("init_scale {} must be positive and finite", self.init_scale));
+            return bad(format!(
+                "init_scale {} must be positive and finite",
+                self.init_scale
+            ));
         }
         if !(self.growth_factor.is_finite() && self.growth_factor > 1.0) {
-            return bad(format!("growth_factor {} must be greater than 1", self.growth_factor));
+            return bad(format!(
+                "growth_factor {} must be greater than 1",
+                self.growth_factor
+            ));
         }
         if !(self.backoff_factor > 0.0 && self.backoff_factor < 1.0) {
-            return bad(format!("backoff_factor {} must be in (0, 1)", self.backoff_factor));
+            return bad(format!(
+                "backoff_factor {} must be in (0, 1)",
+                self.backoff_factor
+            ));
         }
         if self.growth_interval < 1 || self.growth_interval > i32::MAX as i64 {
-            return bad(format!("growth_interval {} must be a positive 32-bit count", self.growth_interval));
+            return bad(format!(
+                "growth_interval {} must be a positive 32-bit count",
+                self.growth_interval
+            ));
         }
         Ok(())
     }
@@ -144,12 +166,16 @@ pub struct GradScaler {
 
 impl GradScaler {
     /// A scaler on `device`, enabled when `precision` needs one.
-    pub fn new(precision: Precision, cfg: ScalerConfig, device: Device) -> Result<Self, TrainError> {
+    pub fn new(
+        precision: Precision,
+        cfg: ScalerConfig,
+        device: Device,
+    ) -> Result<Self, TrainError> {
         cfg.validate()?;
         Ok(Self {
             enabled: precision.needs_loss_scaling(),
-            scale: Tensor::f_full([], cfg.init_scale, (Kind::Float, device))?,
-            growth_tracker: Tensor::f_zeros([], (Kind::Int, device))?,
+            scale: Tensor::f_full(SCALAR, cfg.init_scale, (Kind::Float, device))?,
+            growth_tracker: Tensor::f_zeros(SCALAR, (Kind::Int, device))?,
             cfg,
             unscaled: None,
         })
@@ -183,11 +209,17 @@ impl GradScaler {
             return Ok(false);
         }
         if self.unscaled.is_some() {
-            return Err(TrainError::Other("GradScaler::unscale called twice for one step (update() starts the next)".into()));
+            return Err(TrainError::Other(
+                "GradScaler::unscale called twice for one step (update() starts the next)".into(),
+            ));
         }
         // As torch: the reciprocal in double, then rounded to float.
-        let inv_scale = self.scale.f_to_kind(Kind::Double)?.f_reciprocal()?.f_to_kind(Kind::Float)?;
-        let mut found_inf = Tensor::f_zeros([], (Kind::Float, self.scale.device()))?;
+        let inv_scale = self
+            .scale
+            .f_to_kind(Kind::Double)?
+            .f_reciprocal()?
+            .f_to_kind(Kind::Float)?;
+        let mut found_inf = Tensor::f_zeros(SCALAR, (Kind::Float, self.scale.device()))?;
         tch::no_grad(|| -> Result<(), TrainError> {
             for p in params {
                 let mut grad = p.grad();
@@ -208,11 +240,14 @@ impl GradScaler {
         if !self.enabled {
             return Ok(());
         }
-        let found = self
-            .unscaled
-            .take()
-            .ok_or_else(|| TrainError::Other("GradScaler::update called before unscale for this step".into()))?;
-        let found_inf = Tensor::f_full([], if found { 1.0 } else { 0.0 }, (Kind::Float, self.scale.device()))?;
+        let found = self.unscaled.take().ok_or_else(|| {
+            TrainError::Other("GradScaler::update called before unscale for this step".into())
+        })?;
+        let found_inf = Tensor::f_full(
+            SCALAR,
+            if found { 1.0 } else { 0.0 },
+            (Kind::Float, self.scale.device()),
+        )?;
         let _ = self.scale.f_internal_amp_update_scale_(
             &self.growth_tracker,
             &found_inf,
@@ -225,7 +260,11 @@ impl GradScaler {
 
     /// One optimizer step under scaling: unscale (unless done already, e.g. for clipping), run
     /// `optimizer_step` only when every gradient is finite, then update the scale.
-    pub fn step(&mut self, params: &[&Tensor], optimizer_step: impl FnOnce()) -> Result<StepOutcome, TrainError> {
+    pub fn step(
+        &mut self,
+        params: &[&Tensor],
+        optimizer_step: impl FnOnce(),
+    ) -> Result<StepOutcome, TrainError> {
         if !self.enabled {
             optimizer_step();
             return Ok(StepOutcome::Applied);
@@ -238,17 +277,26 @@ impl GradScaler {
             optimizer_step();
         }
         self.update()?;
-        Ok(if found { StepOutcome::Skipped } else { StepOutcome::Applied })
+        Ok(if found {
+            StepOutcome::Skipped
+        } else {
+            StepOutcome::Applied
+        })
     }
 
     pub fn state(&self) -> ScalerState {
-        ScalerState { scale: self.scale.double_value(&[]), growth_tracker: self.growth_tracker.int64_value(&[]) }
+        ScalerState {
+            scale: self.scale.double_value(&[]),
+            growth_tracker: self.growth_tracker.int64_value(&[]),
+        }
     }
 
     /// Restores a checkpointed state (a resumed fp16 run continues with its scale).
     pub fn load_state(&mut self, state: ScalerState) -> Result<(), TrainError> {
         if !(state.scale.is_finite() && state.scale > 0.0) || state.growth_tracker < 0 {
-            return Err(TrainError::Config(format!("grad scaler state {state:?}: scale must be positive, tracker >= 0")));
+            return Err(TrainError::Config(format!(
+                "grad scaler state {state:?}: scale must be positive, tracker >= 0"
+            )));
         }
         let _ = self.scale.f_fill_(state.scale)?;
         let _ = self.growth_tracker.f_fill_(state.growth_tracker)?;
@@ -265,12 +313,17 @@ mod tests {
 
     fn param_with_grad(values: &[f32]) -> Tensor {
         let p = Tensor::zeros([values.len() as i64], (Kind::Float, CPU)).set_requires_grad(true);
-        (&p * Tensor::from_slice(values)).sum(Kind::Float).backward();
+        (&p * Tensor::from_slice(values))
+            .sum(Kind::Float)
+            .backward();
         p
     }
 
     fn fast(interval: i64) -> ScalerConfig {
-        ScalerConfig { growth_interval: interval, ..ScalerConfig::default() }
+        ScalerConfig {
+            growth_interval: interval,
+            ..ScalerConfig::default()
+        }
     }
 
     #[test]
@@ -289,7 +342,8 @@ mod tests {
             Precision::Bf16.check_device(CPU).unwrap_err().to_string(),
             "config: run.precision = \"bf16\" needs a CUDA device (got Cpu); use \"fp32\" on CPU"
         );
-        let parsed: std::collections::BTreeMap<String, Precision> = toml::from_str("precision = \"fp16\"").unwrap();
+        let parsed: std::collections::BTreeMap<String, Precision> =
+            toml::from_str("precision = \"fp16\"").unwrap();
         assert_eq!(parsed["precision"], Precision::Fp16);
     }
 
@@ -298,7 +352,10 @@ mod tests {
         let mut scaler = GradScaler::new(Precision::Fp16, ScalerConfig::default(), CPU).unwrap();
         assert_eq!(scaler.scale_value(), 65536.0);
         let loss = Tensor::from(0.5f32);
-        assert_eq!(scaler.scale(&loss).unwrap().double_value(&[]), 0.5 * 65536.0);
+        assert_eq!(
+            scaler.scale(&loss).unwrap().double_value(&[]),
+            0.5 * 65536.0
+        );
 
         let good = param_with_grad(&[65536.0, -131072.0]);
         let bad = param_with_grad(&[1.0, f32::INFINITY]);
@@ -306,12 +363,21 @@ mod tests {
         let outcome = scaler.step(&[&good, &bad], || ran = true).unwrap();
         assert_eq!(outcome, StepOutcome::Skipped);
         assert!(!ran, "the optimizer must not run on an inf gradient");
-        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, growth_tracker: 0 });
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 32768.0,
+                growth_tracker: 0
+            }
+        );
         // Gradients are unscaled even on a skipped step (as torch does).
         assert_eq!(Vec::<f32>::try_from(good.grad()).unwrap(), vec![1.0, -2.0]);
 
         let nan = param_with_grad(&[f32::NAN]);
-        assert_eq!(scaler.step(&[&nan], || ran = true).unwrap(), StepOutcome::Skipped);
+        assert_eq!(
+            scaler.step(&[&nan], || ran = true).unwrap(),
+            StepOutcome::Skipped
+        );
         assert_eq!(scaler.scale_value(), 16384.0);
     }
 
@@ -321,15 +387,34 @@ mod tests {
         let mut steps = 0;
         for i in 0..3 {
             let p = param_with_grad(&[1.0, 2.0]);
-            assert_eq!(scaler.step(&[&p], || steps += 1).unwrap(), StepOutcome::Applied);
-            let expected = if i < 2 { (65536.0, i + 1) } else { (131072.0, 0) };
-            assert_eq!(scaler.state(), ScalerState { scale: expected.0, growth_tracker: expected.1 });
+            assert_eq!(
+                scaler.step(&[&p], || steps += 1).unwrap(),
+                StepOutcome::Applied
+            );
+            let expected = if i < 2 {
+                (65536.0, i + 1)
+            } else {
+                (131072.0, 0)
+            };
+            assert_eq!(
+                scaler.state(),
+                ScalerState {
+                    scale: expected.0,
+                    growth_tracker: expected.1
+                }
+            );
         }
         assert_eq!(steps, 3);
         // An inf resets the count: growth needs 3 more clean steps.
         let bad = param_with_grad(&[f32::NEG_INFINITY]);
         scaler.step(&[&bad], || steps += 1).unwrap();
-        assert_eq!(scaler.state(), ScalerState { scale: 65536.0, growth_tracker: 0 });
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 65536.0,
+                growth_tracker: 0
+            }
+        );
         assert_eq!(steps, 3);
     }
 
@@ -343,22 +428,49 @@ mod tests {
             "GradScaler::unscale called twice for one step (update() starts the next)"
         );
         scaler.update().unwrap();
-        assert_eq!(scaler.update().unwrap_err().to_string(), "GradScaler::update called before unscale for this step");
-        let err = GradScaler::new(Precision::Fp16, ScalerConfig { backoff_factor: 1.5, ..Default::default() }, CPU)
-            .err()
-            .unwrap();
-        assert_eq!(err.to_string(), "config: grad scaler: backoff_factor 1.5 must be in (0, 1)");
-        assert!(scaler.load_state(ScalerState { scale: f64::INFINITY, growth_tracker: 0 }).is_err());
+        assert_eq!(
+            scaler.update().unwrap_err().to_string(),
+            "GradScaler::update called before unscale for this step"
+        );
+        let err = GradScaler::new(
+            Precision::Fp16,
+            ScalerConfig {
+                backoff_factor: 1.5,
+                ..Default::default()
+            },
+            CPU,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "config: grad scaler: backoff_factor 1.5 must be in (0, 1)"
+        );
+        assert!(scaler
+            .load_state(ScalerState {
+                scale: f64::INFINITY,
+                growth_tracker: 0
+            })
+            .is_err());
     }
 
     #[test]
     fn disabled_scaler_passes_through() {
         let mut scaler = GradScaler::new(Precision::Bf16, ScalerConfig::default(), CPU).unwrap();
         assert!(!scaler.is_enabled());
-        assert_eq!(scaler.scale(&Tensor::from(3.0f32)).unwrap().double_value(&[]), 3.0);
+        assert_eq!(
+            scaler
+                .scale(&Tensor::from(3.0f32))
+                .unwrap()
+                .double_value(&[]),
+            3.0
+        );
         let p = param_with_grad(&[f32::INFINITY]);
         let mut ran = false;
-        assert_eq!(scaler.step(&[&p], || ran = true).unwrap(), StepOutcome::Applied);
+        assert_eq!(
+            scaler.step(&[&p], || ran = true).unwrap(),
+            StepOutcome::Applied
+        );
         assert!(ran);
     }
 
@@ -366,8 +478,9 @@ mod tests {
     /// tracker, skip decisions and unscaled gradients agree at every step.
     #[test]
     fn matches_torch_amp_grad_scaler_on_cpu() {
-        let python = std::env::var("LKD_PYTHON")
-            .expect("LKD_PYTHON is not set: run the tests through `make test`, which bootstraps the venv");
+        let python = std::env::var("LKD_PYTHON").expect(
+            "LKD_PYTHON is not set: run the tests through `make test`, which bootstraps the venv",
+        );
         // Gradient multipliers per step; inf/nan entries force skips; interval 2 forces growth.
         let stream: Vec<[f32; 3]> = vec![
             [1.0, 2.0, -3.0],
@@ -379,8 +492,24 @@ mod tests {
             [2.0, 2.0, 2.0],
             [7.0, -1.0, 0.5],
         ];
-        let fmt = |v: f32| if v.is_nan() { "float('nan')".to_string() } else if v.is_infinite() { "float('inf')".to_string() } else { format!("{v:?}") };
-        let stream_py: Vec<String> = stream.iter().map(|s| format!("[{}]", s.iter().map(|&v| fmt(v)).collect::<Vec<_>>().join(", "))).collect();
+        let fmt = |v: f32| {
+            if v.is_nan() {
+                "float('nan')".to_string()
+            } else if v.is_infinite() {
+                "float('inf')".to_string()
+            } else {
+                format!("{v:?}")
+            }
+        };
+        let stream_py: Vec<String> = stream
+            .iter()
+            .map(|s| {
+                format!(
+                    "[{}]",
+                    s.iter().map(|&v| fmt(v)).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
         let script = format!(
             r#"
 import torch
@@ -402,12 +531,27 @@ for g in stream:
 "#,
             stream_py.join(", ")
         );
-        let out = std::process::Command::new(python).args(["-c", &script]).output().expect("run python");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let torch_lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+        let out = std::process::Command::new(python)
+            .args(["-c", &script])
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let torch_lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
         assert_eq!(torch_lines.len(), stream.len());
 
-        let cfg = ScalerConfig { init_scale: 1024.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2 };
+        let cfg = ScalerConfig {
+            init_scale: 1024.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2,
+        };
         let mut scaler = GradScaler::new(Precision::Fp16, cfg, CPU).unwrap();
         let p = Tensor::ones([3], (Kind::Float, CPU)).set_requires_grad(true);
         for (g, torch_line) in stream.iter().zip(&torch_lines) {
@@ -432,12 +576,31 @@ for g in stream:
             assert_eq!(applied, outcome == StepOutcome::Applied);
             let state = scaler.state();
             let fields: Vec<&str> = torch_line.split_whitespace().collect();
-            assert_eq!(fields[0].parse::<f64>().unwrap(), state.scale, "scale; torch: {torch_line}");
-            assert_eq!(fields[1].parse::<i64>().unwrap(), state.growth_tracker, "tracker; torch: {torch_line}");
-            assert_eq!(fields[2] == "1", applied, "skip decision; torch: {torch_line}");
+            assert_eq!(
+                fields[0].parse::<f64>().unwrap(),
+                state.scale,
+                "scale; torch: {torch_line}"
+            );
+            assert_eq!(
+                fields[1].parse::<i64>().unwrap(),
+                state.growth_tracker,
+                "tracker; torch: {torch_line}"
+            );
+            assert_eq!(
+                fields[2] == "1",
+                applied,
+                "skip decision; torch: {torch_line}"
+            );
             for (theirs, ours) in fields[3..].iter().zip(&grads) {
-                let theirs: f32 = if *theirs == "nan" { f32::NAN } else { theirs.parse().unwrap() };
-                assert!(theirs.to_bits() == ours.to_bits() || (theirs.is_nan() && ours.is_nan()), "grad {ours} vs torch {theirs}");
+                let theirs: f32 = if *theirs == "nan" {
+                    f32::NAN
+                } else {
+                    theirs.parse().unwrap()
+                };
+                assert!(
+                    theirs.to_bits() == ours.to_bits() || (theirs.is_nan() && ours.is_nan()),
+                    "grad {ours} vs torch {theirs}"
+                );
             }
         }
     }

@@ -20,14 +20,19 @@ pub struct Shard {
 impl Shard {
     pub fn new(rank: usize, world_size: usize) -> Result<Self, DataError> {
         if world_size == 0 || rank >= world_size {
-            return Err(DataError::Config(format!("shard rank {rank} of world size {world_size}: need rank < world size")));
+            return Err(DataError::Config(format!(
+                "shard rank {rank} of world size {world_size}: need rank < world size"
+            )));
         }
         Ok(Self { rank, world_size })
     }
 
     /// The single-process case (rank 0 of 1): the order is unchanged.
     pub fn whole() -> Self {
-        Self { rank: 0, world_size: 1 }
+        Self {
+            rank: 0,
+            world_size: 1,
+        }
     }
 
     /// Full global batches of `world_size · batch` in an epoch of `len` samples (the incomplete
@@ -69,13 +74,17 @@ mod tests {
     #[test]
     fn ranks_partition_each_global_batch_in_order() {
         let order: Vec<usize> = (100..123).collect(); // 23 samples
-        let shards: Vec<Vec<usize>> =
-            (0..3).map(|r| Shard::new(r, 3).unwrap().rank_order(&order, 2).unwrap()).collect();
+        let shards: Vec<Vec<usize>> = (0..3)
+            .map(|r| Shard::new(r, 3).unwrap().rank_order(&order, 2).unwrap())
+            .collect();
         // 23 / (3·2) = 3 global batches; the last 5 samples are dropped.
         assert_eq!(shards[0], vec![100, 101, 106, 107, 112, 113]);
         assert_eq!(shards[1], vec![102, 103, 108, 109, 114, 115]);
         assert_eq!(shards[2], vec![104, 105, 110, 111, 116, 117]);
-        assert_eq!(Shard::whole().rank_order(&order, 6).unwrap(), order[..18].to_vec());
+        assert_eq!(
+            Shard::whole().rank_order(&order, 6).unwrap(),
+            order[..18].to_vec()
+        );
     }
 
     #[test]
@@ -84,8 +93,15 @@ mod tests {
             Shard::new(2, 2).unwrap_err().to_string(),
             "data config: shard rank 2 of world size 2: need rank < world size"
         );
-        let err = Shard::new(0, 4).unwrap().rank_order(&[1, 2, 3], 1).unwrap_err().to_string();
-        assert_eq!(err, "data config: 3 samples give no full global batch of 4 workers x batch 1 = 4");
+        let err = Shard::new(0, 4)
+            .unwrap()
+            .rank_order(&[1, 2, 3], 1)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "data config: 3 samples give no full global batch of 4 workers x batch 1 = 4"
+        );
     }
 
     /// With the loader's own (seed, epoch) permutation, rank r's batches are rows
@@ -94,25 +110,50 @@ mod tests {
     fn sharded_loader_batches_are_rows_of_the_global_batches() {
         let dir = tempfile::tempdir().unwrap();
         synthetic::write_jpeg_folder(dir.path(), 3, 6, 1, 16, 16, 7).unwrap();
-        let ds = Arc::new(open(&DatasetSpec::new(crate::data::DatasetKind::Folder, dir.path()), Split::Train).unwrap());
+        let ds = Arc::new(
+            open(
+                &DatasetSpec::new(crate::data::DatasetKind::Folder, dir.path()),
+                Split::Train,
+            )
+            .unwrap(),
+        );
         let pre = lkd_models::preprocess::Preprocess::imagenet(16);
         let (world, batch) = (2usize, 3usize);
         let global = Loader::new(
             ds.clone(),
             Transform::eval(&pre),
             None,
-            LoaderConfig { workers: 1, ..LoaderConfig::train(world * batch, 5) },
+            LoaderConfig {
+                workers: 1,
+                ..LoaderConfig::train(world * batch, 5)
+            },
         )
         .unwrap();
         let epoch = 1;
         let order = global.order(epoch);
-        let global_batches: Vec<_> = global.epoch(epoch, 0).unwrap().map(|b| b.unwrap()).collect();
-        assert_eq!(global_batches.len(), Shard::new(0, world).unwrap().global_batches(order.len(), batch));
+        let global_batches: Vec<_> = global
+            .epoch(epoch, 0)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(
+            global_batches.len(),
+            Shard::new(0, world)
+                .unwrap()
+                .global_batches(order.len(), batch)
+        );
         for rank in 0..world {
-            let mine = Shard::new(rank, world).unwrap().rank_order(&order, batch).unwrap();
+            let mine = Shard::new(rank, world)
+                .unwrap()
+                .rank_order(&order, batch)
+                .unwrap();
             for (k, g) in global_batches.iter().enumerate() {
                 let rows = &g.samples[rank * batch..(rank + 1) * batch];
-                assert_eq!(&mine[k * batch..(k + 1) * batch], rows, "rank {rank} batch {k}");
+                assert_eq!(
+                    &mine[k * batch..(k + 1) * batch],
+                    rows,
+                    "rank {rank} batch {k}"
+                );
             }
         }
     }
