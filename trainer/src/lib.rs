@@ -11,6 +11,7 @@ pub mod optim;
 pub mod precision;
 pub mod rundir;
 pub mod teacher;
+pub mod teacher_cache;
 pub mod train;
 
 pub use executor::{Executor, Forward, Params};
