@@ -6,9 +6,10 @@
 #   scripts/gpu-check.sh [BIN_DIR]
 #
 # BIN_DIR (default: gpu-bins, git-ignored; the device tool carries it) holds, built on x86_64 with
-# LIBTORCH = the CUDA torch 2.11 wheel (so libtorch_cuda and NCCL are linked) and stripped:
-#   lkd         cargo build --release -p lkd
-#   dist_check  cargo build --release -p lkd-dist --example dist_check (optional)
+# LIBTORCH = the CUDA torch 2.11 wheel (so libtorch_cuda and NCCL are linked) and then `strip`ped
+# (dist_check: 72 MB with debug info, 1.2 MB stripped; a call carries at most 64 MiB):
+#   lkd         cargo build --bin lkd   (or --release)
+#   dist_check  cargo build -p lkd-trainer -p lkd-dist --lib --example dist_check (optional)
 # Steps (each recorded as pass / fail / skipped with its reason; a failing step does not stop the
 # others, and the script exits non-zero if any step failed):
 #   doctor        `lkd doctor`: libtorch sees CUDA, which ORT providers exist
