@@ -27,9 +27,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN_DIR=$(cd "${1:-$ROOT/gpu-bins}" && pwd)
+BIN_DIR=${1:-$ROOT/gpu-bins}
+[ -d "$BIN_DIR" ] || { echo "[gpu-check] FATAL: no binary folder $BIN_DIR (see the header of $0)" >&2; exit 2; }
+BIN_DIR=$(cd "$BIN_DIR" && pwd)
 OUT=${OUT:-$ROOT/gpu-check-out}
-WORK=$(mktemp -d /tmp/lkd-gpu-check.XXXXXX)
 LKD="$BIN_DIR/lkd"
 DIST_CHECK="$BIN_DIR/dist_check"
 PY=${PYTHON:-python3}
@@ -43,8 +44,9 @@ START=$(date +%s)
 say() { echo "[gpu-check $(($(date +%s) - START))s] $*" | tee -a "$LOG" >&2; }
 die() { say "FATAL: $*"; exit 2; }
 
-[ -x "$LKD" ] || die "no lkd binary at $LKD (build it here: cargo build --release -p lkd; copy target/release/lkd to BIN_DIR)"
+[ -x "$LKD" ] || die "no lkd binary at $LKD (build it on x86_64, strip it, copy it into BIN_DIR; see the header)"
 command -v "$PY" >/dev/null || die "$PY not found (the GPU machine's python with torch)"
+WORK=$(mktemp -d /tmp/lkd-gpu-check.XXXXXX)
 
 # The GPU machine's torch and onnxruntime provide libtorch and ORT at run time.
 TORCH_LIB=$("$PY" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))') \
