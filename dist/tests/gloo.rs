@@ -154,7 +154,7 @@ fn collectives_worker(launch: &LaunchEnv) -> Result<()> {
     // Gradients of several shapes and two dtypes, in buckets of 64 bytes (so several buckets
     // and one tensor larger than a bucket); `skip` gets no gradient on rank 1.
     let opts = (Kind::Float, Device::Cpu);
-    let params = vec![
+    let params = [
         Tensor::ones([3, 2], opts).set_requires_grad(true),
         Tensor::ones([40], opts).set_requires_grad(true),
         Tensor::ones([2, 2], (Kind::Double, Device::Cpu)).set_requires_grad(true),
@@ -164,10 +164,10 @@ fn collectives_worker(launch: &LaunchEnv) -> Result<()> {
     let mut loss = Tensor::zeros([], (Kind::Double, Device::Cpu));
     for (i, p) in params.iter().enumerate() {
         let w = (rank + 1.0) * (i as f64 + 1.0);
-        loss = loss + (p * w).sum(Kind::Double);
+        loss += (p * w).sum(Kind::Double);
     }
     if !pg.is_main() {
-        loss = loss + skip.sum(Kind::Double);
+        loss += skip.sum(Kind::Double);
     }
     loss.backward();
     let mut all = params.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
