@@ -18,6 +18,13 @@ if [ ! -f "$DATASET_DIR/train-images-idx3-ubyte.gz" ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq dataset-fashion-mnist >&2
 fi
 
+# Data-parallel training (lkd-dist): Gloo's headers for the c10d shim; the Gloo that runs is libtorch's.
+if [ ! -f /usr/include/gloo/config.h ]; then
+  echo "[bootstrap] installing Debian package libgloo-dev (headers for lkd-dist)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libgloo-dev >&2
+fi
+
 stamp="$VENV/.lkd-ready-torch$TORCH_VERSION-ort$ORT_VERSION"
 if [ ! -f "$stamp" ]; then
   echo "[bootstrap] creating venv $VENV (torch==$TORCH_VERSION, onnxruntime==$ORT_VERSION, onnx, numpy)" >&2
@@ -42,6 +49,16 @@ site=$("$VENV/bin/python" -c 'import sysconfig;print(sysconfig.get_paths()["pure
 torch_dir="$site/torch"
 ort_lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)
 [ -n "$ort_lib" ] || { echo "[bootstrap] libonnxruntime not found under $site/onnxruntime/capi" >&2; exit 1; }
+
+# CUDA headers the wheel lacks (CCCL's nv/target, crt/), so lkd-dist compiles its NCCL path; headers only.
+cuda_hdr="$LKD_CACHE/cuda-headers"
+if [ -f "$torch_dir/lib/libtorch_cuda.so" ] && [ ! -f "$cuda_hdr/.lkd-cccl13.0.85-crt13.0.88" ]; then
+  echo "[bootstrap] fetching CUDA 13.0 headers (nvidia-cuda-cccl, nvidia-cuda-crt) into $cuda_hdr" >&2
+  rm -rf "$cuda_hdr" && mkdir -p "$cuda_hdr/wheels"
+  "$VENV/bin/pip" download -q --no-deps -d "$cuda_hdr/wheels" nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 >&2
+  for w in "$cuda_hdr"/wheels/*.whl; do "$VENV/bin/python" -m zipfile -e "$w" "$cuda_hdr"; done
+  rm -rf "$cuda_hdr/wheels" && touch "$cuda_hdr/.lkd-cccl13.0.85-crt13.0.88"
+fi
 
 # The environment for cargo and the binaries, as make-includable assignments.
 cat > "$LKD_CACHE/env.mk" <<MK

@@ -8,6 +8,7 @@ pub mod erf;
 pub mod executor;
 pub mod losses;
 pub mod optim;
+pub mod precision;
 pub mod rundir;
 pub mod teacher;
 pub mod teacher_cache;

@@ -11,6 +11,7 @@ pub mod mixup;
 pub mod ops;
 pub mod randaug;
 mod rng;
+pub mod shard;
 pub mod synthetic;
 pub mod transform;
 
