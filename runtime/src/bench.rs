@@ -1,9 +1,11 @@
 //! Latency/throughput measurement of ONNX sessions, and A/B comparison of two models measured
-//! in the same loop (so machine noise hits both alike).
+//! in the same loop (so machine noise hits both alike), in alternating order, with spinning off,
+//! the ratio reported with its spread over rounds (see [`lkd_ort::ab`]).
 
 use std::path::Path;
 use std::time::Instant;
 
+use lkd_ort::{interleave, RatioSpread};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -54,8 +56,8 @@ pub struct AbResult {
     pub b: String,
     pub a_p50_ms: f64,
     pub b_p50_ms: f64,
-    /// `b_p50 / a_p50`: above 1 means B is slower.
-    pub ratio_p50: f64,
+    /// Per-round `b / a` latency ratio: above 1 means B is slower.
+    pub ratio: RatioSpread,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -146,8 +148,10 @@ pub fn bench_model(model: &mut Model, batch: usize, threads: usize, iters: usize
     Ok(summarize(model, batch, threads, ms))
 }
 
-/// Interleaves runs of `a` and `b` (alternating which goes first) and reports both plus the
-/// ratio of medians.
+/// Runs `a` and `b` in rounds, alternating which goes first, and reports both plus the per-round
+/// ratio with its spread. Both sessions must have spinning off: two spinning pools in one
+/// process steal the cores from each other in a fixed order and the ratio then measures the
+/// order, not the models.
 pub fn bench_ab(
     a: &mut Model,
     b: &mut Model,
@@ -157,24 +161,21 @@ pub fn bench_ab(
     warmup: usize,
 ) -> Result<(BenchResult, BenchResult, AbResult)> {
     validate(batch, iters)?;
-    let (xa, sa) = synthetic_input(a, batch)?;
-    let (xb, sb) = synthetic_input(b, batch)?;
-    for _ in 0..warmup {
-        a.run(&xa, sa)?;
-        b.run(&xb, sb)?;
-    }
-    let (mut ma, mut mb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
-    for i in 0..iters {
-        if i % 2 == 0 {
-            ma.push(timed(a, &xa, sa)?);
-            mb.push(timed(b, &xb, sb)?);
-        } else {
-            mb.push(timed(b, &xb, sb)?);
-            ma.push(timed(a, &xa, sa)?);
+    for m in [&*a, &*b] {
+        if m.info().spin {
+            return Err(RuntimeError::Bench(format!(
+                "`{}` was loaded with spinning on; an A/B in one process needs both sessions built with \
+                 `SessionConfig {{ spin: false, .. }}`",
+                m.info().name
+            )));
         }
     }
-    let ra = summarize(a, batch, threads, ma);
-    let rb = summarize(b, batch, threads, mb);
+    let (xa, sa) = synthetic_input(a, batch)?;
+    let (xb, sb) = synthetic_input(b, batch)?;
+    let times = interleave(iters, warmup, || a.run(&xa, sa).map(drop), || b.run(&xb, sb).map(drop))?;
+    let ratio = RatioSpread::of(&times)?;
+    let ra = summarize(a, batch, threads, times.a_ms);
+    let rb = summarize(b, batch, threads, times.b_ms);
     let ab = AbResult {
         batch,
         threads,
@@ -182,7 +183,7 @@ pub fn bench_ab(
         b: rb.model.clone(),
         a_p50_ms: ra.p50_ms,
         b_p50_ms: rb.p50_ms,
-        ratio_p50: rb.p50_ms / ra.p50_ms,
+        ratio,
     };
     Ok((ra, rb, ab))
 }
@@ -197,7 +198,10 @@ pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<Bench
     }
     let mut report = BenchReport::default();
     for &t in &cfg.threads {
-        let scfg = SessionConfig { intra_threads: Some(t), inter_threads: Some(1), ..cfg.session.clone() };
+        let mut scfg = SessionConfig { intra_threads: Some(t), inter_threads: Some(1), ..cfg.session.clone() };
+        if vs.is_some() {
+            scfg.spin = false;
+        }
         let mut a = Model::load(model, &scfg)?;
         let mut b = vs.map(|p| Model::load(p, &scfg)).transpose()?;
         for &n in &cfg.batch_sizes {

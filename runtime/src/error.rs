@@ -4,14 +4,9 @@ use std::path::PathBuf;
 /// to do, so the CLI can print them as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(
-        "ONNX Runtime library not found: {reason}. Run `make` (it bootstraps the Python env and writes \
-         ORT_DYLIB_PATH to ~/.cache/lkd/env.mk), or set ORT_DYLIB_PATH to libonnxruntime.so"
-    )]
-    OrtLibrary { reason: String },
-
-    #[error("failed to start ONNX Runtime: {0}")]
-    OrtInit(String),
+    /// Environment, device, provider registration: the ONNX Runtime core's errors as they are.
+    #[error(transparent)]
+    Ort(#[from] lkd_ort::OrtError),
 
     #[error("cannot read `{path}`: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -21,12 +16,6 @@ pub enum RuntimeError {
          by `lkd export` or torch.onnx.export; re-export it or check that the copy is not truncated"
     )]
     BadModel { path: PathBuf, reason: String },
-
-    #[error("execution provider `{device}` could not be registered: {reason}. {hint}")]
-    Provider { device: String, reason: String, hint: &'static str },
-
-    #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
-    BadDevice(String),
 
     #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
     Input { expected: String, found: String, hint: String },

@@ -1,4 +1,4 @@
-use lkd_runtime::{bench, BenchConfig, BenchReport, SessionConfig};
+use lkd_runtime::{bench, bench_ab, BenchConfig, BenchReport, Model, SessionConfig};
 
 use crate::common::*;
 
@@ -28,8 +28,10 @@ fn ab_mode_interleaves_and_reports_ratio() {
     assert_eq!(report.results.len(), 2);
     let ab = &report.ab[0];
     assert_eq!((ab.a.as_str(), ab.b.as_str()), ("gray28", "slow"));
-    assert!((ab.ratio_p50 - ab.b_p50_ms / ab.a_p50_ms).abs() < 1e-12);
-    assert!(ab.ratio_p50 > 1.0, "the 1.2-GFLOP model should be slower: {ab:?}");
+    let r = &ab.ratio;
+    assert_eq!(r.rounds, 10);
+    assert!(r.min <= r.p25 && r.p25 <= r.median && r.median <= r.p75 && r.p75 <= r.max, "{r:?}");
+    assert!(r.median > 1.0, "the 1.2-GFLOP model should be slower: {ab:?}");
 }
 
 #[test]
@@ -39,4 +41,29 @@ fn bench_refuses_impossible_settings() {
     assert!(e.to_string().contains("fixed batch"), "{e}");
     let cfg = BenchConfig { iters: 0, ..cfg };
     assert!(bench(&model("rgb32"), None, &cfg).is_err());
+}
+
+/// The same model as A and as B must measure as equal: with spinning on and a fixed order, two
+/// sessions in one process measured 1.25x apart (and 1.37x the other way round when swapped).
+#[test]
+fn same_model_as_a_and_b_measures_equal() {
+    let cfg = SessionConfig { intra_threads: Some(2), inter_threads: Some(1), ..SessionConfig::default() };
+    let mut a = Model::load(model("rgb32"), &cfg).unwrap();
+    let mut b = Model::load(model("rgb32"), &cfg).unwrap();
+    let (_, _, ab) = bench_ab(&mut a, &mut b, 8, 2, 60, 5).unwrap();
+    let r = ab.ratio;
+    assert!((0.9..=1.1).contains(&r.median), "same model, A/B ratio {r}");
+}
+
+#[test]
+fn ab_refuses_spinning_sessions() {
+    let spinning = SessionConfig { intra_threads: Some(1), spin: true, ..SessionConfig::default() };
+    let mut a = Model::load(model("gray28"), &SessionConfig::default()).unwrap();
+    let mut b = Model::load(model("gray28"), &spinning).unwrap();
+    let e = bench_ab(&mut a, &mut b, 1, 1, 3, 0).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid benchmark setting: `gray28` was loaded with spinning on; an A/B in one process needs both \
+         sessions built with `SessionConfig { spin: false, .. }`"
+    );
 }

@@ -237,7 +237,7 @@ fn devices_parse_and_cuda_never_falls_back() {
     // error, not a CPU session.
     let cfg = SessionConfig { device: Device::Cuda(0), ..cpu() };
     match Model::load(model("rgb32"), &cfg) {
-        Err(e) => assert!(matches!(e, RuntimeError::Provider { .. }), "{e}"),
+        Err(e) => assert!(matches!(e, RuntimeError::Ort(lkd_runtime::OrtError::Provider { .. })), "{e}"),
         Ok(m) => assert_eq!(m.info().provider, "CUDAExecutionProvider"),
     }
 }
