@@ -9,8 +9,16 @@ pub use lkd_ort::{Device, Session, SessionConfig};
 use crate::ExportError;
 
 /// A session over ONNX `bytes` on `device` with `threads` intra-op threads (spinning off).
-pub fn session(bytes: &[u8], device: Device, threads: Option<usize>) -> Result<Session, ExportError> {
-    let cfg = SessionConfig { device, intra_threads: threads, ..SessionConfig::default() };
+pub fn session(
+    bytes: &[u8],
+    device: Device,
+    threads: Option<usize>,
+) -> Result<Session, ExportError> {
+    let cfg = SessionConfig {
+        device,
+        intra_threads: threads,
+        ..SessionConfig::default()
+    };
     Ok(lkd_ort::session_from_memory(bytes, &cfg)?.0)
 }
 
@@ -21,7 +29,13 @@ pub fn run(s: &mut Session, input: &[f32], shape: &[usize]) -> Result<Vec<f32>, 
 
 /// Median latency in ms: one warm-up run, then runs until `budget_ms` is spent (3..=50 runs).
 /// With `give_up_above`, a warm-up slower than that returns at once (the form has lost).
-pub fn median_ms(s: &mut Session, input: &[f32], shape: &[usize], budget_ms: f64, give_up_above: Option<f64>) -> Result<f64, ExportError> {
+pub fn median_ms(
+    s: &mut Session,
+    input: &[f32],
+    shape: &[usize],
+    budget_ms: f64,
+    give_up_above: Option<f64>,
+) -> Result<f64, ExportError> {
     let t = Instant::now();
     run(s, input, shape)?;
     let warm = t.elapsed().as_secs_f64() * 1e3;

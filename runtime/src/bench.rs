@@ -25,7 +25,13 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
-        Self { batch_sizes: vec![1], threads: vec![1], iters: 50, warmup: 5, session: SessionConfig::default() }
+        Self {
+            batch_sizes: vec![1],
+            threads: vec![1],
+            iters: 50,
+            warmup: 5,
+            session: SessionConfig::default(),
+        }
     }
 }
 
@@ -103,7 +109,9 @@ pub fn synthetic_input(model: &Model, batch: usize) -> Result<(Vec<f32>, [usize;
         [s[1] as usize, s[2] as usize, s[3] as usize]
     } else {
         let p = resolve_preprocess(info, &PreprocessOverrides::default()).map_err(|e| {
-            RuntimeError::Bench(format!("input shape {s:?} is dynamic and the preprocessing is unknown: {e}"))
+            RuntimeError::Bench(format!(
+                "input shape {s:?} is dynamic and the preprocessing is unknown: {e}"
+            ))
         })?;
         [p.channels, p.input_size[0], p.input_size[1]]
     };
@@ -123,7 +131,9 @@ pub fn synthetic_input(model: &Model, batch: usize) -> Result<(Vec<f32>, [usize;
 
 fn validate(batch: usize, iters: usize) -> Result<()> {
     if batch == 0 || iters == 0 {
-        return Err(RuntimeError::Bench(format!("batch and iters must be positive, found {batch} and {iters}")));
+        return Err(RuntimeError::Bench(format!(
+            "batch and iters must be positive, found {batch} and {iters}"
+        )));
     }
     Ok(())
 }
@@ -135,7 +145,13 @@ fn timed(model: &mut Model, x: &[f32], shape: [usize; 4]) -> Result<f64> {
 }
 
 /// Times `iters` runs of one session after `warmup` untimed ones.
-pub fn bench_model(model: &mut Model, batch: usize, threads: usize, iters: usize, warmup: usize) -> Result<BenchResult> {
+pub fn bench_model(
+    model: &mut Model,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+) -> Result<BenchResult> {
     validate(batch, iters)?;
     let (x, shape) = synthetic_input(model, batch)?;
     for _ in 0..warmup {
@@ -172,7 +188,12 @@ pub fn bench_ab(
     }
     let (xa, sa) = synthetic_input(a, batch)?;
     let (xb, sb) = synthetic_input(b, batch)?;
-    let times = interleave(iters, warmup, || a.run(&xa, sa).map(drop), || b.run(&xb, sb).map(drop))?;
+    let times = interleave(
+        iters,
+        warmup,
+        || a.run(&xa, sa).map(drop),
+        || b.run(&xb, sb).map(drop),
+    )?;
     let ratio = RatioSpread::of(&times)?;
     let ra = summarize(a, batch, threads, times.a_ms);
     let rb = summarize(b, batch, threads, times.b_ms);
@@ -191,14 +212,20 @@ pub fn bench_ab(
 /// Every (threads × batch) combination for `model`, and for `vs` interleaved with it.
 pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<BenchReport> {
     if cfg.batch_sizes.is_empty() || cfg.threads.is_empty() {
-        return Err(RuntimeError::Bench("give at least one batch size and one thread count".into()));
+        return Err(RuntimeError::Bench(
+            "give at least one batch size and one thread count".into(),
+        ));
     }
     if cfg.threads.contains(&0) {
         return Err(RuntimeError::Bench("thread counts must be positive".into()));
     }
     let mut report = BenchReport::default();
     for &t in &cfg.threads {
-        let mut scfg = SessionConfig { intra_threads: Some(t), inter_threads: Some(1), ..cfg.session.clone() };
+        let mut scfg = SessionConfig {
+            intra_threads: Some(t),
+            inter_threads: Some(1),
+            ..cfg.session.clone()
+        };
         if vs.is_some() {
             scfg.spin = false;
         }
@@ -206,7 +233,9 @@ pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<Bench
         let mut b = vs.map(|p| Model::load(p, &scfg)).transpose()?;
         for &n in &cfg.batch_sizes {
             match b.as_mut() {
-                None => report.results.push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
+                None => report
+                    .results
+                    .push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
                 Some(b) => {
                     let (ra, rb, ab) = bench_ab(&mut a, b, n, t, cfg.iters, cfg.warmup)?;
                     report.results.extend([ra, rb]);
@@ -225,7 +254,14 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!((percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0)), (50.0, 90.0, 99.0));
+        assert_eq!(
+            (
+                percentile(&v, 50.0),
+                percentile(&v, 90.0),
+                percentile(&v, 99.0)
+            ),
+            (50.0, 90.0, 99.0)
+        );
         assert_eq!(percentile(&[3.0], 99.0), 3.0);
     }
 }

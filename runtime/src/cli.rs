@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::{
-    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Interpolation, Model, OptLevel,
-    PreprocessOverrides, SessionConfig,
+    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Interpolation, Model,
+    OptLevel, PreprocessOverrides, SessionConfig,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -143,7 +143,8 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         let images = chunk
             .iter()
             .map(|p| {
-                let bytes = std::fs::read(p).with_context(|| format!("cannot read image `{}`", p.display()))?;
+                let bytes = std::fs::read(p)
+                    .with_context(|| format!("cannot read image `{}`", p.display()))?;
                 Ok((p.display().to_string(), bytes))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -245,10 +246,21 @@ pub fn print_bench(report: &BenchReport) {
         "model", "device", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s"
     );
     for r in &report.results {
-        let gf = r.achieved_gflop_s.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into());
+        let gf = r
+            .achieved_gflop_s
+            .map(|g| format!("{g:.2}"))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<20} {:<6} {:>5} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>9}",
-            r.model, r.device, r.batch, r.threads, r.p50_ms, r.p90_ms, r.p99_ms, r.throughput_img_s, gf
+            r.model,
+            r.device,
+            r.batch,
+            r.threads,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.throughput_img_s,
+            gf
         );
     }
     for ab in &report.ab {
@@ -316,15 +328,39 @@ pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
     }
     let dims = |s: &serde_json::Value| {
         s.as_array()
-            .map(|a| a.iter().map(|d| if d.as_i64().unwrap_or(-1) < 0 { "?".into() } else { d.to_string() }).collect::<Vec<_>>().join("×"))
+            .map(|a| {
+                a.iter()
+                    .map(|d| {
+                        if d.as_i64().unwrap_or(-1) < 0 {
+                            "?".into()
+                        } else {
+                            d.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("×")
+            })
             .unwrap_or_default()
     };
     println!("model       {}", v["model"].as_str().unwrap_or_default());
-    println!("input       {} [{}]", v["input"]["name"].as_str().unwrap_or_default(), dims(&v["input"]["shape"]));
+    println!(
+        "input       {} [{}]",
+        v["input"]["name"].as_str().unwrap_or_default(),
+        dims(&v["input"]["shape"])
+    );
     println!("output      {}", v["output"].as_str().unwrap_or_default());
     match &v["preprocess"] {
         serde_json::Value::Object(p) => {
-            let list = |k: &str| p[k].as_array().map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            let list = |k: &str| {
+                p[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
             println!(
                 "preprocess  size {} channels {} crop_pct {} {} mean [{}] std [{}]",
                 dims(&p["input_size"]),
@@ -341,7 +377,12 @@ pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
     match labels.len() {
         0 => println!("labels      none (predictions say `class N`)"),
         n => {
-            let head = labels.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+            let head = labels
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
             println!("labels      {n}: {head}{}", if n > 5 { ", …" } else { "" });
         }
     }

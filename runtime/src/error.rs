@@ -9,7 +9,10 @@ pub enum RuntimeError {
     Ort(#[from] lkd_ort::OrtError),
 
     #[error("cannot read `{path}`: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(
         "`{path}` is not a loadable ONNX model ({reason}). Expected a complete .onnx file as written \
@@ -18,7 +21,11 @@ pub enum RuntimeError {
     BadModel { path: PathBuf, reason: String },
 
     #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
-    Input { expected: String, found: String, hint: String },
+    Input {
+        expected: String,
+        found: String,
+        hint: String,
+    },
 
     #[error("model output is unusable: expected {expected}, found {found}")]
     Output { expected: String, found: String },
@@ -34,7 +41,10 @@ pub enum RuntimeError {
     BadPreprocess(String),
 
     #[error("cannot decode image{}: {reason}. Expected a JPEG, PNG, WebP, BMP or GIF file", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
-    Image { name: Option<String>, reason: String },
+    Image {
+        name: Option<String>,
+        reason: String,
+    },
 
     #[error("inference failed: {0}")]
     Run(String),

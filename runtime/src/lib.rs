@@ -17,13 +17,15 @@ pub mod preprocess;
 pub mod server;
 pub mod session;
 
-/// The `image` version this crate decodes with, for callers that encode test inputs.
-pub use image;
 pub use bench::{bench, bench_ab, bench_model, AbResult, BenchConfig, BenchReport, BenchResult};
 pub use error::{Result, RuntimeError};
+/// The `image` version this crate decodes with, for callers that encode test inputs.
+pub use image;
 pub use lkd_models::preprocess::{Interpolation, Preprocess};
-pub use predict::{softmax, top_k, Classifier, Prediction};
-pub use preprocess::{decode, preprocess_batch, preprocess_into, resolve_preprocess, Batch, PreprocessOverrides};
-pub use server::{bind, serve, serve_blocking, shutdown_signal, BoundServer, ServeConfig};
 pub use lkd_ort::{OrtError, RatioSpread};
+pub use predict::{softmax, top_k, Classifier, Prediction};
+pub use preprocess::{
+    decode, preprocess_batch, preprocess_into, resolve_preprocess, Batch, PreprocessOverrides,
+};
+pub use server::{bind, serve, serve_blocking, shutdown_signal, BoundServer, ServeConfig};
 pub use session::{Device, Logits, Model, ModelInfo, OptLevel, SessionConfig};

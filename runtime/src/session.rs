@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use lkd_models::preprocess::keys;
 use lkd_ort::ort::value::{TensorElementType, ValueType};
-use lkd_ort::{OrtError, Session};
 pub use lkd_ort::{environment, ort_build_info, Device, OptLevel, SessionConfig};
+use lkd_ort::{OrtError, Session};
 
 use crate::error::{Result, RuntimeError};
 
@@ -37,12 +37,19 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// The batch size the graph is fixed to, if it is not dynamic.
     pub fn fixed_batch(&self) -> Option<usize> {
-        self.input_shape.first().copied().filter(|&b| b > 0).map(|b| b as usize)
+        self.input_shape
+            .first()
+            .copied()
+            .filter(|&b| b > 0)
+            .map(|b| b as usize)
     }
 
     /// Label of class `i`, or `class i` when the model carries no names.
     pub fn label(&self, i: usize) -> String {
-        self.labels.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
+        self.labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
     }
 }
 
@@ -76,9 +83,15 @@ impl Model {
     /// Loads `path` and checks that it is a single-input float image classifier.
     pub fn load(path: impl AsRef<Path>, cfg: &SessionConfig) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })?;
+        std::fs::metadata(path).map_err(|source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (session, provider) = lkd_ort::session_from_file(path, cfg).map_err(|e| match e {
-            OrtError::Load { source } => RuntimeError::BadModel { path: path.to_path_buf(), reason: source.to_string() },
+            OrtError::Load { source } => RuntimeError::BadModel {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            },
             other => other.into(),
         })?;
         let mut model = Self::wrap(session, path, provider, cfg.device, cfg.spin)?;
@@ -86,8 +99,17 @@ impl Model {
         Ok(model)
     }
 
-    fn wrap(session: Session, path: &Path, provider: &'static str, device: Device, spin: bool) -> Result<Self> {
-        let bad = |reason: String| RuntimeError::BadModel { path: path.to_path_buf(), reason };
+    fn wrap(
+        session: Session,
+        path: &Path,
+        provider: &'static str,
+        device: Device,
+        spin: bool,
+    ) -> Result<Self> {
+        let bad = |reason: String| RuntimeError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
         let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
         let mut metadata = BTreeMap::new();
         for k in meta.custom_keys().map_err(|e| bad(e.to_string()))? {
@@ -106,23 +128,27 @@ impl Model {
             });
         }
         let input = &inputs[0];
-        let input_shape = match input.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.to_vec(),
-            ValueType::Tensor { ty, .. } => {
-                return Err(RuntimeError::Input {
+        let input_shape =
+            match input.dtype() {
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    shape,
+                    ..
+                } => shape.to_vec(),
+                ValueType::Tensor { ty, .. } => return Err(RuntimeError::Input {
                     expected: "input of type float32".into(),
                     found: format!("input `{}` of type {ty}", input.name()),
-                    hint: "Export the model with a float32 input (cast inside the graph if needed)".into(),
-                })
-            }
-            other => {
-                return Err(RuntimeError::Input {
-                    expected: "a tensor input".into(),
-                    found: format!("{other:?}"),
-                    hint: "Export the model with a float32 NCHW input".into(),
-                })
-            }
-        };
+                    hint: "Export the model with a float32 input (cast inside the graph if needed)"
+                        .into(),
+                }),
+                other => {
+                    return Err(RuntimeError::Input {
+                        expected: "a tensor input".into(),
+                        found: format!("{other:?}"),
+                        hint: "Export the model with a float32 NCHW input".into(),
+                    })
+                }
+            };
         if input_shape.len() != 4 {
             return Err(RuntimeError::Input {
                 expected: "a rank-4 NCHW input".into(),
@@ -131,18 +157,29 @@ impl Model {
             });
         }
         let outputs = session.outputs();
-        let output_name = outputs.first().map(|o| o.name().to_string()).ok_or_else(|| RuntimeError::Output {
-            expected: "at least one output".into(),
-            found: "none".into(),
-        })?;
+        let output_name = outputs
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| RuntimeError::Output {
+                expected: "at least one output".into(),
+                found: "none".into(),
+            })?;
         let labels = match metadata.get(keys::LABELS) {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
-                bad(format!("metadata `{}` must be a JSON array of strings: {e}", keys::LABELS))
+                bad(format!(
+                    "metadata `{}` must be a JSON array of strings: {e}",
+                    keys::LABELS
+                ))
             })?,
             None => Vec::new(),
         };
-        let gflops = metadata.get(keys::GFLOPS).and_then(|s| s.trim().parse::<f64>().ok());
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let gflops = metadata
+            .get(keys::GFLOPS)
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
         let info = ModelInfo {
             name,
             path: path.to_path_buf(),
@@ -173,7 +210,12 @@ impl Model {
             // Without a static C/H/W the caller warms up with real inputs.
             return Ok(());
         }
-        let shape = [self.info.fixed_batch().unwrap_or(1), s[1] as usize, s[2] as usize, s[3] as usize];
+        let shape = [
+            self.info.fixed_batch().unwrap_or(1),
+            s[1] as usize,
+            s[2] as usize,
+            s[3] as usize,
+        ];
         let zeros = vec![0f32; shape.iter().product()];
         for _ in 0..n {
             self.run(&zeros, shape)?;
@@ -184,14 +226,26 @@ impl Model {
     /// Checks an NCHW shape against the session's input before anything runs.
     pub fn check_input(&self, shape: [usize; 4]) -> Result<()> {
         let expected = &self.info.input_shape;
-        let ok = expected.iter().zip(shape.iter()).all(|(&e, &g)| e <= 0 || e as usize == g);
+        let ok = expected
+            .iter()
+            .zip(shape.iter())
+            .all(|(&e, &g)| e <= 0 || e as usize == g);
         if ok {
             return Ok(());
         }
-        let fmt_dim = |d: &i64| if *d <= 0 { "?".to_string() } else { d.to_string() };
+        let fmt_dim = |d: &i64| {
+            if *d <= 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        };
         let exp = expected.iter().map(fmt_dim).collect::<Vec<_>>().join(", ");
         let hint = if expected[0] > 0 && expected[0] as usize != shape[0] {
-            format!("The graph has a fixed batch of {}; re-export it with a dynamic batch axis", expected[0])
+            format!(
+                "The graph has a fixed batch of {}; re-export it with a dynamic batch axis",
+                expected[0]
+            )
         } else {
             "Check the preprocessing (--input-size, --channels) against the model".to_string()
         };
@@ -213,11 +267,12 @@ impl Model {
                 hint: "This is a bug in the caller's batch assembly".into(),
             });
         }
-        let (dims, data) = lkd_ort::run_f32(&mut self.session, input, &shape).map_err(|e| match e {
-            OrtError::Output { expected, found } => RuntimeError::Output { expected, found },
-            OrtError::Run { source } => RuntimeError::Run(source.to_string()),
-            other => other.into(),
-        })?;
+        let (dims, data) =
+            lkd_ort::run_f32(&mut self.session, input, &shape).map_err(|e| match e {
+                OrtError::Output { expected, found } => RuntimeError::Output { expected, found },
+                OrtError::Run { source } => RuntimeError::Run(source.to_string()),
+                other => other.into(),
+            })?;
         let classes = match dims.as_slice() {
             [b, c] if *b as usize == shape[0] => *c as usize,
             [b, c, 1, 1] if *b as usize == shape[0] => *c as usize,
@@ -228,6 +283,10 @@ impl Model {
                 })
             }
         };
-        Ok(Logits { data, batch: shape[0], classes })
+        Ok(Logits {
+            data,
+            batch: shape[0],
+            classes,
+        })
     }
 }

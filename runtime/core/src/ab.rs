@@ -26,10 +26,19 @@ pub fn interleave<E>(
     mut a: impl FnMut() -> std::result::Result<(), E>,
     mut b: impl FnMut() -> std::result::Result<(), E>,
 ) -> std::result::Result<AbTimes, E> {
-    let mut times = AbTimes { a_ms: Vec::with_capacity(rounds), b_ms: Vec::with_capacity(rounds) };
+    let mut times = AbTimes {
+        a_ms: Vec::with_capacity(rounds),
+        b_ms: Vec::with_capacity(rounds),
+    };
     for i in 0..warmup + rounds {
-        let (first, second): (&mut dyn FnMut() -> std::result::Result<(), E>, &mut dyn FnMut() -> _) =
-            if i % 2 == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+        let (first, second): (
+            &mut dyn FnMut() -> std::result::Result<(), E>,
+            &mut dyn FnMut() -> _,
+        ) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
         let t = Instant::now();
         first()?;
         let t1 = t.elapsed().as_secs_f64() * 1e3;
@@ -66,7 +75,12 @@ impl RatioSpread {
                 times.b_ms.len()
             )));
         }
-        let mut r: Vec<f64> = times.a_ms.iter().zip(&times.b_ms).map(|(a, b)| b / a.max(1e-9)).collect();
+        let mut r: Vec<f64> = times
+            .a_ms
+            .iter()
+            .zip(&times.b_ms)
+            .map(|(a, b)| b / a.max(1e-9))
+            .collect();
         r.sort_by(f64::total_cmp);
         Ok(Self {
             median: quantile(&r, 0.5),
@@ -122,10 +136,16 @@ mod tests {
 
     #[test]
     fn spread_is_taken_over_per_round_ratios() {
-        let t = AbTimes { a_ms: vec![1.0, 2.0, 4.0, 1.0, 2.0], b_ms: vec![2.0, 2.0, 2.0, 1.5, 5.0] };
+        let t = AbTimes {
+            a_ms: vec![1.0, 2.0, 4.0, 1.0, 2.0],
+            b_ms: vec![2.0, 2.0, 2.0, 1.5, 5.0],
+        };
         let s = RatioSpread::of(&t).unwrap();
         // ratios: 2, 1, 0.5, 1.5, 2.5 → sorted 0.5 1 1.5 2 2.5
-        assert_eq!((s.median, s.p25, s.p75, s.min, s.max, s.rounds), (1.5, 1.0, 2.0, 0.5, 2.5, 5));
+        assert_eq!(
+            (s.median, s.p25, s.p75, s.min, s.max, s.rounds),
+            (1.5, 1.0, 2.0, 0.5, 2.5, 5)
+        );
         assert!(RatioSpread::of(&AbTimes::default()).is_err());
     }
 

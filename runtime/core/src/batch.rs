@@ -13,6 +13,9 @@ impl Batch {
     /// `n` zero images of the preprocessing's channels and size.
     pub fn zeros(n: usize, p: &Preprocess) -> Self {
         let shape = [n, p.channels, p.input_size[0], p.input_size[1]];
-        Self { data: vec![0.0; shape.iter().product()], shape }
+        Self {
+            data: vec![0.0; shape.iter().product()],
+            shape,
+        }
     }
 }

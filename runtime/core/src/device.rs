@@ -86,9 +86,15 @@ mod tests {
         assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
         for bad in ["cuda:-1", "cuda:x", "tpu", ""] {
             let e = bad.parse::<Device>().unwrap_err();
-            assert_eq!(e.to_string(), format!("unknown device `{bad}`: expected `cpu`, `cuda` or `cuda:N`"));
+            assert_eq!(
+                e.to_string(),
+                format!("unknown device `{bad}`: expected `cpu`, `cuda` or `cuda:N`")
+            );
         }
-        assert_eq!(Device::Cuda(2).to_string().parse::<Device>().unwrap(), Device::Cuda(2));
+        assert_eq!(
+            Device::Cuda(2).to_string().parse::<Device>().unwrap(),
+            Device::Cuda(2)
+        );
     }
 
     #[test]

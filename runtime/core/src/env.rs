@@ -20,15 +20,21 @@ pub fn ort_library_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(p);
         if !path.is_file() {
-            return Err(OrtError::Library { reason: format!("ORT_DYLIB_PATH=`{}` does not exist", path.display()) });
+            return Err(OrtError::Library {
+                reason: format!("ORT_DYLIB_PATH=`{}` does not exist", path.display()),
+            });
         }
         return Ok(path);
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| OrtError::Library { reason: format!("ORT_DYLIB_PATH is not set and the executable's path is unknown ({e})") })?;
+    let exe = std::env::current_exe().map_err(|e| OrtError::Library {
+        reason: format!("ORT_DYLIB_PATH is not set and the executable's path is unknown ({e})"),
+    })?;
     let dir = exe.parent().unwrap_or(Path::new("/"));
     beside(dir).ok_or_else(|| OrtError::Library {
-        reason: format!("ORT_DYLIB_PATH is not set and `{}` holds no libonnxruntime.so*", dir.display()),
+        reason: format!(
+            "ORT_DYLIB_PATH is not set and `{}` holds no libonnxruntime.so*",
+            dir.display()
+        ),
     })
 }
 
@@ -41,7 +47,11 @@ fn beside(dir: &Path) -> Option<PathBuf> {
             let version = name.strip_prefix("libonnxruntime.so")?;
             let version = match version {
                 "" => vec![u64::MAX],
-                v => v.strip_prefix('.')?.split('.').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>()?,
+                v => v
+                    .strip_prefix('.')?
+                    .split('.')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<Vec<u64>>>()?,
             };
             e.path().is_file().then(|| (version, e.path()))
         })
@@ -58,10 +68,15 @@ pub fn environment() -> Result<Environment> {
     }
     let path = ort_library_path()?;
     let built = ort::init_from(&path)
-        .map_err(|e| OrtError::Library { reason: format!("cannot load `{}`: {e}", path.display()) })?
+        .map_err(|e| OrtError::Library {
+            reason: format!("cannot load `{}`: {e}", path.display()),
+        })?
         .with_name("lkd")
         .build()
-        .map_err(|source| OrtError::Init { path: path.clone(), source })?;
+        .map_err(|source| OrtError::Init {
+            path: path.clone(),
+            source,
+        })?;
     *env = Some(built.clone());
     Ok(built)
 }
@@ -80,7 +95,11 @@ pub fn ort_build_info() -> Result<(String, Vec<String>)> {
             Vec::new()
         } else {
             let names = (0..count as isize)
-                .map(|i| std::ffi::CStr::from_ptr(*providers.offset(i)).to_string_lossy().into_owned())
+                .map(|i| {
+                    std::ffi::CStr::from_ptr(*providers.offset(i))
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect();
             let _ = (api.ReleaseAvailableProviders)(providers, count);
             names
@@ -98,7 +117,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lkd-ort-beside-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(beside(&dir), None);
-        for name in ["libonnxruntime.so.1.9.0", "libonnxruntime.so.1.31.1", "libonnxruntime.so.bak", "other.so"] {
+        for name in [
+            "libonnxruntime.so.1.9.0",
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime.so.bak",
+            "other.so",
+        ] {
             std::fs::write(dir.join(name), b"").unwrap();
         }
         assert_eq!(beside(&dir), Some(dir.join("libonnxruntime.so.1.31.1")));

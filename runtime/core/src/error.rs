@@ -28,7 +28,11 @@ pub enum OrtError {
     },
 
     #[error("execution provider `{device}` could not be registered: {reason}. {hint}")]
-    Provider { device: String, reason: String, hint: &'static str },
+    Provider {
+        device: String,
+        reason: String,
+        hint: &'static str,
+    },
 
     #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
     BadDevice(String),
@@ -60,7 +64,10 @@ impl OrtError {
     where
         ort::Error<()>: From<ort::Error<R>>,
     {
-        move |e| OrtError::Config { what, source: e.into() }
+        move |e| OrtError::Config {
+            what,
+            source: e.into(),
+        }
     }
 }
 

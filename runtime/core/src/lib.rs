@@ -20,4 +20,6 @@ pub use device::{Device, OptLevel};
 pub use env::{environment, ort_build_info, ort_library_path};
 pub use error::{OrtError, Result};
 pub use ort;
-pub use session::{builder, run_f32, session_from_file, session_from_memory, Session, SessionConfig};
+pub use session::{
+    builder, run_f32, session_from_file, session_from_memory, Session, SessionConfig,
+};

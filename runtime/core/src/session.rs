@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-pub use ort::session::Session;
 use ort::session::builder::SessionBuilder;
+pub use ort::session::Session;
 use ort::value::TensorRef;
 
 use crate::device::{Device, OptLevel};
@@ -47,7 +47,10 @@ impl Default for SessionConfig {
 impl SessionConfig {
     /// CPU with `threads` intra-op threads and everything else default.
     pub fn cpu(threads: Option<usize>) -> Self {
-        Self { intra_threads: threads, ..Self::default() }
+        Self {
+            intra_threads: threads,
+            ..Self::default()
+        }
     }
 }
 
@@ -64,7 +67,9 @@ pub fn builder(cfg: &SessionConfig) -> Result<(SessionBuilder, &'static str)> {
         .with_inter_op_spinning(cfg.spin)
         .map_err(OrtError::config("inter-op spinning"))?;
     if let Some(n) = cfg.intra_threads {
-        b = b.with_intra_threads(n).map_err(OrtError::config("intra-op threads"))?;
+        b = b
+            .with_intra_threads(n)
+            .map_err(OrtError::config("intra-op threads"))?;
     }
     if let Some(n) = cfg.inter_threads {
         b = b
@@ -74,7 +79,9 @@ pub fn builder(cfg: &SessionConfig) -> Result<(SessionBuilder, &'static str)> {
             .map_err(OrtError::config("parallel execution"))?;
     }
     if let Some(p) = &cfg.optimized_model_path {
-        b = b.with_optimized_model_path(p).map_err(OrtError::config("optimized model path"))?;
+        b = b
+            .with_optimized_model_path(p)
+            .map_err(OrtError::config("optimized model path"))?;
     }
     let provider = match cfg.device {
         Device::Cpu => "CPUExecutionProvider",
@@ -90,17 +97,27 @@ pub fn builder(cfg: &SessionConfig) -> Result<(SessionBuilder, &'static str)> {
 fn register_cuda(b: SessionBuilder, id: i32) -> Result<SessionBuilder> {
     use ort::ep::ExecutionProvider;
     let device = format!("cuda:{id}");
-    let hint = "Install onnxruntime-gpu 1.31.1, point ORT_DYLIB_PATH at its libonnxruntime.so, and make \
+    let hint =
+        "Install onnxruntime-gpu 1.31.1, point ORT_DYLIB_PATH at its libonnxruntime.so, and make \
                 sure a GPU plus the CUDA 13 / cuDNN 9 libraries are visible (LD_LIBRARY_PATH)";
     if !ort::ep::CUDA::is_available().unwrap_or(false) {
         return Err(OrtError::Provider {
             device,
-            reason: "the loaded ONNX Runtime library was built without the CUDA execution provider".into(),
+            reason: "the loaded ONNX Runtime library was built without the CUDA execution provider"
+                .into(),
             hint,
         });
     }
-    let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
-    b.with_execution_providers([ep]).map_err(|e| OrtError::Provider { device, reason: e.to_string(), hint })
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(id)
+        .build()
+        .error_on_failure();
+    b.with_execution_providers([ep])
+        .map_err(|e| OrtError::Provider {
+            device,
+            reason: e.to_string(),
+            hint,
+        })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -115,24 +132,37 @@ fn register_cuda(_b: SessionBuilder, id: i32) -> Result<SessionBuilder> {
 /// A session over the ONNX file at `path`, and its provider's name.
 pub fn session_from_file(path: &Path, cfg: &SessionConfig) -> Result<(Session, &'static str)> {
     let (mut b, provider) = builder(cfg)?;
-    let s = b.commit_from_file(path).map_err(|source| OrtError::Load { source })?;
+    let s = b
+        .commit_from_file(path)
+        .map_err(|source| OrtError::Load { source })?;
     Ok((s, provider))
 }
 
 /// A session over ONNX bytes held in memory, and its provider's name.
 pub fn session_from_memory(bytes: &[u8], cfg: &SessionConfig) -> Result<(Session, &'static str)> {
     let (mut b, provider) = builder(cfg)?;
-    let s = b.commit_from_memory(bytes).map_err(|source| OrtError::Load { source })?;
+    let s = b
+        .commit_from_memory(bytes)
+        .map_err(|source| OrtError::Load { source })?;
     Ok((s, provider))
 }
 
 /// One forward pass of a single-input f32 model; returns the first output's shape and values.
-pub fn run_f32(session: &mut Session, input: &[f32], shape: &[usize]) -> Result<(Vec<i64>, Vec<f32>)> {
-    let tensor = TensorRef::from_array_view((shape.to_vec(), input)).map_err(|source| OrtError::Run { source })?;
-    let outputs = session.run(ort::inputs![tensor]).map_err(|source| OrtError::Run { source })?;
-    let (oshape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| OrtError::Output {
-        expected: "a float32 tensor as the first output".into(),
-        found: e.to_string(),
-    })?;
+pub fn run_f32(
+    session: &mut Session,
+    input: &[f32],
+    shape: &[usize],
+) -> Result<(Vec<i64>, Vec<f32>)> {
+    let tensor = TensorRef::from_array_view((shape.to_vec(), input))
+        .map_err(|source| OrtError::Run { source })?;
+    let outputs = session
+        .run(ort::inputs![tensor])
+        .map_err(|source| OrtError::Run { source })?;
+    let (oshape, data) = outputs[0]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| OrtError::Output {
+            expected: "a float32 tensor as the first output".into(),
+            found: e.to_string(),
+        })?;
     Ok((oshape.to_vec(), data.to_vec()))
 }

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use lkd_runtime::cli;
 
 #[derive(Parser)]
-#[command(name = "lkd-run", version, about = "Classify images with an exported LKD model on ONNX Runtime (no libtorch)")]
+#[command(
+    name = "lkd-run",
+    version,
+    about = "Classify images with an exported LKD model on ONNX Runtime (no libtorch)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
