@@ -4,5 +4,6 @@
 
 mod bench;
 mod common;
+mod edge;
 mod predict;
 mod serve;
