@@ -6,3 +6,6 @@ mod bench;
 mod common;
 mod predict;
 mod serve;
+mod serve_hardening;
+mod serve_kserve;
+mod serve_util;
