@@ -214,3 +214,64 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     }
     super::serve_blocking(args.config()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<ServeArgs, String> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map(|c| c.serve)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn positional_and_named_models_combine() {
+        let a = parse(&[
+            "m.onnx",
+            "--model",
+            "digits=d/g.onnx",
+            "--model",
+            "rgb=r.onnx",
+        ])
+        .unwrap();
+        let cfg = a.config().unwrap();
+        let names: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["m", "digits", "rgb"]);
+        assert_eq!(cfg.models[1].path, PathBuf::from("d/g.onnx"));
+        assert_eq!(cfg.addr, "127.0.0.1:8080");
+        assert_eq!(cfg.limits.header_timeout, Duration::from_secs(10));
+        assert!(cfg.auth.is_none() && !cfg.insecure_no_auth);
+        let only_named = parse(&["--model", "a=x.onnx", "--grace-ms", "250"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(only_named.limits.shutdown_grace, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        assert!(parse(&[]).unwrap_err().contains("required"));
+        let e = parse(&["--model", "a/b=x.onnx"]).unwrap_err();
+        assert!(e.contains("invalid model name `a/b`"), "{e}");
+        let e = parse(&["--model", "x.onnx"]).unwrap_err();
+        assert!(e.contains("expected NAME=PATH, found `x.onnx`"), "{e}");
+        let e = parse(&["m.onnx", "--header-timeout-ms", "0"]).unwrap_err();
+        assert!(e.contains("whole number of milliseconds ≥ 1"), "{e}");
+        let e = parse(&["m.onnx", "--max-connections", "0"]).unwrap_err();
+        assert!(e.contains("expected an integer ≥ 1, found `0`"), "{e}");
+        let e = parse(&["m.onnx", "--auth-token-file", "t", "--insecure-no-auth"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let missing = parse(&["m.onnx", "--auth-token-file", "/nonexistent/token"]).unwrap();
+        let e = missing.config().unwrap_err().to_string();
+        assert!(e.contains("cannot read `/nonexistent/token`"), "{e}");
+    }
+}
