@@ -35,3 +35,10 @@ doctor: build
 # Prints the environment for a shell: eval "$(make -s env)"
 env:
 	@sed -n 's/^export \([A-Z_]*\) := \(.*\)$$/export \1="\2"/p' $(ENV_MK)
+
+# The device bundle: dist/lkd-edge/ = stripped lkd-run + libonnxruntime + licences + README.
+# It runs from any directory with no environment (the library is found beside the binary).
+.PHONY: edge
+edge:
+	$(CARGO) build --release -p lkd-runtime --bin lkd-run
+	bash scripts/edge_bundle.sh target/release/lkd-run "$(ORT_DYLIB_PATH)" dist/lkd-edge

@@ -6,7 +6,7 @@
 //! `cargo bench --bench export` (needs ORT_DYLIB_PATH; LKD_PYTHON for the torch baseline).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lkd_exporter::{export_bytes, ortrun, random_input, ExportOptions, ReparamMode, Target};
+use lkd_exporter::{export_bytes, ortrun, random_input, ExportOptions, ReparamMode, Device};
 use lkd_models::checkpoint::{write_safetensors, StateDict};
 use lkd_models::graph::DType;
 use lkd_models::{Graph, HostTensor, ModelConfig};
@@ -113,9 +113,9 @@ fn bench_export(c: &mut Criterion) {
     let g = ModelConfig::preset("convnext_tiny").build().unwrap();
     let w = weights(&g);
     let x = random_input(&g, 1, 0);
-    let mut sessions = vec![("convnext_tiny/lkd".to_string(), ortrun::session(&export_bytes(&g, &w, &opts(ReparamMode::Auto)).unwrap().0, Target::Cpu, Some(THREADS)).unwrap())];
+    let mut sessions = vec![("convnext_tiny/lkd".to_string(), ortrun::session(&export_bytes(&g, &w, &opts(ReparamMode::Auto)).unwrap().0, Device::Cpu, Some(THREADS)).unwrap())];
     if let Some(bytes) = torch_baseline("convnext_tiny", &w) {
-        sessions.push(("convnext_tiny/torch_onnx_export".into(), ortrun::session(&bytes, Target::Cpu, Some(THREADS)).unwrap()));
+        sessions.push(("convnext_tiny/torch_onnx_export".into(), ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap()));
     }
     let med = interleaved(&mut sessions, &x, 20);
     for ((name, _), m) in sessions.iter().zip(&med) {
@@ -138,7 +138,7 @@ fn bench_export(c: &mut Criterion) {
         for ch in rep.reparam.iter().filter(|c| c.dense_ms.is_some()) {
             println!("  {:<28} {:<34} -> {:<10} dense {:.2} ms, decomposed {:.2} ms", ch.layer, ch.shape, ch.form.as_str(), ch.dense_ms.unwrap(), ch.decomposed_ms.unwrap());
         }
-        sessions.push((format!("slak_tiny/{tag}"), ortrun::session(&bytes, Target::Cpu, Some(THREADS)).unwrap()));
+        sessions.push((format!("slak_tiny/{tag}"), ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap()));
     }
     let med = interleaved(&mut sessions, &x, 8);
     for ((name, _), m) in sessions.iter().zip(&med) {

@@ -29,29 +29,34 @@ fn models() -> Vec<PathBuf> {
     vec![dir.join("rgb32.onnx"), dir.join("slow.onnx")]
 }
 
+/// Latency per batch size, with ONNX Runtime's idle-thread spinning off (the default) and on.
+/// One session at a time, so the two settings never compete for the cores.
 fn latency(c: &mut Criterion) {
     for path in models() {
-        let cfg = SessionConfig { intra_threads: Some(2), ..SessionConfig::default() };
-        let mut model = match Model::load(&path, &cfg) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("skipping {}: {e}", path.display());
-                continue;
-            }
-        };
-        let name = model.info().name.clone();
-        let mut g = c.benchmark_group(format!("ort_cpu_latency/{name}"));
-        for batch in [1usize, 8] {
-            let Ok((x, shape)) = synthetic_input(&model, batch) else {
-                eprintln!("skipping {name} at batch {batch}: the graph's batch is fixed");
-                continue;
+        for spin in [false, true] {
+            let cfg = SessionConfig { intra_threads: Some(2), spin, ..SessionConfig::default() };
+            let mut model = match Model::load(&path, &cfg) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("skipping {}: {e}", path.display());
+                    continue;
+                }
             };
-            g.throughput(Throughput::Elements(batch as u64));
-            g.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, _| {
-                b.iter(|| model.run(&x, shape).expect("run"))
-            });
+            let name = model.info().name.clone();
+            let tag = if spin { "spin_on" } else { "spin_off" };
+            let mut g = c.benchmark_group(format!("ort_cpu_latency/{name}/{tag}"));
+            for batch in [1usize, 8] {
+                let Ok((x, shape)) = synthetic_input(&model, batch) else {
+                    eprintln!("skipping {name} at batch {batch}: the graph's batch is fixed");
+                    continue;
+                };
+                g.throughput(Throughput::Elements(batch as u64));
+                g.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, _| {
+                    b.iter(|| model.run(&x, shape).expect("run"))
+                });
+            }
+            g.finish();
         }
-        g.finish();
     }
 }
 

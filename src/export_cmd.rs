@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode, Target};
+use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode, Device};
 use lkd_models::checkpoint::{check_state_dict, read_checkpoint, StateDict};
 use lkd_models::{Graph, ModelConfig};
 use std::collections::BTreeMap;
@@ -91,16 +91,8 @@ struct Source {
     provenance: BTreeMap<String, String>,
 }
 
-fn parse_target(s: &str) -> Result<Target> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "cpu" => Ok(Target::Cpu),
-        "cuda" | "gpu" => Ok(Target::Cuda(0)),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Target::Cuda)
-            .ok_or_else(|| anyhow!("unknown device `{s}`: expected cpu, cuda or cuda:N")),
-    }
+fn parse_target(s: &str) -> Result<Device> {
+    Ok(s.parse::<Device>()?)
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>> {

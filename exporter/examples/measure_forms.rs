@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(format!("{d}/{preset}_{name}.onnx"), &bytes)?;
         }
         println!("{name}: export {:.0} ms, {} nodes", rep.timings.total_ms, rep.onnx_nodes);
-        let mut s = ortrun::session(&bytes, Target::Cpu, Some(threads))?;
+        let mut s = ortrun::session(&bytes, Device::Cpu, Some(threads))?;
         ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape)?;
         sessions.push((name, s, vec![]));
     }
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/torch_export.py");
         let st = std::process::Command::new(py).arg(script).args(["--preset", &preset, "--weights"]).arg(&wp).arg("--out").arg(&out).output()?;
         anyhow::ensure!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-        let mut s = ortrun::session(&std::fs::read(&out)?, Target::Cpu, Some(threads))?;
+        let mut s = ortrun::session(&std::fs::read(&out)?, Device::Cpu, Some(threads))?;
         ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape)?;
         sessions.push(("torch.onnx.export", s, vec![]));
     }

@@ -16,7 +16,7 @@ use lkd_models::graph::Op;
 use lkd_models::preprocess::keys;
 use lkd_models::{Graph, HostTensor, ModelError};
 pub use lower::{ChannelsFirstNorm, LowerOptions, INPUT_NAME, OUTPUT_NAME};
-pub use ortrun::Target;
+pub use lkd_ort::Device;
 pub use passes::{KernelForm, KernelGroup, PassStat};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -33,8 +33,8 @@ pub enum ExportError {
     Lowering(String),
     #[error("invalid export options: {0}")]
     Options(String),
-    #[error("ONNX Runtime: {0} (is ORT_DYLIB_PATH set to libonnxruntime.so?)")]
-    Ort(String),
+    #[error(transparent)]
+    Ort(#[from] lkd_ort::OrtError),
     #[error("parity check failed: {detail}; no file was written (export with --no-check to inspect it anyway)")]
     CheckFailed { detail: String, report: CheckReport },
     #[error("cannot write `{path}`: {reason}")]
@@ -82,7 +82,7 @@ pub struct ExportOptions {
     pub fold_batchnorm: bool,
     pub fold_layer_scale: bool,
     /// Where ORT runs the check and the `auto` timings.
-    pub target: Target,
+    pub target: Device,
     /// ORT intra-op threads for timing and checking (`None`: ORT's default).
     pub threads: Option<usize>,
 }
@@ -101,7 +101,7 @@ impl Default for ExportOptions {
             channels_first_norm: ChannelsFirstNorm::default(),
             fold_batchnorm: true,
             fold_layer_scale: true,
-            target: Target::Cpu,
+            target: Device::Cpu,
             threads: None,
         }
     }

@@ -1,9 +1,11 @@
 //! Latency/throughput measurement of ONNX sessions, and A/B comparison of two models measured
-//! in the same loop (so machine noise hits both alike).
+//! in the same loop (so machine noise hits both alike), in alternating order, with spinning off,
+//! the ratio reported with its spread over rounds (see [`lkd_ort::ab`]).
 
 use std::path::Path;
 use std::time::Instant;
 
+use lkd_ort::{interleave, RatioSpread};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -23,7 +25,13 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     fn default() -> Self {
-        Self { batch_sizes: vec![1], threads: vec![1], iters: 50, warmup: 5, session: SessionConfig::default() }
+        Self {
+            batch_sizes: vec![1],
+            threads: vec![1],
+            iters: 50,
+            warmup: 5,
+            session: SessionConfig::default(),
+        }
     }
 }
 
@@ -54,8 +62,8 @@ pub struct AbResult {
     pub b: String,
     pub a_p50_ms: f64,
     pub b_p50_ms: f64,
-    /// `b_p50 / a_p50`: above 1 means B is slower.
-    pub ratio_p50: f64,
+    /// Per-round `b / a` latency ratio: above 1 means B is slower.
+    pub ratio: RatioSpread,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -101,7 +109,9 @@ pub fn synthetic_input(model: &Model, batch: usize) -> Result<(Vec<f32>, [usize;
         [s[1] as usize, s[2] as usize, s[3] as usize]
     } else {
         let p = resolve_preprocess(info, &PreprocessOverrides::default()).map_err(|e| {
-            RuntimeError::Bench(format!("input shape {s:?} is dynamic and the preprocessing is unknown: {e}"))
+            RuntimeError::Bench(format!(
+                "input shape {s:?} is dynamic and the preprocessing is unknown: {e}"
+            ))
         })?;
         [p.channels, p.input_size[0], p.input_size[1]]
     };
@@ -121,7 +131,9 @@ pub fn synthetic_input(model: &Model, batch: usize) -> Result<(Vec<f32>, [usize;
 
 fn validate(batch: usize, iters: usize) -> Result<()> {
     if batch == 0 || iters == 0 {
-        return Err(RuntimeError::Bench(format!("batch and iters must be positive, found {batch} and {iters}")));
+        return Err(RuntimeError::Bench(format!(
+            "batch and iters must be positive, found {batch} and {iters}"
+        )));
     }
     Ok(())
 }
@@ -133,7 +145,13 @@ fn timed(model: &mut Model, x: &[f32], shape: [usize; 4]) -> Result<f64> {
 }
 
 /// Times `iters` runs of one session after `warmup` untimed ones.
-pub fn bench_model(model: &mut Model, batch: usize, threads: usize, iters: usize, warmup: usize) -> Result<BenchResult> {
+pub fn bench_model(
+    model: &mut Model,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    warmup: usize,
+) -> Result<BenchResult> {
     validate(batch, iters)?;
     let (x, shape) = synthetic_input(model, batch)?;
     for _ in 0..warmup {
@@ -146,8 +164,10 @@ pub fn bench_model(model: &mut Model, batch: usize, threads: usize, iters: usize
     Ok(summarize(model, batch, threads, ms))
 }
 
-/// Interleaves runs of `a` and `b` (alternating which goes first) and reports both plus the
-/// ratio of medians.
+/// Runs `a` and `b` in rounds, alternating which goes first, and reports both plus the per-round
+/// ratio with its spread. Both sessions must have spinning off: two spinning pools in one
+/// process steal the cores from each other in a fixed order and the ratio then measures the
+/// order, not the models.
 pub fn bench_ab(
     a: &mut Model,
     b: &mut Model,
@@ -157,24 +177,26 @@ pub fn bench_ab(
     warmup: usize,
 ) -> Result<(BenchResult, BenchResult, AbResult)> {
     validate(batch, iters)?;
-    let (xa, sa) = synthetic_input(a, batch)?;
-    let (xb, sb) = synthetic_input(b, batch)?;
-    for _ in 0..warmup {
-        a.run(&xa, sa)?;
-        b.run(&xb, sb)?;
-    }
-    let (mut ma, mut mb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
-    for i in 0..iters {
-        if i % 2 == 0 {
-            ma.push(timed(a, &xa, sa)?);
-            mb.push(timed(b, &xb, sb)?);
-        } else {
-            mb.push(timed(b, &xb, sb)?);
-            ma.push(timed(a, &xa, sa)?);
+    for m in [&*a, &*b] {
+        if m.info().spin {
+            return Err(RuntimeError::Bench(format!(
+                "`{}` was loaded with spinning on; an A/B in one process needs both sessions built with \
+                 `SessionConfig {{ spin: false, .. }}`",
+                m.info().name
+            )));
         }
     }
-    let ra = summarize(a, batch, threads, ma);
-    let rb = summarize(b, batch, threads, mb);
+    let (xa, sa) = synthetic_input(a, batch)?;
+    let (xb, sb) = synthetic_input(b, batch)?;
+    let times = interleave(
+        iters,
+        warmup,
+        || a.run(&xa, sa).map(drop),
+        || b.run(&xb, sb).map(drop),
+    )?;
+    let ratio = RatioSpread::of(&times)?;
+    let ra = summarize(a, batch, threads, times.a_ms);
+    let rb = summarize(b, batch, threads, times.b_ms);
     let ab = AbResult {
         batch,
         threads,
@@ -182,7 +204,7 @@ pub fn bench_ab(
         b: rb.model.clone(),
         a_p50_ms: ra.p50_ms,
         b_p50_ms: rb.p50_ms,
-        ratio_p50: rb.p50_ms / ra.p50_ms,
+        ratio,
     };
     Ok((ra, rb, ab))
 }
@@ -190,19 +212,30 @@ pub fn bench_ab(
 /// Every (threads × batch) combination for `model`, and for `vs` interleaved with it.
 pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<BenchReport> {
     if cfg.batch_sizes.is_empty() || cfg.threads.is_empty() {
-        return Err(RuntimeError::Bench("give at least one batch size and one thread count".into()));
+        return Err(RuntimeError::Bench(
+            "give at least one batch size and one thread count".into(),
+        ));
     }
     if cfg.threads.contains(&0) {
         return Err(RuntimeError::Bench("thread counts must be positive".into()));
     }
     let mut report = BenchReport::default();
     for &t in &cfg.threads {
-        let scfg = SessionConfig { intra_threads: Some(t), inter_threads: Some(1), ..cfg.session.clone() };
+        let mut scfg = SessionConfig {
+            intra_threads: Some(t),
+            inter_threads: Some(1),
+            ..cfg.session.clone()
+        };
+        if vs.is_some() {
+            scfg.spin = false;
+        }
         let mut a = Model::load(model, &scfg)?;
         let mut b = vs.map(|p| Model::load(p, &scfg)).transpose()?;
         for &n in &cfg.batch_sizes {
             match b.as_mut() {
-                None => report.results.push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
+                None => report
+                    .results
+                    .push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
                 Some(b) => {
                     let (ra, rb, ab) = bench_ab(&mut a, b, n, t, cfg.iters, cfg.warmup)?;
                     report.results.extend([ra, rb]);
@@ -221,7 +254,14 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!((percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0)), (50.0, 90.0, 99.0));
+        assert_eq!(
+            (
+                percentile(&v, 50.0),
+                percentile(&v, 90.0),
+                percentile(&v, 99.0)
+            ),
+            (50.0, 90.0, 99.0)
+        );
         assert_eq!(percentile(&[3.0], 99.0), 3.0);
     }
 }

@@ -4,17 +4,15 @@ use std::path::PathBuf;
 /// to do, so the CLI can print them as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error(
-        "ONNX Runtime library not found: {reason}. Run `make` (it bootstraps the Python env and writes \
-         ORT_DYLIB_PATH to ~/.cache/lkd/env.mk), or set ORT_DYLIB_PATH to libonnxruntime.so"
-    )]
-    OrtLibrary { reason: String },
-
-    #[error("failed to start ONNX Runtime: {0}")]
-    OrtInit(String),
+    /// Environment, device, provider registration: the ONNX Runtime core's errors as they are.
+    #[error(transparent)]
+    Ort(#[from] lkd_ort::OrtError),
 
     #[error("cannot read `{path}`: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error(
         "`{path}` is not a loadable ONNX model ({reason}). Expected a complete .onnx file as written \
@@ -22,14 +20,12 @@ pub enum RuntimeError {
     )]
     BadModel { path: PathBuf, reason: String },
 
-    #[error("execution provider `{device}` could not be registered: {reason}. {hint}")]
-    Provider { device: String, reason: String, hint: &'static str },
-
-    #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
-    BadDevice(String),
-
     #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
-    Input { expected: String, found: String, hint: String },
+    Input {
+        expected: String,
+        found: String,
+        hint: String,
+    },
 
     #[error("model output is unusable: expected {expected}, found {found}")]
     Output { expected: String, found: String },
@@ -45,7 +41,10 @@ pub enum RuntimeError {
     BadPreprocess(String),
 
     #[error("cannot decode image{}: {reason}. Expected a JPEG, PNG, WebP, BMP or GIF file", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
-    Image { name: Option<String>, reason: String },
+    Image {
+        name: Option<String>,
+        reason: String,
+    },
 
     #[error("inference failed: {0}")]
     Run(String),

@@ -6,7 +6,9 @@ use lkd_models::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::preprocess::{image_len, preprocess_batch, resolve_preprocess, Batch, PreprocessOverrides};
+use crate::preprocess::{
+    image_len, preprocess_batch, resolve_preprocess, Batch, PreprocessOverrides,
+};
 use crate::session::{Logits, Model, ModelInfo, SessionConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,7 +32,11 @@ pub fn top_k(probs: &[f32], k: usize, info: &ModelInfo) -> Vec<Prediction> {
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     idx.into_iter()
         .take(k)
-        .map(|i| Prediction { label: info.label(i), index: i, prob: probs[i] })
+        .map(|i| Prediction {
+            label: info.label(i),
+            index: i,
+            prob: probs[i],
+        })
         .collect()
 }
 
@@ -41,7 +47,11 @@ pub fn run_images(model: &mut Model, p: &Preprocess, data: &[f32], n: usize) -> 
         return model.run(data, shape(n));
     };
     let len = image_len(p);
-    let mut out = Logits { data: Vec::new(), batch: 0, classes: 0 };
+    let mut out = Logits {
+        data: Vec::new(),
+        batch: 0,
+        classes: 0,
+    };
     let mut padded = vec![0f32; fixed * len];
     for chunk in data.chunks(fixed * len) {
         let m = chunk.len() / len;
@@ -53,7 +63,8 @@ pub fn run_images(model: &mut Model, p: &Preprocess, data: &[f32], n: usize) -> 
             model.run(&padded, shape(fixed))?
         };
         out.classes = logits.classes;
-        out.data.extend_from_slice(&logits.data[..m * logits.classes]);
+        out.data
+            .extend_from_slice(&logits.data[..m * logits.classes]);
         out.batch += m;
     }
     Ok(out)
@@ -67,7 +78,11 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn load(path: impl AsRef<Path>, cfg: &SessionConfig, overrides: &PreprocessOverrides) -> Result<Self> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        cfg: &SessionConfig,
+        overrides: &PreprocessOverrides,
+    ) -> Result<Self> {
         let model = Model::load(path, cfg)?;
         let preprocess = resolve_preprocess(model.info(), overrides)?;
         Ok(Self { model, preprocess })
@@ -78,7 +93,11 @@ impl Classifier {
     }
 
     /// Top-k per image, in input order. Images are `(name, encoded bytes)`.
-    pub fn classify<B: AsRef<[u8]> + Sync>(&mut self, images: &[(String, B)], k: usize) -> Result<Vec<Vec<Prediction>>> {
+    pub fn classify<B: AsRef<[u8]> + Sync>(
+        &mut self,
+        images: &[(String, B)],
+        k: usize,
+    ) -> Result<Vec<Vec<Prediction>>> {
         let batch = preprocess_batch(images, &self.preprocess)?;
         self.classify_batch(&batch, k)
     }
@@ -87,8 +106,15 @@ impl Classifier {
         if batch.shape[0] == 0 {
             return Ok(Vec::new());
         }
-        let logits = run_images(&mut self.model, &self.preprocess, &batch.data, batch.shape[0])?;
-        Ok((0..logits.batch).map(|i| top_k(&softmax(logits.row(i)), k, self.model.info())).collect())
+        let logits = run_images(
+            &mut self.model,
+            &self.preprocess,
+            &batch.data,
+            batch.shape[0],
+        )?;
+        Ok((0..logits.batch)
+            .map(|i| top_k(&softmax(logits.row(i)), k, self.model.info()))
+            .collect())
     }
 }
 

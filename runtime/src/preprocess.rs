@@ -164,19 +164,8 @@ pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) {
     }
 }
 
-/// One contiguous NCHW batch.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub data: Vec<f32>,
-    pub shape: [usize; 4],
-}
-
-impl Batch {
-    pub fn zeros(n: usize, p: &Preprocess) -> Self {
-        let shape = [n, p.channels, p.input_size[0], p.input_size[1]];
-        Self { data: vec![0.0; shape.iter().product()], shape }
-    }
-}
+/// One contiguous NCHW batch (defined in the ONNX Runtime core, which the exporter shares).
+pub use lkd_ort::Batch;
 
 /// Decodes and preprocesses encoded images straight into one batch buffer, in parallel over
 /// the available cores. The first undecodable image fails the batch and is named.

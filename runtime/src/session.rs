@@ -3,138 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Mutex;
 
 use lkd_models::preprocess::keys;
-use ort::environment::Environment;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use lkd_ort::ort::value::{TensorElementType, ValueType};
+pub use lkd_ort::{environment, ort_build_info, Device, OptLevel, SessionConfig};
+use lkd_ort::{OrtError, Session};
 
 use crate::error::{Result, RuntimeError};
-
-/// Where the session runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(i32),
-}
-
-impl FromStr for Device {
-    type Err = RuntimeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<i32>().ok())
-                .filter(|&n| n >= 0)
-                .map(Device::Cuda)
-                .ok_or_else(|| RuntimeError::BadDevice(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
-
-/// ONNX Runtime graph optimization level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum OptLevel {
-    Disable,
-    Basic,
-    Extended,
-    #[default]
-    All,
-}
-
-impl FromStr for OptLevel {
-    type Err = RuntimeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "disable" | "0" => Ok(Self::Disable),
-            "basic" | "1" => Ok(Self::Basic),
-            "extended" | "2" => Ok(Self::Extended),
-            "all" | "3" => Ok(Self::All),
-            _ => Err(RuntimeError::Bench(format!(
-                "unknown optimization level `{s}`: expected disable, basic, extended or all"
-            ))),
-        }
-    }
-}
-
-impl From<OptLevel> for GraphOptimizationLevel {
-    fn from(l: OptLevel) -> Self {
-        match l {
-            OptLevel::Disable => GraphOptimizationLevel::Disable,
-            OptLevel::Basic => GraphOptimizationLevel::Level1,
-            OptLevel::Extended => GraphOptimizationLevel::Level2,
-            OptLevel::All => GraphOptimizationLevel::All,
-        }
-    }
-}
-
-/// How to build a session.
-#[derive(Clone, Debug)]
-pub struct SessionConfig {
-    pub device: Device,
-    /// Threads inside one operator; `None` lets ONNX Runtime pick (all cores).
-    pub intra_threads: Option<usize>,
-    pub inter_threads: Option<usize>,
-    pub opt_level: OptLevel,
-    /// Where ONNX Runtime writes the optimized graph, for inspection or offline optimization.
-    pub optimized_model_path: Option<PathBuf>,
-    /// Runs at the model's input shape (batch 1) before the session is handed out, so the first
-    /// real request does not pay for allocation and kernel selection.
-    pub warmup: usize,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            device: Device::Cpu,
-            intra_threads: None,
-            inter_threads: None,
-            opt_level: OptLevel::All,
-            optimized_model_path: None,
-            warmup: 0,
-        }
-    }
-}
-
-static ENV: Mutex<Option<Environment>> = Mutex::new(None);
-
-/// The process-wide ONNX Runtime environment, loading the library from `ORT_DYLIB_PATH` once.
-pub fn environment() -> Result<Environment> {
-    let mut env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(env) = env.as_ref() {
-        return Ok(env.clone());
-    }
-    let path = std::env::var_os("ORT_DYLIB_PATH")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| RuntimeError::OrtLibrary { reason: "ORT_DYLIB_PATH is not set".into() })?;
-    let path = PathBuf::from(path);
-    if !path.is_file() {
-        return Err(RuntimeError::OrtLibrary {
-            reason: format!("ORT_DYLIB_PATH=`{}` does not exist", path.display()),
-        });
-    }
-    let built = ort::init_from(&path)
-        .map_err(|e| RuntimeError::OrtLibrary { reason: e.to_string() })?
-        .with_name("lkd")
-        .build()
-        .map_err(|e| RuntimeError::OrtInit(e.to_string()))?;
-    *env = Some(built.clone());
-    Ok(built)
-}
 
 /// What the runtime knows about a loaded model.
 #[derive(Clone, Debug)]
@@ -155,17 +30,26 @@ pub struct ModelInfo {
     /// The execution provider the session was built with, e.g. `CPUExecutionProvider`.
     pub provider: &'static str,
     pub device: Device,
+    /// Whether the session's idle threads spin (see [`SessionConfig::spin`]).
+    pub spin: bool,
 }
 
 impl ModelInfo {
     /// The batch size the graph is fixed to, if it is not dynamic.
     pub fn fixed_batch(&self) -> Option<usize> {
-        self.input_shape.first().copied().filter(|&b| b > 0).map(|b| b as usize)
+        self.input_shape
+            .first()
+            .copied()
+            .filter(|&b| b > 0)
+            .map(|b| b as usize)
     }
 
     /// Label of class `i`, or `class i` when the model carries no names.
     pub fn label(&self, i: usize) -> String {
-        self.labels.get(i).cloned().unwrap_or_else(|| format!("class {i}"))
+        self.labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
     }
 }
 
@@ -195,74 +79,37 @@ impl fmt::Debug for Model {
     }
 }
 
-fn builder(cfg: &SessionConfig) -> Result<(SessionBuilder, &'static str)> {
-    let env = environment()?;
-    let ort_err = |e: ort::Error<SessionBuilder>| RuntimeError::OrtInit(e.to_string());
-    let mut b = Session::builder(&env)
-        .map_err(|e| RuntimeError::OrtInit(e.to_string()))?
-        .with_optimization_level(cfg.opt_level.into())
-        .map_err(ort_err)?;
-    if let Some(n) = cfg.intra_threads {
-        b = b.with_intra_threads(n).map_err(ort_err)?;
-    }
-    if let Some(n) = cfg.inter_threads {
-        b = b.with_inter_threads(n).map_err(ort_err)?.with_parallel_execution(n > 1).map_err(ort_err)?;
-    }
-    if let Some(p) = &cfg.optimized_model_path {
-        b = b.with_optimized_model_path(p).map_err(ort_err)?;
-    }
-    let provider = match cfg.device {
-        Device::Cpu => "CPUExecutionProvider",
-        Device::Cuda(id) => {
-            b = register_cuda(b, id)?;
-            "CUDAExecutionProvider"
-        }
-    };
-    Ok((b, provider))
-}
-
-#[cfg(feature = "cuda")]
-fn register_cuda(b: SessionBuilder, id: i32) -> Result<SessionBuilder> {
-    use ort::ep::ExecutionProvider;
-    let device = format!("cuda:{id}");
-    let hint = "Install onnxruntime-gpu 1.31.1, point ORT_DYLIB_PATH at its libonnxruntime.so, and make \
-                sure a GPU plus the CUDA 13 / cuDNN 9 libraries are visible (LD_LIBRARY_PATH)";
-    if !ort::ep::CUDA::is_available().unwrap_or(false) {
-        return Err(RuntimeError::Provider {
-            device,
-            reason: "the loaded ONNX Runtime library was built without the CUDA execution provider".into(),
-            hint,
-        });
-    }
-    let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
-    b.with_execution_providers([ep]).map_err(|e| RuntimeError::Provider { device, reason: e.to_string(), hint })
-}
-
-#[cfg(not(feature = "cuda"))]
-fn register_cuda(_b: SessionBuilder, id: i32) -> Result<SessionBuilder> {
-    Err(RuntimeError::Provider {
-        device: format!("cuda:{id}"),
-        reason: "this binary was built without the `cuda` feature".into(),
-        hint: "Rebuild with `cargo build --release --features cuda`",
-    })
-}
-
 impl Model {
     /// Loads `path` and checks that it is a single-input float image classifier.
     pub fn load(path: impl AsRef<Path>, cfg: &SessionConfig) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })?;
-        let (mut b, provider) = builder(cfg)?;
-        let session = b
-            .commit_from_file(path)
-            .map_err(|e| RuntimeError::BadModel { path: path.to_path_buf(), reason: e.to_string() })?;
-        let mut model = Self::wrap(session, path, provider, cfg.device)?;
+        std::fs::metadata(path).map_err(|source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (session, provider) = lkd_ort::session_from_file(path, cfg).map_err(|e| match e {
+            OrtError::Load { source } => RuntimeError::BadModel {
+                path: path.to_path_buf(),
+                reason: source.to_string(),
+            },
+            other => other.into(),
+        })?;
+        let mut model = Self::wrap(session, path, provider, cfg.device, cfg.spin)?;
         model.warm_up(cfg.warmup)?;
         Ok(model)
     }
 
-    fn wrap(session: Session, path: &Path, provider: &'static str, device: Device) -> Result<Self> {
-        let bad = |reason: String| RuntimeError::BadModel { path: path.to_path_buf(), reason };
+    fn wrap(
+        session: Session,
+        path: &Path,
+        provider: &'static str,
+        device: Device,
+        spin: bool,
+    ) -> Result<Self> {
+        let bad = |reason: String| RuntimeError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
         let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
         let mut metadata = BTreeMap::new();
         for k in meta.custom_keys().map_err(|e| bad(e.to_string()))? {
@@ -281,23 +128,27 @@ impl Model {
             });
         }
         let input = &inputs[0];
-        let input_shape = match input.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => shape.to_vec(),
-            ValueType::Tensor { ty, .. } => {
-                return Err(RuntimeError::Input {
+        let input_shape =
+            match input.dtype() {
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    shape,
+                    ..
+                } => shape.to_vec(),
+                ValueType::Tensor { ty, .. } => return Err(RuntimeError::Input {
                     expected: "input of type float32".into(),
                     found: format!("input `{}` of type {ty}", input.name()),
-                    hint: "Export the model with a float32 input (cast inside the graph if needed)".into(),
-                })
-            }
-            other => {
-                return Err(RuntimeError::Input {
-                    expected: "a tensor input".into(),
-                    found: format!("{other:?}"),
-                    hint: "Export the model with a float32 NCHW input".into(),
-                })
-            }
-        };
+                    hint: "Export the model with a float32 input (cast inside the graph if needed)"
+                        .into(),
+                }),
+                other => {
+                    return Err(RuntimeError::Input {
+                        expected: "a tensor input".into(),
+                        found: format!("{other:?}"),
+                        hint: "Export the model with a float32 NCHW input".into(),
+                    })
+                }
+            };
         if input_shape.len() != 4 {
             return Err(RuntimeError::Input {
                 expected: "a rank-4 NCHW input".into(),
@@ -306,18 +157,29 @@ impl Model {
             });
         }
         let outputs = session.outputs();
-        let output_name = outputs.first().map(|o| o.name().to_string()).ok_or_else(|| RuntimeError::Output {
-            expected: "at least one output".into(),
-            found: "none".into(),
-        })?;
+        let output_name = outputs
+            .first()
+            .map(|o| o.name().to_string())
+            .ok_or_else(|| RuntimeError::Output {
+                expected: "at least one output".into(),
+                found: "none".into(),
+            })?;
         let labels = match metadata.get(keys::LABELS) {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
-                bad(format!("metadata `{}` must be a JSON array of strings: {e}", keys::LABELS))
+                bad(format!(
+                    "metadata `{}` must be a JSON array of strings: {e}",
+                    keys::LABELS
+                ))
             })?,
             None => Vec::new(),
         };
-        let gflops = metadata.get(keys::GFLOPS).and_then(|s| s.trim().parse::<f64>().ok());
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let gflops = metadata
+            .get(keys::GFLOPS)
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
         let info = ModelInfo {
             name,
             path: path.to_path_buf(),
@@ -329,6 +191,7 @@ impl Model {
             gflops,
             provider,
             device,
+            spin,
         };
         Ok(Self { session, info })
     }
@@ -347,7 +210,12 @@ impl Model {
             // Without a static C/H/W the caller warms up with real inputs.
             return Ok(());
         }
-        let shape = [self.info.fixed_batch().unwrap_or(1), s[1] as usize, s[2] as usize, s[3] as usize];
+        let shape = [
+            self.info.fixed_batch().unwrap_or(1),
+            s[1] as usize,
+            s[2] as usize,
+            s[3] as usize,
+        ];
         let zeros = vec![0f32; shape.iter().product()];
         for _ in 0..n {
             self.run(&zeros, shape)?;
@@ -358,14 +226,26 @@ impl Model {
     /// Checks an NCHW shape against the session's input before anything runs.
     pub fn check_input(&self, shape: [usize; 4]) -> Result<()> {
         let expected = &self.info.input_shape;
-        let ok = expected.iter().zip(shape.iter()).all(|(&e, &g)| e <= 0 || e as usize == g);
+        let ok = expected
+            .iter()
+            .zip(shape.iter())
+            .all(|(&e, &g)| e <= 0 || e as usize == g);
         if ok {
             return Ok(());
         }
-        let fmt_dim = |d: &i64| if *d <= 0 { "?".to_string() } else { d.to_string() };
+        let fmt_dim = |d: &i64| {
+            if *d <= 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        };
         let exp = expected.iter().map(fmt_dim).collect::<Vec<_>>().join(", ");
         let hint = if expected[0] > 0 && expected[0] as usize != shape[0] {
-            format!("The graph has a fixed batch of {}; re-export it with a dynamic batch axis", expected[0])
+            format!(
+                "The graph has a fixed batch of {}; re-export it with a dynamic batch axis",
+                expected[0]
+            )
         } else {
             "Check the preprocessing (--input-size, --channels) against the model".to_string()
         };
@@ -387,14 +267,12 @@ impl Model {
                 hint: "This is a bug in the caller's batch assembly".into(),
             });
         }
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        let out = &outputs[0];
-        let (oshape, data) = out.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Output {
-            expected: "a float32 logits tensor".into(),
-            found: e.to_string(),
-        })?;
-        let dims: Vec<i64> = oshape.to_vec();
+        let (dims, data) =
+            lkd_ort::run_f32(&mut self.session, input, &shape).map_err(|e| match e {
+                OrtError::Output { expected, found } => RuntimeError::Output { expected, found },
+                OrtError::Run { source } => RuntimeError::Run(source.to_string()),
+                other => other.into(),
+            })?;
         let classes = match dims.as_slice() {
             [b, c] if *b as usize == shape[0] => *c as usize,
             [b, c, 1, 1] if *b as usize == shape[0] => *c as usize,
@@ -405,29 +283,10 @@ impl Model {
                 })
             }
         };
-        Ok(Logits { data: data.to_vec(), batch: shape[0], classes })
+        Ok(Logits {
+            data,
+            batch: shape[0],
+            classes,
+        })
     }
-}
-
-/// ONNX Runtime's build string (version, commit) and its compiled-in execution providers.
-pub fn ort_build_info() -> Result<(String, Vec<String>)> {
-    environment()?;
-    let api = ort::api();
-    let mut providers: *mut *mut std::ffi::c_char = std::ptr::null_mut();
-    let mut count: std::ffi::c_int = 0;
-    // SAFETY: the C API fills an array of `count` NUL-terminated strings that we copy and
-    // hand back to ReleaseAvailableProviders.
-    let names = unsafe {
-        let status = (api.GetAvailableProviders)(&mut providers, &mut count);
-        if !status.0.is_null() || providers.is_null() {
-            Vec::new()
-        } else {
-            let names = (0..count as isize)
-                .map(|i| std::ffi::CStr::from_ptr(*providers.offset(i)).to_string_lossy().into_owned())
-                .collect();
-            let _ = (api.ReleaseAvailableProviders)(providers, count);
-            names
-        }
-    };
-    Ok((ort::info().to_string(), names))
 }

@@ -223,7 +223,7 @@ pub fn histograms(model: &ModelProto, tensors: &[String], batches: &[Batch], wit
     }
     let bytes = crate::proto::encode(&m).map_err(QuantizeError::Decode)?;
     drop(m);
-    let mut s = crate::ortrun::session(&bytes, crate::Target::Cpu, threads).map_err(ort)?;
+    let mut s = crate::ortrun::session(&bytes, crate::Device::Cpu, threads).map_err(ort)?;
     let mut hists: BTreeMap<String, Histogram> = tensors.iter().map(|t| (t.clone(), Histogram::new())).collect();
     for b in batches {
         let x = TensorRef::from_array_view((b.shape.to_vec(), b.data.as_slice())).map_err(ort)?;

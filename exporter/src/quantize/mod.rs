@@ -14,7 +14,7 @@ pub mod qdq;
 use std::collections::{BTreeMap, BTreeSet};
 
 use lkd_models::preprocess::Preprocess;
-pub use lkd_runtime::Batch;
+pub use lkd_ort::Batch;
 use onnx_protobuf::ModelProto;
 
 pub use calib::{CalibMethod, Ranges};
@@ -192,7 +192,7 @@ impl Prepared {
 
 /// Top-1 (percent) and the logits of `bytes` on `eval`.
 pub fn evaluate(bytes: &[u8], eval: &EvalSet, threads: Option<usize>) -> Result<(f64, Vec<f32>)> {
-    let mut s = crate::ortrun::session(bytes, crate::Target::Cpu, threads).map_err(|e| QuantizeError::Ort(e.to_string()))?;
+    let mut s = crate::ortrun::session(bytes, crate::Device::Cpu, threads).map_err(|e| QuantizeError::Ort(e.to_string()))?;
     let mut logits = Vec::new();
     for b in &eval.batches {
         logits.extend(crate::ortrun::run(&mut s, &b.data, &b.shape).map_err(|e| QuantizeError::Ort(e.to_string()))?);

@@ -46,7 +46,7 @@ pub fn random_weights(g: &Graph, seed: u64) -> StateDict {
 }
 
 pub fn run_bytes(bytes: &[u8], x: &HostTensor) -> Vec<f32> {
-    let mut s = ortrun::session(bytes, ortrun::Target::Cpu, Some(1)).expect("session");
+    let mut s = ortrun::session(bytes, ortrun::Device::Cpu, Some(1)).expect("session");
     ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape).expect("run")
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{BearerToken, Limits, ModelSpec, ServeConfig};
+use crate::cli::{parse_device, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
-use crate::preprocess::PreprocessOverrides;
 use crate::session::{Device, SessionConfig};
 
 fn parse_named_model(s: &str) -> std::result::Result<ModelSpec, String> {
@@ -22,69 +22,6 @@ fn parse_named_model(s: &str) -> std::result::Result<ModelSpec, String> {
         name: name.to_string(),
         path: PathBuf::from(path),
     })
-}
-
-fn parse_device(s: &str) -> std::result::Result<Device, String> {
-    s.parse::<Device>().map_err(|e| e.to_string())
-}
-
-fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
-    let parts: Vec<&str> = s.split([',', 'x']).collect();
-    let num = |p: &str| p.trim().parse::<usize>().ok().filter(|&v| v > 0);
-    match parts.as_slice() {
-        [a] => num(a).map(|v| [v, v]),
-        [h, w] => num(h).zip(num(w)).map(|(h, w)| [h, w]),
-        _ => None,
-    }
-    .ok_or_else(|| format!("expected `N` or `H,W` with positive integers, found `{s}`"))
-}
-
-fn parse_interpolation(s: &str) -> std::result::Result<crate::Interpolation, String> {
-    use crate::Interpolation::*;
-    match s {
-        "nearest" => Ok(Nearest),
-        "bilinear" => Ok(Bilinear),
-        "bicubic" => Ok(Bicubic),
-        _ => Err(format!(
-            "expected nearest, bilinear or bicubic, found `{s}`"
-        )),
-    }
-}
-
-/// Preprocessing for a model without lkd metadata (each flag also overrides the metadata).
-#[derive(Args, Clone, Debug, Default)]
-pub struct ServePreprocessArgs {
-    /// Model input size: `224` or `H,W`.
-    #[arg(long, value_parser = parse_size)]
-    pub input_size: Option<[usize; 2]>,
-    /// 1 (luma) or 3 (RGB).
-    #[arg(long)]
-    pub channels: Option<usize>,
-    /// Per-channel mean of pixel/255, comma separated.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    pub mean: Option<Vec<f32>>,
-    /// Per-channel std of pixel/255, comma separated.
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    pub std: Option<Vec<f32>>,
-    /// Centre-crop fraction: the shorter side is resized to size / crop_pct first.
-    #[arg(long)]
-    pub crop_pct: Option<f32>,
-    /// nearest, bilinear or bicubic.
-    #[arg(long, value_parser = parse_interpolation)]
-    pub interpolation: Option<crate::Interpolation>,
-}
-
-impl ServePreprocessArgs {
-    pub fn overrides(&self) -> PreprocessOverrides {
-        PreprocessOverrides {
-            input_size: self.input_size,
-            channels: self.channels,
-            mean: self.mean.clone(),
-            std: self.std.clone(),
-            crop_pct: self.crop_pct,
-            interpolation: self.interpolation,
-        }
-    }
 }
 
 /// Milliseconds, at least 1.
@@ -166,7 +103,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     #[command(flatten)]
-    pub preprocess: ServePreprocessArgs,
+    pub preprocess: PreprocessArgs,
 }
 
 impl ServeArgs {

@@ -8,6 +8,7 @@
 //! by `lkd serve` and `lkd-run serve`.
 
 mod api_error;
+#[cfg(feature = "cli")]
 pub mod args;
 mod auth;
 mod batcher;

@@ -1,16 +1,25 @@
-use lkd_runtime::{bench, BenchConfig, BenchReport, SessionConfig};
+use lkd_runtime::{bench, bench_ab, BenchConfig, BenchReport, Model, SessionConfig};
 
 use crate::common::*;
 
 #[test]
 fn bench_reports_percentiles_throughput_and_gflops() {
-    let cfg = BenchConfig { batch_sizes: vec![1, 4], threads: vec![1], iters: 12, warmup: 2, session: SessionConfig::default() };
+    let cfg = BenchConfig {
+        batch_sizes: vec![1, 4],
+        threads: vec![1],
+        iters: 12,
+        warmup: 2,
+        session: SessionConfig::default(),
+    };
     let report = bench(&model("rgb32"), None, &cfg).unwrap();
     assert_eq!(report.results.len(), 2);
     assert!(report.ab.is_empty());
     for r in &report.results {
         assert_eq!(r.iters, 12);
-        assert!(r.min_ms <= r.p50_ms && r.p50_ms <= r.p90_ms && r.p90_ms <= r.p99_ms, "{r:?}");
+        assert!(
+            r.min_ms <= r.p50_ms && r.p50_ms <= r.p90_ms && r.p90_ms <= r.p99_ms,
+            "{r:?}"
+        );
         assert!(r.throughput_img_s > 0.0);
         let g = r.gflops_per_image.expect("lkd.gflops metadata");
         assert!((r.achieved_gflop_s.unwrap() - g * r.throughput_img_s).abs() < 1e-9);
@@ -23,20 +32,73 @@ fn bench_reports_percentiles_throughput_and_gflops() {
 
 #[test]
 fn ab_mode_interleaves_and_reports_ratio() {
-    let cfg = BenchConfig { batch_sizes: vec![2], threads: vec![1], iters: 10, warmup: 1, session: SessionConfig::default() };
+    let cfg = BenchConfig {
+        batch_sizes: vec![2],
+        threads: vec![1],
+        iters: 10,
+        warmup: 1,
+        session: SessionConfig::default(),
+    };
     let report = bench(&model("gray28"), Some(&model("slow")), &cfg).unwrap();
     assert_eq!(report.results.len(), 2);
     let ab = &report.ab[0];
     assert_eq!((ab.a.as_str(), ab.b.as_str()), ("gray28", "slow"));
-    assert!((ab.ratio_p50 - ab.b_p50_ms / ab.a_p50_ms).abs() < 1e-12);
-    assert!(ab.ratio_p50 > 1.0, "the 1.2-GFLOP model should be slower: {ab:?}");
+    let r = &ab.ratio;
+    assert_eq!(r.rounds, 10);
+    assert!(
+        r.min <= r.p25 && r.p25 <= r.median && r.median <= r.p75 && r.p75 <= r.max,
+        "{r:?}"
+    );
+    assert!(
+        r.median > 1.0,
+        "the 1.2-GFLOP model should be slower: {ab:?}"
+    );
 }
 
 #[test]
 fn bench_refuses_impossible_settings() {
-    let cfg = BenchConfig { batch_sizes: vec![4], threads: vec![1], iters: 2, warmup: 0, session: SessionConfig::default() };
+    let cfg = BenchConfig {
+        batch_sizes: vec![4],
+        threads: vec![1],
+        iters: 2,
+        warmup: 0,
+        session: SessionConfig::default(),
+    };
     let e = bench(&model("fixed1"), None, &cfg).unwrap_err();
     assert!(e.to_string().contains("fixed batch"), "{e}");
     let cfg = BenchConfig { iters: 0, ..cfg };
     assert!(bench(&model("rgb32"), None, &cfg).is_err());
+}
+
+/// The same model as A and as B must measure as equal: with spinning on and a fixed order, two
+/// sessions in one process measured 1.25x apart (and 1.37x the other way round when swapped).
+#[test]
+fn same_model_as_a_and_b_measures_equal() {
+    let cfg = SessionConfig {
+        intra_threads: Some(2),
+        inter_threads: Some(1),
+        ..SessionConfig::default()
+    };
+    let mut a = Model::load(model("rgb32"), &cfg).unwrap();
+    let mut b = Model::load(model("rgb32"), &cfg).unwrap();
+    let (_, _, ab) = bench_ab(&mut a, &mut b, 8, 2, 60, 5).unwrap();
+    let r = ab.ratio;
+    assert!((0.9..=1.1).contains(&r.median), "same model, A/B ratio {r}");
+}
+
+#[test]
+fn ab_refuses_spinning_sessions() {
+    let spinning = SessionConfig {
+        intra_threads: Some(1),
+        spin: true,
+        ..SessionConfig::default()
+    };
+    let mut a = Model::load(model("gray28"), &SessionConfig::default()).unwrap();
+    let mut b = Model::load(model("gray28"), &spinning).unwrap();
+    let e = bench_ab(&mut a, &mut b, 1, 1, 3, 0).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid benchmark setting: `gray28` was loaded with spinning on; an A/B in one process needs both \
+         sessions built with `SessionConfig { spin: false, .. }`"
+    );
 }

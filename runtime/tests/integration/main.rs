@@ -4,8 +4,10 @@
 
 mod bench;
 mod common;
+mod edge;
 mod predict;
 mod serve;
 mod serve_hardening;
 mod serve_kserve;
+mod serve_process;
 mod serve_util;

@@ -1,13 +1,16 @@
 use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 use lkd_runtime::{
-    preprocess_batch, preprocess_into, resolve_preprocess, Classifier, Device, Model, PreprocessOverrides,
-    RuntimeError, SessionConfig,
+    preprocess_batch, preprocess_into, resolve_preprocess, Classifier, Device, Model,
+    PreprocessOverrides, RuntimeError, SessionConfig,
 };
 
 use crate::common::*;
 
 fn cpu() -> SessionConfig {
-    SessionConfig { intra_threads: Some(1), ..SessionConfig::default() }
+    SessionConfig {
+        intra_threads: Some(1),
+        ..SessionConfig::default()
+    }
 }
 
 #[test]
@@ -29,13 +32,22 @@ fn ort_matches_numpy_reference() {
 fn preprocessed_photos_match_numpy_reference() {
     for (name, format) in [("rgb32", ImageFormat::Jpeg), ("gray28", ImageFormat::Png)] {
         let mut c = Classifier::load(model(name), &cpu(), &PreprocessOverrides::default()).unwrap();
-        let images: Vec<(String, Vec<u8>)> =
-            (0..3).map(|i| (format!("p{i}"), encode(&photo(120 + 40 * i, 90 + 13 * i, i), format))).collect();
+        let images: Vec<(String, Vec<u8>)> = (0..3)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    encode(&photo(120 + 40 * i, 90 + 13 * i, i), format),
+                )
+            })
+            .collect();
         let batch = preprocess_batch(&images, &c.preprocess).unwrap();
         let got = c.model.run(&batch.data, batch.shape).unwrap();
         let want = numpy_reference(name, &batch.data, batch.shape);
         let d = max_abs_diff(&got.data, &want);
-        assert!(d <= 1e-4, "{name}: ORT vs NumPy on preprocessed photos, max abs diff {d}");
+        assert!(
+            d <= 1e-4,
+            "{name}: ORT vs NumPy on preprocessed photos, max abs diff {d}"
+        );
     }
 }
 
@@ -107,7 +119,12 @@ fn predict_returns_labels_from_metadata() {
     let mut c = Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
     let animals = ["cat", "dog", "eagle", "kite", "horse"];
     let images: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| (format!("{i}.jpg"), encode(&photo(64 + 9 * i, 80, i), ImageFormat::Jpeg)))
+        .map(|i| {
+            (
+                format!("{i}.jpg"),
+                encode(&photo(64 + 9 * i, 80, i), ImageFormat::Jpeg),
+            )
+        })
         .collect();
     let out = c.classify(&images, 3).unwrap();
     assert_eq!(out.len(), 4);
@@ -135,25 +152,39 @@ fn predict_returns_labels_from_metadata() {
         interpolation: Some(lkd_runtime::Interpolation::Bicubic),
         ..Default::default()
     };
-    assert_eq!(resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap(), {
-        let mut n = Classifier::load(model("nometa"), &cpu(), &flags).unwrap();
-        let preds = n.classify(&images, 3).unwrap();
-        for (a, b) in preds.iter().zip(&out) {
-            assert_eq!(a[0].label, format!("class {}", b[0].index));
-            assert!((a[0].prob - b[0].prob).abs() < 1e-5);
+    assert_eq!(
+        resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap(),
+        {
+            let mut n = Classifier::load(model("nometa"), &cpu(), &flags).unwrap();
+            let preds = n.classify(&images, 3).unwrap();
+            for (a, b) in preds.iter().zip(&out) {
+                assert_eq!(a[0].label, format!("class {}", b[0].index));
+                assert!((a[0].prob - b[0].prob).abs() < 1e-5);
+            }
+            n.preprocess
         }
-        n.preprocess
-    });
+    );
 }
 
 #[test]
 fn fixed_batch_model_is_padded() {
-    let images: Vec<(String, Vec<u8>)> =
-        (0..3).map(|i| (format!("{i}.png"), encode(&photo(50, 40 + i, i), ImageFormat::Png))).collect();
-    let mut dynamic = Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
-    let mut fixed = Classifier::load(model("fixed1"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let images: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("{i}.png"),
+                encode(&photo(50, 40 + i, i), ImageFormat::Png),
+            )
+        })
+        .collect();
+    let mut dynamic =
+        Classifier::load(model("rgb32"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let mut fixed =
+        Classifier::load(model("fixed1"), &cpu(), &PreprocessOverrides::default()).unwrap();
     assert_eq!(fixed.info().fixed_batch(), Some(1));
-    let (a, b) = (dynamic.classify(&images, 2).unwrap(), fixed.classify(&images, 2).unwrap());
+    let (a, b) = (
+        dynamic.classify(&images, 2).unwrap(),
+        fixed.classify(&images, 2).unwrap(),
+    );
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x[0].index, y[0].index);
         assert!((x[0].prob - y[0].prob).abs() < 1e-5);
@@ -188,7 +219,9 @@ fn wrong_inputs_are_errors_before_running() {
     assert!(matches!(e, RuntimeError::Input { .. }), "{e}");
 
     let mut fixed = Model::load(model("fixed1"), &cpu()).unwrap();
-    let e = fixed.run(&vec![0f32; 2 * 3 * 32 * 32], [2, 3, 32, 32]).unwrap_err();
+    let e = fixed
+        .run(&vec![0f32; 2 * 3 * 32 * 32], [2, 3, 32, 32])
+        .unwrap_err();
     assert!(e.to_string().contains("fixed batch of 1"), "{e}");
 
     let e = Model::load(model("f64"), &cpu()).unwrap_err();
@@ -197,8 +230,14 @@ fn wrong_inputs_are_errors_before_running() {
 
     // Flags that contradict the graph are refused too.
     let m = Model::load(model("rgb32"), &cpu()).unwrap();
-    let flags = PreprocessOverrides { input_size: Some([28, 28]), ..Default::default() };
-    assert!(matches!(resolve_preprocess(m.info(), &flags), Err(RuntimeError::Input { .. })));
+    let flags = PreprocessOverrides {
+        input_size: Some([28, 28]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        resolve_preprocess(m.info(), &flags),
+        Err(RuntimeError::Input { .. })
+    ));
 }
 
 #[test]
@@ -208,7 +247,10 @@ fn undecodable_image_is_an_error() {
     let mut truncated_png = good.clone();
     truncated_png.truncate(good.len() / 3);
     for bad in [b"definitely not an image".to_vec(), truncated_png] {
-        let images = vec![("ok.png".to_string(), good.clone()), ("bad.png".to_string(), bad)];
+        let images = vec![
+            ("ok.png".to_string(), good.clone()),
+            ("bad.png".to_string(), bad),
+        ];
         let e = c.classify(&images, 1).unwrap_err();
         assert!(matches!(e, RuntimeError::Image { .. }), "{e}");
         assert!(e.to_string().contains("bad.png"), "{e}");
@@ -220,9 +262,15 @@ fn missing_metadata_without_flags_is_an_error() {
     let e = Classifier::load(model("nometa"), &cpu(), &PreprocessOverrides::default()).unwrap_err();
     assert!(matches!(e, RuntimeError::NoPreprocess { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("lkd.input_size") && msg.contains("--mean") && msg.contains("--std"), "{msg}");
+    assert!(
+        msg.contains("lkd.input_size") && msg.contains("--mean") && msg.contains("--std"),
+        "{msg}"
+    );
     // Mean without std is still not enough.
-    let flags = PreprocessOverrides { mean: Some(vec![0.5; 3]), ..Default::default() };
+    let flags = PreprocessOverrides {
+        mean: Some(vec![0.5; 3]),
+        ..Default::default()
+    };
     assert!(Classifier::load(model("nometa"), &cpu(), &flags).is_err());
 }
 
@@ -235,9 +283,15 @@ fn devices_parse_and_cuda_never_falls_back() {
     assert!("cuda:x".parse::<Device>().is_err());
     // The CPU-only ONNX Runtime (or a build without the feature) cannot give CUDA: that must be an
     // error, not a CPU session.
-    let cfg = SessionConfig { device: Device::Cuda(0), ..cpu() };
+    let cfg = SessionConfig {
+        device: Device::Cuda(0),
+        ..cpu()
+    };
     match Model::load(model("rgb32"), &cfg) {
-        Err(e) => assert!(matches!(e, RuntimeError::Provider { .. }), "{e}"),
+        Err(e) => assert!(
+            matches!(e, RuntimeError::Ort(lkd_runtime::OrtError::Provider { .. })),
+            "{e}"
+        ),
         Ok(m) => assert_eq!(m.info().provider, "CUDAExecutionProvider"),
     }
 }

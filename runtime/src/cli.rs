@@ -1,0 +1,395 @@
+//! Command-line arguments and actions shared by `lkd` and `lkd-run` (`predict`, `bench`,
+//! `info`): one set of clap structs and one implementation, so the two binaries cannot drift.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+
+use crate::{
+    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Interpolation, Model,
+    OptLevel, PreprocessOverrides, SessionConfig,
+};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum InterpolationArg {
+    Nearest,
+    Bilinear,
+    Bicubic,
+}
+
+impl From<InterpolationArg> for Interpolation {
+    fn from(i: InterpolationArg) -> Self {
+        match i {
+            InterpolationArg::Nearest => Interpolation::Nearest,
+            InterpolationArg::Bilinear => Interpolation::Bilinear,
+            InterpolationArg::Bicubic => Interpolation::Bicubic,
+        }
+    }
+}
+
+/// Whether ONNX Runtime's idle intra-op threads spin (`on`) or sleep (`off`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Spin {
+    On,
+    #[default]
+    Off,
+}
+
+impl Spin {
+    pub fn enabled(self) -> bool {
+        self == Spin::On
+    }
+}
+
+/// Preprocessing flags for ONNX files without lkd metadata (each also overrides the metadata).
+#[derive(Args, Clone, Debug, Default)]
+pub struct PreprocessArgs {
+    /// Model input size: `224` or `H,W`.
+    #[arg(long, value_parser = parse_size)]
+    pub input_size: Option<[usize; 2]>,
+    /// 1 (luma) or 3 (RGB).
+    #[arg(long)]
+    pub channels: Option<usize>,
+    /// Per-channel mean of pixel/255, comma separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel std of pixel/255, comma separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub std: Option<Vec<f32>>,
+    /// Centre-crop fraction: the shorter side is resized to size / crop_pct first.
+    #[arg(long)]
+    pub crop_pct: Option<f32>,
+    #[arg(long, value_enum)]
+    pub interpolation: Option<InterpolationArg>,
+}
+
+impl PreprocessArgs {
+    pub fn overrides(&self) -> PreprocessOverrides {
+        PreprocessOverrides {
+            input_size: self.input_size,
+            channels: self.channels,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            crop_pct: self.crop_pct,
+            interpolation: self.interpolation.map(Into::into),
+        }
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split([',', 'x']).collect();
+    let num = |p: &str| p.trim().parse::<usize>().ok().filter(|&v| v > 0);
+    match parts.as_slice() {
+        [a] => num(a).map(|v| [v, v]),
+        [h, w] => num(h).zip(num(w)).map(|(h, w)| [h, w]),
+        _ => None,
+    }
+    .ok_or_else(|| format!("expected `N` or `H,W` with positive integers, found `{s}`"))
+}
+
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse::<Device>().map_err(|e| e.to_string())
+}
+
+pub fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
+    s.parse::<OptLevel>().map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// ONNX classifier (as written by `lkd export`, or any single-input NCHW model with flags).
+    pub model: PathBuf,
+    /// Images to classify (JPEG, PNG, WebP, BMP, GIF).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Idle ONNX Runtime threads spin for work (lower latency under constant load, but they
+    /// burn cores other processes need).
+    #[arg(long, value_enum, default_value_t = Spin::Off)]
+    pub spin: Spin,
+    /// Images per session run.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
+    if args.top_k == 0 || args.batch == 0 {
+        bail!("--top-k and --batch must be at least 1");
+    }
+    let start = Instant::now();
+    let cfg = SessionConfig {
+        device: args.device,
+        intra_threads: args.threads,
+        spin: args.spin.enabled(),
+        ..SessionConfig::default()
+    };
+    let mut clf = Classifier::load(&args.model, &cfg, &args.preprocess.overrides())?;
+    let mut results = Vec::with_capacity(args.images.len());
+    for chunk in args.images.chunks(args.batch) {
+        let images = chunk
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(p)
+                    .with_context(|| format!("cannot read image `{}`", p.display()))?;
+                Ok((p.display().to_string(), bytes))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let preds = clf.classify(&images, args.top_k)?;
+        results.extend(chunk.iter().cloned().zip(preds));
+    }
+    let info = clf.info();
+    if args.json {
+        let out: Vec<_> = results
+            .iter()
+            .map(|(p, preds)| serde_json::json!({ "image": p.display().to_string(), "predictions": preds }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "model": info.name, "provider": info.provider, "results": out })
+            )?
+        );
+    } else {
+        for (p, preds) in &results {
+            println!("{}", p.display());
+            for pr in preds {
+                println!("  {:>7.4}  {} ({})", pr.prob, pr.label, pr.index);
+            }
+        }
+        eprintln!(
+            "classified {} image(s) with {} on {} in {:.2} s",
+            results.len(),
+            info.name,
+            info.provider,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    pub model: PathBuf,
+    /// A second model measured in the same loop (A/B): alternating order, spinning off, the
+    /// ratio reported with its spread over rounds.
+    #[arg(long)]
+    pub vs: Option<PathBuf>,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    /// Intra-op thread counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// Timed runs (rounds of A and B with --vs).
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Idle thread spinning of the measured session; must stay off with --vs.
+    #[arg(long, value_enum, default_value_t = Spin::Off)]
+    pub spin: Spin,
+    /// ONNX Runtime graph optimization: disable, basic, extended or all.
+    #[arg(long, default_value = "all", value_parser = parse_opt_level)]
+    pub opt_level: OptLevel,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.vs.is_some() && args.spin.enabled() {
+        bail!(
+            "--spin on cannot be used with --vs: two spinning thread pools in one process steal the cores \
+             from each other and the ratio then measures the order, not the models"
+        );
+    }
+    let cfg = BenchConfig {
+        batch_sizes: args.batch,
+        threads: args.threads,
+        iters: args.iters,
+        warmup: args.warmup,
+        session: SessionConfig {
+            device: args.device,
+            opt_level: args.opt_level,
+            spin: args.spin.enabled(),
+            ..SessionConfig::default()
+        },
+    };
+    let report = crate::bench(&args.model, args.vs.as_deref(), &cfg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_bench(&report);
+    }
+    Ok(())
+}
+
+pub fn print_bench(report: &BenchReport) {
+    println!(
+        "{:<20} {:<6} {:>5} {:>7} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "model", "device", "batch", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s"
+    );
+    for r in &report.results {
+        let gf = r
+            .achieved_gflop_s
+            .map(|g| format!("{g:.2}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<6} {:>5} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>9}",
+            r.model,
+            r.device,
+            r.batch,
+            r.threads,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.throughput_img_s,
+            gf
+        );
+    }
+    for ab in &report.ab {
+        println!(
+            "A/B batch {} threads {}: {} p50 {:.3} ms, {} p50 {:.3} ms, {}/{} per round = {}",
+            ab.batch, ab.threads, ab.a, ab.a_p50_ms, ab.b, ab.b_p50_ms, ab.b, ab.a, ab.ratio
+        );
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    pub model: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a model file says about itself: input/output, preprocessing, labels and provenance.
+pub fn model_info(model: &Model) -> serde_json::Value {
+    let info = model.info();
+    let preprocess = match resolve_preprocess(info, &PreprocessOverrides::default()) {
+        Ok(p) => serde_json::json!({
+            "input_size": p.input_size,
+            "channels": p.channels,
+            "crop_pct": p.crop_pct,
+            "interpolation": p.interpolation.as_str(),
+            "mean": p.mean,
+            "std": p.std,
+        }),
+        Err(e) => serde_json::Value::String(format!("none: {e}")),
+    };
+    let skip = [
+        lkd_models::preprocess::keys::LABELS,
+        lkd_models::preprocess::keys::INPUT_SIZE,
+        lkd_models::preprocess::keys::CHANNELS,
+        lkd_models::preprocess::keys::CROP_PCT,
+        lkd_models::preprocess::keys::INTERPOLATION,
+        lkd_models::preprocess::keys::MEAN,
+        lkd_models::preprocess::keys::STD,
+    ];
+    let provenance: serde_json::Map<String, serde_json::Value> = info
+        .metadata
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({
+        "model": info.name,
+        "path": info.path.display().to_string(),
+        "input": { "name": info.input_name, "shape": info.input_shape },
+        "output": info.output_name,
+        "preprocess": preprocess,
+        "labels": info.labels,
+        "provenance": provenance,
+    })
+}
+
+pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
+    let model = Model::load(&args.model, &SessionConfig::cpu(Some(1)))?;
+    let v = model_info(&model);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let dims = |s: &serde_json::Value| {
+        s.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| {
+                        if d.as_i64().unwrap_or(-1) < 0 {
+                            "?".into()
+                        } else {
+                            d.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("×")
+            })
+            .unwrap_or_default()
+    };
+    println!("model       {}", v["model"].as_str().unwrap_or_default());
+    println!(
+        "input       {} [{}]",
+        v["input"]["name"].as_str().unwrap_or_default(),
+        dims(&v["input"]["shape"])
+    );
+    println!("output      {}", v["output"].as_str().unwrap_or_default());
+    match &v["preprocess"] {
+        serde_json::Value::Object(p) => {
+            let list = |k: &str| {
+                p[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "preprocess  size {} channels {} crop_pct {} {} mean [{}] std [{}]",
+                dims(&p["input_size"]),
+                p["channels"],
+                p["crop_pct"],
+                p["interpolation"].as_str().unwrap_or_default(),
+                list("mean"),
+                list("std")
+            );
+        }
+        other => println!("preprocess  {}", other.as_str().unwrap_or_default()),
+    }
+    let labels = model.info().labels.as_slice();
+    match labels.len() {
+        0 => println!("labels      none (predictions say `class N`)"),
+        n => {
+            let head = labels
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!("labels      {n}: {head}{}", if n > 5 { ", …" } else { "" });
+        }
+    }
+    if let Some(p) = v["provenance"].as_object() {
+        for (k, val) in p {
+            println!("{:<11} {}", k, val.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
