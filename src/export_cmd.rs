@@ -83,6 +83,29 @@ pub struct ExportArgs {
     pub threads: Option<usize>,
 }
 
+impl ExportArgs {
+    /// `lkd export DIR --out OUT` with every other flag at its default.
+    pub fn for_run_dir(dir: &Path, out: &Path) -> Self {
+        Self {
+            run_dir: Some(dir.to_path_buf()),
+            preset: None,
+            model_override: None,
+            checkpoint: None,
+            out: Some(out.to_path_buf()),
+            reparam: ReparamArg::Auto,
+            fp16: false,
+            static_batch: None,
+            no_check: false,
+            labels: None,
+            meta: vec![],
+            linear_form: LinearArg::Conv,
+            ln_form: NormArg::Transpose,
+            device: "cpu".into(),
+            threads: None,
+        }
+    }
+}
+
 struct Source {
     graph: Graph,
     weights: StateDict,
@@ -210,12 +233,7 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
 
 /// Exports a run dir with the default options (deploy rewrites, parity check) to `out`.
 pub fn export_run_dir(dir: &Path, out: &Path) -> Result<lkd_exporter::ExportReport> {
-    #[derive(clap::Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: ExportArgs,
-    }
-    let args = <Defaults as clap::Parser>::try_parse_from([std::ffi::OsStr::new("export"), dir.as_os_str(), "--out".as_ref(), out.as_os_str()])?.args;
+    let args = ExportArgs::for_run_dir(dir, out);
     let src = from_run_dir(&args, dir)?;
     let opts = ExportOptions { labels: src.labels.clone(), provenance: src.provenance.clone(), ..Default::default() };
     Ok(lkd_exporter::export(&src.graph, &src.weights, &opts, out)?)

@@ -32,7 +32,8 @@ impl ConvNextConfig {
     }
     /// CPU-scale student: the nano teacher's stage layout with 3×3 kernels.
     pub fn nano() -> Self {
-        Self { kernel_size: 3, stem: 2, ..Self::layout(&[1, 1, 2], &[16, 32, 64]) }
+        // Layer scale from 1 for CPU-length runs (see `SlakConfig::nano`).
+        Self { kernel_size: 3, stem: 2, layer_scale_init: 1.0, ..Self::layout(&[1, 1, 2], &[16, 32, 64]) }
     }
 
     pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
