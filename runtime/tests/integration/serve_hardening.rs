@@ -170,6 +170,12 @@ fn slow_and_idle_clients_are_cut_off() {
         "{closed:?}"
     );
 
+    // A request hyper cannot parse is refused by hyper itself: 400 with an empty body, then closed.
+    let mut s = half_send(addr, "GARBAGE\r\n\r\n");
+    let (raw, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let r = parse_reply(&raw);
+    assert_eq!((r.status, r.body.len(), closed.is_some()), (400, 0, true));
+
     let metrics = get(addr, "/metrics").text();
     for reason in ["header_timeout", "idle_timeout"] {
         let line = metrics
