@@ -7,3 +7,7 @@ mod common;
 mod edge;
 mod predict;
 mod serve;
+mod serve_hardening;
+mod serve_kserve;
+mod serve_process;
+mod serve_util;
