@@ -9,6 +9,8 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Fashion-MNIST training-set statistics (pixel / 255).
 pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
 pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
+/// Largest model input side accepted from a config or metadata (bounds preprocessing work).
+pub const MAX_INPUT_SIDE: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,10 +90,13 @@ impl Preprocess {
         }
     }
 
-    /// The size the shorter side is resized to before the centre crop.
+    /// The size the shorter side is resized to before the centre crop: timm's
+    /// `math.floor(size / crop_pct)`, computed in f64 on the decimal `crop_pct` a config or
+    /// metadata states (0.9, not the f32 0.899999976), as Python sees it.
     pub fn resize_size(&self) -> usize {
-        let side = self.input_size[0].max(self.input_size[1]) as f32;
-        (side / self.crop_pct).floor() as usize
+        let side = self.input_size[0].max(self.input_size[1]) as f64;
+        let crop_pct: f64 = self.crop_pct.to_string().parse().unwrap_or(self.crop_pct as f64);
+        (side / crop_pct).floor() as usize
     }
 
     pub fn to_metadata(&self) -> BTreeMap<String, String> {
@@ -139,6 +144,12 @@ impl Preprocess {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.input_size.iter().any(|&s| s == 0 || s > MAX_INPUT_SIDE) {
+            return Err(format!("input_size sides must be in 1..={MAX_INPUT_SIDE}, found {:?}", self.input_size));
+        }
+        if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) {
+            return Err("mean/std values must be finite".into());
+        }
         if self.channels != 1 && self.channels != 3 {
             return Err(format!("channels must be 1 or 3, found {}", self.channels));
         }
@@ -169,6 +180,23 @@ mod tests {
         let p = Preprocess::imagenet(224);
         assert_eq!(Preprocess::from_metadata(&p.to_metadata()).unwrap(), p);
         assert_eq!(p.resize_size(), 256);
+    }
+
+    #[test]
+    fn resize_size_uses_the_decimal_crop_pct() {
+        // Python: math.floor(18 / 0.9) == 20; in f32 arithmetic 18 / 0.9f32 is 20.0000005.
+        let p = Preprocess { input_size: [18, 18], crop_pct: 0.9, ..Preprocess::fashion_mnist() };
+        assert_eq!(p.resize_size(), 20);
+        let p = Preprocess { input_size: [224, 224], crop_pct: 0.95, ..Preprocess::imagenet(224) };
+        assert_eq!(p.resize_size(), 235);
+    }
+
+    #[test]
+    fn sizes_and_values_are_validated() {
+        let bad = Preprocess { input_size: [0, 28], ..Preprocess::fashion_mnist() };
+        assert_eq!(bad.validate().unwrap_err(), "input_size sides must be in 1..=4096, found [0, 28]");
+        let bad = Preprocess { mean: vec![f32::NAN], ..Preprocess::fashion_mnist() };
+        assert_eq!(bad.validate().unwrap_err(), "mean/std values must be finite");
     }
 
     #[test]
