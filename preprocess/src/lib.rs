@@ -111,6 +111,32 @@ impl Pixels {
             Self { width, height, channels: 1, data: img.into_luma8().into_raw() }
         }
     }
+
+    /// [`Pixels::from_dynamic`] without taking ownership (one conversion copy).
+    pub fn from_dynamic_ref(img: &image::DynamicImage) -> Self {
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        if img.color().has_color() {
+            Self { width, height, channels: 3, data: img.to_rgb8().into_raw() }
+        } else {
+            Self { width, height, channels: 1, data: img.to_luma8().into_raw() }
+        }
+    }
+}
+
+/// Borrowed pixels, same layout as [`Pixels`]; what the read-only operations take, so callers
+/// with their own image type need not copy.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: &'a [u8],
+}
+
+impl Pixels {
+    pub fn view(&self) -> View<'_> {
+        View { width: self.width, height: self.height, channels: self.channels, data: &self.data }
+    }
 }
 
 /// PIL's `convert("L")`: ITU-R 601 weights in 16-bit fixed point, rounded.
@@ -165,7 +191,7 @@ pub fn round_half_even(x: f64) -> f64 {
 }
 
 /// Copies the `w`×`h` window at (`x`, `y`); pixels outside `img` are zero.
-pub fn crop(img: &Pixels, x: isize, y: isize, w: usize, h: usize) -> Pixels {
+pub fn crop(img: View<'_>, x: isize, y: isize, w: usize, h: usize) -> Pixels {
     let c = img.channels;
     let mut out = Pixels { width: w, height: h, channels: c, data: vec![0; w * h * c] };
     let x0 = x.max(0);
@@ -187,7 +213,7 @@ pub fn crop(img: &Pixels, x: isize, y: isize, w: usize, h: usize) -> Pixels {
 }
 
 /// PIL `Image.resize((w, h), interp)` on the whole image.
-pub fn resize(img: &Pixels, w: usize, h: usize, interp: Interpolation) -> Pixels {
+pub fn resize(img: View<'_>, w: usize, h: usize, interp: Interpolation) -> Pixels {
     resize_window(img, w, h, 0, 0, w, h, interp)
 }
 
@@ -209,11 +235,11 @@ pub fn eval_geometry(img: Pixels, p: &Preprocess) -> Result<Pixels> {
     })?;
     let left = center_crop_offset(rw, crop_w);
     let top = center_crop_offset(rh, crop_h);
-    Ok(resize_window(&img, rw, rh, left, top, crop_w, crop_h, p.interpolation))
+    Ok(resize_window(img.view(), rw, rh, left, top, crop_w, crop_h, p.interpolation))
 }
 
 /// `ToTensor` + `Normalize`: `(v / 255 − mean) / std` in f32, written CHW into `out`.
-pub fn normalize_into(img: &Pixels, mean: &[f32], std: &[f32], out: &mut [f32]) -> Result<()> {
+pub fn normalize_into(img: View<'_>, mean: &[f32], std: &[f32], out: &mut [f32]) -> Result<()> {
     let (c, hw) = (img.channels, img.width * img.height);
     if out.len() != c * hw {
         return Err(PreprocessError::OutputLen { expected: c * hw, found: out.len() });
@@ -248,7 +274,7 @@ pub fn eval_into(img: Pixels, p: &Preprocess, out: &mut [f32]) -> Result<()> {
         return Err(PreprocessError::OutputLen { expected: tensor_len(p), found: out.len() });
     }
     let cropped = eval_geometry(img, p)?;
-    normalize_into(&cropped, &p.mean, &p.std, out)
+    normalize_into(cropped.view(), &p.mean, &p.std, out)
 }
 
 /// Encoded bytes → tensor: [`decode`] within `limits`, then [`eval_into`].

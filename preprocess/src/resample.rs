@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use lkd_models::preprocess::Interpolation;
 
-use crate::Pixels;
+use crate::{Pixels, View};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -108,7 +108,7 @@ fn clip8(acc: i64) -> u8 {
 /// the resized image are zero (torchvision's centre-crop padding).
 #[allow(clippy::too_many_arguments)]
 pub fn resize_window(
-    img: &Pixels,
+    img: View<'_>,
     rw: usize,
     rh: usize,
     left: isize,
@@ -225,10 +225,10 @@ mod tests {
             for (w, h, c) in [(29, 31, 1), (64, 17, 3), (5, 90, 3)] {
                 let img = ramp(w, h, c);
                 let (rw, rh) = (40, 23);
-                let full = resize(&img, rw, rh, interp);
+                let full = resize(img.view(), rw, rh, interp);
                 for (left, top, cw, ch) in [(3, 2, 20, 11), (-2, -1, 44, 25), (0, 0, rw, rh), (35, 20, 10, 10)] {
-                    let win = resize_window(&img, rw, rh, left, top, cw, ch, interp);
-                    assert_eq!(win, crate::crop(&full, left, top, cw, ch), "{interp:?} {w}x{h}x{c} at {left},{top}");
+                    let win = resize_window(img.view(), rw, rh, left, top, cw, ch, interp);
+                    assert_eq!(win, crate::crop(full.view(), left, top, cw, ch), "{interp:?} {w}x{h}x{c} at {left},{top}");
                 }
             }
         }
@@ -237,9 +237,9 @@ mod tests {
     #[test]
     fn same_size_is_identity_and_constant_stays_constant() {
         let img = ramp(13, 9, 3);
-        assert_eq!(resize(&img, 13, 9, Interpolation::Bicubic), img);
+        assert_eq!(resize(img.view(), 13, 9, Interpolation::Bicubic), img);
         let flat = Pixels { width: 50, height: 7, channels: 1, data: vec![200; 350] };
-        let r = resize(&flat, 11, 30, Interpolation::Bicubic);
+        let r = resize(flat.view(), 11, 30, Interpolation::Bicubic);
         assert!(r.data.iter().all(|&v| v == 200), "{:?}", r.data);
     }
 }

@@ -20,14 +20,14 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 }
 
 /// A complete, valid 8-bit grey PNG of zeros, compressed row by row (never held in memory).
-fn zero_png(width: u32, height: u32) -> Vec<u8> {
+fn zero_png(width: u32, height: u32, level: Compression) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, deflate, no filter, no interlace
     chunk(&mut png, b"IHDR", &ihdr);
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
+    let mut z = ZlibEncoder::new(Vec::new(), level);
     let row = vec![0u8; width as usize + 1]; // filter byte 0 + samples
     let block = 1 << 20;
     for _ in 0..height {
@@ -48,7 +48,7 @@ fn too_large(bytes: &[u8]) -> PreprocessError {
 
 #[test]
 fn a_hundred_million_by_one_png_is_refused_from_its_header() {
-    let png = zero_png(100_000_000, 1);
+    let png = zero_png(100_000_000, 1, Compression::best());
     assert!(png.len() < 200_000, "the probe file is small: {} bytes", png.len());
     assert_eq!(
         too_large(&png).to_string(),
@@ -61,7 +61,7 @@ fn a_hundred_million_by_one_png_is_refused_from_its_header() {
 
 #[test]
 fn a_million_by_one_png_is_refused() {
-    let png = zero_png(1_000_000, 1);
+    let png = zero_png(1_000_000, 1, Compression::best());
     assert!(png.len() < 5_000, "{} bytes", png.len());
     assert_eq!(
         too_large(&png).to_string(),
@@ -72,7 +72,7 @@ fn a_million_by_one_png_is_refused() {
 
 #[test]
 fn a_20000_square_grey_png_is_refused() {
-    let png = zero_png(20_000, 20_000);
+    let png = zero_png(20_000, 20_000, Compression::fast());
     assert!(
         too_large(&png).to_string().starts_with("image is 20000×20000 pixels; the limit is 67108864 pixels"),
         "{}",
@@ -83,7 +83,7 @@ fn a_20000_square_grey_png_is_refused() {
 #[test]
 fn a_large_but_allowed_image_decodes_within_limits() {
     // 4096×16 (1:256) is refused by aspect with the defaults, accepted with a wider bound.
-    let png = zero_png(4096, 16);
+    let png = zero_png(4096, 16, Compression::fast());
     assert!(too_large(&png).is_too_large());
     let wide = Limits { max_aspect: 256, ..Limits::default() };
     let img = decode(&png, &wide).unwrap();
@@ -134,6 +134,6 @@ fn garbage_and_empty_input_are_named() {
     let e = eval_bytes_into(b"hello, not an image", &Limits::default(), &p, &mut out).unwrap_err();
     assert_eq!(e.to_string(), "unrecognised image format: expected a JPEG, PNG, WebP, BMP or GIF file");
     assert!(eval_bytes_into(&[], &Limits::default(), &p, &mut out).is_err());
-    let zero_wide = zero_png(0, 5);
+    let zero_wide = zero_png(0, 5, Compression::fast());
     assert!(decode(&zero_wide, &Limits::default()).is_err());
 }

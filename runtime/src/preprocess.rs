@@ -1,9 +1,11 @@
 //! Image → NCHW tensor, following the model's `Preprocess` (from `lkd-models`, the only place
-//! preprocessing values are defined).
+//! preprocessing values are defined). The pixels are computed by `lkd-preprocess`, the same
+//! function trainer evaluation and quantize calibration call.
 
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
+use image::DynamicImage;
 use lkd_models::preprocess::{Interpolation, Preprocess};
+pub use lkd_preprocess::{Limits, PreprocessError};
+use lkd_preprocess::Pixels;
 
 use crate::error::{Result, RuntimeError};
 use crate::session::ModelInfo;
@@ -97,71 +99,30 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
     Ok(p)
 }
 
-pub fn filter(i: Interpolation) -> FilterType {
-    match i {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    }
+/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within the default
+/// [`Limits`]: the header's size is checked before decoding, a cut-off JPEG is an error.
+pub fn decode(bytes: &[u8], name: Option<&str>) -> Result<DynamicImage> {
+    decode_within(bytes, name, &Limits::default())
 }
 
-/// Decodes JPEG/PNG/WebP/BMP/GIF bytes, guessing the format from the content.
-pub fn decode(bytes: &[u8], name: Option<&str>) -> Result<DynamicImage> {
-    let err = |reason: String| RuntimeError::Image { name: name.map(str::to_string), reason };
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(err("unrecognised file signature".into()));
-    }
-    let img = reader.decode().map_err(|e| err(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(err("the image is empty".into()));
-    }
-    Ok(img)
+/// [`decode`] with explicit limits.
+pub fn decode_within(bytes: &[u8], name: Option<&str>, limits: &Limits) -> Result<DynamicImage> {
+    lkd_preprocess::decode_dynamic(bytes, limits).map_err(|source| image_error(name, source))
+}
+
+fn image_error(name: Option<&str>, source: lkd_preprocess::PreprocessError) -> RuntimeError {
+    RuntimeError::Image { name: name.map(str::to_string), source }
 }
 
 /// Number of f32 values one image occupies.
 pub fn image_len(p: &Preprocess) -> usize {
-    p.channels * p.input_size[0] * p.input_size[1]
+    lkd_preprocess::tensor_len(p)
 }
 
-/// Resize shorter side → centre crop → channels → /255 → normalize, written CHW into `out`
-/// (`image_len(p)` values). Sizes and offsets follow torchvision's Resize/CenterCrop.
-pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) {
-    let [ch, cw] = p.input_size;
-    assert_eq!(out.len(), image_len(p), "output slice does not match the preprocessing");
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let short = p.resize_size();
-    let (rw, rh) = if w <= h { (short, (short * h) / w) } else { ((short * w) / h, short) };
-    let (rw, rh) = (rw.max(cw), rh.max(ch));
-    let rgb: RgbImage = if (rw, rh) == (w, h) {
-        // Already at size: no resampling, so the tensor is exact.
-        img.to_rgb8()
-    } else {
-        image::imageops::resize(&img.to_rgb8(), rw as u32, rh as u32, filter(p.interpolation))
-    };
-    let top = ((rh - ch) as f32 / 2.0).round() as usize;
-    let left = ((rw - cw) as f32 / 2.0).round() as usize;
-    let plane = ch * cw;
-    let raw = rgb.as_raw();
-    let scale: Vec<f32> = p.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
-    let shift: Vec<f32> = p.mean.iter().zip(&p.std).map(|(m, s)| m / s).collect();
-    for y in 0..ch {
-        let row = &raw[((top + y) * rw + left) * 3..((top + y) * rw + left + cw) * 3];
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let i = y * cw + x;
-            if p.channels == 1 {
-                // ITU-R BT.601 luma, as PIL and torchvision's Grayscale compute it.
-                let l = 0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32;
-                out[i] = l * scale[0] - shift[0];
-            } else {
-                for c in 0..3 {
-                    out[c * plane + i] = px[c] as f32 * scale[c] - shift[c];
-                }
-            }
-        }
-    }
+/// The eval preprocessing (`lkd_preprocess::eval_into`, the one the trainer evaluates with),
+/// written CHW into `out` (`image_len(p)` values).
+pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
+    lkd_preprocess::eval_into(Pixels::from_dynamic_ref(img), p, out).map_err(|source| image_error(None, source))
 }
 
 /// One contiguous NCHW batch.
@@ -196,8 +157,9 @@ pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Prepr
             .map(|(out, imgs)| {
                 s.spawn(move || {
                     for ((name, bytes), dst) in imgs.iter().zip(out.chunks_mut(len)) {
-                        let img = decode(bytes.as_ref(), Some(name))?;
-                        preprocess_into(&img, p, dst);
+                        let limits = Limits::default();
+                        lkd_preprocess::eval_bytes_into(bytes.as_ref(), &limits, p, dst)
+                            .map_err(|source| image_error(Some(name), source))?;
                     }
                     Ok(())
                 })

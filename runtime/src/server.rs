@@ -211,12 +211,13 @@ async fn classify(State(state): State<Arc<AppState>>, query: Query<ClassifyQuery
     let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
         let img = decode(&body, None)?;
         let mut input = vec![0f32; image_len(&p)];
-        preprocess_into(&img, &p, &mut input);
+        preprocess_into(&img, &p, &mut input)?;
         Ok(input)
     })
     .await;
     let input = match prepared {
         Ok(Ok(x)) => x,
+        Ok(Err(e)) if e.is_too_large() => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing task failed: {e}")),
     };

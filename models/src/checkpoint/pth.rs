@@ -46,6 +46,17 @@ pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
     read_archive(&mut zip).map_err(err)
 }
 
+/// [`read_pth`] on bytes already in memory (the fuzz target's entry point). `Err` is the message
+/// `read_pth` would attach to the file's path.
+pub fn read_pth_bytes(bytes: &[u8]) -> Result<StateDict, String> {
+    if !bytes.starts_with(b"PK") {
+        return Err("not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)".into());
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("unreadable zip archive ({e}); the file may be truncated or corrupt"))?;
+    read_archive(&mut zip)
+}
+
 fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDict, String> {
     let root = archive_root(zip)?;
     if let Ok(order) = read_entry(zip, &format!("{root}byteorder"), 64) {

@@ -1,6 +1,7 @@
 //! Per-sample transforms. Train (timm order): random-resized-crop (or resize + centre crop, then
 //! optional pad-and-crop), horizontal flip, RandAugment, normalize, random erasing. Eval:
-//! resize the shorter side to `Preprocess::resize_size()`, centre crop, normalize.
+//! `lkd_preprocess` (resize the shorter side to `Preprocess::resize_size()`, centre crop,
+//! normalize), the same function `predict` and `serve` run.
 
 use super::{ops, rng, DataError, Image, RandAugment, Result};
 use lkd_models::preprocess::Preprocess;
@@ -191,11 +192,14 @@ impl Transform {
         self.output_shape().iter().product()
     }
 
-    /// Resize shorter side to `resize_size()`, then centre crop `input_size`.
-    pub fn eval_geometry(&self, img: &Image) -> Image {
-        let [h, w] = self.pre.input_size;
-        let r = ops::resize_shorter(img, self.pre.resize_size(), self.pre.interpolation);
-        ops::center_crop(&r, w, h)
+    /// The eval geometry serving uses too (`lkd_preprocess::eval_geometry`): channels, resize
+    /// of the shorter side to `resize_size()`, centre crop `input_size`. `validate` has
+    /// accepted the `Preprocess` and datasets yield non-empty 1- or 3-channel images, so an
+    /// error here is a bug, not bad input.
+    pub fn eval_geometry(&self, img: Image) -> Image {
+        let out = lkd_preprocess::eval_geometry(ops::to_pixels(img), &self.pre)
+            .unwrap_or_else(|e| panic!("eval preprocessing of a dataset image: {e}"));
+        ops::from_pixels(out)
     }
 
     /// Everything before normalization, as u8 HWC with `pre.channels` channels.
@@ -203,7 +207,7 @@ impl Transform {
         let img = ops::to_channels(img, self.pre.channels);
         let [h, w] = self.pre.input_size;
         let Some(aug) = &self.aug else {
-            return self.eval_geometry(&img);
+            return self.eval_geometry(img);
         };
         let mut out = match &aug.random_resized_crop {
             Some(cfg) => {
@@ -211,7 +215,7 @@ impl Transform {
                 let c = ops::crop(&img, x as isize, y as isize, cw, ch);
                 ops::resize(&c, w, h, self.pre.interpolation)
             }
-            None => self.eval_geometry(&img),
+            None => self.eval_geometry(img),
         };
         if aug.crop_padding > 0 {
             let p = aug.crop_padding;
