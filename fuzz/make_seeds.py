@@ -14,9 +14,9 @@ torch.manual_seed(0)
 
 sd = {"conv.weight": torch.randn(2, 1, 3, 3), "conv.bias": torch.zeros(2), "steps": torch.tensor(7),
       "fc.weight": torch.randn(3, 2).t(), "half": torch.randn(4).half(), "mask": torch.tensor([True, False])}
-torch.save(sd, out("pth", "state_dict.pth"))
-torch.save({"model": sd, "epoch": 3, "args": {"lr": 0.1}}, out("pth", "wrapped_model.pth"))
-save_file({k: v.contiguous() for k, v in sd.items()}, out("safetensors", "state_dict.safetensors"))
+torch.save(sd, out("pth", "seed-state-dict"))
+torch.save({"model": sd, "epoch": 3, "args": {"lr": 0.1}}, out("pth", "seed-wrapped-model"))
+save_file({k: v.contiguous() for k, v in sd.items()}, out("safetensors", "seed-state-dict"))
 
 # A tiny classifier with lkd metadata: Conv -> GlobalAveragePool -> Flatten -> Gemm.
 w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 1, 3, 3)).astype(np.float32), "w")
@@ -32,7 +32,7 @@ for k, v in {"lkd.input_size": "8,8", "lkd.channels": "1", "lkd.crop_pct": "0.87
              "lkd.mean": "0.5", "lkd.std": "0.25", "lkd.labels": '["a","b","c"]'}.items():
     model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
 onnx.checker.check_model(model)
-with open(out("onnx_metadata", "tiny_classifier.onnx"), "wb") as f:
+with open(out("onnx_metadata", "seed-tiny-classifier"), "wb") as f:
     f.write(model.SerializeToString())
 
 # Images: a 4-byte preprocessing header, then the file.
