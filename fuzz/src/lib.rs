@@ -79,7 +79,8 @@ pub fn preprocess_pixels(data: &[u8]) {
     let p = preprocess_from(head);
     let at = |i: usize| head.get(i).copied().unwrap_or(0) as usize;
     let (w, h, c) = (at(4) % 97, at(5) % 97, if at(6) & 1 == 0 { 1 } else { 3 });
-    let pixels: Vec<u8> = if rest.is_empty() { vec![0; w * h * c] } else { rest.iter().copied().cycle().take(w * h * c).collect() };
+    let pixels: Vec<u8> =
+        if rest.is_empty() { vec![0; w * h * c] } else { rest.iter().copied().cycle().take(w * h * c).collect() };
     let img = Pixels::new(w, h, c, pixels).expect("the buffer matches the dimensions");
     let mut out = vec![0f32; tensor_len(&p)];
     match eval_into(img, &p, &mut out) {

@@ -129,8 +129,8 @@ impl Preprocess {
         let crop_pct: f32 =
             get(keys::CROP_PCT)?.parse().map_err(|_| format!("metadata `{}` is not a number", keys::CROP_PCT))?;
         let interp = get(keys::INTERPOLATION)?;
-        let interpolation =
-            Interpolation::parse(interp).ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
+        let interpolation = Interpolation::parse(interp)
+            .ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
         let p = Self {
             input_size: [size[0] as usize, size[1] as usize],
             channels,

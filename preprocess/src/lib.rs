@@ -152,9 +152,12 @@ pub fn to_channels(img: Pixels, channels: usize) -> Result<Pixels> {
     match (img.channels, channels) {
         (a, b) if a == b && (b == 1 || b == 3) => Ok(img),
         (1, 3) => Ok(Pixels { width, height, channels: 3, data: data.iter().flat_map(|&v| [v, v, v]).collect() }),
-        (3, 1) => {
-            Ok(Pixels { width, height, channels: 1, data: data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect() })
-        }
+        (3, 1) => Ok(Pixels {
+            width,
+            height,
+            channels: 1,
+            data: data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
+        }),
         (_, b) if b != 1 && b != 3 => Err(PreprocessError::Channels(b)),
         (a, _) => Err(PreprocessError::Channels(a)),
     }
@@ -314,7 +317,10 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_errors_not_panics() {
-        assert!(matches!(Pixels::new(2, 2, 3, vec![0; 11]), Err(PreprocessError::OutputLen { expected: 12, found: 11 })));
+        assert!(matches!(
+            Pixels::new(2, 2, 3, vec![0; 11]),
+            Err(PreprocessError::OutputLen { expected: 12, found: 11 })
+        ));
         assert!(matches!(Pixels::new(1, 1, 4, vec![0; 4]), Err(PreprocessError::Channels(4))));
         let p = Preprocess::fashion_mnist();
         let img = Pixels::new(3, 3, 1, vec![7; 9]).unwrap();

@@ -228,7 +228,11 @@ mod tests {
                 let full = resize(img.view(), rw, rh, interp);
                 for (left, top, cw, ch) in [(3, 2, 20, 11), (-2, -1, 44, 25), (0, 0, rw, rh), (35, 20, 10, 10)] {
                     let win = resize_window(img.view(), rw, rh, left, top, cw, ch, interp);
-                    assert_eq!(win, crate::crop(full.view(), left, top, cw, ch), "{interp:?} {w}x{h}x{c} at {left},{top}");
+                    assert_eq!(
+                        win,
+                        crate::crop(full.view(), left, top, cw, ch),
+                        "{interp:?} {w}x{h}x{c} at {left},{top}"
+                    );
                 }
             }
         }

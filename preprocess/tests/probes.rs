@@ -121,6 +121,16 @@ fn a_jpeg_cut_in_half_is_an_error_not_a_grey_image() {
 }
 
 #[test]
+fn a_progressive_jpeg_decodes_whole_and_fails_cut() {
+    let jpeg =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rgb_64x48_progressive.jpg")).unwrap();
+    let img = decode(&jpeg, &Limits::default()).unwrap();
+    assert_eq!((img.width, img.height, img.channels), (64, 48, 3));
+    let e = decode(&jpeg[..jpeg.len() / 2], &Limits::default()).unwrap_err();
+    assert!(matches!(e, PreprocessError::TruncatedJpeg(_)), "{e}");
+}
+
+#[test]
 fn a_truncated_png_is_an_error() {
     let png = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rgb_31x29.png")).unwrap();
     let e = decode(&png[..png.len() / 2], &Limits::default()).unwrap_err();

@@ -3,8 +3,8 @@
 //! PNGs must give identical tensors; JPEGs are decoded by different libraries (zune-jpeg vs
 //! libjpeg-turbo), so they are compared with a bound on the decoders' rounding difference.
 
-use std::path::{Path, PathBuf};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use lkd_models::preprocess::{Interpolation, Preprocess};
@@ -99,7 +99,7 @@ fn both<'a>(files: &[&'a str]) -> Vec<(Preprocess, &'a str, Vec<f32>, Vec<f32>)>
 /// One Python process for all cases (importing torch takes seconds).
 #[test]
 fn tensors_equal_torchvision_png_exactly_jpeg_within_decoder_rounding() {
-    let jpegs = ["rgb_64x48.jpg", "grey_50x37.jpg"];
+    let jpegs = ["rgb_64x48.jpg", "rgb_64x48_progressive.jpg", "grey_50x37.jpg"];
     let files: Vec<&str> = PNGS.iter().chain(&jpegs).copied().collect();
     let mut failures = Vec::new();
     let mut worst_jpeg = 0f32;
@@ -107,7 +107,12 @@ fn tensors_equal_torchvision_png_exactly_jpeg_within_decoder_rounding() {
         if file.ends_with(".png") {
             let bad = a.iter().zip(&b).filter(|(x, y)| x != y).count();
             if bad > 0 {
-                failures.push(format!("{file} {:?} size {}: {bad} of {} values differ", p.interpolation, p.input_size[0], a.len()));
+                failures.push(format!(
+                    "{file} {:?} size {}: {bad} of {} values differ",
+                    p.interpolation,
+                    p.input_size[0],
+                    a.len()
+                ));
             }
         } else {
             // Two IDCT/upsampling implementations: a few grey levels apart at most.

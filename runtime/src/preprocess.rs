@@ -4,8 +4,8 @@
 
 use image::DynamicImage;
 use lkd_models::preprocess::{Interpolation, Preprocess};
-pub use lkd_preprocess::{Limits, PreprocessError};
 use lkd_preprocess::Pixels;
+pub use lkd_preprocess::{Limits, PreprocessError};
 
 use crate::error::{Result, RuntimeError};
 use crate::session::ModelInfo;
@@ -67,13 +67,12 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
                 model: info.name.clone(),
                 reason: "the channel dimension is dynamic and --channels was not given".into(),
             })?;
-            let input_size = overrides
-                .input_size
-                .or_else(|| Some([dim(2)?, dim(3)?]))
-                .ok_or_else(|| RuntimeError::NoPreprocess {
+            let input_size = overrides.input_size.or_else(|| Some([dim(2)?, dim(3)?])).ok_or_else(|| {
+                RuntimeError::NoPreprocess {
                     model: info.name.clone(),
                     reason: "the spatial dimensions are dynamic and --input-size was not given".into(),
-                })?;
+                }
+            })?;
             Preprocess {
                 input_size,
                 channels,

@@ -167,7 +167,13 @@ pub fn solarize_add(img: &mut Image, add: i32, thresh: u8) {
 fn blend_into(img: &mut Image, degenerate: &[u8], factor: f32) {
     for (v, &d) in img.data.iter_mut().zip(degenerate) {
         let t = d as f32 + factor * (*v as f32 - d as f32);
-        *v = if t <= 0.0 { 0 } else if t >= 255.0 { 255 } else { t as u8 };
+        *v = if t <= 0.0 {
+            0
+        } else if t >= 255.0 {
+            255
+        } else {
+            t as u8
+        };
     }
 }
 
@@ -246,7 +252,9 @@ pub fn affine(img: &Image, m: [f64; 6], interp: Interpolation, fill: &[u8]) -> I
     let (w, h, c) = (img.width, img.height, img.channels);
     let mut out = Image::filled(w, h, c, 0);
     let (wi, hi) = (w as isize, h as isize);
-    let at = |x: isize, y: isize, k: usize| img.data[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + k] as f32;
+    let at = |x: isize, y: isize, k: usize| {
+        img.data[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + k] as f32
+    };
     for y in 0..h {
         for x in 0..w {
             let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);

@@ -40,13 +40,7 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self {
-            random_resized_crop: None,
-            crop_padding: 0,
-            hflip: 0.0,
-            rand_augment: None,
-            random_erasing: 0.0,
-        }
+        Self { random_resized_crop: None, crop_padding: 0, hflip: 0.0, rand_augment: None, random_erasing: 0.0 }
     }
 }
 
