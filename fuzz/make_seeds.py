@@ -47,3 +47,21 @@ for name, head in {"grey_29x31": [0, 27, 1, 27, 29, 31, 0], "rgb_upscale": [5, 4
                    "strip": [3, 10, 0, 10, 96, 1, 1], "empty": [0, 5, 1, 5, 0, 9, 0]}.items():
     with open(out("preprocess_pixels", name), "wb") as f:
         f.write(bytes(head) + bytes(range(256)))
+
+# A zip whose data.pkl header declares 16 bytes but inflates to 1 MiB (a zip bomb in small):
+# the reader must stop at the declared size.
+import io
+import struct
+import zipfile
+
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("archive/data.pkl", b"\x80\x02}q\x00." + b"\x00" * (1 << 20))
+raw = bytearray(buf.getvalue())
+real = struct.pack("<I", 6 + (1 << 20))
+for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+    i = raw.find(sig)
+    assert raw[i + at:i + at + 4] == real
+    raw[i + at:i + at + 4] = struct.pack("<I", 16)
+with open(out("pth", "seed-declared-size-too-small"), "wb") as f:
+    f.write(bytes(raw))
