@@ -8,6 +8,11 @@
 //!
 //! Each group also times the teacher's forward alone, so teacher share = teacher / step.
 //!
+//! - `kd_epoch_cpu/nano_6400`: one whole NKD epoch through `lkd_trainer::train` (6 400
+//!   Fashion-MNIST images, loader, evaluation on 500) with the teacher computed live vs replayed
+//!   from the teacher-output cache. `--raw kd_epoch [--iters N]` alternates the two N times and
+//!   prints the per-round ratio with its spread.
+//!
 //! `--raw CASE [--iters N] [--warmup N] [--threads N] [--batch N] [--workers N]` skips criterion
 //! and prints one JSON line of per-step times (cases: nano, tiny, loader, nano_fed). The PyTorch
 //! twin `benches/train_step_torch.py` prints the same line; `benches/compare_train_step.py`
@@ -26,7 +31,7 @@ use lkd_trainer::teacher::{renormalize, Teacher};
 use lkd_trainer::{Executor, Params};
 
 const NKD_TEMPERATURE: f64 = 1.0;
-const NKD_ALPHA: f64 = 1.5;
+const NKD_ALPHA: f64 = 1.0;
 const LR: f64 = 1e-3;
 const WEIGHT_DECAY: f64 = 0.05;
 
@@ -123,6 +128,68 @@ fn tiny(c: &mut Criterion) {
         return;
     }
     step_group(c, &TINY, 10, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole KD epoch, teacher live vs replayed from the cache.
+
+struct KdEpoch {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    config: lkd_trainer::config::TrainConfig,
+    runs: std::cell::Cell<usize>,
+}
+
+impl KdEpoch {
+    /// A random-init slak_nano teacher checkpoint and the NKD demo config on 6 400 images; the
+    /// cache is recorded once so that `replay` runs never compute the teacher.
+    fn new() -> Self {
+        use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let t_graph = ModelConfig::preset("slak_nano").build().expect("teacher graph");
+        let teacher = root.join("teacher.safetensors");
+        lkd_models::checkpoint::write_safetensors(&teacher, &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(), None).expect("write teacher");
+        let mut config = TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml")).expect("config");
+        config.data.dataset = DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
+        config.data.dataset.limit = Some(6400);
+        config.data.dataset.val_limit = Some(500);
+        config.optim.epochs = 1;
+        config.run.checkpoint_every = 0;
+        let mut d = DistillConfig::new(KdMethod::Nkd, teacher);
+        d.teacher_model = Some(ModelConfig::preset("slak_nano"));
+        config.distill = Some(d);
+        let me = Self { _tmp: tmp, root, config, runs: std::cell::Cell::new(0) };
+        me.run(true);
+        me
+    }
+
+    /// One epoch; returns its wall seconds.
+    fn run(&self, cached: bool) -> f64 {
+        use lkd_trainer::teacher_cache::CacheSetting;
+        let mut cfg = self.config.clone();
+        cfg.distill.as_mut().expect("distill").cache = if cached { CacheSetting::Dir(self.root.join("cache")) } else { CacheSetting::Off };
+        let n = self.runs.get();
+        self.runs.set(n + 1);
+        let dir = self.root.join(format!("run{n}"));
+        let t0 = Instant::now();
+        let s = lkd_trainer::train::train(&cfg, &dir, false, false).expect("kd epoch");
+        let secs = t0.elapsed().as_secs_f64();
+        let c = s.teacher_cache.expect("cache stats");
+        assert_eq!(c.teacher_loaded, !cached || n == 0, "replay loaded the teacher");
+        let _ = std::fs::remove_dir_all(&dir);
+        secs
+    }
+}
+
+fn kd_epoch(c: &mut Criterion) {
+    let e = KdEpoch::new();
+    let mut g = c.benchmark_group("kd_epoch_cpu/nano_6400");
+    g.sample_size(10).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(6400));
+    g.bench_function("teacher_live", |b| b.iter(|| e.run(false)));
+    g.bench_function("teacher_cached", |b| b.iter(|| e.run(true)));
+    g.finish();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,7 +300,29 @@ fn raw(args: &[String]) {
             }
             println!("{},\"step_s\":{},\"wait_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&wait_s), json_list(&teacher_s));
         }
-        other => panic!("unknown case {other}; known: nano, tiny, loader, nano_fed"),
+        "kd_epoch" => {
+            // Live and cached epochs alternated (live first on even rounds); ratio per round.
+            let e = KdEpoch::new();
+            let (mut live, mut cached) = (vec![], vec![]);
+            for round in 0..a.iters {
+                for &c in if round % 2 == 0 { &[false, true] } else { &[true, false] } {
+                    let s = e.run(c);
+                    if c { cached.push(s) } else { live.push(s) }
+                }
+            }
+            let mut ratios: Vec<f64> = live.iter().zip(&cached).map(|(l, c)| l / c).collect();
+            ratios.sort_by(f64::total_cmp);
+            let median = ratios[ratios.len() / 2];
+            println!(
+                "{},\"live_s\":{},\"cached_s\":{},\"speedup_median\":{median:.3},\"speedup_min\":{:.3},\"speedup_max\":{:.3}}}",
+                head(128),
+                json_list(&live),
+                json_list(&cached),
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
+        }
+        other => panic!("unknown case {other}; known: nano, tiny, loader, nano_fed, kd_epoch"),
     }
 }
 
@@ -246,5 +335,6 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     nano(&mut c);
     tiny(&mut c);
+    kd_epoch(&mut c);
     c.final_summary();
 }

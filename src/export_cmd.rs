@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode, Target};
-use lkd_models::checkpoint::{check_state_dict, read_checkpoint, StateDict};
+use lkd_models::checkpoint::{check_state_dict, read_checkpoint, read_checkpoint_for, StateDict};
 use lkd_models::{Graph, ModelConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +83,29 @@ pub struct ExportArgs {
     pub threads: Option<usize>,
 }
 
+impl ExportArgs {
+    /// `lkd export DIR --out OUT` with every other flag at its default.
+    pub fn for_run_dir(dir: &Path, out: &Path) -> Self {
+        Self {
+            run_dir: Some(dir.to_path_buf()),
+            preset: None,
+            model_override: None,
+            checkpoint: None,
+            out: Some(out.to_path_buf()),
+            reparam: ReparamArg::Auto,
+            fp16: false,
+            static_batch: None,
+            no_check: false,
+            labels: None,
+            meta: vec![],
+            linear_form: LinearArg::Conv,
+            ln_form: NormArg::Transpose,
+            device: "cpu".into(),
+            threads: None,
+        }
+    }
+}
+
 struct Source {
     graph: Graph,
     weights: StateDict,
@@ -121,8 +144,8 @@ fn from_checkpoint(args: &ExportArgs, preset: &str, ckpt: &Path) -> Result<Sourc
         None => ModelConfig::preset(preset),
     };
     let graph = cfg.build()?;
-    let weights = read_checkpoint(ckpt)?;
-    check_state_dict(&graph, &weights)?;
+    // Official, timm or torchvision layout, checked strictly and renamed to the graph's names.
+    let weights = read_checkpoint_for(&graph, ckpt)?;
     let out = args.out.clone().ok_or_else(|| anyhow!("--out is required with --checkpoint"))?;
     let provenance = BTreeMap::from([("lkd.source".to_string(), ckpt.display().to_string())]);
     Ok(Source { graph, weights, out, labels: None, provenance })
@@ -218,12 +241,7 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
 
 /// Exports a run dir with the default options (deploy rewrites, parity check) to `out`.
 pub fn export_run_dir(dir: &Path, out: &Path) -> Result<lkd_exporter::ExportReport> {
-    #[derive(clap::Parser)]
-    struct Defaults {
-        #[command(flatten)]
-        args: ExportArgs,
-    }
-    let args = <Defaults as clap::Parser>::try_parse_from([std::ffi::OsStr::new("export"), dir.as_os_str(), "--out".as_ref(), out.as_os_str()])?.args;
+    let args = ExportArgs::for_run_dir(dir, out);
     let src = from_run_dir(&args, dir)?;
     let opts = ExportOptions { labels: src.labels.clone(), provenance: src.provenance.clone(), ..Default::default() };
     Ok(lkd_exporter::export(&src.graph, &src.weights, &opts, out)?)

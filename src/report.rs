@@ -15,6 +15,7 @@ pub struct ModelRow {
     pub onnx: PathBuf,
     pub preset: String,
     pub kd: String,
+    pub seed: u64,
     pub params: usize,
     pub gflops: f64,
     /// (epoch, top-1) of the student weights, and of the EMA where kept.
@@ -48,6 +49,7 @@ impl ModelRow {
             onnx,
             preset: graph.preset.clone(),
             kd: cfg.distill.as_ref().map(|d| d.method.as_str().to_string()).unwrap_or_else(|| "none".into()),
+            seed: cfg.run.seed,
             params: graph.num_parameters(),
             gflops: graph.gflops(),
             curve,
@@ -83,6 +85,16 @@ pub struct Report {
     pub quick: bool,
     pub rows: Vec<ModelRow>,
     pub seconds: f64,
+    /// Lines stated under the table (e.g. where the teacher came from).
+    pub notes: Vec<String>,
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -90,14 +102,45 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 impl Report {
-    fn baseline(&self) -> Option<&ModelRow> {
-        self.rows.iter().find(|r| r.kd == "none" && r.name.contains("student"))
+    /// The no-KD student of the same preset and seed as `row`.
+    fn baseline(&self, row: &ModelRow) -> Option<&ModelRow> {
+        self.rows.iter().find(|r| r.kd == "none" && r.name.contains("student") && r.preset == row.preset && r.seed == row.seed)
     }
 
-    /// Top-1 gain of a distilled student over the no-KD student of the same preset.
+    /// Top-1 gain of a distilled student over the no-KD student of the same preset and seed.
     pub fn kd_gain(&self, row: &ModelRow) -> Option<f64> {
-        let base = self.baseline()?;
-        (row.kd != "none" && row.preset == base.preset).then(|| row.best_top1 - base.best_top1)
+        let base = self.baseline(row)?;
+        (row.kd != "none").then(|| row.best_top1 - base.best_top1)
+    }
+
+    /// The verdict under the table: teacher vs student, and the KD gain as mean ± std over
+    /// seeds, stated as measured.
+    pub fn verdict(&self) -> String {
+        let gains: Vec<f64> = self.rows.iter().filter_map(|r| self.kd_gain(r)).collect();
+        let base: Vec<f64> = self.rows.iter().filter(|r| r.kd == "none" && r.name.contains("student")).map(|r| r.best_top1).collect();
+        let kd: Vec<f64> = self.rows.iter().filter(|r| r.kd != "none").map(|r| r.best_top1).collect();
+        let teacher = self.rows.iter().find(|r| r.name == "teacher").map(|r| r.best_top1);
+        let mut out = vec![];
+        if let (Some(t), false) = (teacher, base.is_empty()) {
+            let (b, _) = mean_std(&base);
+            out.push(format!("The teacher reached {t:.2}% top-1, {:+.2} points over the no-KD student ({b:.2}% mean).", t - b));
+        }
+        if gains.is_empty() {
+            return out.join(" ");
+        }
+        let (g, gs) = mean_std(&gains);
+        let (k, ks) = mean_std(&kd);
+        let (b, bs) = mean_std(&base);
+        let n = gains.len();
+        let helped = if g > 0.0 && (n < 2 || g > gs) {
+            "distillation helped"
+        } else if g > 0.0 {
+            "distillation helped on average, but by less than the seed spread"
+        } else {
+            "distillation did not help"
+        };
+        out.push(format!("Over {n} seed(s): NKD student {k:.2} ± {ks:.2}%, no-KD student {b:.2} ± {bs:.2}%, KD gain {g:+.2} ± {gs:.2} points: {helped}."));
+        out.join(" ")
     }
 
     pub fn table(&self) -> String {
@@ -139,6 +182,8 @@ impl Report {
                 self.kd_gain(r).map(|g| format!("  KD gain {g:+.2} pts")).unwrap_or_default()
             ));
         }
+        lines.push(self.verdict());
+        lines.extend(self.notes.iter().cloned());
         lines.push(format!("total {:.0}s{}", self.seconds, if self.quick { " (quick subset)" } else { "" }));
         lines.join("\n")
     }
@@ -159,6 +204,11 @@ pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
         rep.seconds
     ));
     md.push_str(&rep.table());
+    md.push_str(&format!("\n**{}**\n", rep.verdict()));
+    for n in &rep.notes {
+        md.push_str(&format!("\n- {n}"));
+    }
+    md.push('\n');
     md.push_str(
         "\ntop-1: best epoch of the student or its EMA on the validation split. KD gain: distilled student minus the \
          no-KD student trained with the same budget. Latency: ONNX Runtime (CPU) median over repeated runs of the exported \

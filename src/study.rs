@@ -8,7 +8,7 @@ use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train_or_reuse, RunOutcome};
+use lkd_trainer::train::{load_model, train_or_reuse, train_or_reuse_shared, RunOutcome};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +52,9 @@ pub struct StudyArgs {
     limit: Option<usize>,
     #[arg(long)]
     val_limit: Option<usize>,
+    /// Train the teachers again instead of reusing those kept for the same recipes.
+    #[arg(long)]
+    retrain_teachers: bool,
 }
 
 /// What a finished cell recorded (written atomically when it completes).
@@ -115,20 +118,37 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
     std::fs::create_dir_all(&out)?;
     let t0 = Instant::now();
+    let wall = WallClock::open(&out.join("wall_seconds"));
     let mut compute = 0.0;
 
-    // Teachers, each trained once.
+    // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later studies.
     let mut teacher_acc = BTreeMap::new();
+    let mut teacher_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut teacher_origin: BTreeMap<String, String> = BTreeMap::new();
     let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
     if needs_teachers {
         for t in &study.teachers {
-            let dir = out.join("teachers").join(slug(&t.label));
             let mut cfg = study.base.clone();
             cfg.model = t.model.clone();
             cfg.optim.epochs = study.teacher_epochs;
             println!("teacher {} ({})", t.label, t.model.preset);
-            compute += ensure_run(&dir, &cfg)?;
+            let t_start = Instant::now();
+            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true).with_context(|| format!("training teacher {}", t.label))?;
+            let origin = match outcome {
+                RunOutcome::Reused => {
+                    println!("  reusing the kept teacher {}", dir.display());
+                    "reused (trained by an earlier run)"
+                }
+                RunOutcome::Trained { .. } => {
+                    let total = t_start.elapsed().as_secs_f64();
+                    compute += total;
+                    lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
+                    "trained in this run"
+                }
+            };
             teacher_acc.insert(t.label.clone(), best_top1(&dir)?);
+            teacher_origin.insert(t.label.clone(), format!("{origin}: `{}`", dir.display()));
+            teacher_dirs.insert(t.label.clone(), dir);
         }
     }
 
@@ -154,10 +174,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill = teacher.map(|t| DistillConfig::new(method, out.join("teachers").join(slug(&t.label))));
+                    cfg.distill = teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
-                    let erf_r20 = if study.erf_images > 0 && seed == study.seeds[0] {
+                    let erf_r20 = if study.erf_images > 0 {
                         let device = lkd_trainer::parse_device(&cfg.run.device)?;
                         let (exec, params) = load_model(&dir, None, device)?;
                         let erf = measure_erf(&exec, &params, &cfg.data.dataset, study.erf_images, None, None, device)?;
@@ -168,17 +188,63 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     let r = CellResult { student: student.preset.clone(), teacher: tlabel, method: method.as_str().into(), seed, top1: best_top1(&dir)?, seconds, run_dir: dir.display().to_string(), erf_r20 };
                     lkd_models::checkpoint::write_atomic(&result_path, serde_json::to_string_pretty(&r)?.as_bytes())?;
                     results.push(r);
+                    wall.save()?;
                 }
             }
         }
     }
-    let (md, csv) = tables(&study, &results, &teacher_acc, compute);
+    wall.save()?;
+    let (mut md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
+    md.push_str(&provenance(&a.config, wall.total()));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     chart(&out.join("results.png"), &results)?;
     println!("{md}");
     println!("wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)", out.join("results.md").display(), t0.elapsed().as_secs_f64(), compute);
     Ok(())
+}
+
+/// Wall time over every invocation of a study (resumed ones add to it), saved after each cell so
+/// a killed invocation still counts up to its last finished cell.
+struct WallClock {
+    path: PathBuf,
+    before: f64,
+    start: Instant,
+}
+
+impl WallClock {
+    fn open(path: &Path) -> Self {
+        let before = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0.0);
+        Self { path: path.to_path_buf(), before, start: Instant::now() }
+    }
+    fn total(&self) -> f64 {
+        self.before + self.start.elapsed().as_secs_f64()
+    }
+    fn save(&self) -> Result<()> {
+        Ok(lkd_models::checkpoint::write_atomic(&self.path, format!("{:.1}", self.total()).as_bytes())?)
+    }
+}
+
+/// Command, commit, machine, date and wall time, stated under the tables.
+fn provenance(config: &Path, wall: f64) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_else(|| "unknown CPU".into());
+    let flags: Vec<&str> = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("flags"))
+        .map(|f| f.split_whitespace().filter(|f| ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"].contains(f)).collect())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    format!(
+        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. Finished {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
+        config.display(),
+        env!("CARGO_PKG_VERSION"),
+        env!("LKD_GIT_COMMIT"),
+        flags.join(" "),
+        wall,
+        wall / 3600.0
+    )
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -201,42 +267,56 @@ fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellRes
     out
 }
 
-fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, compute: f64) -> (String, String) {
+fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, teacher_origin: &BTreeMap<String, String>, compute: f64) -> (String, String) {
     let mut md = format!("# Study `{}`\n\n", study.name);
     if !teacher_acc.is_empty() {
-        md.push_str("| teacher | preset | top-1 (%) |\n|---|---|---:|\n");
+        md.push_str("| teacher | preset | top-1 (%) | run |\n|---|---|---:|---|\n");
         for t in &study.teachers {
-            md.push_str(&format!("| {} | {} | {:.2} |\n", t.label, t.model.preset, teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN)));
+            md.push_str(&format!(
+                "| {} | {} | {:.2} | {} |\n",
+                t.label,
+                t.model.preset,
+                teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN),
+                teacher_origin.get(&t.label).map(String::as_str).unwrap_or("—")
+            ));
         }
         md.push('\n');
     }
-    md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 |\n|---|---|---|---:|---:|---:|---:|\n");
-    let mut csv = String::from("student,teacher,method,top1_mean,top1_std,seeds,gain_vs_none,erf_r20,run_dirs\n");
+    md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 mean ± std |\n|---|---|---|---:|---:|---:|---:|\n");
+    // The csv crate quotes labels holding commas or quotes ("ConvNeXt (3x3, small)").
+    let mut csv_out = csv::Writer::from_writer(vec![]);
+    csv_out.write_record(["student", "teacher", "method", "top1_mean", "top1_std", "seeds", "gain_vs_none", "erf_r20", "run_dirs"]).expect("in-memory csv");
     let gs = groups(results);
     let baseline = |student: &str| gs.iter().find(|((s, _, m), _)| s == student && m == "none").map(|(_, v)| mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>()).0);
     for ((student, teacher, method), cells) in &gs {
         let (m, s) = mean_std(&cells.iter().map(|r| r.top1).collect::<Vec<_>>());
         let gain = baseline(student).filter(|_| method != "none").map(|b| m - b);
-        let erf = cells.iter().find_map(|r| r.erf_r20);
+        let erfs: Vec<f64> = cells.iter().filter_map(|r| r.erf_r20).collect();
+        let erf = (!erfs.is_empty()).then(|| mean_std(&erfs));
         md.push_str(&format!(
             "| {student} | {teacher} | {method} | {m:.2} ± {s:.2} | {} | {} | {} |\n",
             cells.len(),
             gain.map(|g| format!("{g:+.2}")).unwrap_or_else(|| "—".into()),
-            erf.map(|e| format!("{e:.4}")).unwrap_or_else(|| "—".into())
+            erf.map(|(e, s)| format!("{e:.4} ± {s:.4}")).unwrap_or_else(|| "—".into())
         ));
         let dirs: Vec<&str> = cells.iter().map(|r| r.run_dir.as_str()).collect();
-        csv.push_str(&format!(
-            "{student},{teacher},{method},{m:.4},{s:.4},{},{},{},{}\n",
-            cells.len(),
+        csv_out.write_record([
+            student.clone(),
+            teacher.clone(),
+            method.clone(),
+            format!("{m:.4}"),
+            format!("{s:.4}"),
+            cells.len().to_string(),
             gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
-            erf.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            dirs.join(";")
-        ));
+            erf.map(|(e, _)| format!("{e:.6}")).unwrap_or_default(),
+            dirs.join(";"),
+        ])
+        .expect("in-memory csv");
     }
     md.push_str(&format!(
         "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Run dirs: results.csv.\n"
     ));
-    (md, csv)
+    (md, String::from_utf8(csv_out.into_inner().expect("in-memory csv")).expect("csv of utf-8 strings"))
 }
 
 fn chart(path: &Path, results: &[CellResult]) -> Result<()> {

@@ -55,6 +55,13 @@ pub struct RunArgs {
 pub struct DistillArgs {
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    distill: DistillFlags,
+}
+
+/// The teacher and how to learn from it.
+#[derive(Args, Debug)]
+pub struct DistillFlags {
     /// Teacher: a run dir of ours, or a checkpoint (.safetensors or official .pth).
     #[arg(long)]
     teacher: Option<PathBuf>,
@@ -70,6 +77,50 @@ pub struct DistillArgs {
     temperature: Option<f64>,
     #[arg(long)]
     fd_weight: Option<f64>,
+    /// Teacher-output cache: auto ($LKD_CACHE/teacher-outputs), off, or a directory.
+    #[arg(long, value_name = "auto|off|DIR")]
+    teacher_cache: Option<lkd_trainer::teacher_cache::CacheSetting>,
+    /// Teacher classes the cache keeps per sample (top-k logits + log-sum-exp); 0 keeps all.
+    #[arg(long)]
+    teacher_cache_topk: Option<usize>,
+}
+
+impl DistillFlags {
+    /// Sets `cfg.distill` from the config's [distill] table and these flags.
+    fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
+        let mut d = cfg.distill.clone().unwrap_or_else(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
+        if let Some(t) = &self.teacher {
+            d.teacher = t.clone();
+        }
+        if d.teacher.as_os_str().is_empty() {
+            bail!("give --teacher RUN_DIR|CHECKPOINT (or [distill].teacher in the config)");
+        }
+        if let Some(p) = &self.teacher_preset {
+            let mut m = ModelConfig::preset(p);
+            m.num_classes = cfg.model.num_classes;
+            d.teacher_model = Some(m);
+        }
+        if let Some(m) = &self.method {
+            d.method = KdMethod::parse(m)?;
+        }
+        if self.alpha.is_some() {
+            d.alpha = self.alpha;
+        }
+        if let Some(t) = self.temperature {
+            d.temperature = t;
+        }
+        if let Some(w) = self.fd_weight {
+            d.fd_weight = w;
+        }
+        if let Some(c) = &self.teacher_cache {
+            d.cache = c.clone();
+        }
+        if let Some(k) = self.teacher_cache_topk {
+            d.cache_topk = k;
+        }
+        cfg.distill = Some(d);
+        Ok(())
+    }
 }
 
 fn default_config() -> Result<TrainConfig> {
@@ -134,6 +185,15 @@ fn print_summary(dir: &Path, s: &Summary) {
         100.0 * s.teacher_share,
         if s.skipped_files > 0 { format!(", {} corrupt files skipped", s.skipped_files) } else { String::new() }
     );
+    if let Some(c) = &s.teacher_cache {
+        println!(
+            "teacher outputs: {} batches replayed from the cache, {} computed live{}{}",
+            c.replayed_batches,
+            c.live_batches,
+            if c.teacher_loaded { "" } else { " (teacher never loaded)" },
+            if c.corrupt_shards > 0 { format!(", {} corrupt cache shards recomputed", c.corrupt_shards) } else { String::new() }
+        );
+    }
 }
 
 pub fn run_train(a: RunArgs) -> Result<()> {
@@ -146,32 +206,60 @@ pub fn run_distill(a: DistillArgs) -> Result<()> {
         return execute(&default_config()?, &a.run);
     }
     let mut cfg = build_config(&a.run)?;
-    let mut d = cfg.distill.clone().unwrap_or_else(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
-    if let Some(t) = &a.teacher {
-        d.teacher = t.clone();
-    }
-    if d.teacher.as_os_str().is_empty() {
-        bail!("give --teacher RUN_DIR|CHECKPOINT (or [distill].teacher in the config)");
-    }
-    if let Some(p) = &a.teacher_preset {
-        let mut m = ModelConfig::preset(p);
-        m.num_classes = cfg.model.num_classes;
-        d.teacher_model = Some(m);
-    }
-    if let Some(m) = &a.method {
-        d.method = KdMethod::parse(m)?;
-    }
-    if a.alpha.is_some() {
-        d.alpha = a.alpha;
-    }
-    if let Some(t) = a.temperature {
-        d.temperature = t;
-    }
-    if let Some(w) = a.fd_weight {
-        d.fd_weight = w;
-    }
-    cfg.distill = Some(d);
+    a.distill.apply(&mut cfg)?;
     execute(&cfg, &a.run)
+}
+
+/// `lkd teacher-cache build`: the teacher's outputs for the first N epochs of a distillation
+/// config's stream, computed once (e.g. on a GPU machine) for students to replay.
+#[derive(Args, Debug)]
+pub struct TeacherCacheBuildArgs {
+    /// The student's distillation config (its data, batch size, seed and model preprocessing
+    /// define the stream).
+    #[arg(long)]
+    config: PathBuf,
+    /// Epochs to precompute.
+    #[arg(long)]
+    epochs: usize,
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Any config field: --set optim.batch_size=256 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    #[command(flatten)]
+    distill: DistillFlags,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TeacherCacheCommand {
+    /// Precompute a teacher's outputs for a distillation stream.
+    Build(TeacherCacheBuildArgs),
+}
+
+pub fn run_teacher_cache(cmd: TeacherCacheCommand) -> Result<()> {
+    let TeacherCacheCommand::Build(a) = cmd;
+    let mut cfg = TrainConfig::load(&a.config)?;
+    if let Some(d) = &a.device {
+        cfg.run.device = d.clone();
+    }
+    if let Some(s) = a.seed {
+        cfg.run.seed = s;
+    }
+    let mut cfg = cfg.with_overrides(&a.sets)?;
+    a.distill.apply(&mut cfg)?;
+    let (dir, stats) = lkd_trainer::train::precompute_teacher_outputs(&cfg, a.epochs, true)?;
+    println!(
+        "teacher outputs for {} epoch(s) in {}: {} batches computed, {} already cached, {} shards written{}",
+        a.epochs,
+        dir.display(),
+        stats.live_batches,
+        stats.replayed_batches,
+        stats.recorded_shards,
+        if stats.corrupt_shards > 0 { format!(", {} corrupt shards recomputed", stats.corrupt_shards) } else { String::new() }
+    );
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +371,8 @@ pub fn measure_erf(
         let side = input_size.unwrap_or(4 * pre.input_size[0]);
         pre.input_size = [side, side];
     }
+    // As the authors measure: resized to the measuring size, no centre crop.
+    pre.crop_pct = 1.0;
     let loader = Loader::new(set, Transform::eval(&pre), None, LoaderConfig { batch_size: 16, workers: 0, prefetch: 2, seed: 0, shuffle: false, drop_last: false })?;
     let mut meter = ErfMeter::new();
     for batch in loader.epoch(0, 0)? {

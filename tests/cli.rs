@@ -4,8 +4,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn lkd(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_lkd")).args(args).output().expect("run lkd");
-    out
+    Command::new(env!("CARGO_BIN_EXE_lkd")).args(args).output().expect("run lkd")
+}
+
+/// `lkd` with its own `$LKD_CACHE` (kept teachers, teacher outputs), not the user's.
+fn lkd_in(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lkd")).env("LKD_CACHE", cache).args(args).output().expect("run lkd")
 }
 
 fn text(o: &Output) -> String {
@@ -16,26 +20,35 @@ fn text(o: &Output) -> String {
 fn quick_demo_writes_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let o = lkd(&["demo", "--quick", "--out", out.to_str().unwrap()]);
+    let cache = dir.path().join("cache");
+    let demo = |extra: &[&str]| lkd_in(&cache, &[&["demo", "--quick", "--out", out.to_str().unwrap()], extra].concat());
+    let o = demo(&[]);
     assert!(o.status.success(), "{}", text(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| teacher") || l.starts_with("| student")).collect();
-    assert_eq!(rows.len(), 3, "{report}");
+    assert_eq!(rows.len(), 5, "{report}");
     for row in rows {
         assert!(!row.contains("n/a") && !row.contains("NaN"), "unfilled cell: {row}");
     }
-    assert!(report.contains("KD gain"));
+    assert!(report.contains("KD gain") && report.contains("Over 2 seed(s)") && report.contains("teacher trained in this run"), "{report}");
     for png in ["accuracy.png", "latency.png", "erf.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }
-    for onnx in ["teacher", "student_nkd", "student_baseline"] {
-        assert!(out.join("onnx").join(format!("{onnx}.onnx")).is_file());
+    for onnx in ["teacher", "student_nkd_s0", "student_baseline_s0", "student_nkd_s1", "student_baseline_s1"] {
+        assert!(out.join("onnx").join(format!("{onnx}.onnx")).is_file(), "{onnx}");
     }
     // A second run reuses every finished stage.
-    let o = lkd(&["demo", "--quick", "--out", out.to_str().unwrap()]);
+    let o = demo(&[]);
     let t = text(&o);
-    assert!(o.status.success() && t.matches("reusing").count() >= 6, "{t}");
+    assert!(o.status.success() && t.matches("reusing").count() >= 10, "{t}");
+    // --fresh retrains the students but not the kept teacher, and says so.
+    let o = demo(&["--fresh", "--seeds", "1"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("reused the teacher trained earlier"), "{report}");
+    assert!(t.contains("teacher outputs"), "{t}");
 }
 
 fn write_tiny_study(path: &Path) {
@@ -75,7 +88,8 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     let cfg = dir.path().join("study.toml");
     write_tiny_study(&cfg);
     let out = dir.path().join("study");
-    let o = lkd(&["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let cache = dir.path().join("cache");
+    let o = lkd_in(&cache, &["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("| convnext_nano | — | none |") && md.contains("| convnext_nano | SLaK | kd |"), "{md}");
@@ -85,9 +99,9 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     let stamp = |p: &Path| std::fs::metadata(p.join("last.safetensors")).unwrap().modified().unwrap();
     let cell = out.join("cells/convnext_nano-slak-kd-s0");
     let before = stamp(&cell);
-    let o = lkd(&["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = lkd_in(&cache, &["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let t = text(&o);
-    assert!(o.status.success() && t.matches("done before").count() == 2, "{t}");
+    assert!(o.status.success() && t.matches("done before").count() == 2 && t.contains("reusing the kept teacher"), "{t}");
     assert_eq!(stamp(&cell), before, "a finished cell was retrained");
     assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv);
 }

@@ -1,11 +1,9 @@
 //! `lkd quantize` end to end on a Fashion-MNIST nano model trained here: accuracy within the
 //! budget, ORT runs it, onnx.checker passes, corrupt calibration files are skipped and counted,
-//! and re-quantizing is refused. The command module is compiled in directly so the checks do
-//! not depend on how the binary wires it; the binary itself is exercised when it has it.
+//! and re-quantizing is refused, through the library functions the binary calls and through the
+//! binary itself.
 
-#[path = "../src/quantize_cmd.rs"]
-#[allow(dead_code)]
-mod quantize_cmd;
+use lkd::quantize_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -387,7 +387,7 @@ pub fn merge_kernels(
         let c = grp.channels;
         let targets: Vec<usize> = match form {
             KernelForm::Dense => vec![0; grp.convs.len()],
-            _ => grp.decomposed_targets(),
+            KernelForm::Decomposed | KernelForm::Unchanged => grp.decomposed_targets(),
         };
         let mut kept: Vec<usize> = targets.clone();
         kept.sort();
@@ -480,10 +480,26 @@ pub fn pointwise_to_conv(g: &mut Graph, w: &mut StateDict) -> PassStat {
         let mut cur = i;
         let end = loop {
             let Some(u) = single_user(&users, cur) else { break None };
+            // Every op listed (no `_` arm), so a new op is placed knowingly: pointwise over
+            // channels (may join the run), the closing transpose, or a run breaker.
             match &g.nodes[u].op {
                 Op::LayerNorm { axis: NormAxis::Last, .. } | Op::Linear { .. } | Op::Gelu | Op::Relu | Op::DropPath { .. } => chain.push(u),
                 Op::Permute { perm } if perm == &[0, 3, 1, 2] => break Some(u),
-                _ => break None,
+                Op::Permute { .. }
+                | Op::LayerNorm { axis: NormAxis::ChannelsFirst, .. }
+                | Op::Input
+                | Op::Conv2d { .. }
+                | Op::BatchNorm2d { .. }
+                | Op::Add
+                | Op::Scale { .. }
+                | Op::GlobalAvgPool
+                | Op::MaxPool2d { .. }
+                | Op::PatchTokens
+                | Op::PrependToken { .. }
+                | Op::AddParam { .. }
+                | Op::SelfAttention { .. }
+                | Op::SelectToken { .. }
+                | Op::TokensToMap { .. } => break None,
             }
             cur = u;
         };
@@ -500,7 +516,22 @@ pub fn pointwise_to_conv(g: &mut Graph, w: &mut StateDict) -> PassStat {
                     }
                     g.nodes[c].op = Op::Conv2d { weight, bias, stride: [1, 1], padding: [0, 0], groups: 1 };
                 }
-                _ => {}
+                // Elementwise: the same op works on either layout.
+                Op::Gelu | Op::Relu | Op::DropPath { .. } => {}
+                Op::Input
+                | Op::Conv2d { .. }
+                | Op::BatchNorm2d { .. }
+                | Op::Add
+                | Op::Scale { .. }
+                | Op::Permute { .. }
+                | Op::GlobalAvgPool
+                | Op::MaxPool2d { .. }
+                | Op::PatchTokens
+                | Op::PrependToken { .. }
+                | Op::AddParam { .. }
+                | Op::SelfAttention { .. }
+                | Op::SelectToken { .. }
+                | Op::TokensToMap { .. } => unreachable!("the chain holds only ops accepted above"),
             }
         }
         fate[i] = Fate::Alias(g.nodes[i].inputs[0]);

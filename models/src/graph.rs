@@ -16,8 +16,12 @@ pub enum Init {
     Ones,
     Const(f32),
     /// Normal(0, std) truncated to [-2, 2] (absolute, as `timm.trunc_normal_`).
-    TruncNormal { std: f32 },
-    Normal { std: f32 },
+    TruncNormal {
+        std: f32,
+    },
+    Normal {
+        std: f32,
+    },
     /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: std = sqrt(2 / fan_out).
     KaimingNormalFanOut,
     /// PyTorch's default for Conv/Linear weights: U(-b, b), b = 1/sqrt(fan_in).
@@ -68,7 +72,13 @@ pub enum NormAxis {
 pub enum Op {
     Input,
     /// NCHW convolution; weight `[out, in/groups, kh, kw]`.
-    Conv2d { weight: String, bias: Option<String>, stride: [usize; 2], padding: [usize; 2], groups: usize },
+    Conv2d {
+        weight: String,
+        bias: Option<String>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        groups: usize,
+    },
     BatchNorm2d {
         weight: String,
         bias: String,
@@ -78,34 +88,68 @@ pub enum Op {
         eps: f64,
         momentum: f64,
     },
-    LayerNorm { weight: String, bias: String, eps: f64, axis: NormAxis },
+    LayerNorm {
+        weight: String,
+        bias: String,
+        eps: f64,
+        axis: NormAxis,
+    },
     /// `x @ W^T + b` over the last dim; weight `[out, in]`.
-    Linear { weight: String, bias: Option<String> },
+    Linear {
+        weight: String,
+        bias: Option<String>,
+    },
     /// Exact (erf) GELU.
     Gelu,
     Relu,
     /// Elementwise sum of the two inputs.
     Add,
     /// Elementwise product with a parameter broadcast over the last dim (layer scale).
-    Scale { param: String },
-    Permute { perm: Vec<usize> },
+    Scale {
+        param: String,
+    },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// Stochastic depth on a residual branch: identity at inference.
-    DropPath { rate: f64 },
+    DropPath {
+        rate: f64,
+    },
     /// `[N, C, H, W]` → `[N, C]` by averaging H and W.
     GlobalAvgPool,
-    MaxPool2d { kernel: usize, stride: usize, padding: usize },
+    MaxPool2d {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
     /// `[N, C, H, W]` → `[N, H*W, C]`.
     PatchTokens,
     /// Concatenates a learned `[1, 1, D]` token in front of `[N, L, D]`.
-    PrependToken { param: String },
+    PrependToken {
+        param: String,
+    },
     /// Adds a learned `[1, L, D]` parameter (position embedding).
-    AddParam { param: String },
+    AddParam {
+        param: String,
+    },
     /// Multi-head self-attention over `[N, L, D]` (qkv packed as timm: q, k, v blocks of D).
-    SelfAttention { qkv_weight: String, qkv_bias: Option<String>, proj_weight: String, proj_bias: Option<String>, heads: usize },
+    SelfAttention {
+        qkv_weight: String,
+        qkv_bias: Option<String>,
+        proj_weight: String,
+        proj_bias: Option<String>,
+        heads: usize,
+    },
     /// `[N, L, D]` → `[N, D]` taking token `index`.
-    SelectToken { index: usize },
+    SelectToken {
+        index: usize,
+    },
     /// `[N, skip + H*W, D]` → `[N, D, H, W]` dropping the first `skip` tokens.
-    TokensToMap { skip: usize, height: usize, width: usize },
+    TokensToMap {
+        skip: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 impl Op {
@@ -113,19 +157,53 @@ impl Op {
     pub fn param_names(&self) -> Vec<&str> {
         match self {
             Op::Conv2d { weight, bias, .. } | Op::Linear { weight, bias } => {
-                std::iter::once(weight.as_str()).chain(bias.as_deref()).collect()
+                std::iter::once(weight.as_str())
+                    .chain(bias.as_deref())
+                    .collect()
             }
-            Op::BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked, .. } => {
+            Op::BatchNorm2d {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                num_batches_tracked,
+                ..
+            } => {
                 vec![weight, bias, running_mean, running_var, num_batches_tracked]
             }
             Op::LayerNorm { weight, bias, .. } => vec![weight, bias],
-            Op::Scale { param } | Op::PrependToken { param } | Op::AddParam { param } => vec![param],
-            Op::SelfAttention { qkv_weight, qkv_bias, proj_weight, proj_bias, .. } => [Some(qkv_weight), qkv_bias.as_ref(), Some(proj_weight), proj_bias.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|s| s.as_str())
-                .collect(),
-            _ => vec![],
+            Op::Scale { param } | Op::PrependToken { param } | Op::AddParam { param } => {
+                vec![param]
+            }
+            Op::SelfAttention {
+                qkv_weight,
+                qkv_bias,
+                proj_weight,
+                proj_bias,
+                ..
+            } => [
+                Some(qkv_weight),
+                qkv_bias.as_ref(),
+                Some(proj_weight),
+                proj_bias.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str())
+            .collect(),
+            // Listed one by one (no `_` arm): an op that gains a parameter must say so here,
+            // or passes that drop unread parameters would drop it.
+            Op::Input
+            | Op::Gelu
+            | Op::Relu
+            | Op::Add
+            | Op::Permute { .. }
+            | Op::DropPath { .. }
+            | Op::GlobalAvgPool
+            | Op::MaxPool2d { .. }
+            | Op::PatchTokens
+            | Op::SelectToken { .. }
+            | Op::TokensToMap { .. } => vec![],
         }
     }
 
@@ -185,38 +263,86 @@ impl Graph {
 
     /// Learned parameters (buffers excluded), the count papers report.
     pub fn num_parameters(&self) -> usize {
-        self.params.iter().filter(|p| p.is_trainable()).map(|p| p.numel()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.is_trainable())
+            .map(|p| p.numel())
+            .sum()
     }
 
     /// Names of the `stageK` taps in order.
     pub fn stage_taps(&self) -> Vec<(String, ValueId)> {
-        let mut v: Vec<_> = self.taps.iter().filter(|(k, _)| k.starts_with("stage")).map(|(k, &v)| (k.clone(), v)).collect();
+        let mut v: Vec<_> = self
+            .taps
+            .iter()
+            .filter(|(k, _)| k.starts_with("stage"))
+            .map(|(k, &v)| (k.clone(), v))
+            .collect();
         v.sort_by_key(|(k, _)| k[5..].parse::<usize>().unwrap_or(usize::MAX));
         v
     }
 
     /// Shapes of every value for a batch of `batch` images of `h`×`w`.
-    pub fn infer_shapes(&self, batch: usize, h: usize, w: usize) -> Result<Vec<Vec<usize>>, ModelError> {
+    pub fn infer_shapes(
+        &self,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Vec<usize>>, ModelError> {
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
-        let pshape = |n: &str| self.param(n).map(|p| p.shape.clone()).ok_or_else(|| ModelError::Graph(format!("unknown parameter {n}")));
+        let pshape = |n: &str| {
+            self.param(n)
+                .map(|p| p.shape.clone())
+                .ok_or_else(|| ModelError::Graph(format!("unknown parameter {n}")))
+        };
         for (i, node) in self.nodes.iter().enumerate() {
             let inp = |k: usize| -> Result<&Vec<usize>, ModelError> {
-                node.inputs.get(k).and_then(|&v| if v < i { shapes.get(v) } else { None }).ok_or_else(|| ModelError::Graph(format!("node {i} ({}) has a bad input {k}", node.name)))
+                node.inputs
+                    .get(k)
+                    .and_then(|&v| if v < i { shapes.get(v) } else { None })
+                    .ok_or_else(|| {
+                        ModelError::Graph(format!("node {i} ({}) has a bad input {k}", node.name))
+                    })
             };
             let bad = |msg: String| ModelError::Graph(format!("node {i} ({}): {msg}", node.name));
             let s = match &node.op {
                 Op::Input => vec![batch, self.in_chans, h, w],
-                Op::Conv2d { weight, stride, padding, groups, .. } => {
+                Op::Conv2d {
+                    weight,
+                    stride,
+                    padding,
+                    groups,
+                    ..
+                } => {
                     let x = inp(0)?;
                     let wt = pshape(weight)?;
                     if x.len() != 4 || x[1] != wt[1] * groups {
-                        return Err(bad(format!("conv expects {} input channels, got shape {x:?}", wt[1] * groups)));
+                        return Err(bad(format!(
+                            "conv expects {} input channels, got shape {x:?}",
+                            wt[1] * groups
+                        )));
                     }
-                    let oh = (x[2] + 2 * padding[0]).checked_sub(wt[2]).ok_or_else(|| bad(format!("kernel {}x{} larger than padded input {x:?}", wt[2], wt[3])))? / stride[0] + 1;
-                    let ow = (x[3] + 2 * padding[1]).checked_sub(wt[3]).ok_or_else(|| bad(format!("kernel {}x{} larger than padded input {x:?}", wt[2], wt[3])))? / stride[1] + 1;
+                    let oh = (x[2] + 2 * padding[0]).checked_sub(wt[2]).ok_or_else(|| {
+                        bad(format!(
+                            "kernel {}x{} larger than padded input {x:?}",
+                            wt[2], wt[3]
+                        ))
+                    })? / stride[0]
+                        + 1;
+                    let ow = (x[3] + 2 * padding[1]).checked_sub(wt[3]).ok_or_else(|| {
+                        bad(format!(
+                            "kernel {}x{} larger than padded input {x:?}",
+                            wt[2], wt[3]
+                        ))
+                    })? / stride[1]
+                        + 1;
                     vec![x[0], wt[0], oh, ow]
                 }
-                Op::MaxPool2d { kernel, stride, padding } => {
+                Op::MaxPool2d {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let x = inp(0)?;
                     let o = |d: usize| (d + 2 * padding - kernel) / stride + 1;
                     vec![x[0], x[1], o(x[2]), o(x[3])]
@@ -257,10 +383,17 @@ impl Graph {
                     let x = inp(0)?;
                     vec![x[0], x[2]]
                 }
-                Op::TokensToMap { skip, height, width } => {
+                Op::TokensToMap {
+                    skip,
+                    height,
+                    width,
+                } => {
                     let x = inp(0)?;
                     if x[1] != skip + height * width {
-                        return Err(bad(format!("{} tokens do not make a {height}x{width} map after {skip}", x[1])));
+                        return Err(bad(format!(
+                            "{} tokens do not make a {height}x{width} map after {skip}",
+                            x[1]
+                        )));
                     }
                     vec![x[0], x[2], *height, *width]
                 }
@@ -272,7 +405,13 @@ impl Graph {
                     }
                     x.clone()
                 }
-                Op::BatchNorm2d { .. } | Op::LayerNorm { .. } | Op::Gelu | Op::Relu | Op::Scale { .. } | Op::DropPath { .. } | Op::SelfAttention { .. } => inp(0)?.clone(),
+                Op::BatchNorm2d { .. }
+                | Op::LayerNorm { .. }
+                | Op::Gelu
+                | Op::Relu
+                | Op::Scale { .. }
+                | Op::DropPath { .. }
+                | Op::SelfAttention { .. } => inp(0)?.clone(),
             };
             shapes.push(s);
         }
@@ -299,7 +438,22 @@ impl Graph {
                     // qkv + proj projections, then q·k^T and attn·v.
                     4 * l * d * d + 2 * l * l * d
                 }
-                _ => 0,
+                Op::Input
+                | Op::BatchNorm2d { .. }
+                | Op::LayerNorm { .. }
+                | Op::Gelu
+                | Op::Relu
+                | Op::Add
+                | Op::Scale { .. }
+                | Op::Permute { .. }
+                | Op::DropPath { .. }
+                | Op::GlobalAvgPool
+                | Op::MaxPool2d { .. }
+                | Op::PatchTokens
+                | Op::PrependToken { .. }
+                | Op::AddParam { .. }
+                | Op::SelectToken { .. }
+                | Op::TokensToMap { .. } => 0,
             };
         }
         Ok(total)
@@ -321,7 +475,10 @@ impl Graph {
         for node in &self.nodes {
             for n in node.op.param_names() {
                 if !seen.contains(n) {
-                    return Err(ModelError::Graph(format!("node {} reads unknown parameter {n}", node.name)));
+                    return Err(ModelError::Graph(format!(
+                        "node {} reads unknown parameter {n}",
+                        node.name
+                    )));
                 }
             }
         }
@@ -355,27 +512,61 @@ impl Default for GraphBuilder {
 
 impl GraphBuilder {
     pub fn new() -> Self {
-        Self { nodes: vec![Node { name: "input".into(), op: Op::Input, inputs: vec![] }], params: vec![], taps: BTreeMap::new() }
+        Self {
+            nodes: vec![Node {
+                name: "input".into(),
+                op: Op::Input,
+                inputs: vec![],
+            }],
+            params: vec![],
+            taps: BTreeMap::new(),
+        }
     }
 
     pub const INPUT: ValueId = 0;
 
     fn push(&mut self, name: &str, op: Op, inputs: Vec<ValueId>) -> ValueId {
-        self.nodes.push(Node { name: name.to_string(), op, inputs });
+        self.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            inputs,
+        });
         self.nodes.len() - 1
     }
 
-    pub fn add_param(&mut self, name: String, shape: Vec<usize>, init: Init, kind: ParamKind) -> String {
-        self.params.push(ParamSpec { name: name.clone(), shape, init, kind, dtype: DType::F32 });
+    pub fn add_param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        init: Init,
+        kind: ParamKind,
+    ) -> String {
+        self.params.push(ParamSpec {
+            name: name.clone(),
+            shape,
+            init,
+            kind,
+            dtype: DType::F32,
+        });
         name
     }
 
     fn weight(&mut self, module: &str, shape: Vec<usize>, init: Init) -> String {
-        self.add_param(join(module, "weight"), shape, init, ParamKind::Trainable { decay: true })
+        self.add_param(
+            join(module, "weight"),
+            shape,
+            init,
+            ParamKind::Trainable { decay: true },
+        )
     }
 
     fn no_decay(&mut self, module: &str, leaf: &str, shape: Vec<usize>, init: Init) -> String {
-        self.add_param(join(module, leaf), shape, init, ParamKind::Trainable { decay: false })
+        self.add_param(
+            join(module, leaf),
+            shape,
+            init,
+            ParamKind::Trainable { decay: false },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -392,32 +583,94 @@ impl GraphBuilder {
         bias: Option<Init>,
         init: Init,
     ) -> ValueId {
-        let weight = self.weight(module, vec![out_ch, in_ch / groups, kernel[0], kernel[1]], init);
+        let weight = self.weight(
+            module,
+            vec![out_ch, in_ch / groups, kernel[0], kernel[1]],
+            init,
+        );
         let bias = bias.map(|b| self.no_decay(module, "bias", vec![out_ch], b));
-        self.push(module, Op::Conv2d { weight, bias, stride: [stride, stride], padding, groups }, vec![x])
+        self.push(
+            module,
+            Op::Conv2d {
+                weight,
+                bias,
+                stride: [stride, stride],
+                padding,
+                groups,
+            },
+            vec![x],
+        )
     }
 
     pub fn batch_norm(&mut self, x: ValueId, module: &str, ch: usize, eps: f64) -> ValueId {
         let weight = self.no_decay(module, "weight", vec![ch], Init::Ones);
         let bias = self.no_decay(module, "bias", vec![ch], Init::Zeros);
-        let running_mean = self.add_param(join(module, "running_mean"), vec![ch], Init::Zeros, ParamKind::Buffer);
-        let running_var = self.add_param(join(module, "running_var"), vec![ch], Init::Ones, ParamKind::Buffer);
+        let running_mean = self.add_param(
+            join(module, "running_mean"),
+            vec![ch],
+            Init::Zeros,
+            ParamKind::Buffer,
+        );
+        let running_var = self.add_param(
+            join(module, "running_var"),
+            vec![ch],
+            Init::Ones,
+            ParamKind::Buffer,
+        );
         let nbt = join(module, "num_batches_tracked");
-        self.params.push(ParamSpec { name: nbt.clone(), shape: vec![], init: Init::Zeros, kind: ParamKind::Buffer, dtype: DType::I64 });
+        self.params.push(ParamSpec {
+            name: nbt.clone(),
+            shape: vec![],
+            init: Init::Zeros,
+            kind: ParamKind::Buffer,
+            dtype: DType::I64,
+        });
         self.push(
             module,
-            Op::BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked: nbt, eps, momentum: 0.1 },
+            Op::BatchNorm2d {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                num_batches_tracked: nbt,
+                eps,
+                momentum: 0.1,
+            },
             vec![x],
         )
     }
 
-    pub fn layer_norm(&mut self, x: ValueId, module: &str, ch: usize, eps: f64, axis: NormAxis) -> ValueId {
+    pub fn layer_norm(
+        &mut self,
+        x: ValueId,
+        module: &str,
+        ch: usize,
+        eps: f64,
+        axis: NormAxis,
+    ) -> ValueId {
         let weight = self.no_decay(module, "weight", vec![ch], Init::Ones);
         let bias = self.no_decay(module, "bias", vec![ch], Init::Zeros);
-        self.push(module, Op::LayerNorm { weight, bias, eps, axis }, vec![x])
+        self.push(
+            module,
+            Op::LayerNorm {
+                weight,
+                bias,
+                eps,
+                axis,
+            },
+            vec![x],
+        )
     }
 
-    pub fn linear(&mut self, x: ValueId, module: &str, din: usize, dout: usize, bias: Option<Init>, init: Init) -> ValueId {
+    pub fn linear(
+        &mut self,
+        x: ValueId,
+        module: &str,
+        din: usize,
+        dout: usize,
+        bias: Option<Init>,
+        init: Init,
+    ) -> ValueId {
         let weight = self.weight(module, vec![dout, din], init);
         let bias = bias.map(|b| self.no_decay(module, "bias", vec![dout], b));
         self.push(module, Op::Linear { weight, bias }, vec![x])
@@ -437,12 +690,23 @@ impl GraphBuilder {
 
     /// Layer scale: a learned per-channel multiplier named exactly `name` (e.g. `stages.0.1.gamma`).
     pub fn scale(&mut self, x: ValueId, name: &str, ch: usize, init_value: f32) -> ValueId {
-        let param = self.add_param(name.to_string(), vec![ch], Init::Const(init_value), ParamKind::Trainable { decay: false });
+        let param = self.add_param(
+            name.to_string(),
+            vec![ch],
+            Init::Const(init_value),
+            ParamKind::Trainable { decay: false },
+        );
         self.push(name, Op::Scale { param }, vec![x])
     }
 
     pub fn permute(&mut self, x: ValueId, module: &str, perm: &[usize]) -> ValueId {
-        self.push(module, Op::Permute { perm: perm.to_vec() }, vec![x])
+        self.push(
+            module,
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            vec![x],
+        )
     }
 
     /// Adds drop path only when the rate is positive (zero-rate nodes would be dead weight).
@@ -458,8 +722,23 @@ impl GraphBuilder {
         self.push(module, Op::GlobalAvgPool, vec![x])
     }
 
-    pub fn max_pool(&mut self, x: ValueId, module: &str, kernel: usize, stride: usize, padding: usize) -> ValueId {
-        self.push(module, Op::MaxPool2d { kernel, stride, padding }, vec![x])
+    pub fn max_pool(
+        &mut self,
+        x: ValueId,
+        module: &str,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> ValueId {
+        self.push(
+            module,
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            },
+            vec![x],
+        )
     }
 
     pub fn patch_tokens(&mut self, x: ValueId, module: &str) -> ValueId {
@@ -467,32 +746,81 @@ impl GraphBuilder {
     }
 
     pub fn prepend_token(&mut self, x: ValueId, name: &str, dim: usize, init: Init) -> ValueId {
-        let param = self.add_param(name.to_string(), vec![1, 1, dim], init, ParamKind::Trainable { decay: false });
+        let param = self.add_param(
+            name.to_string(),
+            vec![1, 1, dim],
+            init,
+            ParamKind::Trainable { decay: false },
+        );
         self.push(name, Op::PrependToken { param }, vec![x])
     }
 
-    pub fn add_param_tensor(&mut self, x: ValueId, name: &str, shape: Vec<usize>, init: Init) -> ValueId {
-        let param = self.add_param(name.to_string(), shape, init, ParamKind::Trainable { decay: false });
+    pub fn add_param_tensor(
+        &mut self,
+        x: ValueId,
+        name: &str,
+        shape: Vec<usize>,
+        init: Init,
+    ) -> ValueId {
+        let param = self.add_param(
+            name.to_string(),
+            shape,
+            init,
+            ParamKind::Trainable { decay: false },
+        );
         self.push(name, Op::AddParam { param }, vec![x])
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn self_attention(&mut self, x: ValueId, module: &str, dim: usize, heads: usize, qkv_bias: bool, init: Init) -> ValueId {
+    pub fn self_attention(
+        &mut self,
+        x: ValueId,
+        module: &str,
+        dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        init: Init,
+    ) -> ValueId {
         let qkv = join(module, "qkv");
         let proj = join(module, "proj");
         let qkv_weight = self.weight(&qkv, vec![3 * dim, dim], init.clone());
         let qkv_bias = qkv_bias.then(|| self.no_decay(&qkv, "bias", vec![3 * dim], Init::Zeros));
         let proj_weight = self.weight(&proj, vec![dim, dim], init);
         let proj_bias = Some(self.no_decay(&proj, "bias", vec![dim], Init::Zeros));
-        self.push(module, Op::SelfAttention { qkv_weight, qkv_bias, proj_weight, proj_bias, heads }, vec![x])
+        self.push(
+            module,
+            Op::SelfAttention {
+                qkv_weight,
+                qkv_bias,
+                proj_weight,
+                proj_bias,
+                heads,
+            },
+            vec![x],
+        )
     }
 
     pub fn select_token(&mut self, x: ValueId, module: &str, index: usize) -> ValueId {
         self.push(module, Op::SelectToken { index }, vec![x])
     }
 
-    pub fn tokens_to_map(&mut self, x: ValueId, module: &str, skip: usize, height: usize, width: usize) -> ValueId {
-        self.push(module, Op::TokensToMap { skip, height, width }, vec![x])
+    pub fn tokens_to_map(
+        &mut self,
+        x: ValueId,
+        module: &str,
+        skip: usize,
+        height: usize,
+        width: usize,
+    ) -> ValueId {
+        self.push(
+            module,
+            Op::TokensToMap {
+                skip,
+                height,
+                width,
+            },
+            vec![x],
+        )
     }
 
     pub fn tap(&mut self, name: &str, x: ValueId) {

@@ -1,7 +1,8 @@
-//! lkd-models owns the description of every network: presets and configs, the [`graph::Graph`]
-//! (ops, upstream-named parameters, feature taps), parameter and FLOP counts, preprocessing as
-//! data, and checkpoint I/O (safetensors, official PyTorch `.pth`). It links no libtorch and
-//! knows nothing about executing a graph: the trainer and the exporter consume it.
+//! lkd-models owns the description of every network: presets and range-checked configs
+//! ([`families`]), the [`graph::Graph`] (ops, upstream-named parameters, feature taps),
+//! parameter and FLOP counts, preprocessing as data, and checkpoint I/O (safetensors, official
+//! PyTorch `.pth`, and the timm/torchvision key maps of [`checkpoint::layout`]). It links no
+//! libtorch and knows nothing about executing a graph: the trainer and the exporter consume it.
 
 pub mod checkpoint;
 pub mod families;
@@ -10,7 +11,9 @@ pub mod preprocess;
 pub mod summary;
 pub mod tensor;
 
-pub use families::{preset_names, ModelConfig, PRESETS};
+pub use families::{
+    find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS,
+};
 pub use graph::{Graph, Op, ParamSpec, ValueId};
 pub use preprocess::Preprocess;
 pub use tensor::{HostData, HostTensor};
@@ -19,8 +22,27 @@ pub use tensor::{HostData, HostTensor};
 pub enum ModelError {
     #[error("unknown preset `{found}`; known presets: {known}")]
     UnknownPreset { found: String, known: String },
-    #[error("invalid model config: {0}")]
-    Config(String),
+    /// A config value out of its range: names the field, the value and what is allowed.
+    #[error("model `{preset}`: `{field}` = {value} is invalid: expected {expected}")]
+    InvalidField {
+        preset: String,
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("model `{preset}`: `{field}` does not apply to the {family} family (its fields: {accepted})")]
+    FieldNotApplicable {
+        preset: String,
+        field: &'static str,
+        family: &'static str,
+        accepted: &'static str,
+    },
+    #[error("model `{preset}` would have {parameters} parameters; at most {max} are allowed")]
+    TooLarge {
+        preset: String,
+        parameters: usize,
+        max: usize,
+    },
     #[error("inconsistent graph: {0}")]
     Graph(String),
     #[error("checkpoint does not match model `{preset}`:\n{details}")]
@@ -28,5 +50,8 @@ pub enum ModelError {
     #[error("{path}: {msg}")]
     Checkpoint { path: String, msg: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }

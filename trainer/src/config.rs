@@ -2,6 +2,7 @@
 
 use crate::data::{AugmentConfig, DatasetSpec, MixupConfig};
 use crate::losses::FeatureLoss;
+use crate::teacher_cache::CacheSetting;
 use crate::TrainError;
 use lkd_models::ModelConfig;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,16 @@ pub struct DistillConfig {
     pub fd_weight: f64,
     #[serde(default = "smooth_l1")]
     pub fd_loss: FeatureLoss,
+    /// Teacher-output cache: "auto" (under `$LKD_CACHE`), "off", or a directory.
+    #[serde(default)]
+    pub cache: CacheSetting,
+    /// Classes of teacher logits the cache keeps per sample (top-k + log-sum-exp); 0 keeps all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_topk: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 fn one() -> f64 {
@@ -132,13 +143,24 @@ fn smooth_l1() -> FeatureLoss {
 impl DistillConfig {
     /// A method and teacher with the default temperature, weights and feature loss.
     pub fn new(method: KdMethod, teacher: PathBuf) -> Self {
-        Self { method, teacher, teacher_model: None, alpha: None, temperature: 1.0, fd_weight: 1.0, fd_loss: FeatureLoss::SmoothL1 }
+        Self {
+            method,
+            teacher,
+            teacher_model: None,
+            alpha: None,
+            temperature: 1.0,
+            fd_weight: 1.0,
+            fd_loss: FeatureLoss::SmoothL1,
+            cache: CacheSetting::Auto,
+            cache_topk: 0,
+        }
     }
 
-    /// Defaults per method: KD α 0.1 (Hinton, as the paper's code), NKD α 1.5.
+    /// Defaults per method, as the SLaK distillation code: KD α 0.1 (Hinton), NKD α 1.0
+    /// (`NKDLoss()`'s defaults there: non-target weight 1.0, T = 1).
     pub fn alpha(&self) -> f64 {
         self.alpha.unwrap_or(match self.method {
-            KdMethod::Nkd | KdMethod::NkdFd => 1.5,
+            KdMethod::Nkd | KdMethod::NkdFd => 1.0,
             _ => 0.1,
         })
     }
@@ -171,9 +193,74 @@ impl Default for RunConfig {
     }
 }
 
+/// A range check on one config field: `field` must satisfy `ok`, described as `range`.
+fn check(field: &str, value: f64, ok: bool, range: &str) -> Result<(), TrainError> {
+    if ok && value.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::Config(format!("{field} must be {range}, found {value}")))
+    }
+}
+
 impl TrainConfig {
     pub fn from_toml_str(text: &str) -> Result<Self, TrainError> {
-        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))
+        let cfg: Self = toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every numeric field against its range, so a bad value is a clear error before any
+    /// work starts instead of a panic or a silently meaningless run.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let o = &self.optim;
+        check("optim.epochs", o.epochs as f64, o.epochs >= 1, "at least 1")?;
+        check("optim.batch_size", o.batch_size as f64, (1..=65536).contains(&o.batch_size), "in 1..=65536")?;
+        check("optim.update_freq", o.update_freq as f64, (1..=4096).contains(&o.update_freq), "in 1..=4096")?;
+        check("optim.lr", o.lr, o.lr > 0.0 && o.lr <= 10.0, "in (0, 10]")?;
+        check("optim.min_lr", o.min_lr, o.min_lr >= 0.0 && o.min_lr <= o.lr, "in [0, optim.lr]")?;
+        check("optim.weight_decay", o.weight_decay, (0.0..=10.0).contains(&o.weight_decay), "in [0, 10]")?;
+        check("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64, "in [0, optim.epochs]")?;
+        if let Some(c) = o.clip_grad {
+            check("optim.clip_grad", c, c > 0.0, "positive")?;
+        }
+        check("optim.label_smoothing", o.label_smoothing, (0.0..1.0).contains(&o.label_smoothing), "in [0, 1)")?;
+        let d = &self.data;
+        check("data.workers", d.workers as f64, d.workers <= 256, "at most 256 (0: one per core)")?;
+        check("data.prefetch", d.prefetch as f64, (1..=64).contains(&d.prefetch), "in 1..=64")?;
+        let a = &d.augment;
+        check("data.augment.hflip", a.hflip, (0.0..=1.0).contains(&a.hflip), "a probability in [0, 1]")?;
+        check("data.augment.random_erasing", a.random_erasing, (0.0..=1.0).contains(&a.random_erasing), "a probability in [0, 1]")?;
+        check("data.augment.crop_padding", a.crop_padding as f64, a.crop_padding <= 1024, "at most 1024")?;
+        if let Some(r) = &a.random_resized_crop {
+            let [s0, s1] = r.scale;
+            check("data.augment.random_resized_crop.scale[0]", s0, s0 > 0.0 && s0 <= s1 && s1 <= 1.0, "in (0, scale[1]] with scale[1] ≤ 1")?;
+            let [r0, r1] = r.ratio;
+            check("data.augment.random_resized_crop.ratio[0]", r0, r0 > 0.0 && r0 <= r1, "positive and ≤ ratio[1]")?;
+        }
+        if let Some(m) = &d.mixup {
+            check("data.mixup.mixup_alpha", m.mixup_alpha, m.mixup_alpha >= 0.0, "≥ 0")?;
+            check("data.mixup.cutmix_alpha", m.cutmix_alpha, m.cutmix_alpha >= 0.0, "≥ 0")?;
+            check("data.mixup.prob", m.prob, (0.0..=1.0).contains(&m.prob), "a probability in [0, 1]")?;
+            check("data.mixup.switch_prob", m.switch_prob, (0.0..=1.0).contains(&m.switch_prob), "a probability in [0, 1]")?;
+        }
+        if let Some(k) = &self.distill {
+            check("distill.temperature", k.temperature, k.temperature > 0.0 && k.temperature <= 100.0, "in (0, 100]")?;
+            check("distill.fd_weight", k.fd_weight, k.fd_weight >= 0.0, "≥ 0")?;
+            if let Some(al) = k.alpha {
+                match k.method {
+                    KdMethod::Kd | KdMethod::KdFd => check("distill.alpha", al, (0.0..=1.0).contains(&al), "in [0, 1] for KD (the KL weight; CE gets 1 − alpha)")?,
+                    _ => check("distill.alpha", al, (0.0..=100.0).contains(&al), "in [0, 100]")?,
+                }
+            }
+        }
+        if let Some(e) = &self.ema {
+            check("ema.decay", e.decay, e.decay > 0.0 && e.decay < 1.0, "in (0, 1)")?;
+        }
+        check("run.threads", self.run.threads as f64, self.run.threads <= 4096, "at most 4096 (0: libtorch's default)")?;
+        if let Some(m) = self.run.max_steps {
+            check("run.max_steps", m as f64, m >= 1, "at least 1")?;
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Self, TrainError> {
@@ -205,7 +292,26 @@ impl TrainConfig {
                 node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
             }
         }
-        doc.try_into().map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))
+        let cfg: Self = doc.try_into().map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Digest of what determines a run's result — model, data, optimisation, distillation,
+    /// EMA, seed, device — and not of logging, checkpoint cadence, thread or worker counts. Two
+    /// configs with the same digest train the same model, so a finished run can stand in for
+    /// the other (trained teachers are kept under `$LKD_CACHE/teachers/<digest>`).
+    pub fn result_digest(&self) -> String {
+        use sha2::Digest;
+        let mut c = self.clone();
+        c.run = RunConfig { seed: self.run.seed, device: self.run.device.clone(), ..RunConfig::default() };
+        c.data.workers = 0;
+        c.data.prefetch = default_prefetch();
+        if let Ok(p) = c.data.dataset.path.canonicalize() {
+            c.data.dataset.path = p;
+        }
+        let digest = sha2::Sha256::digest(c.to_toml().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// A short stable hash of the resolved config (provenance in exports).

@@ -28,6 +28,8 @@ pub struct ErfResult {
 pub struct ErfMeter {
     sum: Option<Tensor>,
     count: usize,
+    /// Images skipped because their input gradient was not finite.
+    pub skipped: usize,
 }
 
 impl Default for ErfMeter {
@@ -38,7 +40,7 @@ impl Default for ErfMeter {
 
 impl ErfMeter {
     pub fn new() -> Self {
-        Self { sum: None, count: 0 }
+        Self { sum: None, count: 0, skipped: 0 }
     }
 
     /// Adds one image at a time (the paper's per-sample gradient), in eval mode.
@@ -54,6 +56,11 @@ impl ErfMeter {
             let centre = map.select(3, s[3] / 2).select(2, s[2] / 2).relu().sum(Kind::Float);
             let grad = Tensor::run_backward(&[centre], &[&x], false, false).remove(0);
             let contribution = grad.relu().sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float).to_device(tch::Device::Cpu);
+            // As the authors' script: an image whose gradient is not finite is skipped.
+            if !bool::try_from(contribution.isfinite().all()).map_err(TrainError::Torch)? {
+                self.skipped += 1;
+                continue;
+            }
             self.sum = Some(match self.sum.take() {
                 Some(acc) => acc + contribution,
                 None => contribution,

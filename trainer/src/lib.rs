@@ -10,6 +10,7 @@ pub mod losses;
 pub mod optim;
 pub mod rundir;
 pub mod teacher;
+pub mod teacher_cache;
 pub mod train;
 
 pub use executor::{Executor, Forward, Params};

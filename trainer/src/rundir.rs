@@ -65,6 +65,24 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Removes what a run that never reached its first checkpoint left (config and metric
+    /// lines), so it can start over cleanly. Refuses a directory holding anything else.
+    pub fn clear_unstarted(path: &Path) -> Result<(), TrainError> {
+        let entries: Vec<PathBuf> = std::fs::read_dir(path).map_err(io(path))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let ours = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| [CONFIG, METRICS, LAST, BEST].contains(&n) || (n.starts_with('.') && n.contains(".tmp")));
+        if let Some(other) = entries.iter().find(|p| !ours(p)) {
+            return Err(TrainError::Config(format!(
+                "{} holds a run without a checkpoint but also {}: remove it or pick another --out",
+                path.display(),
+                other.display()
+            )));
+        }
+        for p in entries {
+            std::fs::remove_file(&p).map_err(io(&p))?;
+        }
+        Ok(())
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

@@ -1,12 +1,69 @@
 //! The frozen teacher: eval mode, no gradients, outputs detached, run under no-grad.
+//!
+//! [`TeacherSpec`] says what the teacher is (architecture, weights file, their digest) without
+//! loading it, so a run that replays cached teacher outputs never builds the teacher at all.
 
 use crate::config::DistillConfig;
 use crate::executor::{Executor, Params};
 use crate::rundir;
 use crate::TrainError;
-use lkd_models::checkpoint::read_checkpoint;
-use lkd_models::{ModelConfig, Preprocess};
+use lkd_models::checkpoint::read_checkpoint_for;
+use lkd_models::{Graph, ModelConfig, Preprocess};
+use std::path::PathBuf;
 use tch::{Device, Tensor};
+
+/// A teacher described but not loaded.
+pub struct TeacherSpec {
+    pub model: ModelConfig,
+    /// The graph (no weights): classes, taps and preprocessing.
+    pub graph: Graph,
+    pub weights: PathBuf,
+    /// Where it came from (run dir or checkpoint path), for provenance.
+    pub source: String,
+}
+
+impl TeacherSpec {
+    /// A run dir of ours (its config states the architecture) or a checkpoint file with
+    /// `teacher_model` stating it.
+    pub fn resolve(cfg: &DistillConfig) -> Result<Self, TrainError> {
+        let path = &cfg.teacher;
+        let (model, weights) = if path.is_dir() {
+            let run = rundir::RunDir::open(path)?;
+            let model = run.config()?.model;
+            (model, run.best_or_last_weights()?)
+        } else if path.is_file() {
+            let model = cfg.teacher_model.clone().ok_or_else(|| {
+                TrainError::Config(format!(
+                    "teacher {} is a checkpoint file: also give its architecture (--teacher-preset, or [distill.teacher_model] in the config)",
+                    path.display()
+                ))
+            })?;
+            (model, path.clone())
+        } else {
+            return Err(TrainError::Config(format!("teacher {} does not exist (give a run directory or a checkpoint file)", path.display())));
+        };
+        let graph = model.build()?;
+        Ok(Self { model, graph, weights, source: path.display().to_string() })
+    }
+
+    /// SHA-256 of the weights file: the teacher's identity in the output cache.
+    pub fn weights_digest(&self) -> Result<String, TrainError> {
+        use sha2::Digest;
+        let mut f = std::fs::File::open(&self.weights).map_err(|source| TrainError::Io { path: self.weights.display().to_string(), source })?;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|source| TrainError::Io { path: self.weights.display().to_string(), source })?;
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn load(&self, device: Device) -> Result<Teacher, TrainError> {
+        let sd = read_checkpoint_for(&self.graph, &self.weights)?;
+        let params = Params::from_state_dict(&self.graph, &sd, device)?;
+        for t in params.tensors.values() {
+            let _ = t.shallow_clone().set_requires_grad(false);
+        }
+        Ok(Teacher { exec: Executor::new(self.graph.clone()), params, model: self.model.clone(), source: self.source.clone() })
+    }
+}
 
 pub struct Teacher {
     pub exec: Executor,
@@ -17,30 +74,9 @@ pub struct Teacher {
 }
 
 impl Teacher {
-    /// Loads a run dir of ours (its config states the architecture) or a checkpoint file with
-    /// `teacher_model` stating it.
+    /// Resolves and loads in one go.
     pub fn load(cfg: &DistillConfig, device: Device) -> Result<Self, TrainError> {
-        let path = &cfg.teacher;
-        let (model, weights) = if path.is_dir() {
-            let run = rundir::RunDir::open(path)?;
-            let model = run.config()?.model;
-            (model, run.best_or_last_weights()?)
-        } else {
-            let model = cfg.teacher_model.clone().ok_or_else(|| {
-                TrainError::Config(format!(
-                    "teacher {} is a checkpoint file: also give its architecture (--teacher-preset, or [distill.teacher_model] in the config)",
-                    path.display()
-                ))
-            })?;
-            (model, path.clone())
-        };
-        let graph = model.build()?;
-        let sd = read_checkpoint(&weights)?;
-        let params = Params::from_state_dict(&graph, &sd, device)?;
-        for t in params.tensors.values() {
-            let _ = t.shallow_clone().set_requires_grad(false);
-        }
-        Ok(Self { exec: Executor::new(graph), params, model, source: path.display().to_string() })
+        TeacherSpec::resolve(cfg)?.load(device)
     }
 
     pub fn preprocess(&self) -> &Preprocess {

@@ -1,12 +1,13 @@
 //! Supervised training and distillation: one loop, with the teacher optional.
 
-use crate::config::{KdMethod, TrainConfig};
+use crate::config::{DistillConfig, KdMethod, TrainConfig};
 use crate::data::{self, Loader, LoaderConfig, Split, Transform};
 use crate::executor::{host_to_tensor, Executor, Params};
 use crate::losses::{cross_entropy, feature_distance, kd_kl, nkd, Target};
 use crate::optim::{clip_grad_norm, cosine_lr, zero_grad, AdamW, Ema, Slot};
 use crate::rundir::{RunDir, TrainerState, BEST, LAST};
-use crate::teacher::{renormalize, Teacher};
+use crate::teacher::TeacherSpec;
+use crate::teacher_cache::{CacheStats, StreamSpec, TeacherOutputs};
 use crate::{parse_device, TrainError};
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{Graph, ModelConfig};
@@ -33,6 +34,8 @@ pub struct Summary {
     pub data_wait_share: f64,
     pub teacher_share: f64,
     pub finished: bool,
+    /// Teacher-output cache use (distillation runs).
+    pub teacher_cache: Option<CacheStats>,
 }
 
 /// Accuracy of one model on a split.
@@ -138,19 +141,38 @@ fn take_prefixed(sd: &StateDict, prefix: &str) -> StateDict {
     sd.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
 }
 
+/// How a step's loss is formed: plain supervision, or distillation from a teacher's output
+/// stream (live or replayed from the cache) with optional feature taps (student, teacher).
+enum Mode {
+    Supervised,
+    Distill { cfg: DistillConfig, teacher: Box<TeacherOutputs>, fd_taps: Option<(String, String)> },
+}
+
+/// Everything a checkpoint holds besides the config: student (+ projector), optimizer, EMA,
+/// trainer state.
+struct Trainee {
+    student: Student,
+    opt: AdamW,
+    ema: Option<Ema>,
+    state: TrainerState,
+}
+
+/// Wall-clock accounting for the summary.
+#[derive(Default)]
+struct Clock {
+    data_wait: f64,
+    teacher: f64,
+    step: f64,
+    images: usize,
+}
+
 /// Trains (or distils) according to `config` into `run_dir`, or resumes it when `resume`.
+///
+/// Stages: [`open_run`] (run dir and resolved config), data loaders, [`Mode::new`] (teacher
+/// stream), [`Trainee::load_or_init`], then per epoch the step loop ([`step_loss`], optimizer,
+/// logging, checkpoints) and [`end_epoch`] (evaluation, best weights, checkpoint).
 pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool) -> Result<Summary, TrainError> {
-    // The run dir stores the config resolved against the dataset (classes, channels, size).
-    let file_config = if resume { RunDir::open(run_dir)?.config()? } else { config.clone() };
-    let train_set = Arc::new(data::open(&file_config.data.dataset, Split::Train)?);
-    let val_set = Arc::new(data::open(&file_config.data.dataset, Split::Val)?);
-    let (run, config) = if resume {
-        (RunDir::open(run_dir)?, file_config)
-    } else {
-        let mut cfg = file_config;
-        cfg.model = resolve_model(&cfg.model, &train_set);
-        (RunDir::create(run_dir, &cfg)?, cfg)
-    };
+    let (run, config, train_set, val_set, resume) = open_run(config, run_dir, resume)?;
     let device = parse_device(&config.run.device)?;
     if config.run.threads > 0 {
         tch::set_num_threads(config.run.threads as i32);
@@ -159,31 +181,14 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         tch::Cuda::cudnn_set_benchmark(true);
     }
     let o = &config.optim;
-    if o.batch_size == 0 || o.update_freq == 0 || o.epochs == 0 {
-        return Err(TrainError::Config("epochs, batch_size and update_freq must be positive".into()));
-    }
 
     // Data and model.
     let graph = config.model.build()?;
     if graph.num_classes != train_set.num_classes() {
         return Err(TrainError::Config(format!("model has {} classes, dataset {} has {}", graph.num_classes, train_set.name(), train_set.num_classes())));
     }
-    let pre = graph.preprocess.clone();
-    let loader_cfg = |batch, shuffle, drop_last| LoaderConfig {
-        batch_size: batch,
-        workers: config.data.workers,
-        prefetch: config.data.prefetch,
-        seed: config.run.seed,
-        shuffle,
-        drop_last,
-    };
-    let train_loader = Loader::new(
-        train_set.clone(),
-        Transform::train(&config.data.augment, &pre),
-        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, o.label_smoothing)),
-        loader_cfg(o.batch_size, true, true),
-    )?;
-    let val_loader = Loader::new(val_set.clone(), Transform::eval(&pre), None, loader_cfg(o.batch_size.max(64), false, false))?;
+    let train_loader = training_loader(&config, &graph, train_set.clone())?;
+    let val_loader = Loader::new(val_set.clone(), Transform::eval(&graph.preprocess), None, loader_config(&config, o.batch_size.max(64), false, false))?;
     let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
     if steps_per_epoch == 0 {
         return Err(TrainError::Config(format!("{} training samples give no full batch of {} x update_freq {}", train_set.len(), o.batch_size, o.update_freq)));
@@ -191,80 +196,16 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
     let total_steps = steps_per_epoch * o.epochs;
     let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-    // Teacher.
-    let distill = config.distill.clone().filter(|d| d.method != KdMethod::None);
-    let teacher = distill.as_ref().map(|d| Teacher::load(d, device)).transpose()?;
-    let fd_taps = match (&distill, &teacher) {
-        (Some(d), Some(t)) if d.method.uses_features() => Some((last_stage(&graph)?, last_stage(&t.exec.graph)?)),
-        _ => None,
-    };
-    if let (Some(t), true) = (&teacher, distill.as_ref().is_some_and(|d| d.method.uses_logits())) {
-        if t.exec.graph.num_classes != graph.num_classes {
-            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", t.exec.graph.num_classes, graph.num_classes)));
-        }
-    }
-
-    // Student, optimizer, EMA: fresh or from the state file.
+    let (mut mode, projector_shape) = Mode::new(&config, &graph, &train_set, device)?;
     tch::manual_seed(config.run.seed as i64);
-    let exec = Executor::new(graph);
-    let projector_shape = match (&fd_taps, &teacher) {
-        (Some((s, t)), Some(teacher)) => {
-            let [h, w] = exec.graph.input_size;
-            let cs = exec.graph.infer_shapes(1, h, w)?[exec.graph.taps[s]][1];
-            let [th, tw] = teacher.exec.graph.input_size;
-            let ct = teacher.exec.graph.infer_shapes(1, th, tw)?[teacher.exec.graph.taps[t]][1];
-            Some((cs, ct))
-        }
-        _ => None,
-    };
-    let mut state = TrainerState::default();
-    let mut opt = AdamW::new(o.weight_decay);
-    let (params, projector, ema) = if resume {
-        let (sd, st) = run.load_state()?;
-        run.truncate_metrics(st.metrics_len)?;
-        let params = Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "model."), device)?;
-        let projector = projector_shape.map(|_| {
-            let w = host_to_tensor(&sd["distill.projector.weight"], device).set_requires_grad(true);
-            let b = host_to_tensor(&sd["distill.projector.bias"], device).set_requires_grad(true);
-            (w, b)
-        });
-        for (k, v) in take_prefixed(&sd, "optim.m.") {
-            opt.exp_avg.insert(k, host_to_tensor(&v, device));
-        }
-        for (k, v) in take_prefixed(&sd, "optim.v.") {
-            opt.exp_avg_sq.insert(k, host_to_tensor(&v, device));
-        }
-        opt.step = st.adam_step;
-        let ema = match &config.ema {
-            Some(e) => Some(Ema { decay: e.decay, params: Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "ema."), device)? }),
-            None => None,
-        };
-        state = st;
-        (params, projector, ema)
-    } else {
-        let params = Params::init(&exec.graph, device, config.run.seed);
-        let projector = projector_shape.map(|(cs, ct)| {
-            // PyTorch's Conv2d default init, from our own seeded RNG.
-            let bound = 1.0 / (cs as f32).sqrt();
-            let mut rng = StdRng::seed_from_u64(config.run.seed ^ 0x70726f6a);
-            let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
-            let w = Tensor::from_slice(&draw(ct * cs)).reshape([ct as i64, cs as i64, 1, 1]).to_device(device).set_requires_grad(true);
-            let b = Tensor::from_slice(&draw(ct)).to_device(device).set_requires_grad(true);
-            (w, b)
-        });
-        let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
-        (params, projector, ema)
-    };
-    let mut ema = ema;
-    let student = Student { exec, params, projector };
+    let Trainee { student, mut opt, mut ema, mut state } = Trainee::load_or_init(&run, &config, Executor::new(graph), projector_shape, resume, device)?;
     let slots = student.slots();
     if state.finished {
         return Err(TrainError::Config(format!("run {} already finished all {} epochs", run.path.display(), o.epochs)));
     }
 
     let t0 = Instant::now();
-    let (mut data_wait, mut teacher_time, mut step_time) = (0f64, 0f64, 0f64);
-    let mut images = 0usize;
+    let mut clock = Clock::default();
     let mut steps_this_call = 0usize;
     let mut last_eval: (Option<f64>, Option<f64>) = (None, None);
     let mut stopped = false;
@@ -285,56 +226,17 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         loop {
             let wait_start = Instant::now();
             let Some(batch) = batches.next() else { break };
-            data_wait += wait_start.elapsed().as_secs_f64();
+            clock.data_wait += wait_start.elapsed().as_secs_f64();
             let batch = batch?;
             if state.next_batch / o.update_freq >= steps_per_epoch {
                 break;
             }
             // Per-step seeding makes drop path reproducible across resume.
             student.exec.set_step_seed(config.run.seed.wrapping_mul(1_000_003).wrapping_add((state.step * o.update_freq + micro) as u64));
-            let x = batch.images.to_device(device);
-            let labels = batch.labels.to_device(device);
-            let soft = batch.targets.as_ref().map(|t| t.to_device(device));
-            let target = match &soft {
-                Some(s) => Target::Soft(s),
-                None => Target::Hard(&labels),
-            };
-            let stage_tap: Vec<&str> = fd_taps.iter().map(|(s, _)| s.as_str()).collect();
-            let out = autocast(device, || student.exec.forward(&student.params, &x, true, &stage_tap))?;
-            let logits = out.logits.to_kind(Kind::Float);
-            let mut terms: Vec<(&'static str, Tensor)> = vec![];
-            let label_smoothing = if soft.is_some() { 0.0 } else { o.label_smoothing };
-            match (&distill, &teacher) {
-                (Some(d), Some(t)) => {
-                    let tt = Instant::now();
-                    let xt = renormalize(&x, &student.exec.graph.preprocess, t.preprocess());
-                    let t_taps: Vec<&str> = fd_taps.iter().map(|(_, tt)| tt.as_str()).collect();
-                    let (t_logits, t_maps) = autocast(device, || t.forward(&xt, &t_taps))?;
-                    let t_logits = t_logits.to_kind(Kind::Float);
-                    sync(device);
-                    teacher_time += tt.elapsed().as_secs_f64();
-                    let alpha = d.alpha();
-                    match d.method {
-                        KdMethod::Kd | KdMethod::KdFd => {
-                            terms.push(("kd", kd_kl(&logits, &t_logits, d.temperature) * alpha));
-                            terms.push(("ce", cross_entropy(&logits, &target, label_smoothing) * (1.0 - alpha)));
-                        }
-                        KdMethod::Nkd | KdMethod::NkdFd => {
-                            terms.push(("nkd", nkd(&logits, &t_logits, &target.labels(), d.temperature, alpha)));
-                        }
-                        KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, label_smoothing))),
-                        KdMethod::None => unreachable!("filtered above"),
-                    }
-                    if let (Some((s_tap, _)), Some((w, b))) = (&fd_taps, &student.projector) {
-                        let s_map = out.taps[s_tap].to_kind(Kind::Float).conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1);
-                        terms.push(("fd", feature_distance(&s_map, &t_maps[0].to_kind(Kind::Float), d.fd_loss) * d.fd_weight));
-                    }
-                }
-                _ => terms.push(("ce", cross_entropy(&logits, &target, label_smoothing))),
-            }
-            let loss = terms.iter().map(|(_, t)| t.shallow_clone()).reduce(|a, b| a + b).unwrap();
-            let loss_value = loss.double_value(&[]);
-            let term_values: Vec<(&str, f64)> = terms.iter().map(|(n, t)| (*n, t.double_value(&[]))).collect();
+            let terms = step_loss(&mut mode, &student, &batch, epoch, o.label_smoothing, device, &mut clock)?;
+            let loss = terms.iter().map(|(_, t)| t.shallow_clone()).reduce(|a, b| a + b).ok_or_else(|| TrainError::Other("no loss terms".into()))?;
+            let loss_value = loss.f_double_value(&[])?;
+            let term_values: Vec<(&str, f64)> = terms.iter().map(|(n, t)| Ok((*n, t.f_double_value(&[])?))).collect::<Result<_, TrainError>>()?;
             if !loss_value.is_finite() {
                 bar.abandon();
                 let detail = term_values.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ");
@@ -344,9 +246,9 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                     run.path.display()
                 )));
             }
-            (loss / o.update_freq as f64).backward();
+            (loss / o.update_freq as f64).f_backward()?;
             micro += 1;
-            images += x.size()[0] as usize;
+            clock.images += batch.len();
             *state.pending_loss.entry("loss".into()).or_default() += loss_value;
             for (n, v) in &term_values {
                 *state.pending_loss.entry(format!("loss_{n}")).or_default() += v;
@@ -368,7 +270,7 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             steps_this_call += 1;
             sync(device);
             let dt = step_start.elapsed().as_secs_f64();
-            step_time += dt;
+            clock.step += dt;
             let ips = (o.batch_size * o.update_freq) as f64 / dt.max(1e-9);
             step_start = Instant::now();
             let mean_loss = state.pending_loss["loss"] / state.pending_count as f64;
@@ -391,47 +293,16 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                 save_checkpoint(&mut state, &opt, ema.as_ref())?;
             }
             if at_limit {
+                mode.flush()?;
                 bar.abandon();
                 stopped = true;
                 break 'epochs;
             }
         }
         drop(batches);
+        mode.flush()?;
         bar.finish_and_clear();
-        // Epoch end: evaluate student and EMA, keep the best, checkpoint.
-        let res = evaluate(&student.exec, &student.params, &val_loader, device)?;
-        let ema_res = ema.as_ref().map(|e| evaluate(&student.exec, &e.params, &val_loader, device)).transpose()?;
-        let mut line = json!({"epoch": epoch, "step": state.step, "top1": res.top1, "top5": res.top5, "val_loss": res.loss,
-            "skipped_files": train_loader.stats().skipped + val_loader.stats().skipped});
-        if let Some(e) = &ema_res {
-            line["ema_top1"] = json!(e.top1);
-            line["ema_top5"] = json!(e.top5);
-        }
-        run.log(&line)?;
-        last_eval = (Some(res.top1), ema_res.map(|e| e.top1));
-        // The best of student and EMA becomes best.safetensors.
-        let (best_here, best_params) = match (&ema_res, &ema) {
-            (Some(e), Some(em)) if e.top1 > res.top1 => (e.top1, &em.params),
-            _ => (res.top1, &student.params),
-        };
-        if state.best_epoch.is_none() || best_here > state.best_top1 {
-            state.best_top1 = best_here;
-            state.best_epoch = Some(epoch);
-            run.save_weights(BEST, &best_params.to_state_dict())?;
-        }
-        if progress {
-            eprintln!(
-                "epoch {}/{}: top-1 {:.2}%{} (best {:.2}%)",
-                epoch + 1,
-                o.epochs,
-                res.top1,
-                ema_res.map(|e| format!(", EMA {:.2}%", e.top1)).unwrap_or_default(),
-                state.best_top1
-            );
-        }
-        state.epoch += 1;
-        state.next_batch = 0;
-        state.finished = state.epoch >= o.epochs;
+        last_eval = end_epoch(&run, &student, ema.as_ref(), &val_loader, &train_loader, &mut state, device, progress, o.epochs)?;
         save_checkpoint(&mut state, &opt, ema.as_ref())?;
     }
     let seconds = t0.elapsed().as_secs_f64();
@@ -442,13 +313,290 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         best_top1: state.best_top1,
         last_top1: last_eval.0,
         last_ema_top1: last_eval.1,
-        images_per_s: images as f64 / step_time.max(1e-9),
+        images_per_s: clock.images as f64 / clock.step.max(1e-9),
         seconds,
         skipped_files: skipped,
-        data_wait_share: data_wait / step_time.max(1e-9),
-        teacher_share: teacher_time / step_time.max(1e-9),
+        data_wait_share: clock.data_wait / clock.step.max(1e-9),
+        teacher_share: clock.teacher / clock.step.max(1e-9),
         finished: !stopped && state.finished,
+        teacher_cache: match mode {
+            Mode::Distill { teacher, .. } => Some(teacher.stats),
+            Mode::Supervised => None,
+        },
     })
+}
+
+/// The run directory and the config to train with, and the datasets it names. A new run
+/// stores its config resolved against the dataset (classes, channels, size); a resumed run
+/// reads its own. A run that stopped before its first checkpoint holds only its config (and
+/// maybe metric lines): it has nothing to resume, so it starts over from step 0 with the stored
+/// config when resumed, or with the given one when started again.
+#[allow(clippy::type_complexity)]
+fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<(RunDir, TrainConfig, Arc<data::Dataset>, Arc<data::Dataset>, bool), TrainError> {
+    let never_checkpointed = RunDir::open(run_dir).is_ok_and(|r| !r.file(crate::rundir::STATE).exists());
+    let (config, resume) = if never_checkpointed {
+        let cfg = if resume { RunDir::open(run_dir)?.config()? } else { config.clone() };
+        RunDir::clear_unstarted(run_dir)?;
+        (cfg, false)
+    } else if resume {
+        (RunDir::open(run_dir)?.config()?, true)
+    } else {
+        (config.clone(), false)
+    };
+    config.validate()?;
+    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
+    let val_set = Arc::new(data::open(&config.data.dataset, Split::Val)?);
+    let (run, config) = if resume {
+        (RunDir::open(run_dir)?, config)
+    } else {
+        let mut cfg = config;
+        cfg.model = resolve_model(&cfg.model, &train_set);
+        (RunDir::create(run_dir, &cfg)?, cfg)
+    };
+    Ok((run, config, train_set, val_set, resume))
+}
+
+impl Mode {
+    /// Supervised, or the teacher described (not loaded: the output cache may hold all it
+    /// needs) and its output stream opened. Also returns the feature projector's (student,
+    /// teacher) channels when features are distilled.
+    fn new(config: &TrainConfig, graph: &Graph, train_set: &data::Dataset, device: Device) -> Result<(Self, Option<(usize, usize)>), TrainError> {
+        let Some(d) = config.distill.clone().filter(|d| d.method != KdMethod::None) else {
+            return Ok((Mode::Supervised, None));
+        };
+        let spec = TeacherSpec::resolve(&d)?;
+        if d.method.uses_logits() && spec.graph.num_classes != graph.num_classes {
+            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", spec.graph.num_classes, graph.num_classes)));
+        }
+        let fd_taps = if d.method.uses_features() { Some((last_stage(graph)?, last_stage(&spec.graph)?)) } else { None };
+        let projector = match &fd_taps {
+            Some((s, t)) => {
+                let [h, w] = graph.input_size;
+                let cs = graph.infer_shapes(1, h, w)?[graph.taps[s]][1];
+                let [th, tw] = spec.graph.input_size;
+                let ct = spec.graph.infer_shapes(1, th, tw)?[spec.graph.taps[t]][1];
+                Some((cs, ct))
+            }
+            None => None,
+        };
+        let stream = StreamSpec {
+            setting: &d.cache,
+            topk: d.cache_topk,
+            taps: fd_taps.iter().map(|(_, t)| t.clone()).collect(),
+            dataset: train_set,
+            augment: &config.data.augment,
+            mixup: config.data.mixup.as_ref(),
+            student_preprocess: &graph.preprocess,
+            batch_size: config.optim.batch_size,
+            seed: config.run.seed,
+        };
+        let teacher = Box::new(TeacherOutputs::open(spec, stream, device)?);
+        Ok((Mode::Distill { cfg: d, teacher, fd_taps }, projector))
+    }
+
+    /// Writes a teacher-output shard being recorded (epoch end or a stop).
+    fn flush(&mut self) -> Result<(), TrainError> {
+        match self {
+            Mode::Distill { teacher, .. } => teacher.flush(),
+            Mode::Supervised => Ok(()),
+        }
+    }
+}
+
+impl Trainee {
+    /// Fresh weights (seeded), or everything back from the run's state file.
+    fn load_or_init(run: &RunDir, config: &TrainConfig, exec: Executor, projector_shape: Option<(usize, usize)>, resume: bool, device: Device) -> Result<Self, TrainError> {
+        let mut opt = AdamW::new(config.optim.weight_decay);
+        if !resume {
+            let params = Params::init(&exec.graph, device, config.run.seed);
+            let projector = projector_shape.map(|(cs, ct)| {
+                // PyTorch's Conv2d default init, from our own seeded RNG.
+                let bound = 1.0 / (cs as f32).sqrt();
+                let mut rng = StdRng::seed_from_u64(config.run.seed ^ 0x70726f6a);
+                let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
+                let w = Tensor::from_slice(&draw(ct * cs)).reshape([ct as i64, cs as i64, 1, 1]).to_device(device).set_requires_grad(true);
+                let b = Tensor::from_slice(&draw(ct)).to_device(device).set_requires_grad(true);
+                (w, b)
+            });
+            let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
+            return Ok(Self { student: Student { exec, params, projector }, opt, ema, state: TrainerState::default() });
+        }
+        let (sd, state) = run.load_state()?;
+        run.truncate_metrics(state.metrics_len)?;
+        let params = Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "model."), device)?;
+        let tensor = |name: &str| -> Result<Tensor, TrainError> {
+            let t = sd.get(name).ok_or_else(|| TrainError::Other(format!("{}: state file has no `{name}`", run.file(crate::rundir::STATE).display())))?;
+            Ok(host_to_tensor(t, device).set_requires_grad(true))
+        };
+        let projector = match projector_shape {
+            Some(_) => Some((tensor("distill.projector.weight")?, tensor("distill.projector.bias")?)),
+            None => None,
+        };
+        for (k, v) in take_prefixed(&sd, "optim.m.") {
+            opt.exp_avg.insert(k, host_to_tensor(&v, device));
+        }
+        for (k, v) in take_prefixed(&sd, "optim.v.") {
+            opt.exp_avg_sq.insert(k, host_to_tensor(&v, device));
+        }
+        opt.step = state.adam_step;
+        let ema = match &config.ema {
+            Some(e) => Some(Ema { decay: e.decay, params: Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "ema."), device)? }),
+            None => None,
+        };
+        Ok(Self { student: Student { exec, params, projector }, opt, ema, state })
+    }
+}
+
+/// The named loss terms of one micro-batch: student forward, then the teacher's outputs from
+/// its stream and the method's terms.
+fn step_loss(mode: &mut Mode, student: &Student, batch: &data::Batch, epoch: usize, label_smoothing: f64, device: Device, clock: &mut Clock) -> Result<Vec<(&'static str, Tensor)>, TrainError> {
+    let x = batch.images.to_device(device);
+    let labels = batch.labels.to_device(device);
+    let soft = batch.targets.as_ref().map(|t| t.to_device(device));
+    let target = match &soft {
+        Some(s) => Target::Soft(s),
+        None => Target::Hard(&labels),
+    };
+    // Soft (Mixup) targets already carry the smoothing.
+    let smoothing = if soft.is_some() { 0.0 } else { label_smoothing };
+    let (cfg, teacher, fd_taps) = match mode {
+        Mode::Supervised => {
+            let logits = autocast(device, || student.exec.forward(&student.params, &x, true, &[]))?.logits.to_kind(Kind::Float);
+            return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing))]);
+        }
+        Mode::Distill { cfg, teacher, fd_taps } => (cfg, teacher, fd_taps),
+    };
+    let stage_tap: Vec<&str> = fd_taps.iter().map(|(s, _)| s.as_str()).collect();
+    let out = autocast(device, || student.exec.forward(&student.params, &x, true, &stage_tap))?;
+    let logits = out.logits.to_kind(Kind::Float);
+    let tt = Instant::now();
+    let (t_logits, t_maps) = teacher.get(epoch, batch.index, &batch.samples, &x, &student.exec.graph.preprocess)?;
+    sync(device);
+    clock.teacher += tt.elapsed().as_secs_f64();
+    let alpha = cfg.alpha();
+    let mut terms: Vec<(&'static str, Tensor)> = vec![];
+    match cfg.method {
+        KdMethod::Kd | KdMethod::KdFd => {
+            terms.push(("kd", kd_kl(&logits, &t_logits, cfg.temperature) * alpha));
+            // Upstream's KD uses plain CE next to the teacher term.
+            terms.push(("ce", cross_entropy(&logits, &target, 0.0) * (1.0 - alpha)));
+        }
+        KdMethod::Nkd | KdMethod::NkdFd => terms.push(("nkd", nkd(&logits, &t_logits, &target.labels(), cfg.temperature, alpha))),
+        KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, smoothing))),
+        KdMethod::None => return Err(TrainError::Config("distillation method none has no teacher terms".into())),
+    }
+    if let (Some((s_tap, _)), Some((w, b)), Some(t_map)) = (fd_taps, &student.projector, t_maps.first()) {
+        let s_map = out.taps[s_tap.as_str()].to_kind(Kind::Float).f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?;
+        terms.push(("fd", feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss) * cfg.fd_weight));
+    }
+    Ok(terms)
+}
+
+/// Epoch end: evaluates the student and its EMA, logs, keeps the better as best weights, and
+/// advances the state. Returns (student, EMA) top-1.
+#[allow(clippy::too_many_arguments)]
+fn end_epoch(
+    run: &RunDir,
+    student: &Student,
+    ema: Option<&Ema>,
+    val_loader: &Loader,
+    train_loader: &Loader,
+    state: &mut TrainerState,
+    device: Device,
+    progress: bool,
+    epochs: usize,
+) -> Result<(Option<f64>, Option<f64>), TrainError> {
+    let epoch = state.epoch;
+    let res = evaluate(&student.exec, &student.params, val_loader, device)?;
+    let ema_res = ema.map(|e| evaluate(&student.exec, &e.params, val_loader, device)).transpose()?;
+    let mut line = json!({"epoch": epoch, "step": state.step, "top1": res.top1, "top5": res.top5, "val_loss": res.loss,
+        "skipped_files": train_loader.stats().skipped + val_loader.stats().skipped});
+    if let Some(e) = &ema_res {
+        line["ema_top1"] = json!(e.top1);
+        line["ema_top5"] = json!(e.top5);
+    }
+    run.log(&line)?;
+    let (best_here, best_params) = match (&ema_res, ema) {
+        (Some(e), Some(em)) if e.top1 > res.top1 => (e.top1, &em.params),
+        _ => (res.top1, &student.params),
+    };
+    if state.best_epoch.is_none() || best_here > state.best_top1 {
+        state.best_top1 = best_here;
+        state.best_epoch = Some(epoch);
+        run.save_weights(BEST, &best_params.to_state_dict())?;
+    }
+    if progress {
+        eprintln!(
+            "epoch {}/{}: top-1 {:.2}%{} (best {:.2}%)",
+            epoch + 1,
+            epochs,
+            res.top1,
+            ema_res.map(|e| format!(", EMA {:.2}%", e.top1)).unwrap_or_default(),
+            state.best_top1
+        );
+    }
+    state.epoch += 1;
+    state.next_batch = 0;
+    state.finished = state.epoch >= epochs;
+    Ok((Some(res.top1), ema_res.map(|e| e.top1)))
+}
+
+fn loader_config(config: &TrainConfig, batch_size: usize, shuffle: bool, drop_last: bool) -> LoaderConfig {
+    LoaderConfig { batch_size, workers: config.data.workers, prefetch: config.data.prefetch, seed: config.run.seed, shuffle, drop_last }
+}
+
+/// The training stream of `config` for a model `graph`: what a run trains on, batch for batch,
+/// and what the teacher-output cache is keyed by.
+pub fn training_loader(config: &TrainConfig, graph: &Graph, train_set: Arc<data::Dataset>) -> Result<Loader, TrainError> {
+    Ok(Loader::new(
+        train_set,
+        Transform::train(&config.data.augment, &graph.preprocess),
+        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, config.optim.label_smoothing)),
+        loader_config(config, config.optim.batch_size, true, true),
+    )?)
+}
+
+/// Computes (or completes) the teacher-output cache of `config`'s distillation stream for its
+/// first `epochs` epochs, batch for batch as `train` would consume them. Returns the cache
+/// directory and what was done.
+pub fn precompute_teacher_outputs(config: &TrainConfig, epochs: usize, progress: bool) -> Result<(std::path::PathBuf, CacheStats), TrainError> {
+    let d = config.distill.clone().filter(|d| d.method != KdMethod::None).ok_or_else(|| TrainError::Config("teacher-cache build needs a distillation method other than none".into()))?;
+    let device = parse_device(&config.run.device)?;
+    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
+    let mut config = config.clone();
+    config.model = resolve_model(&config.model, &train_set);
+    let graph = config.model.build()?;
+    let spec = TeacherSpec::resolve(&d)?;
+    let taps = if d.method.uses_features() { vec![last_stage(&spec.graph)?] } else { vec![] };
+    let pre = graph.preprocess.clone();
+    let loader = training_loader(&config, &graph, train_set.clone())?;
+    let o = &config.optim;
+    let batches = (loader.batches_per_epoch() / o.update_freq.max(1)) * o.update_freq.max(1);
+    let stream = StreamSpec {
+        setting: &d.cache,
+        topk: d.cache_topk,
+        taps,
+        dataset: &train_set,
+        augment: &config.data.augment,
+        mixup: config.data.mixup.as_ref(),
+        student_preprocess: &pre,
+        batch_size: o.batch_size,
+        seed: config.run.seed,
+    };
+    let mut outputs = TeacherOutputs::open(spec, stream, device)?;
+    let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| TrainError::Config("the teacher cache is off: give --teacher-cache auto or a directory".into()))?;
+    for epoch in 0..epochs {
+        let bar = progress_bar(progress, batches as u64, epoch, epochs);
+        for batch in loader.epoch(epoch, 0)?.take(batches) {
+            let batch = batch?;
+            let x = batch.images.to_device(device);
+            let _ = outputs.get(epoch, batch.index, &batch.samples, &x, &pre)?;
+            bar.inc(1);
+        }
+        outputs.flush()?;
+        bar.finish_and_clear();
+    }
+    Ok((dir, outputs.stats))
 }
 
 /// What [`train_or_reuse`] found in the run directory.
@@ -474,6 +622,18 @@ pub fn train_or_reuse(config: &TrainConfig, dir: &Path, progress: bool) -> Resul
     Ok(RunOutcome::Trained { resumed, summary })
 }
 
+/// Trains `config` under `$LKD_CACHE/teachers/<result digest>` unless a finished run with the
+/// same digest is there (then reused, untouched), so a teacher is trained once and every later
+/// demo or study on the same recipe distils from it. `retrain` discards a kept one first.
+pub fn train_or_reuse_shared(config: &TrainConfig, retrain: bool, progress: bool) -> Result<(std::path::PathBuf, RunOutcome), TrainError> {
+    let dir = crate::teacher_cache::lkd_cache_dir().join("teachers").join(config.result_digest());
+    if retrain && dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+    }
+    let outcome = train_or_reuse(config, &dir, progress)?;
+    Ok((dir, outcome))
+}
+
 /// Waits for queued CUDA kernels so wall-clock phases are attributed correctly.
 fn sync(device: Device) {
     if let Device::Cuda(i) = device {
@@ -482,7 +642,7 @@ fn sync(device: Device) {
 }
 
 /// bf16 autocast on CUDA; plain fp32 on CPU.
-fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
+pub(crate) fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
     if device.is_cuda() {
         tch::autocast(true, f)
     } else {
@@ -511,8 +671,8 @@ pub fn load_model(source: &Path, model: Option<&ModelConfig>, device: Device) ->
         let m = model.cloned().ok_or_else(|| TrainError::Config(format!("{} is a checkpoint file: give its --preset", source.display())))?;
         (m, source.to_path_buf())
     };
-    let sd = lkd_models::checkpoint::read_checkpoint(&weights)?;
     let graph = cfg.build()?;
+    let sd = lkd_models::checkpoint::read_checkpoint_for(&graph, &weights)?;
     let params = Params::from_state_dict(&graph, &sd, device)?;
     Ok((Executor::new(graph), params))
 }

@@ -8,6 +8,7 @@ use lkd_trainer::executor::Params;
 use lkd_trainer::losses::{kd_kl, FeatureLoss};
 use lkd_trainer::rundir::RunDir;
 use lkd_trainer::teacher::Teacher;
+use lkd_trainer::teacher_cache::CacheSetting;
 use lkd_trainer::train::train;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -48,6 +49,8 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
         temperature: 2.0,
         fd_weight: 1.0,
         fd_loss: FeatureLoss::SmoothL1,
+        cache: CacheSetting::Dir(tmp.path().join("teacher-outputs")),
+        cache_topk: 0,
     });
     cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.99 });
     let student_dir = tmp.path().join("student");
@@ -136,6 +139,8 @@ fn teacher_is_frozen_and_receives_no_gradient() {
         temperature: 1.0,
         fd_weight: 1.0,
         fd_loss: FeatureLoss::Mse,
+        cache: CacheSetting::Off,
+        cache_topk: 0,
     };
     let teacher = Teacher::load(&d, Device::Cpu).unwrap();
     let student_graph = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();

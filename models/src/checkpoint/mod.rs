@@ -1,11 +1,15 @@
 //! Checkpoint I/O: safetensors (ours) and official PyTorch `torch.save` archives, loaded into a
 //! name → [`HostTensor`] map and checked strictly against a graph's parameters.
 
+pub mod layout;
 mod pth;
 mod safetensors_io;
 
+pub use layout::adopt_state_dict;
 pub use pth::{read_pth, read_pth_bytes};
-pub use safetensors_io::{read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes};
+pub use safetensors_io::{
+    read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes,
+};
 
 use crate::graph::{DType, Graph};
 use crate::tensor::HostTensor;
@@ -19,19 +23,42 @@ pub type StateDict = BTreeMap<String, HostTensor>;
 /// Reads any supported checkpoint, recognised by content: safetensors, or a `torch.save` zip
 /// archive holding a state dict or a dict with `model` / `model_ema` / `state_dict`.
 pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     // Zip archives and legacy (pre-1.6, raw pickle) torch files both go to the PyTorch reader,
     // which explains how to re-save the latter.
     if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
         read_pth(path)
     } else if bytes.len() >= 8 {
-        read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint { path: path.display().to_string(), msg })
+        read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint {
+            path: path.display().to_string(),
+            msg,
+        })
     } else {
         Err(ModelError::Checkpoint {
             path: path.display().to_string(),
-            msg: format!("{} bytes is neither a safetensors file nor a PyTorch zip archive", bytes.len()),
+            msg: format!(
+                "{} bytes is neither a safetensors file nor a PyTorch zip archive",
+                bytes.len()
+            ),
         })
     }
+}
+
+/// Reads a checkpoint for `graph`: in our layout or in a foreign layout of the graph's family
+/// (timm or torchvision ConvNeXt, ...), checked strictly and returned under the graph's names.
+/// Use this wherever a user hands us weights; [`read_checkpoint`] alone keeps the file's names.
+pub fn read_checkpoint_for(graph: &Graph, path: &Path) -> Result<StateDict, ModelError> {
+    let sd = read_checkpoint(path)?;
+    adopt_state_dict(graph, sd).map_err(|e| match e {
+        ModelError::Mismatch { preset, details } => ModelError::Mismatch {
+            preset,
+            details: format!("  {}\n{details}", path.display()),
+        },
+        other => other,
+    })
 }
 
 /// Strict check in both directions: every graph parameter present with its shape (and
@@ -48,37 +75,83 @@ pub fn check_state_dict(graph: &Graph, sd: &StateDict) -> Result<(), ModelError>
                     DType::I64 => true,
                 };
                 if t.shape != p.shape || !dtype_ok {
-                    wrong.push(format!("{}: expected {:?} {:?}, found {:?} {}", p.name, p.dtype, p.shape, t.shape, t.dtype_name()));
+                    wrong.push(format!(
+                        "{}: expected {:?} {:?}, found {:?} {}",
+                        p.name,
+                        p.dtype,
+                        p.shape,
+                        t.shape,
+                        t.dtype_name()
+                    ));
                 }
             }
         }
     }
-    let unexpected: Vec<_> = sd.keys().filter(|k| graph.param(k).is_none()).cloned().collect();
+    let unexpected: Vec<_> = sd
+        .keys()
+        .filter(|k| graph.param(k).is_none())
+        .cloned()
+        .collect();
     if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
         return Ok(());
     }
+    Err(ModelError::Mismatch {
+        preset: graph.preset.clone(),
+        details: mismatch_details(&missing, &unexpected, &wrong),
+    })
+}
+
+/// The body of a [`ModelError::Mismatch`]: each non-empty list with its count (12 shown).
+pub(crate) fn mismatch_details(
+    missing: &[String],
+    unexpected: &[String],
+    wrong: &[String],
+) -> String {
     let mut details = String::new();
     let mut section = |title: &str, items: &[String]| {
         if !items.is_empty() {
             let shown: Vec<_> = items.iter().take(12).map(|s| format!("    {s}")).collect();
-            let more = if items.len() > 12 { format!("\n    ... and {} more", items.len() - 12) } else { String::new() };
-            details.push_str(&format!("  {} {title}:\n{}{more}\n", items.len(), shown.join("\n")));
+            let more = if items.len() > 12 {
+                format!("\n    ... and {} more", items.len() - 12)
+            } else {
+                String::new()
+            };
+            details.push_str(&format!(
+                "  {} {title}:\n{}{more}\n",
+                items.len(),
+                shown.join("\n")
+            ));
         }
     };
-    section("missing keys", &missing);
-    section("unexpected keys", &unexpected);
-    section("wrong shapes", &wrong);
+    section("missing keys", missing);
+    section("unexpected keys", unexpected);
+    section("wrong shapes", wrong);
     details.push_str("  (is this checkpoint for another preset or config override?)");
-    Err(ModelError::Mismatch { preset: graph.preset.clone(), details })
+    details
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename, so a
 /// crash never leaves a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io { path: path.display().to_string(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let io = |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

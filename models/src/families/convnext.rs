@@ -1,10 +1,75 @@
 //! ConvNeXt — "A ConvNet for the 2020s" (Liu et al., CVPR 2022), the small-kernel student.
 //! Mirrors the official `convnext.py` (names `downsample_layers.*`, `stages.s.b.dwconv`,
 //! `norm`, `pwconv1`, `pwconv2`, `gamma`, `head`) with a configurable depthwise kernel.
+//! Checkpoints of the same network saved by timm and torchvision load through the key maps
+//! [`TIMM`] and [`TORCHVISION`].
 
-use super::{convnext_macro, FamilyConfig};
+use super::{convnext_macro, Checker, CommonConfig};
+use crate::checkpoint::layout::{reshaped, rule, Layout, ShapeRule};
 use crate::graph::{Graph, Init};
 use crate::ModelError;
+
+/// timm `convnext.py` (`ConvNeXt`, `ConvNeXtStage`, `ConvNeXtBlock`, `NormMlpClassifierHead`):
+/// the stem is `stem`, each later stage owns its `downsample`, blocks sit under `blocks`, the
+/// MLP is `mlp.fc1`/`mlp.fc2` and the head holds the final norm. The inverse of timm's
+/// `checkpoint_filter_fn` for official checkpoints.
+pub const TIMM: Layout = Layout {
+    name: "timm ConvNeXt",
+    rules: &[
+        rule("downsample_layers.0.{i}.{p}", "stem.{i}.{p}"),
+        rule(
+            "downsample_layers.{s}.{i}.{p}",
+            "stages.{s}.downsample.{i}.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.dwconv.{p}",
+            "stages.{s}.blocks.{b}.conv_dw.{p}",
+        ),
+        rule("stages.{s}.{b}.norm.{p}", "stages.{s}.blocks.{b}.norm.{p}"),
+        rule(
+            "stages.{s}.{b}.pwconv1.{p}",
+            "stages.{s}.blocks.{b}.mlp.fc1.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv2.{p}",
+            "stages.{s}.blocks.{b}.mlp.fc2.{p}",
+        ),
+        rule("stages.{s}.{b}.gamma", "stages.{s}.blocks.{b}.gamma"),
+        rule("norm.{p}", "head.norm.{p}"),
+        rule("head.{p}", "head.fc.{p}"),
+    ],
+};
+
+/// torchvision `convnext.py`: one `features` sequence alternating downsampling (even indices,
+/// the stem at 0) and stages (odd indices); each `CNBlock` is a `block` sequence (0 depthwise
+/// conv, 1 permute, 2 LayerNorm, 3 Linear, 4 GELU, 5 Linear, 6 permute) with a `[C, 1, 1]`
+/// `layer_scale`; `classifier` is (0 LayerNorm2d, 1 flatten, 2 Linear).
+pub const TORCHVISION: Layout = Layout {
+    name: "torchvision ConvNeXt",
+    rules: &[
+        rule("downsample_layers.{s}.{i}.{p}", "features.{2s}.{i}.{p}"),
+        rule(
+            "stages.{s}.{b}.dwconv.{p}",
+            "features.{2s+1}.{b}.block.0.{p}",
+        ),
+        rule("stages.{s}.{b}.norm.{p}", "features.{2s+1}.{b}.block.2.{p}"),
+        rule(
+            "stages.{s}.{b}.pwconv1.{p}",
+            "features.{2s+1}.{b}.block.3.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv2.{p}",
+            "features.{2s+1}.{b}.block.5.{p}",
+        ),
+        reshaped(
+            "stages.{s}.{b}.gamma",
+            "features.{2s+1}.{b}.layer_scale",
+            ShapeRule::TrailingOnes(2),
+        ),
+        rule("norm.{p}", "classifier.0.{p}"),
+        rule("head.{p}", "classifier.2.{p}"),
+    ],
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvNextConfig {
@@ -19,7 +84,14 @@ pub struct ConvNextConfig {
 
 impl ConvNextConfig {
     fn layout(depths: &[usize], dims: &[usize]) -> Self {
-        Self { depths: depths.to_vec(), dims: dims.to_vec(), kernel_size: 7, stem: 4, layer_scale_init: 1e-6, head_init_scale: 1.0 }
+        Self {
+            depths: depths.to_vec(),
+            dims: dims.to_vec(),
+            kernel_size: 7,
+            stem: 4,
+            layer_scale_init: 1e-6,
+            head_init_scale: 1.0,
+        }
     }
     pub fn tiny() -> Self {
         Self::layout(&[3, 3, 9, 3], &[96, 192, 384, 768])
@@ -32,19 +104,47 @@ impl ConvNextConfig {
     }
     /// CPU-scale student: the nano teacher's stage layout with 3×3 kernels.
     pub fn nano() -> Self {
-        Self { kernel_size: 3, stem: 2, ..Self::layout(&[1, 1, 2], &[16, 32, 64]) }
+        // Layer scale from 1 for CPU-length runs (see `SlakConfig::nano`).
+        Self {
+            kernel_size: 3,
+            stem: 2,
+            layer_scale_init: 1.0,
+            ..Self::layout(&[1, 1, 2], &[16, 32, 64])
+        }
     }
 
-    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
-        if self.dims.len() != self.depths.len() {
-            return Err(ModelError::Config(format!("convnext needs one dim per stage: depths {:?}, dims {:?}", self.depths, self.dims)));
-        }
-        if self.kernel_size % 2 == 0 {
-            return Err(ModelError::Config(format!("convnext kernel_size must be odd, found {}", self.kernel_size)));
-        }
+    pub fn validate(&self, common: &CommonConfig) -> Result<(), ModelError> {
+        let c = Checker::new(&common.preset);
+        c.stages("depths", &self.depths)?;
+        c.widths("dims", &self.dims, "depths", &self.depths)?;
+        c.kernel("kernel_size", self.kernel_size)?;
+        c.input_covers_strides(common, self.stem, self.depths.len())
+    }
+
+    pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
         let k = self.kernel_size;
-        convnext_macro(common, "convnext", &self.depths, &self.dims, self.stem, self.layer_scale_init, self.head_init_scale, |b, x, m, _, dim| {
-            b.conv(x, &format!("{m}.dwconv"), dim, dim, [k, k], 1, [k / 2, k / 2], dim, Some(Init::Zeros), Init::TruncNormal { std: 0.02 })
-        })
+        convnext_macro(
+            common,
+            "convnext",
+            &self.depths,
+            &self.dims,
+            self.stem,
+            self.layer_scale_init,
+            self.head_init_scale,
+            |b, x, m, _, dim| {
+                b.conv(
+                    x,
+                    &format!("{m}.dwconv"),
+                    dim,
+                    dim,
+                    [k, k],
+                    1,
+                    [k / 2, k / 2],
+                    dim,
+                    Some(Init::Zeros),
+                    Init::TruncNormal { std: 0.02 },
+                )
+            },
+        )
     }
 }

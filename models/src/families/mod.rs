@@ -1,18 +1,52 @@
-//! One file per architecture family; this module maps preset names and config overrides to them.
+//! Presets and model configs. One file per architecture family holds its typed config (and
+//! validation) and its graph builder; this module holds the preset table, the overrides a
+//! run's `config.toml` may give ([`ModelConfig`]), and the range checks the families share.
+//!
+//! Resolution: `ModelConfig` (preset name + optional overrides, as the user wrote it) →
+//! [`ModelConfig::resolve`] → [`ModelSpec`] (the preset's typed family config with the
+//! overrides applied, every field range-checked) → [`ModelSpec::build`] → [`Graph`].
+//! Deserialising a `ModelConfig` resolves it, so a bad value is an error where the config is
+//! read, before any work.
 
 pub mod convnext;
 pub mod resnet;
 pub mod slak;
 pub mod vit;
 
+use self::FamilySpec::{ConvNext, ResNet, Slak, Vit};
+use self::PresetInput::{FashionMnist, ImageNet};
+use crate::checkpoint::layout::Layout;
 use crate::graph::{Graph, GraphBuilder, GraphHeader, Init, NormAxis, ValueId};
-use crate::preprocess::{Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD};
+use crate::preprocess::{
+    Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD,
+};
 use crate::ModelError;
+use convnext::ConvNextConfig;
+use resnet::ResNetConfig;
 use serde::{Deserialize, Serialize};
+use slak::SlakConfig;
+use std::fmt::Debug;
+use vit::VitConfig;
+
+/// Upper bounds on user-settable sizes. They sit well above every published model (ConvNeXt-XL:
+/// 36 blocks, width 2048; SLaK: 61×61 kernels; ImageNet-21k: 21 841 classes) and keep a
+/// hostile config from asking for unbounded memory or time.
+pub mod limits {
+    pub const MAX_STAGES: usize = 8;
+    pub const MAX_BLOCKS_PER_STAGE: usize = 64;
+    pub const MAX_WIDTH: usize = 16_384;
+    pub const MAX_KERNEL: usize = 127;
+    pub const MAX_IN_CHANS: usize = 64;
+    pub const MAX_CLASSES: usize = 100_000;
+    pub const MAX_INPUT_SIZE: usize = 4096;
+    /// Learned parameters plus buffers (8 GB as f32).
+    pub const MAX_PARAMETERS: usize = 2_000_000_000;
+}
+use limits::*;
 
 /// Settings every family shares.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FamilyConfig {
+pub struct CommonConfig {
     pub preset: String,
     pub in_chans: usize,
     pub num_classes: usize,
@@ -20,7 +54,7 @@ pub struct FamilyConfig {
     pub drop_path: f64,
 }
 
-impl FamilyConfig {
+impl CommonConfig {
     pub(crate) fn header(&self, arch: &str) -> GraphHeader {
         GraphHeader {
             arch: arch.into(),
@@ -30,6 +64,18 @@ impl FamilyConfig {
             num_classes: self.num_classes,
             preprocess: default_preprocess(self.in_chans, self.input_size),
         }
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let c = Checker::new(&self.preset);
+        c.range("in_chans", self.in_chans, 1, MAX_IN_CHANS)?;
+        c.range("num_classes", self.num_classes, 1, MAX_CLASSES)?;
+        c.range("input_size", self.input_size[0], 1, MAX_INPUT_SIZE)?;
+        c.range("input_size", self.input_size[1], 1, MAX_INPUT_SIZE)?;
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return Err(c.invalid("drop_path", self.drop_path, expected("drop_path")));
+        }
+        Ok(())
     }
 }
 
@@ -46,76 +92,182 @@ pub fn default_preprocess(in_chans: usize, input_size: [usize; 2]) -> Preprocess
         input_size,
         channels: in_chans,
         crop_pct: if large { 0.875 } else { 1.0 },
-        interpolation: if large { Interpolation::Bicubic } else { Interpolation::Bilinear },
+        interpolation: if large {
+            Interpolation::Bicubic
+        } else {
+            Interpolation::Bilinear
+        },
         mean,
         std,
     }
 }
 
-/// The ConvNeXt macro design shared by ConvNeXt and SLaK (official names): patchify stem +
-/// channels-first LayerNorm, LayerNorm + 2×2/2 downsampling, blocks of a depthwise token mixer →
-/// channels-last LayerNorm → Linear 4C → GELU → Linear C → layer scale `gamma` → residual with
-/// drop path, then mean pool → LayerNorm → head. `mixer(builder, x, block_path, stage, dim)`
-/// builds each block's depthwise part; the families differ only there.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn convnext_macro(
-    common: &FamilyConfig,
-    arch: &str,
-    depths: &[usize],
-    dims: &[usize],
-    stem: usize,
-    layer_scale_init: f32,
-    head_init_scale: f32,
-    mut mixer: impl FnMut(&mut GraphBuilder, ValueId, &str, usize, usize) -> ValueId,
-) -> Result<Graph, ModelError> {
-    let init = Init::TruncNormal { std: 0.02 };
-    let bias = Some(Init::Zeros);
-    let mut b = GraphBuilder::new();
-    let rates = stochastic_depth(common.drop_path, depths);
-    let mut rate_iter = rates.iter();
-    let mut x = GraphBuilder::INPUT;
-    for (i, (&depth, &dim)) in depths.iter().zip(dims).enumerate() {
-        let ds = format!("downsample_layers.{i}");
-        x = if i == 0 {
-            let y = b.conv(x, &format!("{ds}.0"), common.in_chans, dim, [stem; 2], stem, [0, 0], 1, bias.clone(), init.clone());
-            b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
-        } else {
-            let prev = dims[i - 1];
-            let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
-            b.conv(y, &format!("{ds}.1"), prev, dim, [2, 2], 2, [0, 0], 1, bias.clone(), init.clone())
-        };
-        for j in 0..depth {
-            let m = format!("stages.{i}.{j}");
-            let y = mixer(&mut b, x, &m, i, dim);
-            let y = b.permute(y, &m, &[0, 2, 3, 1]);
-            let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
-            let y = b.linear(y, &format!("{m}.pwconv1"), dim, 4 * dim, bias.clone(), init.clone());
-            let y = b.gelu(y, &format!("{m}.act"));
-            let y = b.linear(y, &format!("{m}.pwconv2"), 4 * dim, dim, bias.clone(), init.clone());
-            let y = if layer_scale_init > 0.0 { b.scale(y, &format!("{m}.gamma"), dim, layer_scale_init) } else { y };
-            let y = b.permute(y, &m, &[0, 3, 1, 2]);
-            let y = b.drop_path(y, &format!("{m}.drop_path"), *rate_iter.next().unwrap());
-            x = b.add(x, y, &m);
+/// One family's typed config. Matches over it are exhaustive, so a new family must say how
+/// it takes every override.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FamilySpec {
+    Slak(slak::SlakConfig),
+    ConvNext(convnext::ConvNextConfig),
+    ResNet(resnet::ResNetConfig),
+    Vit(vit::VitConfig),
+}
+
+impl FamilySpec {
+    /// The family name graphs carry as `arch`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FamilySpec::Slak(_) => "slak",
+            FamilySpec::ConvNext(_) => "convnext",
+            FamilySpec::ResNet(_) => "resnet",
+            FamilySpec::Vit(_) => "vit",
         }
-        b.tap(&format!("stage{}", i + 1), x);
     }
-    let last = *dims.last().unwrap();
-    let pooled = b.global_avg_pool(x, "pool");
-    let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
-    b.tap("pre_logits", pre);
-    let logits = b.linear(pre, "head", last, common.num_classes, bias, Init::TruncNormal { std: 0.02 * head_init_scale });
-    b.finish(common.header(arch), logits)
 }
 
-/// Linearly increasing drop-path rates over all blocks (as ConvNeXt/SLaK/timm).
-pub(crate) fn stochastic_depth(max_rate: f64, depths: &[usize]) -> Vec<f64> {
-    let total: usize = depths.iter().sum();
-    (0..total).map(|i| if total > 1 { max_rate * i as f64 / (total - 1) as f64 } else { 0.0 }).collect()
+/// Foreign checkpoint layouts a family's graphs load besides the official names (by the
+/// family name graphs carry as `arch`).
+pub fn foreign_layouts(arch: &str) -> &'static [Layout] {
+    const CONVNEXT: &[Layout] = &[convnext::TIMM, convnext::TORCHVISION];
+    // SLaK checkpoints exist only in the official layout; ResNet's official names are
+    // torchvision's (and timm's), ViT's are timm's.
+    match arch {
+        "convnext" => CONVNEXT,
+        _ => &[],
+    }
 }
 
-/// A model as written in a run's `config.toml`: a preset plus optional overrides.
+/// The data a preset is sized for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresetInput {
+    /// 1×28×28, 10 classes (the CPU-scale proxy).
+    FashionMnist,
+    /// 3×224×224, 1000 classes.
+    ImageNet,
+}
+
+impl PresetInput {
+    /// (in_chans, num_classes, input side).
+    fn geometry(self) -> (usize, usize, usize) {
+        match self {
+            PresetInput::FashionMnist => (1, 10, 28),
+            PresetInput::ImageNet => (3, 1000, 224),
+        }
+    }
+}
+
+/// A named model. Each entry builds its own complete config, so no second table can lack it.
+pub struct Preset {
+    pub name: &'static str,
+    pub input: PresetInput,
+    family: fn() -> FamilySpec,
+}
+
+impl Preset {
+    pub fn spec(&self) -> ModelSpec {
+        let (in_chans, num_classes, size) = self.input.geometry();
+        ModelSpec {
+            common: CommonConfig {
+                preset: self.name.to_string(),
+                in_chans,
+                num_classes,
+                input_size: [size, size],
+                drop_path: 0.0,
+            },
+            family: (self.family)(),
+        }
+    }
+
+    pub fn family_name(&self) -> &'static str {
+        (self.family)().name()
+    }
+}
+
+/// Every preset. The architecture values live in each family's constructor (e.g.
+/// [`slak::SlakConfig::nano`]), one function per preset.
+#[rustfmt::skip]
+pub const PRESETS: &[Preset] = &[
+    preset("slak_nano",            FashionMnist, || Slak(SlakConfig::nano())),
+    preset("slak_tiny",            ImageNet,     || Slak(SlakConfig::tiny())),
+    preset("slak_small",           ImageNet,     || Slak(SlakConfig::small())),
+    preset("slak_base",            ImageNet,     || Slak(SlakConfig::base())),
+    preset("convnext_tiny_slak7",  ImageNet,     || Slak(SlakConfig::convnext_tiny_slak7())),
+    preset("convnext_small_slak7", ImageNet,     || Slak(SlakConfig::convnext_small_slak7())),
+    preset("convnext_nano",        FashionMnist, || ConvNext(ConvNextConfig::nano())),
+    preset("convnext_tiny",        ImageNet,     || ConvNext(ConvNextConfig::tiny())),
+    preset("convnext_small",       ImageNet,     || ConvNext(ConvNextConfig::small())),
+    preset("convnext_base",        ImageNet,     || ConvNext(ConvNextConfig::base())),
+    preset("resnet_nano",          FashionMnist, || ResNet(ResNetConfig::nano())),
+    preset("resnet18",             ImageNet,     || ResNet(ResNetConfig::resnet18())),
+    preset("resnet50",             ImageNet,     || ResNet(ResNetConfig::resnet50())),
+    preset("vit_nano",             FashionMnist, || Vit(VitConfig::nano())),
+    preset("vit_small",            ImageNet,     || Vit(VitConfig::small())),
+];
+
+const fn preset(name: &'static str, input: PresetInput, family: fn() -> FamilySpec) -> Preset {
+    Preset {
+        name,
+        input,
+        family,
+    }
+}
+
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|p| p.name).collect()
+}
+
+pub fn find_preset(name: &str) -> Result<&'static Preset, ModelError> {
+    PRESETS
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ModelError::UnknownPreset {
+            found: name.to_string(),
+            known: preset_names().join(", "),
+        })
+}
+
+/// A resolved model: the preset's typed config with overrides applied and every field checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub common: CommonConfig,
+    pub family: FamilySpec,
+}
+
+impl ModelSpec {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        self.common.validate()?;
+        match &self.family {
+            FamilySpec::Slak(c) => c.validate(&self.common),
+            FamilySpec::ConvNext(c) => c.validate(&self.common),
+            FamilySpec::ResNet(c) => c.validate(&self.common),
+            FamilySpec::Vit(c) => c.validate(&self.common),
+        }
+    }
+
+    /// Validates, builds the graph and bounds its size before anyone allocates it.
+    pub fn build(&self) -> Result<Graph, ModelError> {
+        self.validate()?;
+        let graph = match &self.family {
+            FamilySpec::Slak(c) => c.build(&self.common),
+            FamilySpec::ConvNext(c) => c.build(&self.common),
+            FamilySpec::ResNet(c) => c.build(&self.common),
+            FamilySpec::Vit(c) => c.build(&self.common),
+        }?;
+        let total: usize = graph.params.iter().map(|p| p.numel()).sum();
+        if total > MAX_PARAMETERS {
+            return Err(ModelError::TooLarge {
+                preset: self.common.preset.clone(),
+                parameters: total,
+                max: MAX_PARAMETERS,
+            });
+        }
+        Ok(graph)
+    }
+}
+
+/// A model as written in a run's `config.toml`: a preset plus optional overrides. Which
+/// overrides apply depends on the preset's family; deserialising checks them all.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawModelConfig")]
 pub struct ModelConfig {
     pub preset: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +278,7 @@ pub struct ModelConfig {
     pub input_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_path: Option<f64>,
-    /// Blocks per stage (ResNet: per layer; ViT: `[depth]`).
+    /// Blocks per stage (ResNet: per layer; ViT: blocks between feature taps, all equal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depths: Option<Vec<usize>>,
     /// Channels per stage (ViT: `[dim]`).
@@ -141,127 +293,416 @@ pub struct ModelConfig {
     /// SLaK small kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub small_kernel: Option<usize>,
+    /// SLaK: decompose each large kernel into k×s + s×k (upstream `--Decom`), or one k×k conv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decompose: Option<bool>,
 }
 
-/// Every preset: (name, family, in_chans, num_classes, input size).
-pub const PRESETS: &[(&str, &str, usize, usize, usize)] = &[
-    ("slak_nano", "slak", 1, 10, 28),
-    ("slak_tiny", "slak", 3, 1000, 224),
-    ("slak_small", "slak", 3, 1000, 224),
-    ("slak_base", "slak", 3, 1000, 224),
-    ("convnext_nano", "convnext", 1, 10, 28),
-    ("convnext_tiny", "convnext", 3, 1000, 224),
-    ("convnext_small", "convnext", 3, 1000, 224),
-    ("convnext_base", "convnext", 3, 1000, 224),
-    ("resnet_nano", "resnet", 1, 10, 28),
-    ("resnet18", "resnet", 3, 1000, 224),
-    ("resnet50", "resnet", 3, 1000, 224),
-    ("vit_nano", "vit", 1, 10, 28),
-    ("vit_small", "vit", 3, 1000, 224),
-];
-
-pub fn preset_names() -> Vec<&'static str> {
-    PRESETS.iter().map(|p| p.0).collect()
+/// Override fields and the family-independent range each accepts (family files add their own
+/// constraints, such as one width per stage).
+fn expected(field: &str) -> String {
+    match field {
+        "in_chans" => format!("a channel count in 1..={MAX_IN_CHANS}"),
+        "num_classes" => format!("a class count in 1..={MAX_CLASSES}"),
+        "input_size" => format!("an image side in 1..={MAX_INPUT_SIZE}"),
+        "drop_path" => "a rate in [0, 1)".into(),
+        "depths" => format!("1 to {MAX_STAGES} stages, each of 1..={MAX_BLOCKS_PER_STAGE} blocks"),
+        "dims" => format!("one width per stage, each in 1..={MAX_WIDTH}"),
+        "kernel_size" => format!("an odd kernel size in 1..={MAX_KERNEL}"),
+        "kernels" => format!("one odd kernel size per stage, each in 1..={MAX_KERNEL}"),
+        "small_kernel" => format!("an odd kernel size in 1..={MAX_KERNEL}"),
+        other => format!("a valid `{other}`"),
+    }
 }
 
 impl ModelConfig {
     pub fn preset(name: &str) -> Self {
-        Self { preset: name.to_string(), ..Default::default() }
+        Self {
+            preset: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The preset's typed config with these overrides applied, every field range-checked.
+    pub fn resolve(&self) -> Result<ModelSpec, ModelError> {
+        let preset = find_preset(&self.preset)?;
+        let mut spec = preset.spec();
+        let common = &mut spec.common;
+        if let Some(v) = self.in_chans {
+            common.in_chans = v;
+        }
+        if let Some(v) = self.num_classes {
+            common.num_classes = v;
+        }
+        if let Some(v) = self.input_size {
+            common.input_size = [v, v];
+        }
+        if let Some(v) = self.drop_path {
+            common.drop_path = v;
+        }
+        let unused =
+            |field: &'static str, set: bool, accepted: &'static str| -> Result<(), ModelError> {
+                if set {
+                    Err(ModelError::FieldNotApplicable {
+                        preset: preset.name.into(),
+                        field,
+                        family: preset.family_name(),
+                        accepted,
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+        let checker = Checker::new(preset.name);
+        match &mut spec.family {
+            FamilySpec::Slak(c) => {
+                const ACCEPTED: &str = "in_chans, num_classes, input_size, drop_path, depths, dims, kernels, small_kernel, decompose";
+                unused("kernel_size", self.kernel_size.is_some(), ACCEPTED)?;
+                override_with(&mut c.depths, &self.depths);
+                override_with(&mut c.dims, &self.dims);
+                override_with(&mut c.kernels, &self.kernels);
+                override_with(&mut c.decompose, &self.decompose);
+                if let Some(s) = self.small_kernel {
+                    c.small_kernel = Some(s);
+                }
+            }
+            FamilySpec::ConvNext(c) => {
+                const ACCEPTED: &str =
+                    "in_chans, num_classes, input_size, drop_path, depths, dims, kernel_size";
+                unused("kernels", self.kernels.is_some(), ACCEPTED)?;
+                unused("small_kernel", self.small_kernel.is_some(), ACCEPTED)?;
+                unused("decompose", self.decompose.is_some(), ACCEPTED)?;
+                override_with(&mut c.depths, &self.depths);
+                override_with(&mut c.dims, &self.dims);
+                override_with(&mut c.kernel_size, &self.kernel_size);
+            }
+            FamilySpec::ResNet(c) => {
+                const ACCEPTED: &str =
+                    "in_chans, num_classes, input_size, depths (blocks per layer), dims (widths)";
+                unused("kernel_size", self.kernel_size.is_some(), ACCEPTED)?;
+                unused("kernels", self.kernels.is_some(), ACCEPTED)?;
+                unused("small_kernel", self.small_kernel.is_some(), ACCEPTED)?;
+                unused("decompose", self.decompose.is_some(), ACCEPTED)?;
+                unused(
+                    "drop_path",
+                    self.drop_path.is_some_and(|d| d != 0.0),
+                    ACCEPTED,
+                )?;
+                override_with(&mut c.layers, &self.depths);
+                override_with(&mut c.widths, &self.dims);
+            }
+            FamilySpec::Vit(c) => {
+                const ACCEPTED: &str = "in_chans, num_classes, input_size, drop_path, depths (blocks between feature taps), dims ([width])";
+                unused("kernel_size", self.kernel_size.is_some(), ACCEPTED)?;
+                unused("kernels", self.kernels.is_some(), ACCEPTED)?;
+                unused("small_kernel", self.small_kernel.is_some(), ACCEPTED)?;
+                unused("decompose", self.decompose.is_some(), ACCEPTED)?;
+                if let Some(d) = &self.depths {
+                    c.apply_depths(&checker, d)?;
+                }
+                if let Some(d) = &self.dims {
+                    c.apply_dims(&checker, d)?;
+                }
+            }
+        }
+        spec.validate()?;
+        Ok(spec)
     }
 
     pub fn build(&self) -> Result<Graph, ModelError> {
-        let &(name, family, in_chans, num_classes, size) = PRESETS
-            .iter()
-            .find(|p| p.0 == self.preset)
-            .ok_or_else(|| ModelError::UnknownPreset { found: self.preset.clone(), known: preset_names().join(", ") })?;
-        let size = self.input_size.unwrap_or(size);
-        let common = FamilyConfig {
-            preset: name.to_string(),
-            in_chans: self.in_chans.unwrap_or(in_chans),
-            num_classes: self.num_classes.unwrap_or(num_classes),
-            input_size: [size, size],
-            drop_path: self.drop_path.unwrap_or(0.0),
-        };
-        if common.in_chans == 0 || common.num_classes == 0 || size == 0 {
-            return Err(ModelError::Config("in_chans, num_classes and input_size must be positive".into()));
-        }
-        if !(0.0..1.0).contains(&common.drop_path) {
-            return Err(ModelError::Config(format!("drop_path must be in [0, 1), found {}", common.drop_path)));
-        }
-        let unused = |field: &str, set: bool| -> Result<(), ModelError> {
-            if set {
-                Err(ModelError::Config(format!("`{field}` does not apply to the {family} family ({name})")))
-            } else {
-                Ok(())
-            }
-        };
-        match family {
-            "slak" => {
-                let mut c = match name {
-                    "slak_nano" => slak::SlakConfig::nano(),
-                    "slak_tiny" => slak::SlakConfig::tiny(),
-                    "slak_small" => slak::SlakConfig::small(),
-                    _ => slak::SlakConfig::base(),
-                };
-                unused("kernel_size", self.kernel_size.is_some())?;
-                override_vec(&mut c.depths, &self.depths);
-                override_vec(&mut c.dims, &self.dims);
-                override_vec(&mut c.kernels, &self.kernels);
-                if let Some(s) = self.small_kernel {
-                    c.small_kernel = s;
-                }
-                c.build(&common)
-            }
-            "convnext" => {
-                let mut c = match name {
-                    "convnext_nano" => convnext::ConvNextConfig::nano(),
-                    "convnext_tiny" => convnext::ConvNextConfig::tiny(),
-                    "convnext_small" => convnext::ConvNextConfig::small(),
-                    _ => convnext::ConvNextConfig::base(),
-                };
-                unused("kernels", self.kernels.is_some())?;
-                unused("small_kernel", self.small_kernel.is_some())?;
-                override_vec(&mut c.depths, &self.depths);
-                override_vec(&mut c.dims, &self.dims);
-                if let Some(k) = self.kernel_size {
-                    c.kernel_size = k;
-                }
-                c.build(&common)
-            }
-            "resnet" => {
-                let mut c = match name {
-                    "resnet_nano" => resnet::ResNetConfig::nano(),
-                    "resnet18" => resnet::ResNetConfig::resnet18(),
-                    _ => resnet::ResNetConfig::resnet50(),
-                };
-                unused("kernel_size", self.kernel_size.is_some())?;
-                unused("kernels", self.kernels.is_some())?;
-                unused("small_kernel", self.small_kernel.is_some())?;
-                unused("drop_path", self.drop_path.is_some_and(|d| d > 0.0))?;
-                override_vec(&mut c.layers, &self.depths);
-                override_vec(&mut c.widths, &self.dims);
-                c.build(&common)
-            }
-            _ => {
-                let mut c = if name == "vit_nano" { vit::VitConfig::nano() } else { vit::VitConfig::small() };
-                unused("kernel_size", self.kernel_size.is_some())?;
-                unused("kernels", self.kernels.is_some())?;
-                unused("small_kernel", self.small_kernel.is_some())?;
-                if let Some(d) = &self.depths {
-                    c.depth = d.iter().sum();
-                    c.stages = d.len();
-                }
-                if let Some(d) = &self.dims {
-                    c.dim = *d.first().ok_or_else(|| ModelError::Config("vit dims needs one value".into()))?;
-                }
-                c.build(&common)
-            }
-        }
+        self.resolve()?.build()
     }
 }
 
-fn override_vec(target: &mut Vec<usize>, value: &Option<Vec<usize>>) {
+fn override_with<T: Clone>(target: &mut T, value: &Option<T>) {
     if let Some(v) = value {
         *target = v.clone();
     }
+}
+
+/// `ModelConfig` as it arrives from TOML/JSON: integers are signed here so that a negative
+/// size gets the same clear message as any other out-of-range value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelConfig {
+    preset: String,
+    #[serde(default)]
+    in_chans: Option<i64>,
+    #[serde(default)]
+    num_classes: Option<i64>,
+    #[serde(default)]
+    input_size: Option<i64>,
+    #[serde(default)]
+    drop_path: Option<f64>,
+    #[serde(default)]
+    depths: Option<Vec<i64>>,
+    #[serde(default)]
+    dims: Option<Vec<i64>>,
+    #[serde(default)]
+    kernel_size: Option<i64>,
+    #[serde(default)]
+    kernels: Option<Vec<i64>>,
+    #[serde(default)]
+    small_kernel: Option<i64>,
+    #[serde(default)]
+    decompose: Option<bool>,
+}
+
+impl TryFrom<RawModelConfig> for ModelConfig {
+    type Error = ModelError;
+
+    fn try_from(raw: RawModelConfig) -> Result<Self, ModelError> {
+        let c = Checker::new(&raw.preset);
+        let one = |field: &'static str, v: Option<i64>| -> Result<Option<usize>, ModelError> {
+            v.map(|x| usize::try_from(x).map_err(|_| c.invalid(field, x, expected(field))))
+                .transpose()
+        };
+        let list =
+            |field: &'static str, v: Option<Vec<i64>>| -> Result<Option<Vec<usize>>, ModelError> {
+                v.map(|xs| {
+                    xs.iter()
+                        .map(|&x| usize::try_from(x))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| c.invalid(field, &xs, expected(field)))
+                })
+                .transpose()
+            };
+        let cfg = ModelConfig {
+            in_chans: one("in_chans", raw.in_chans)?,
+            num_classes: one("num_classes", raw.num_classes)?,
+            input_size: one("input_size", raw.input_size)?,
+            drop_path: raw.drop_path,
+            depths: list("depths", raw.depths)?,
+            dims: list("dims", raw.dims)?,
+            kernel_size: one("kernel_size", raw.kernel_size)?,
+            kernels: list("kernels", raw.kernels)?,
+            small_kernel: one("small_kernel", raw.small_kernel)?,
+            decompose: raw.decompose,
+            preset: raw.preset,
+        };
+        cfg.resolve()?;
+        Ok(cfg)
+    }
+}
+
+pub(crate) fn is_odd_kernel(k: usize) -> bool {
+    k % 2 == 1 && k <= MAX_KERNEL
+}
+
+/// Builds range errors that name the preset, the field, the value and what is allowed.
+pub(crate) struct Checker<'a> {
+    preset: &'a str,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(preset: &'a str) -> Self {
+        Self { preset }
+    }
+
+    pub(crate) fn invalid(
+        &self,
+        field: &'static str,
+        value: impl Debug,
+        expected: impl Into<String>,
+    ) -> ModelError {
+        ModelError::InvalidField {
+            preset: self.preset.to_string(),
+            field,
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
+    }
+
+    pub(crate) fn range(
+        &self,
+        field: &'static str,
+        value: usize,
+        lo: usize,
+        hi: usize,
+    ) -> Result<(), ModelError> {
+        if (lo..=hi).contains(&value) {
+            Ok(())
+        } else {
+            Err(self.invalid(field, value, expected(field)))
+        }
+    }
+
+    /// Blocks per stage: 1..=MAX_STAGES entries, each 1..=MAX_BLOCKS_PER_STAGE.
+    pub(crate) fn stages(&self, field: &'static str, depths: &[usize]) -> Result<(), ModelError> {
+        if depths.is_empty()
+            || depths.len() > MAX_STAGES
+            || depths
+                .iter()
+                .any(|&d| !(1..=MAX_BLOCKS_PER_STAGE).contains(&d))
+        {
+            return Err(self.invalid(field, depths, expected("depths")));
+        }
+        Ok(())
+    }
+
+    /// One width per stage (`stages` of them), each 1..=MAX_WIDTH.
+    pub(crate) fn widths(
+        &self,
+        field: &'static str,
+        dims: &[usize],
+        depths_field: &str,
+        depths: &[usize],
+    ) -> Result<(), ModelError> {
+        if dims.len() != depths.len() || dims.iter().any(|&d| !(1..=MAX_WIDTH).contains(&d)) {
+            let expected = format!(
+                "{} widths, one per stage of {depths_field} = {depths:?}, each in 1..={MAX_WIDTH}",
+                depths.len()
+            );
+            return Err(self.invalid(field, dims, expected));
+        }
+        Ok(())
+    }
+
+    /// An odd kernel size in 1..=MAX_KERNEL (centred padding `k / 2` keeps the map size).
+    pub(crate) fn kernel(&self, field: &'static str, k: usize) -> Result<(), ModelError> {
+        if is_odd_kernel(k) {
+            Ok(())
+        } else {
+            Err(self.invalid(field, k, expected(field)))
+        }
+    }
+
+    /// A patchify stem of stride `stem` followed by `stages - 1` 2×2/2 downsamplings needs an
+    /// input of at least `stem * 2^(stages-1)` pixels a side.
+    pub(crate) fn input_covers_strides(
+        &self,
+        common: &CommonConfig,
+        stem: usize,
+        stages: usize,
+    ) -> Result<(), ModelError> {
+        let min = stem << (stages - 1);
+        if common.input_size.iter().any(|&s| s < min) {
+            let expected = format!("at least {min} (the stem's stride {stem} times 2 per later stage, {stages} stages), at most {MAX_INPUT_SIZE}");
+            return Err(self.invalid("input_size", common.input_size[0], expected));
+        }
+        Ok(())
+    }
+}
+
+/// The ConvNeXt macro design shared by ConvNeXt and SLaK (official names): patchify stem +
+/// channels-first LayerNorm, LayerNorm + 2×2/2 downsampling, blocks of a depthwise token mixer →
+/// channels-last LayerNorm → Linear 4C → GELU → Linear C → layer scale `gamma` → residual with
+/// drop path, then mean pool → LayerNorm → head. `mixer(builder, x, block_path, stage, dim)`
+/// builds each block's depthwise part; the families differ only there. Callers validate first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn convnext_macro(
+    common: &CommonConfig,
+    arch: &str,
+    depths: &[usize],
+    dims: &[usize],
+    stem: usize,
+    layer_scale_init: f32,
+    head_init_scale: f32,
+    mut mixer: impl FnMut(&mut GraphBuilder, ValueId, &str, usize, usize) -> ValueId,
+) -> Result<Graph, ModelError> {
+    let (Some(&last), true) = (dims.last(), dims.len() == depths.len()) else {
+        return Err(ModelError::Graph(format!(
+            "{arch}: depths {depths:?} and dims {dims:?} do not describe the same stages"
+        )));
+    };
+    let init = Init::TruncNormal { std: 0.02 };
+    let bias = Some(Init::Zeros);
+    let mut b = GraphBuilder::new();
+    let rates = stochastic_depth(common.drop_path, depths);
+    let mut block_index = 0;
+    let mut x = GraphBuilder::INPUT;
+    for (i, (&depth, &dim)) in depths.iter().zip(dims).enumerate() {
+        let ds = format!("downsample_layers.{i}");
+        x = if i == 0 {
+            let y = b.conv(
+                x,
+                &format!("{ds}.0"),
+                common.in_chans,
+                dim,
+                [stem; 2],
+                stem,
+                [0, 0],
+                1,
+                bias.clone(),
+                init.clone(),
+            );
+            b.layer_norm(y, &format!("{ds}.1"), dim, 1e-6, NormAxis::ChannelsFirst)
+        } else {
+            let prev = dims[i - 1];
+            let y = b.layer_norm(x, &format!("{ds}.0"), prev, 1e-6, NormAxis::ChannelsFirst);
+            b.conv(
+                y,
+                &format!("{ds}.1"),
+                prev,
+                dim,
+                [2, 2],
+                2,
+                [0, 0],
+                1,
+                bias.clone(),
+                init.clone(),
+            )
+        };
+        for j in 0..depth {
+            let m = format!("stages.{i}.{j}");
+            let y = mixer(&mut b, x, &m, i, dim);
+            let y = b.permute(y, &m, &[0, 2, 3, 1]);
+            let y = b.layer_norm(y, &format!("{m}.norm"), dim, 1e-6, NormAxis::Last);
+            let y = b.linear(
+                y,
+                &format!("{m}.pwconv1"),
+                dim,
+                4 * dim,
+                bias.clone(),
+                init.clone(),
+            );
+            let y = b.gelu(y, &format!("{m}.act"));
+            let y = b.linear(
+                y,
+                &format!("{m}.pwconv2"),
+                4 * dim,
+                dim,
+                bias.clone(),
+                init.clone(),
+            );
+            let y = if layer_scale_init > 0.0 {
+                b.scale(y, &format!("{m}.gamma"), dim, layer_scale_init)
+            } else {
+                y
+            };
+            let y = b.permute(y, &m, &[0, 3, 1, 2]);
+            let y = b.drop_path(y, &format!("{m}.drop_path"), rates[block_index]);
+            block_index += 1;
+            x = b.add(x, y, &m);
+        }
+        b.tap(&format!("stage{}", i + 1), x);
+    }
+    let pooled = b.global_avg_pool(x, "pool");
+    let pre = b.layer_norm(pooled, "norm", last, 1e-6, NormAxis::Last);
+    b.tap("pre_logits", pre);
+    let logits = b.linear(
+        pre,
+        "head",
+        last,
+        common.num_classes,
+        bias,
+        Init::TruncNormal {
+            std: 0.02 * head_init_scale,
+        },
+    );
+    b.finish(common.header(arch), logits)
+}
+
+/// Linearly increasing drop-path rates over all blocks (as ConvNeXt/SLaK/timm).
+pub(crate) fn stochastic_depth(max_rate: f64, depths: &[usize]) -> Vec<f64> {
+    let total: usize = depths.iter().sum();
+    (0..total)
+        .map(|i| {
+            if total > 1 {
+                max_rate * i as f64 / (total - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! layout and names (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`), stride on
 //! the 3×3 conv of bottlenecks (v1.5).
 
-use super::FamilyConfig;
+use super::{Checker, CommonConfig};
 use crate::graph::{Graph, GraphBuilder, Init, ValueId};
 use crate::ModelError;
 
@@ -33,26 +33,68 @@ pub struct ResNetConfig {
 
 impl ResNetConfig {
     pub fn resnet18() -> Self {
-        Self { block: Block::Basic, layers: vec![2, 2, 2, 2], widths: vec![64, 128, 256, 512], small_stem_stride: None }
+        Self {
+            block: Block::Basic,
+            layers: vec![2, 2, 2, 2],
+            widths: vec![64, 128, 256, 512],
+            small_stem_stride: None,
+        }
     }
     pub fn resnet50() -> Self {
-        Self { block: Block::Bottleneck, layers: vec![3, 4, 6, 3], widths: vec![64, 128, 256, 512], small_stem_stride: None }
+        Self {
+            block: Block::Bottleneck,
+            layers: vec![3, 4, 6, 3],
+            widths: vec![64, 128, 256, 512],
+            small_stem_stride: None,
+        }
     }
     /// CPU-scale student with the nano ConvNeXt's stage widths.
     pub fn nano() -> Self {
-        Self { block: Block::Basic, layers: vec![1, 1, 1], widths: vec![16, 32, 64], small_stem_stride: Some(2) }
+        Self {
+            block: Block::Basic,
+            layers: vec![1, 1, 1],
+            widths: vec![16, 32, 64],
+            small_stem_stride: Some(2),
+        }
     }
 
-    pub fn build(&self, common: &FamilyConfig) -> Result<Graph, ModelError> {
-        if self.layers.len() != self.widths.len() {
-            return Err(ModelError::Config(format!("resnet needs one width per layer: {:?} vs {:?}", self.layers, self.widths)));
-        }
+    pub fn validate(&self, common: &CommonConfig) -> Result<(), ModelError> {
+        let c = Checker::new(&common.preset);
+        c.stages("depths", &self.layers)?;
+        c.widths("dims", &self.widths, "depths", &self.layers)
+    }
+
+    pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
+        let Some(&stem_width) = self.widths.first() else {
+            return Err(ModelError::Graph("resnet: no layers".into()));
+        };
         let conv_init = Init::KaimingNormalFanOut;
         let mut b = GraphBuilder::new();
-        let stem_width = self.widths[0];
         let mut x = match self.small_stem_stride {
-            None => b.conv(GraphBuilder::INPUT, "conv1", common.in_chans, stem_width, [7, 7], 2, [3, 3], 1, None, conv_init.clone()),
-            Some(s) => b.conv(GraphBuilder::INPUT, "conv1", common.in_chans, stem_width, [3, 3], s, [1, 1], 1, None, conv_init.clone()),
+            None => b.conv(
+                GraphBuilder::INPUT,
+                "conv1",
+                common.in_chans,
+                stem_width,
+                [7, 7],
+                2,
+                [3, 3],
+                1,
+                None,
+                conv_init.clone(),
+            ),
+            Some(s) => b.conv(
+                GraphBuilder::INPUT,
+                "conv1",
+                common.in_chans,
+                stem_width,
+                [3, 3],
+                s,
+                [1, 1],
+                1,
+                None,
+                conv_init.clone(),
+            ),
         };
         x = b.batch_norm(x, "bn1", stem_width, 1e-5);
         x = b.relu(x, "relu");
@@ -71,15 +113,47 @@ impl ResNetConfig {
         }
         let pooled = b.global_avg_pool(x, "avgpool");
         b.tap("pre_logits", pooled);
-        let logits = b.linear(pooled, "fc", in_ch, common.num_classes, Some(Init::UniformFanIn), Init::UniformFanIn);
+        let logits = b.linear(
+            pooled,
+            "fc",
+            in_ch,
+            common.num_classes,
+            Some(Init::UniformFanIn),
+            Init::UniformFanIn,
+        );
         b.finish(common.header("resnet"), logits)
     }
 
-    fn block(&self, b: &mut GraphBuilder, x: ValueId, m: &str, in_ch: usize, width: usize, stride: usize) -> ValueId {
+    fn block(
+        &self,
+        b: &mut GraphBuilder,
+        x: ValueId,
+        m: &str,
+        in_ch: usize,
+        width: usize,
+        stride: usize,
+    ) -> ValueId {
         let init = Init::KaimingNormalFanOut;
         let out_ch = width * self.block.expansion();
-        let conv_bn = |b: &mut GraphBuilder, y: ValueId, idx: usize, cin: usize, cout: usize, k: usize, s: usize| {
-            let y = b.conv(y, &format!("{m}.conv{idx}"), cin, cout, [k, k], s, [k / 2, k / 2], 1, None, init.clone());
+        let conv_bn = |b: &mut GraphBuilder,
+                       y: ValueId,
+                       idx: usize,
+                       cin: usize,
+                       cout: usize,
+                       k: usize,
+                       s: usize| {
+            let y = b.conv(
+                y,
+                &format!("{m}.conv{idx}"),
+                cin,
+                cout,
+                [k, k],
+                s,
+                [k / 2, k / 2],
+                1,
+                None,
+                init.clone(),
+            );
             b.batch_norm(y, &format!("{m}.bn{idx}"), cout, 1e-5)
         };
         let y = match self.block {
@@ -97,7 +171,18 @@ impl ResNetConfig {
             }
         };
         let shortcut = if stride != 1 || in_ch != out_ch {
-            let s = b.conv(x, &format!("{m}.downsample.0"), in_ch, out_ch, [1, 1], stride, [0, 0], 1, None, init.clone());
+            let s = b.conv(
+                x,
+                &format!("{m}.downsample.0"),
+                in_ch,
+                out_ch,
+                [1, 1],
+                stride,
+                [0, 0],
+                1,
+                None,
+                init.clone(),
+            );
             b.batch_norm(s, &format!("{m}.downsample.1"), out_ch, 1e-5)
         } else {
             x

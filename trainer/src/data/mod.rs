@@ -251,6 +251,38 @@ impl Dataset {
         Ok(self.subset.as_ref().map_or(i, |s| s[i]))
     }
 
+    /// A digest identifying this split's contents and subset, for caches keyed by data. In-memory
+    /// datasets hash every pixel and label; folder datasets hash each file's relative path, size
+    /// and label (reading every image would cost as much as an epoch).
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.name.as_bytes());
+        for c in &self.classes {
+            h.update(c.as_bytes());
+            h.update([0]);
+        }
+        match &self.store {
+            Store::Memory { width, height, channels, pixels, labels } => {
+                h.update(format!("{width}x{height}x{channels}").as_bytes());
+                h.update(pixels);
+                labels.iter().for_each(|l| h.update(l.to_le_bytes()));
+            }
+            Store::Files { files } => {
+                for (path, label) in files {
+                    let rel = path.strip_prefix(&self.root).unwrap_or(path);
+                    h.update(rel.to_string_lossy().as_bytes());
+                    h.update(std::fs::metadata(path).map_or(u64::MAX, |m| m.len()).to_le_bytes());
+                    h.update(label.to_le_bytes());
+                }
+            }
+        }
+        if let Some(s) = &self.subset {
+            s.iter().for_each(|i| h.update((*i as u64).to_le_bytes()));
+        }
+        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The label of sample `i` without decoding it.
     pub fn label(&self, i: usize) -> Result<usize> {
         let r = self.raw_index(i)?;
