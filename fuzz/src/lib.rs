@@ -14,7 +14,11 @@ fn check_state_dict(sd: &StateDict) {
             HostData::F32(v) => v.len(),
             HostData::I64(v) => v.len(),
         };
-        assert_eq!(numel, len, "tensor `{name}`: shape {:?} but {len} values", t.shape);
+        assert_eq!(
+            numel, len,
+            "tensor `{name}`: shape {:?} but {len} values",
+            t.shape
+        );
     }
 }
 
@@ -44,7 +48,11 @@ fn preprocess_from(b: &[u8]) -> Preprocess {
     let at = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
     let channels = if at(0) & 1 == 0 { 1 } else { 3 };
     let side = 1 + at(1) % 48;
-    let interpolation = [Interpolation::Nearest, Interpolation::Bilinear, Interpolation::Bicubic][at(2) % 3];
+    let interpolation = [
+        Interpolation::Nearest,
+        Interpolation::Bilinear,
+        Interpolation::Bicubic,
+    ][at(2) % 3];
     Preprocess {
         input_size: [side, 1 + at(3) % 48],
         channels,
@@ -57,7 +65,10 @@ fn preprocess_from(b: &[u8]) -> Preprocess {
 
 fn check_tensor(out: &[f32]) {
     // (v / 255 - 0.5) / 0.25 lies in [-2, 2] for every u8 v.
-    assert!(out.iter().all(|v| (-2.0..=2.0).contains(v)), "normalized values out of range");
+    assert!(
+        out.iter().all(|v| (-2.0..=2.0).contains(v)),
+        "normalized values out of range"
+    );
 }
 
 /// Encoded image bytes → bounded decode → eval tensor (what `predict` and `serve` do per image).
@@ -65,7 +76,10 @@ fn check_tensor(out: &[f32]) {
 pub fn image_decode(data: &[u8]) {
     let (head, bytes) = data.split_at(data.len().min(4));
     let p = preprocess_from(head);
-    let limits = Limits { max_pixels: 1 << 20, max_aspect: 64 };
+    let limits = Limits {
+        max_pixels: 1 << 20,
+        max_aspect: 64,
+    };
     let mut out = vec![0f32; tensor_len(&p)];
     if eval_bytes_into(bytes, &limits, &p, &mut out).is_ok() {
         check_tensor(&out);
@@ -79,12 +93,18 @@ pub fn preprocess_pixels(data: &[u8]) {
     let p = preprocess_from(head);
     let at = |i: usize| head.get(i).copied().unwrap_or(0) as usize;
     let (w, h, c) = (at(4) % 97, at(5) % 97, if at(6) & 1 == 0 { 1 } else { 3 });
-    let pixels: Vec<u8> =
-        if rest.is_empty() { vec![0; w * h * c] } else { rest.iter().copied().cycle().take(w * h * c).collect() };
+    let pixels: Vec<u8> = if rest.is_empty() {
+        vec![0; w * h * c]
+    } else {
+        rest.iter().copied().cycle().take(w * h * c).collect()
+    };
     let img = Pixels::new(w, h, c, pixels).expect("the buffer matches the dimensions");
     let mut out = vec![0f32; tensor_len(&p)];
     match eval_into(img, &p, &mut out) {
         Ok(()) => check_tensor(&out),
-        Err(e) => assert!(w == 0 || h == 0, "a non-empty {w}×{h}×{c} image was refused: {e}"),
+        Err(e) => assert!(
+            w == 0 || h == 0,
+            "a non-empty {w}×{h}×{c} image was refused: {e}"
+        ),
     }
 }

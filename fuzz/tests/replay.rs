@@ -4,14 +4,20 @@
 use std::path::Path;
 
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no corpus for {target} in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no corpus for {target} in {}",
+        dir.display()
+    );
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         if std::panic::catch_unwind(|| run(&bytes)).is_err() {

@@ -22,7 +22,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_pixels: DEFAULT_MAX_PIXELS, max_aspect: DEFAULT_MAX_ASPECT }
+        Self {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_aspect: DEFAULT_MAX_ASPECT,
+        }
     }
 }
 
@@ -34,7 +37,9 @@ impl Limits {
             return Err(PreprocessError::Empty { width, height });
         }
         let (short, long) = (width.min(height), width.max(height));
-        if width.saturating_mul(height) > self.max_pixels || long > short.saturating_mul(self.max_aspect) {
+        if width.saturating_mul(height) > self.max_pixels
+            || long > short.saturating_mul(self.max_aspect)
+        {
             return Err(PreprocessError::TooLarge {
                 width,
                 height,
@@ -61,9 +66,13 @@ impl Limits {
 pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| PreprocessError::Header { source: image::ImageError::IoError(e) })?;
+        .map_err(|e| PreprocessError::Header {
+            source: image::ImageError::IoError(e),
+        })?;
     let format = reader.format().ok_or(PreprocessError::UnknownFormat)?;
-    let (width, height) = reader.into_dimensions().map_err(|source| PreprocessError::Header { source })?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|source| PreprocessError::Header { source })?;
     limits.check(width as u64, height as u64)?;
     if format == ImageFormat::Jpeg {
         if let Some(reason) = jpeg_is_truncated(bytes) {
@@ -72,7 +81,9 @@ pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits.for_decoder());
-    let img = reader.decode().map_err(|source| PreprocessError::Decode { source })?;
+    let img = reader
+        .decode()
+        .map_err(|source| PreprocessError::Decode { source })?;
     // The decoder must agree with the header it was checked against.
     limits.check(img.width() as u64, img.height() as u64)?;
     Ok(img)
@@ -110,7 +121,10 @@ pub fn jpeg_is_truncated(bytes: &[u8]) -> Option<&'static str> {
             0x01 | 0xD0..=0xD7 => continue,
             _ => {}
         }
-        let Some(len) = bytes.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        else {
             return Some("a marker segment is cut short");
         };
         if len < 2 || i + len > bytes.len() {
@@ -153,7 +167,13 @@ mod tests {
         );
         assert!(l.check(8193, 8192).unwrap_err().is_too_large());
         assert!(l.check(641, 10).unwrap_err().is_too_large());
-        assert!(matches!(l.check(0, 5), Err(PreprocessError::Empty { width: 0, height: 5 })));
+        assert!(matches!(
+            l.check(0, 5),
+            Err(PreprocessError::Empty {
+                width: 0,
+                height: 5
+            })
+        ));
     }
 
     #[test]
@@ -161,7 +181,10 @@ mod tests {
         assert!(jpeg_is_truncated(&[0xFF, 0xD8, 0xFF, 0xD9]).is_none());
         assert!(jpeg_is_truncated(&[0xFF, 0xD8]).is_some());
         // APP0 of length 4, then a scan with stuffed 0xFF00 and RST0, then EOI.
-        let ok = [0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xDA, 0, 2, 9, 0xFF, 0, 9, 0xFF, 0xD0, 9, 0xFF, 0xD9];
+        let ok = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xDA, 0, 2, 9, 0xFF, 0, 9, 0xFF, 0xD0, 9,
+            0xFF, 0xD9,
+        ];
         assert!(jpeg_is_truncated(&ok).is_none());
         for cut in 2..ok.len() - 1 {
             assert!(jpeg_is_truncated(&ok[..cut]).is_some(), "cut at {cut}");

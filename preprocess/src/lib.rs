@@ -24,7 +24,9 @@
 mod decode;
 mod resample;
 
-pub use decode::{decode, decode_dynamic, jpeg_is_truncated, Limits, DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS};
+pub use decode::{
+    decode, decode_dynamic, jpeg_is_truncated, Limits, DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS,
+};
 pub use resample::resize_window;
 
 use lkd_models::preprocess::{Interpolation, Preprocess};
@@ -38,7 +40,12 @@ pub enum PreprocessError {
         "image is {width}×{height} pixels; the limit is {max_pixels} pixels and aspect ratio 1:{max_aspect}. \
          Downscale the image before sending it"
     )]
-    TooLarge { width: u64, height: u64, max_pixels: u64, max_aspect: u64 },
+    TooLarge {
+        width: u64,
+        height: u64,
+        max_pixels: u64,
+        max_aspect: u64,
+    },
 
     #[error("unrecognised image format: expected a JPEG, PNG, WebP, BMP or GIF file")]
     UnknownFormat,
@@ -95,20 +102,40 @@ impl Pixels {
         if channels != 1 && channels != 3 {
             return Err(PreprocessError::Channels(channels));
         }
-        let expected = width.checked_mul(height).and_then(|n| n.checked_mul(channels));
+        let expected = width
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(channels));
         if expected != Some(data.len()) {
-            return Err(PreprocessError::OutputLen { expected: expected.unwrap_or(usize::MAX), found: data.len() });
+            return Err(PreprocessError::OutputLen {
+                expected: expected.unwrap_or(usize::MAX),
+                found: data.len(),
+            });
         }
-        Ok(Self { width, height, channels, data })
+        Ok(Self {
+            width,
+            height,
+            channels,
+            data,
+        })
     }
 
     /// Grey sources (with or without alpha, 8 or 16 bit) → 1 channel; all others → RGB.
     pub fn from_dynamic(img: image::DynamicImage) -> Self {
         let (width, height) = (img.width() as usize, img.height() as usize);
         if img.color().has_color() {
-            Self { width, height, channels: 3, data: img.into_rgb8().into_raw() }
+            Self {
+                width,
+                height,
+                channels: 3,
+                data: img.into_rgb8().into_raw(),
+            }
         } else {
-            Self { width, height, channels: 1, data: img.into_luma8().into_raw() }
+            Self {
+                width,
+                height,
+                channels: 1,
+                data: img.into_luma8().into_raw(),
+            }
         }
     }
 
@@ -116,9 +143,19 @@ impl Pixels {
     pub fn from_dynamic_ref(img: &image::DynamicImage) -> Self {
         let (width, height) = (img.width() as usize, img.height() as usize);
         if img.color().has_color() {
-            Self { width, height, channels: 3, data: img.to_rgb8().into_raw() }
+            Self {
+                width,
+                height,
+                channels: 3,
+                data: img.to_rgb8().into_raw(),
+            }
         } else {
-            Self { width, height, channels: 1, data: img.to_luma8().into_raw() }
+            Self {
+                width,
+                height,
+                channels: 1,
+                data: img.to_luma8().into_raw(),
+            }
         }
     }
 }
@@ -135,7 +172,12 @@ pub struct View<'a> {
 
 impl Pixels {
     pub fn view(&self) -> View<'_> {
-        View { width: self.width, height: self.height, channels: self.channels, data: &self.data }
+        View {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: &self.data,
+        }
     }
 }
 
@@ -147,16 +189,29 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
 
 /// L → RGB by replication, RGB → L with [`luma`]; other counts are an error.
 pub fn to_channels(img: Pixels, channels: usize) -> Result<Pixels> {
-    let Pixels { width, height, data, .. } = &img;
+    let Pixels {
+        width,
+        height,
+        data,
+        ..
+    } = &img;
     let (width, height) = (*width, *height);
     match (img.channels, channels) {
         (a, b) if a == b && (b == 1 || b == 3) => Ok(img),
-        (1, 3) => Ok(Pixels { width, height, channels: 3, data: data.iter().flat_map(|&v| [v, v, v]).collect() }),
+        (1, 3) => Ok(Pixels {
+            width,
+            height,
+            channels: 3,
+            data: data.iter().flat_map(|&v| [v, v, v]).collect(),
+        }),
         (3, 1) => Ok(Pixels {
             width,
             height,
             channels: 1,
-            data: data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
+            data: data
+                .chunks_exact(3)
+                .map(|p| luma(p[0], p[1], p[2]))
+                .collect(),
         }),
         (_, b) if b != 1 && b != 3 => Err(PreprocessError::Channels(b)),
         (a, _) => Err(PreprocessError::Channels(a)),
@@ -166,12 +221,22 @@ pub fn to_channels(img: Pixels, channels: usize) -> Result<Pixels> {
 /// torchvision `Resize(int)`: the shorter side becomes `size`, the longer
 /// `floor(size · long / short)`. `None` if the result does not fit in memory arithmetic.
 pub fn resized_size(width: usize, height: usize, size: usize) -> Option<(usize, usize)> {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     if short == 0 {
         return None;
     }
-    let new_long = (size as u128 * long as u128 / short as u128).try_into().ok()?;
-    Some(if width <= height { (size, new_long) } else { (new_long, size) })
+    let new_long = (size as u128 * long as u128 / short as u128)
+        .try_into()
+        .ok()?;
+    Some(if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    })
 }
 
 /// torchvision `center_crop`'s top-left offset on one axis (negative: zero padding).
@@ -196,7 +261,12 @@ pub fn round_half_even(x: f64) -> f64 {
 /// Copies the `w`×`h` window at (`x`, `y`); pixels outside `img` are zero.
 pub fn crop(img: View<'_>, x: isize, y: isize, w: usize, h: usize) -> Pixels {
     let c = img.channels;
-    let mut out = Pixels { width: w, height: h, channels: c, data: vec![0; w * h * c] };
+    let mut out = Pixels {
+        width: w,
+        height: h,
+        channels: c,
+        data: vec![0; w * h * c],
+    };
     let x0 = x.max(0);
     let x1 = (x + w as isize).min(img.width as isize);
     if x1 <= x0 {
@@ -226,26 +296,42 @@ pub fn resize(img: View<'_>, w: usize, h: usize, interp: Interpolation) -> Pixel
 pub fn eval_geometry(img: Pixels, p: &Preprocess) -> Result<Pixels> {
     p.validate().map_err(PreprocessError::BadPreprocess)?;
     if img.width == 0 || img.height == 0 {
-        return Err(PreprocessError::Empty { width: img.width as u64, height: img.height as u64 });
+        return Err(PreprocessError::Empty {
+            width: img.width as u64,
+            height: img.height as u64,
+        });
     }
     let img = to_channels(img, p.channels)?;
     let [crop_h, crop_w] = p.input_size;
-    let (rw, rh) = resized_size(img.width, img.height, p.resize_size()).ok_or(PreprocessError::TooLarge {
-        width: img.width as u64,
-        height: img.height as u64,
-        max_pixels: DEFAULT_MAX_PIXELS,
-        max_aspect: DEFAULT_MAX_ASPECT,
-    })?;
+    let (rw, rh) =
+        resized_size(img.width, img.height, p.resize_size()).ok_or(PreprocessError::TooLarge {
+            width: img.width as u64,
+            height: img.height as u64,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_aspect: DEFAULT_MAX_ASPECT,
+        })?;
     let left = center_crop_offset(rw, crop_w);
     let top = center_crop_offset(rh, crop_h);
-    Ok(resize_window(img.view(), rw, rh, left, top, crop_w, crop_h, p.interpolation))
+    Ok(resize_window(
+        img.view(),
+        rw,
+        rh,
+        left,
+        top,
+        crop_w,
+        crop_h,
+        p.interpolation,
+    ))
 }
 
 /// `ToTensor` + `Normalize`: `(v / 255 − mean) / std` in f32, written CHW into `out`.
 pub fn normalize_into(img: View<'_>, mean: &[f32], std: &[f32], out: &mut [f32]) -> Result<()> {
     let (c, hw) = (img.channels, img.width * img.height);
     if out.len() != c * hw {
-        return Err(PreprocessError::OutputLen { expected: c * hw, found: out.len() });
+        return Err(PreprocessError::OutputLen {
+            expected: c * hw,
+            found: out.len(),
+        });
     }
     if mean.len() != c || std.len() != c {
         return Err(PreprocessError::BadPreprocess(format!(
@@ -274,14 +360,22 @@ pub fn tensor_len(p: &Preprocess) -> usize {
 /// The whole eval preprocessing of decoded pixels into `out` (`tensor_len(p)` values, CHW).
 pub fn eval_into(img: Pixels, p: &Preprocess, out: &mut [f32]) -> Result<()> {
     if out.len() != tensor_len(p) {
-        return Err(PreprocessError::OutputLen { expected: tensor_len(p), found: out.len() });
+        return Err(PreprocessError::OutputLen {
+            expected: tensor_len(p),
+            found: out.len(),
+        });
     }
     let cropped = eval_geometry(img, p)?;
     normalize_into(cropped.view(), &p.mean, &p.std, out)
 }
 
 /// Encoded bytes → tensor: [`decode`] within `limits`, then [`eval_into`].
-pub fn eval_bytes_into(bytes: &[u8], limits: &Limits, p: &Preprocess, out: &mut [f32]) -> Result<()> {
+pub fn eval_bytes_into(
+    bytes: &[u8],
+    limits: &Limits,
+    p: &Preprocess,
+    out: &mut [f32],
+) -> Result<()> {
     eval_into(decode(bytes, limits)?, p, out)
 }
 
@@ -319,9 +413,15 @@ mod tests {
     fn wrong_sizes_are_errors_not_panics() {
         assert!(matches!(
             Pixels::new(2, 2, 3, vec![0; 11]),
-            Err(PreprocessError::OutputLen { expected: 12, found: 11 })
+            Err(PreprocessError::OutputLen {
+                expected: 12,
+                found: 11
+            })
         ));
-        assert!(matches!(Pixels::new(1, 1, 4, vec![0; 4]), Err(PreprocessError::Channels(4))));
+        assert!(matches!(
+            Pixels::new(1, 1, 4, vec![0; 4]),
+            Err(PreprocessError::Channels(4))
+        ));
         let p = Preprocess::fashion_mnist();
         let img = Pixels::new(3, 3, 1, vec![7; 9]).unwrap();
         let mut short = vec![0.0; 10];

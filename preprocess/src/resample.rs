@@ -46,7 +46,13 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    fn new(in_size: usize, out_size: usize, range: Range<usize>, filter: fn(f64) -> f64, support: f64) -> Self {
+    fn new(
+        in_size: usize,
+        out_size: usize,
+        range: Range<usize>,
+        filter: fn(f64) -> f64,
+        support: f64,
+    ) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
         let support = support * filterscale;
@@ -68,11 +74,19 @@ impl Coefficients {
             for (x, w) in k[..taps].iter().enumerate() {
                 let w = if total != 0.0 { w / total } else { *w };
                 let fixed = w * (1u32 << PRECISION_BITS) as f64;
-                weights[i * ksize + x] = if fixed < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+                weights[i * ksize + x] = if fixed < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
             }
             bounds.push((xmin, taps));
         }
-        Self { bounds, weights, ksize }
+        Self {
+            bounds,
+            weights,
+            ksize,
+        }
     }
 
     /// The source range every output index of this set reads.
@@ -118,7 +132,12 @@ pub fn resize_window(
     interp: Interpolation,
 ) -> Pixels {
     let c = img.channels;
-    let mut out = Pixels { width: w, height: h, channels: c, data: vec![0; w * h * c] };
+    let mut out = Pixels {
+        width: w,
+        height: h,
+        channels: c,
+        data: vec![0; w * h * c],
+    };
     let clamp = |start: isize, len: usize, size: usize| -> Range<usize> {
         let a = start.clamp(0, size as isize) as usize;
         let b = (start + len as isize).clamp(0, size as isize) as usize;
@@ -142,7 +161,8 @@ pub fn resize_window(
                 let dst_row = ((out_y0 + j) * w + out_x0) * c;
                 for (i, &sx) in xs.iter().enumerate() {
                     let s = (sy * in_w + sx) * c;
-                    out.data[dst_row + i * c..dst_row + (i + 1) * c].copy_from_slice(&img.data[s..s + c]);
+                    out.data[dst_row + i * c..dst_row + (i + 1) * c]
+                        .copy_from_slice(&img.data[s..s + c]);
                 }
             }
             return out;
@@ -155,7 +175,9 @@ pub fn resize_window(
     let need_vertical = rh != in_h;
     let vert = need_vertical.then(|| Coefficients::new(in_h, rh, rows.clone(), filter.0, filter.1));
     // Source rows the vertical pass reads (or the window rows themselves when it is skipped).
-    let src_rows = vert.as_ref().map_or(rows.clone(), Coefficients::source_span);
+    let src_rows = vert
+        .as_ref()
+        .map_or(rows.clone(), Coefficients::source_span);
 
     // Horizontal pass into an 8-bit intermediate: `src_rows` × `cols`.
     let tw = cols.len();
@@ -179,7 +201,9 @@ pub fn resize_window(
     } else {
         let mut temp = Vec::with_capacity(src_rows.len() * tw * c);
         for y in src_rows.clone() {
-            temp.extend_from_slice(&img.data[(y * in_w + cols.start) * c..(y * in_w + cols.end) * c]);
+            temp.extend_from_slice(
+                &img.data[(y * in_w + cols.start) * c..(y * in_w + cols.end) * c],
+            );
         }
         temp
     };
@@ -215,18 +239,34 @@ mod tests {
     use crate::resize;
 
     fn ramp(w: usize, h: usize, c: usize) -> Pixels {
-        let data = (0..w * h * c).map(|i| ((i * 37 + i / 7) % 256) as u8).collect();
-        Pixels { width: w, height: h, channels: c, data }
+        let data = (0..w * h * c)
+            .map(|i| ((i * 37 + i / 7) % 256) as u8)
+            .collect();
+        Pixels {
+            width: w,
+            height: h,
+            channels: c,
+            data,
+        }
     }
 
     #[test]
     fn window_equals_full_resize_then_crop() {
-        for interp in [Interpolation::Nearest, Interpolation::Bilinear, Interpolation::Bicubic] {
+        for interp in [
+            Interpolation::Nearest,
+            Interpolation::Bilinear,
+            Interpolation::Bicubic,
+        ] {
             for (w, h, c) in [(29, 31, 1), (64, 17, 3), (5, 90, 3)] {
                 let img = ramp(w, h, c);
                 let (rw, rh) = (40, 23);
                 let full = resize(img.view(), rw, rh, interp);
-                for (left, top, cw, ch) in [(3, 2, 20, 11), (-2, -1, 44, 25), (0, 0, rw, rh), (35, 20, 10, 10)] {
+                for (left, top, cw, ch) in [
+                    (3, 2, 20, 11),
+                    (-2, -1, 44, 25),
+                    (0, 0, rw, rh),
+                    (35, 20, 10, 10),
+                ] {
                     let win = resize_window(img.view(), rw, rh, left, top, cw, ch, interp);
                     assert_eq!(
                         win,
@@ -242,7 +282,12 @@ mod tests {
     fn same_size_is_identity_and_constant_stays_constant() {
         let img = ramp(13, 9, 3);
         assert_eq!(resize(img.view(), 13, 9, Interpolation::Bicubic), img);
-        let flat = Pixels { width: 50, height: 7, channels: 1, data: vec![200; 350] };
+        let flat = Pixels {
+            width: 50,
+            height: 7,
+            channels: 1,
+            data: vec![200; 350],
+        };
         let r = resize(flat.view(), 11, 30, Interpolation::Bicubic);
         assert!(r.data.iter().all(|&v| v == 200), "{:?}", r.data);
     }

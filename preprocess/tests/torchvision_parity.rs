@@ -16,11 +16,20 @@ fn fixtures() -> PathBuf {
 
 /// torchvision's tensors for every (case, file), concatenated, from one Python process.
 fn reference(cases: &[Preprocess], files: &[&str]) -> Vec<f32> {
-    let python = std::env::var("LKD_PYTHON")
-        .expect("LKD_PYTHON is not set: run the tests through `make test`, which bootstraps the venv");
+    let python = std::env::var("LKD_PYTHON").expect(
+        "LKD_PYTHON is not set: run the tests through `make test`, which bootstraps the venv",
+    );
     let out = tempfile_path();
-    let paths: Vec<String> = files.iter().map(|f| format!("{:?}", fixtures().join(f).display().to_string())).collect();
-    let json_floats = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| format!("{:?}", fixtures().join(f).display().to_string()))
+        .collect();
+    let json_floats = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let spec: Vec<String> = cases
         .iter()
         .map(|p| {
@@ -42,17 +51,32 @@ fn reference(cases: &[Preprocess], files: &[&str]) -> Vec<f32> {
         .stdin(Stdio::piped())
         .spawn()
         .expect("run $LKD_PYTHON");
-    child.stdin.take().unwrap().write_all(format!("[{}]", spec.join(",")).as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "torchvision_eval.py failed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("[{}]", spec.join(",")).as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "torchvision_eval.py failed"
+    );
     let bytes = std::fs::read(&out).unwrap();
     std::fs::remove_file(&out).ok();
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn tempfile_path() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!("lkd-tv-{}-{}.f32", std::process::id(), N.fetch_add(1, Ordering::SeqCst)))
+    std::env::temp_dir().join(format!(
+        "lkd-tv-{}-{}.f32",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ))
 }
 
 fn ours(p: &Preprocess, files: &[&str]) -> Vec<f32> {
@@ -65,16 +89,39 @@ fn ours(p: &Preprocess, files: &[&str]) -> Vec<f32> {
     out
 }
 
-const PNGS: [&str; 6] =
-    ["grey_29x31.png", "rgb_31x29.png", "rgba_40x23.png", "la_17x45.png", "palette_30x30.png", "rgb_241x161.png"];
+const PNGS: [&str; 6] = [
+    "grey_29x31.png",
+    "rgb_31x29.png",
+    "rgba_40x23.png",
+    "la_17x45.png",
+    "palette_30x30.png",
+    "rgb_241x161.png",
+];
 
 fn cases() -> Vec<Preprocess> {
     let mut v = Vec::new();
-    for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic, Interpolation::Nearest] {
+    for interpolation in [
+        Interpolation::Bilinear,
+        Interpolation::Bicubic,
+        Interpolation::Nearest,
+    ] {
         // 28 with crop 1.0: the 29-px side is cropped to 28 (offset round(0.5) = 0).
-        v.push(Preprocess { interpolation, ..Preprocess::fashion_mnist() });
-        v.push(Preprocess { input_size: [24, 24], crop_pct: 0.875, interpolation, ..Preprocess::imagenet(24) });
-        v.push(Preprocess { input_size: [64, 64], crop_pct: 0.9, interpolation, ..Preprocess::imagenet(64) });
+        v.push(Preprocess {
+            interpolation,
+            ..Preprocess::fashion_mnist()
+        });
+        v.push(Preprocess {
+            input_size: [24, 24],
+            crop_pct: 0.875,
+            interpolation,
+            ..Preprocess::imagenet(24)
+        });
+        v.push(Preprocess {
+            input_size: [64, 64],
+            crop_pct: 0.9,
+            interpolation,
+            ..Preprocess::imagenet(64)
+        });
     }
     v
 }
@@ -92,14 +139,22 @@ fn both<'a>(files: &[&'a str]) -> Vec<(Preprocess, &'a str, Vec<f32>, Vec<f32>)>
             at += len;
         }
     }
-    assert_eq!(at, theirs.len(), "torchvision wrote a different number of values");
+    assert_eq!(
+        at,
+        theirs.len(),
+        "torchvision wrote a different number of values"
+    );
     out
 }
 
 /// One Python process for all cases (importing torch takes seconds).
 #[test]
 fn tensors_equal_torchvision_png_exactly_jpeg_within_decoder_rounding() {
-    let jpegs = ["rgb_64x48.jpg", "rgb_64x48_progressive.jpg", "grey_50x37.jpg"];
+    let jpegs = [
+        "rgb_64x48.jpg",
+        "rgb_64x48_progressive.jpg",
+        "grey_50x37.jpg",
+    ];
     let files: Vec<&str> = PNGS.iter().chain(&jpegs).copied().collect();
     let mut failures = Vec::new();
     let mut worst_jpeg = 0f32;
@@ -117,10 +172,16 @@ fn tensors_equal_torchvision_png_exactly_jpeg_within_decoder_rounding() {
         } else {
             // Two IDCT/upsampling implementations: a few grey levels apart at most.
             let std = p.std.iter().cloned().fold(f32::INFINITY, f32::min);
-            let levels = a.iter().zip(&b).map(|(x, y)| (x - y).abs() * std * 255.0).fold(0.0, f32::max);
+            let levels = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs() * std * 255.0)
+                .fold(0.0, f32::max);
             worst_jpeg = worst_jpeg.max(levels);
             if levels > 4.01 {
-                failures.push(format!("{file} {p:?}: max |ours - torchvision| = {levels} grey levels"));
+                failures.push(format!(
+                    "{file} {p:?}: max |ours - torchvision| = {levels} grey levels"
+                ));
             }
         }
     }

@@ -60,19 +60,33 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
         Ok(p) => p,
         Err(reason) => {
             let (Some(mean), Some(std)) = (&overrides.mean, &overrides.std) else {
-                return Err(RuntimeError::NoPreprocess { model: info.name.clone(), reason });
-            };
-            let dim = |i: usize| Some(info.input_shape[i]).filter(|&d| d > 0).map(|d| d as usize);
-            let channels = overrides.channels.or(dim(1)).ok_or_else(|| RuntimeError::NoPreprocess {
-                model: info.name.clone(),
-                reason: "the channel dimension is dynamic and --channels was not given".into(),
-            })?;
-            let input_size = overrides.input_size.or_else(|| Some([dim(2)?, dim(3)?])).ok_or_else(|| {
-                RuntimeError::NoPreprocess {
+                return Err(RuntimeError::NoPreprocess {
                     model: info.name.clone(),
-                    reason: "the spatial dimensions are dynamic and --input-size was not given".into(),
-                }
-            })?;
+                    reason,
+                });
+            };
+            let dim = |i: usize| {
+                Some(info.input_shape[i])
+                    .filter(|&d| d > 0)
+                    .map(|d| d as usize)
+            };
+            let channels =
+                overrides
+                    .channels
+                    .or(dim(1))
+                    .ok_or_else(|| RuntimeError::NoPreprocess {
+                        model: info.name.clone(),
+                        reason: "the channel dimension is dynamic and --channels was not given"
+                            .into(),
+                    })?;
+            let input_size = overrides
+                .input_size
+                .or_else(|| Some([dim(2)?, dim(3)?]))
+                .ok_or_else(|| RuntimeError::NoPreprocess {
+                    model: info.name.clone(),
+                    reason: "the spatial dimensions are dynamic and --input-size was not given"
+                        .into(),
+                })?;
             Preprocess {
                 input_size,
                 channels,
@@ -88,7 +102,11 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
     p.validate().map_err(RuntimeError::BadPreprocess)?;
     let s = &info.input_shape;
     let want = [p.channels, p.input_size[0], p.input_size[1]];
-    if s[1..].iter().zip(want).any(|(&d, w)| d > 0 && d as usize != w) {
+    if s[1..]
+        .iter()
+        .zip(want)
+        .any(|(&d, w)| d > 0 && d as usize != w)
+    {
         return Err(RuntimeError::Input {
             expected: format!("preprocessing that matches the input shape {s:?}"),
             found: format!("channels {} and size {:?}", p.channels, p.input_size),
@@ -110,7 +128,10 @@ pub fn decode_within(bytes: &[u8], name: Option<&str>, limits: &Limits) -> Resul
 }
 
 fn image_error(name: Option<&str>, source: lkd_preprocess::PreprocessError) -> RuntimeError {
-    RuntimeError::Image { name: name.map(str::to_string), source }
+    RuntimeError::Image {
+        name: name.map(str::to_string),
+        source,
+    }
 }
 
 /// Number of f32 values one image occupies.
@@ -121,7 +142,8 @@ pub fn image_len(p: &Preprocess) -> usize {
 /// The eval preprocessing (`lkd_preprocess::eval_into`, the one the trainer evaluates with),
 /// written CHW into `out` (`image_len(p)` values).
 pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
-    lkd_preprocess::eval_into(Pixels::from_dynamic_ref(img), p, out).map_err(|source| image_error(None, source))
+    lkd_preprocess::eval_into(Pixels::from_dynamic_ref(img), p, out)
+        .map_err(|source| image_error(None, source))
 }
 
 /// One contiguous NCHW batch.
@@ -134,19 +156,28 @@ pub struct Batch {
 impl Batch {
     pub fn zeros(n: usize, p: &Preprocess) -> Self {
         let shape = [n, p.channels, p.input_size[0], p.input_size[1]];
-        Self { data: vec![0.0; shape.iter().product()], shape }
+        Self {
+            data: vec![0.0; shape.iter().product()],
+            shape,
+        }
     }
 }
 
 /// Decodes and preprocesses encoded images straight into one batch buffer, in parallel over
 /// the available cores. The first undecodable image fails the batch and is named.
-pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Preprocess) -> Result<Batch> {
+pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(
+    images: &[(String, B)],
+    p: &Preprocess,
+) -> Result<Batch> {
     let mut batch = Batch::zeros(images.len(), p);
     let len = image_len(p);
     if images.is_empty() {
         return Ok(batch);
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(images.len());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(images.len());
     let per = images.len().div_ceil(workers);
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = batch
@@ -166,7 +197,11 @@ pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Prepr
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(RuntimeError::Run("preprocessing worker panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Run("preprocessing worker panicked".into()))
+                })
+            })
             .collect()
     });
     results.into_iter().collect::<Result<Vec<()>>>()?;

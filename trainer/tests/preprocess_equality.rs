@@ -28,13 +28,28 @@ fn trainer_eval_and_runtime_tensors_are_identical() {
     for f in &files {
         std::fs::copy(f, class.join(f.file_name().unwrap())).unwrap();
     }
-    let ds = Arc::new(data::open(&DatasetSpec::new(DatasetKind::Folder, tmp.path()), Split::Val).unwrap());
+    let ds = Arc::new(
+        data::open(
+            &DatasetSpec::new(DatasetKind::Folder, tmp.path()),
+            Split::Val,
+        )
+        .unwrap(),
+    );
     assert_eq!(ds.len(), files.len());
-    let encoded: Vec<(String, Vec<u8>)> =
-        files.iter().map(|f| (f.display().to_string(), std::fs::read(f).unwrap())).collect();
+    let encoded: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| (f.display().to_string(), std::fs::read(f).unwrap()))
+        .collect();
 
-    let grey_odd = Preprocess { input_size: [28, 28], crop_pct: 1.0, ..Preprocess::fashion_mnist() };
-    let rgb = Preprocess { interpolation: Interpolation::Bicubic, ..Preprocess::imagenet(24) };
+    let grey_odd = Preprocess {
+        input_size: [28, 28],
+        crop_pct: 1.0,
+        ..Preprocess::fashion_mnist()
+    };
+    let rgb = Preprocess {
+        interpolation: Interpolation::Bicubic,
+        ..Preprocess::imagenet(24)
+    };
     for p in [grey_odd, rgb] {
         let loader = Loader::eval(ds.clone(), &p, 4, 2).unwrap();
         let mut trained: Vec<f32> = Vec::new();
@@ -43,11 +58,19 @@ fn trainer_eval_and_runtime_tensors_are_identical() {
             trained.extend(Vec::<f32>::try_from(&images.flatten(0, -1)).unwrap());
         }
         let served = lkd_runtime::preprocess_batch(&encoded, &p).unwrap();
-        assert_eq!(served.shape, [files.len(), p.channels, p.input_size[0], p.input_size[1]]);
+        assert_eq!(
+            served.shape,
+            [files.len(), p.channels, p.input_size[0], p.input_size[1]]
+        );
         let len = lkd_preprocess::tensor_len(&p);
         for (i, (a, b)) in trained.chunks(len).zip(served.data.chunks(len)).enumerate() {
             let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
-            assert_eq!(differ, 0, "{}: {differ} of {len} values differ for {p:?}", files[i].display());
+            assert_eq!(
+                differ,
+                0,
+                "{}: {differ} of {len} values differ for {p:?}",
+                files[i].display()
+            );
         }
         assert_eq!(trained.len(), served.data.len());
     }

@@ -11,7 +11,12 @@ pub use lkd_preprocess::luma;
 
 /// Moves the pixels into the shared preprocessing's type (no copy).
 pub fn to_pixels(img: Image) -> Pixels {
-    Pixels { width: img.width, height: img.height, channels: img.channels, data: img.data }
+    Pixels {
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        data: img.data,
+    }
 }
 
 pub fn from_pixels(p: Pixels) -> Image {
@@ -19,7 +24,12 @@ pub fn from_pixels(p: Pixels) -> Image {
 }
 
 pub fn view(img: &Image) -> View<'_> {
-    View { width: img.width, height: img.height, channels: img.channels, data: &img.data }
+    View {
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        data: &img.data,
+    }
 }
 
 /// L → RGB by replication, RGB → L with PIL's `convert("L")` (`lkd_preprocess::to_channels`).
@@ -42,13 +52,17 @@ pub fn resize(img: &Image, w: usize, h: usize, interp: Interpolation) -> Image {
 
 /// torchvision `Resize(int)`: shorter side to `size`, longer side `int(size * long / short)`.
 pub fn resize_shorter(img: &Image, size: usize, interp: Interpolation) -> Image {
-    let (w, h) = lkd_preprocess::resized_size(img.width, img.height, size).expect("a non-empty image");
+    let (w, h) =
+        lkd_preprocess::resized_size(img.width, img.height, size).expect("a non-empty image");
     resize(img, w, h, interp)
 }
 
 /// torchvision `CenterCrop` (Python's half-to-even `round` for the offset, zero padding).
 pub fn center_crop(img: &Image, w: usize, h: usize) -> Image {
-    let (x, y) = (lkd_preprocess::center_crop_offset(img.width, w), lkd_preprocess::center_crop_offset(img.height, h));
+    let (x, y) = (
+        lkd_preprocess::center_crop_offset(img.width, w),
+        lkd_preprocess::center_crop_offset(img.height, h),
+    );
     crop(img, x, y, w, h)
 }
 
@@ -181,7 +195,10 @@ fn luma_plane(img: &Image) -> Vec<u8> {
     if img.channels == 1 {
         img.data.clone()
     } else {
-        img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()
+        img.data
+            .chunks_exact(3)
+            .map(|p| luma(p[0], p[1], p[2]))
+            .collect()
     }
 }
 
@@ -197,7 +214,8 @@ pub fn enhance_color(img: &mut Image, factor: f32) {
 /// `ImageEnhance.Contrast`: blend with a flat image at the rounded mean luma.
 pub fn enhance_contrast(img: &mut Image, factor: f32) {
     let l = luma_plane(img);
-    let mean = (l.iter().map(|&v| v as u64).sum::<u64>() as f64 / l.len().max(1) as f64 + 0.5) as u8;
+    let mean =
+        (l.iter().map(|&v| v as u64).sum::<u64>() as f64 / l.len().max(1) as f64 + 0.5) as u8;
     let deg = vec![mean; img.data.len()];
     blend_into(img, &deg, factor);
 }
@@ -277,7 +295,8 @@ pub fn affine(img: &Image, m: [f64; 6], interp: Interpolation, fill: &[u8]) -> I
                     for k in 0..c {
                         let top = at(x0, y0, k) * (1.0 - dx) + at(x0 + 1, y0, k) * dx;
                         let bot = at(x0, y0 + 1, k) * (1.0 - dx) + at(x0 + 1, y0 + 1, k) * dx;
-                        out.data[o + k] = (top * (1.0 - dy) + bot * dy + 0.5).clamp(0.0, 255.0) as u8;
+                        out.data[o + k] =
+                            (top * (1.0 - dy) + bot * dy + 0.5).clamp(0.0, 255.0) as u8;
                     }
                 }
                 Interpolation::Bicubic => {
@@ -317,5 +336,6 @@ pub fn rotate(img: &Image, degrees: f64, interp: Interpolation, fill: &[u8]) -> 
 /// `ToTensor` + `Normalize`: writes C×H×W floats `(v/255 - mean) / std` into `out`
 /// (`lkd_preprocess::normalize_into`, shared with serving).
 pub fn to_chw_normalized(img: &Image, mean: &[f32], std: &[f32], out: &mut [f32]) {
-    lkd_preprocess::normalize_into(view(img), mean, std, out).unwrap_or_else(|e| panic!("normalize: {e}"));
+    lkd_preprocess::normalize_into(view(img), mean, std, out)
+        .unwrap_or_else(|e| panic!("normalize: {e}"));
 }

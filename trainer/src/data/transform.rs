@@ -18,7 +18,10 @@ pub struct RrcConfig {
 
 impl Default for RrcConfig {
     fn default() -> Self {
-        Self { scale: [0.08, 1.0], ratio: [3.0 / 4.0, 4.0 / 3.0] }
+        Self {
+            scale: [0.08, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+        }
     }
 }
 
@@ -40,7 +43,13 @@ pub struct AugmentConfig {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { random_resized_crop: None, crop_padding: 0, hflip: 0.0, rand_augment: None, random_erasing: 0.0 }
+        Self {
+            random_resized_crop: None,
+            crop_padding: 0,
+            hflip: 0.0,
+            rand_augment: None,
+            random_erasing: 0.0,
+        }
     }
 }
 
@@ -58,7 +67,11 @@ impl AugmentConfig {
 
     /// CPU-scale 28×28 recipe: pad-2 random crop and flip.
     pub fn nano() -> Self {
-        Self { crop_padding: 2, hflip: 0.5, ..Self::default() }
+        Self {
+            crop_padding: 2,
+            hflip: 0.5,
+            ..Self::default()
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -66,14 +79,22 @@ impl AugmentConfig {
             if (0.0..=1.0).contains(&p) {
                 Ok(())
             } else {
-                Err(DataError::Config(format!("augment.{name} must be a probability in [0, 1], found {p}")))
+                Err(DataError::Config(format!(
+                    "augment.{name} must be a probability in [0, 1], found {p}"
+                )))
             }
         };
         prob("hflip", self.hflip)?;
         prob("random_erasing", self.random_erasing)?;
         if let Some(r) = &self.random_resized_crop {
-            if !(0.0 < r.scale[0] && r.scale[0] <= r.scale[1] && 0.0 < r.ratio[0] && r.ratio[0] <= r.ratio[1]) {
-                return Err(DataError::Config(format!("augment.random_resized_crop: bad scale/ratio {r:?}")));
+            if !(0.0 < r.scale[0]
+                && r.scale[0] <= r.scale[1]
+                && 0.0 < r.ratio[0]
+                && r.ratio[0] <= r.ratio[1])
+            {
+                return Err(DataError::Config(format!(
+                    "augment.random_resized_crop: bad scale/ratio {r:?}"
+                )));
             }
         }
         Ok(())
@@ -81,7 +102,12 @@ impl AugmentConfig {
 }
 
 /// timm `RandomResizedCropAndInterpolation.get_params`: returns (x, y, w, h).
-pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mut R) -> (usize, usize, usize, usize) {
+pub fn rrc_params<R: Rng + ?Sized>(
+    w: usize,
+    h: usize,
+    cfg: &RrcConfig,
+    rng: &mut R,
+) -> (usize, usize, usize, usize) {
     let area = (w * h) as f64;
     let (lr0, lr1) = (cfg.ratio[0].ln(), cfg.ratio[1].ln());
     for _ in 0..10 {
@@ -98,9 +124,15 @@ pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mu
     // Fallback: the largest centred crop within the ratio range.
     let in_ratio = w as f64 / h as f64;
     let (cw, ch) = if in_ratio < cfg.ratio[0] {
-        (w, (rng::round_half_even(w as f64 / cfg.ratio[0]) as usize).max(1))
+        (
+            w,
+            (rng::round_half_even(w as f64 / cfg.ratio[0]) as usize).max(1),
+        )
     } else if in_ratio > cfg.ratio[1] {
-        ((rng::round_half_even(h as f64 * cfg.ratio[1]) as usize).max(1), h)
+        (
+            (rng::round_half_even(h as f64 * cfg.ratio[1]) as usize).max(1),
+            h,
+        )
     } else {
         (w, h)
     };
@@ -108,7 +140,14 @@ pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mu
 }
 
 /// timm `RandomErasing(mode='pixel', max_count=1)` on one normalized C×H×W image.
-pub fn random_erase<R: Rng + ?Sized>(x: &mut [f32], c: usize, h: usize, w: usize, prob: f64, rng: &mut R) -> bool {
+pub fn random_erase<R: Rng + ?Sized>(
+    x: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    prob: f64,
+    rng: &mut R,
+) -> bool {
     if rng.gen::<f64>() > prob {
         return false;
     }
@@ -149,17 +188,36 @@ pub struct Transform {
 
 impl Transform {
     pub fn eval(pre: &Preprocess) -> Self {
-        Self { pre: pre.clone(), aug: None, rand_augment: None, invalid: pre.validate().err() }
+        Self {
+            pre: pre.clone(),
+            aug: None,
+            rand_augment: None,
+            invalid: pre.validate().err(),
+        }
     }
 
     pub fn train(aug: &AugmentConfig, pre: &Preprocess) -> Self {
-        let mut invalid = pre.validate().err().or_else(|| aug.validate().err().map(|e| e.to_string()));
+        let mut invalid = pre
+            .validate()
+            .err()
+            .or_else(|| aug.validate().err().map(|e| e.to_string()));
         let rand_augment = aug.rand_augment.as_ref().and_then(|spec| {
             // timm fills uncovered pixels with the dataset mean in u8.
-            let fill = pre.mean.iter().map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8).collect();
-            RandAugment::parse(spec, fill, pre.interpolation).map_err(|e| invalid.get_or_insert(e.to_string())).ok()
+            let fill = pre
+                .mean
+                .iter()
+                .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            RandAugment::parse(spec, fill, pre.interpolation)
+                .map_err(|e| invalid.get_or_insert(e.to_string()))
+                .ok()
         });
-        Self { pre: pre.clone(), aug: Some(aug.clone()), rand_augment, invalid }
+        Self {
+            pre: pre.clone(),
+            aug: Some(aug.clone()),
+            rand_augment,
+            invalid,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -179,7 +237,11 @@ impl Transform {
 
     /// [C, H, W] of the output.
     pub fn output_shape(&self) -> [usize; 3] {
-        [self.pre.channels, self.pre.input_size[0], self.pre.input_size[1]]
+        [
+            self.pre.channels,
+            self.pre.input_size[0],
+            self.pre.input_size[1],
+        ]
     }
 
     pub fn output_len(&self) -> usize {
