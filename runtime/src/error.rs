@@ -46,7 +46,7 @@ pub enum RuntimeError {
 
     /// A rejected or undecodable image; `source.is_too_large()` tells a size refusal (413) from
     /// bad content (400).
-    #[error("image{}: {source}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
+    #[error("cannot decode image{}: {source}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
     Image {
         name: Option<String>,
         #[source]
