@@ -19,6 +19,7 @@ demo: release
 
 test:
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+	$(CARGO) test --manifest-path fuzz/Cargo.toml
 
 build:
 	$(CARGO) build --workspace
@@ -42,3 +43,19 @@ env:
 edge:
 	$(CARGO) build --release -p lkd-runtime --bin lkd-run
 	bash scripts/edge_bundle.sh target/release/lkd-run "$(ORT_DYLIB_PATH)" dist/lkd-edge
+
+# Fuzz each parser of untrusted files for FUZZ_SECONDS (nightly + cargo-fuzz), seeded from the
+# committed fuzz/corpus/<target>/ (new inputs go to fuzz/.work/, not the repo). Crashes land in
+# fuzz/artifacts/<target>/: minimize them (`cargo +nightly fuzz tmin`) into fuzz/corpus/<target>/.
+# `make test` replays fuzz/corpus with a plain `cargo test` (no nightly).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := pth safetensors onnx_metadata image_decode preprocess_pixels
+.PHONY: fuzz fuzz-replay
+fuzz:
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p .work/$$t && \
+		cargo +nightly fuzz run $$t .work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done
+
+fuzz-replay:
+	$(CARGO) test --manifest-path fuzz/Cargo.toml

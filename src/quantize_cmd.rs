@@ -152,7 +152,7 @@ pub fn read_images(root: &Path, kind: DatasetKind, split: Split, n: usize, p: &P
         };
         let start = data.len();
         data.resize(start + len, 0.0);
-        preprocess_into(&to_dynamic(&s.image)?, p, &mut data[start..]);
+        preprocess_into(&to_dynamic(&s.image)?, p, &mut data[start..])?;
         labels.push(s.label);
     }
     if labels.is_empty() {

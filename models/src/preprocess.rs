@@ -9,6 +9,8 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Fashion-MNIST training-set statistics (pixel / 255).
 pub const FASHION_MNIST_MEAN: [f32; 1] = [0.2860];
 pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
+/// Largest model input side accepted from a config or metadata (bounds preprocessing work).
+pub const MAX_INPUT_SIDE: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,19 +90,37 @@ impl Preprocess {
         }
     }
 
-    /// The size the shorter side is resized to before the centre crop.
+    /// The size the shorter side is resized to before the centre crop: timm's
+    /// `math.floor(size / crop_pct)`, computed in f64 on the decimal `crop_pct` a config or
+    /// metadata states (0.9, not the f32 0.899999976), as Python sees it.
     pub fn resize_size(&self) -> usize {
-        let side = self.input_size[0].max(self.input_size[1]) as f32;
-        (side / self.crop_pct).floor() as usize
+        let side = self.input_size[0].max(self.input_size[1]) as f64;
+        let crop_pct: f64 = self
+            .crop_pct
+            .to_string()
+            .parse()
+            .unwrap_or(self.crop_pct as f64);
+        (side / crop_pct).floor() as usize
     }
 
     pub fn to_metadata(&self) -> BTreeMap<String, String> {
-        let join = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let join = |v: &[f32]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         BTreeMap::from([
-            (keys::INPUT_SIZE.into(), format!("{},{}", self.input_size[0], self.input_size[1])),
+            (
+                keys::INPUT_SIZE.into(),
+                format!("{},{}", self.input_size[0], self.input_size[1]),
+            ),
             (keys::CHANNELS.into(), self.channels.to_string()),
             (keys::CROP_PCT.into(), self.crop_pct.to_string()),
-            (keys::INTERPOLATION.into(), self.interpolation.as_str().into()),
+            (
+                keys::INTERPOLATION.into(),
+                self.interpolation.as_str().into(),
+            ),
             (keys::MEAN.into(), join(&self.mean)),
             (keys::STD.into(), join(&self.std)),
         ])
@@ -108,24 +128,33 @@ impl Preprocess {
 
     /// Reads preprocessing back from metadata; `Err` names the missing or malformed key.
     pub fn from_metadata(meta: &BTreeMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| meta.get(k).ok_or_else(|| format!("metadata key `{k}` is missing"));
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| format!("metadata key `{k}` is missing"))
+        };
         let floats = |k: &str| -> Result<Vec<f32>, String> {
             get(k)?
                 .split(',')
-                .map(|s| s.trim().parse::<f32>().map_err(|_| format!("metadata `{k}`: `{s}` is not a number")))
+                .map(|s| {
+                    s.trim()
+                        .parse::<f32>()
+                        .map_err(|_| format!("metadata `{k}`: `{s}` is not a number"))
+                })
                 .collect()
         };
         let size = floats(keys::INPUT_SIZE)?;
         if size.len() != 2 {
             return Err(format!("metadata `{}` must be `H,W`", keys::INPUT_SIZE));
         }
-        let channels: usize =
-            get(keys::CHANNELS)?.parse().map_err(|_| format!("metadata `{}` is not an integer", keys::CHANNELS))?;
-        let crop_pct: f32 =
-            get(keys::CROP_PCT)?.parse().map_err(|_| format!("metadata `{}` is not a number", keys::CROP_PCT))?;
+        let channels: usize = get(keys::CHANNELS)?
+            .parse()
+            .map_err(|_| format!("metadata `{}` is not an integer", keys::CHANNELS))?;
+        let crop_pct: f32 = get(keys::CROP_PCT)?
+            .parse()
+            .map_err(|_| format!("metadata `{}` is not a number", keys::CROP_PCT))?;
         let interp = get(keys::INTERPOLATION)?;
-        let interpolation =
-            Interpolation::parse(interp).ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
+        let interpolation = Interpolation::parse(interp)
+            .ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
         let p = Self {
             input_size: [size[0] as usize, size[1] as usize],
             channels,
@@ -139,6 +168,19 @@ impl Preprocess {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self
+            .input_size
+            .iter()
+            .any(|&s| s == 0 || s > MAX_INPUT_SIDE)
+        {
+            return Err(format!(
+                "input_size sides must be in 1..={MAX_INPUT_SIDE}, found {:?}",
+                self.input_size
+            ));
+        }
+        if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) {
+            return Err("mean/std values must be finite".into());
+        }
         if self.channels != 1 && self.channels != 3 {
             return Err(format!("channels must be 1 or 3, found {}", self.channels));
         }
@@ -151,7 +193,10 @@ impl Preprocess {
             ));
         }
         if !(self.crop_pct > 0.0 && self.crop_pct <= 1.0) {
-            return Err(format!("crop_pct must be in (0, 1], found {}", self.crop_pct));
+            return Err(format!(
+                "crop_pct must be in (0, 1], found {}",
+                self.crop_pct
+            ));
         }
         if self.std.iter().any(|&s| s <= 0.0) {
             return Err("std values must be positive".into());
@@ -172,9 +217,48 @@ mod tests {
     }
 
     #[test]
+    fn resize_size_uses_the_decimal_crop_pct() {
+        // Python: math.floor(18 / 0.9) == 20; in f32 arithmetic 18 / 0.9f32 is 20.0000005.
+        let p = Preprocess {
+            input_size: [18, 18],
+            crop_pct: 0.9,
+            ..Preprocess::fashion_mnist()
+        };
+        assert_eq!(p.resize_size(), 20);
+        let p = Preprocess {
+            input_size: [224, 224],
+            crop_pct: 0.95,
+            ..Preprocess::imagenet(224)
+        };
+        assert_eq!(p.resize_size(), 235);
+    }
+
+    #[test]
+    fn sizes_and_values_are_validated() {
+        let bad = Preprocess {
+            input_size: [0, 28],
+            ..Preprocess::fashion_mnist()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "input_size sides must be in 1..=4096, found [0, 28]"
+        );
+        let bad = Preprocess {
+            mean: vec![f32::NAN],
+            ..Preprocess::fashion_mnist()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "mean/std values must be finite"
+        );
+    }
+
+    #[test]
     fn missing_key_is_named() {
         let mut m = Preprocess::fashion_mnist().to_metadata();
         m.remove(keys::STD);
-        assert!(Preprocess::from_metadata(&m).unwrap_err().contains("lkd.std"));
+        assert!(Preprocess::from_metadata(&m)
+            .unwrap_err()
+            .contains("lkd.std"));
     }
 }

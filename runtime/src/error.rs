@@ -40,10 +40,13 @@ pub enum RuntimeError {
     #[error("invalid preprocessing: {0}")]
     BadPreprocess(String),
 
-    #[error("cannot decode image{}: {reason}. Expected a JPEG, PNG, WebP, BMP or GIF file", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
+    /// A rejected or undecodable image; `source.is_too_large()` tells a size refusal (413) from
+    /// bad content (400).
+    #[error("cannot decode image{}: {source}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
     Image {
         name: Option<String>,
-        reason: String,
+        #[source]
+        source: lkd_preprocess::PreprocessError,
     },
 
     #[error("inference failed: {0}")]
@@ -54,6 +57,13 @@ pub enum RuntimeError {
 
     #[error("server error: {0}")]
     Server(String),
+}
+
+impl RuntimeError {
+    /// An input refused for its size before decoding (HTTP 413), not for its content.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::Image { source, .. } if source.is_too_large())
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,9 +1,11 @@
 //! Image → NCHW tensor, following the model's `Preprocess` (from `lkd-models`, the only place
-//! preprocessing values are defined).
+//! preprocessing values are defined). The pixels are computed by `lkd-preprocess`, the same
+//! function trainer evaluation and quantize calibration call.
 
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
+use image::DynamicImage;
 use lkd_models::preprocess::{Interpolation, Preprocess};
+use lkd_preprocess::Pixels;
+pub use lkd_preprocess::{Limits, PreprocessError};
 
 use crate::error::{Result, RuntimeError};
 use crate::session::ModelInfo;
@@ -58,19 +60,32 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
         Ok(p) => p,
         Err(reason) => {
             let (Some(mean), Some(std)) = (&overrides.mean, &overrides.std) else {
-                return Err(RuntimeError::NoPreprocess { model: info.name.clone(), reason });
+                return Err(RuntimeError::NoPreprocess {
+                    model: info.name.clone(),
+                    reason,
+                });
             };
-            let dim = |i: usize| Some(info.input_shape[i]).filter(|&d| d > 0).map(|d| d as usize);
-            let channels = overrides.channels.or(dim(1)).ok_or_else(|| RuntimeError::NoPreprocess {
-                model: info.name.clone(),
-                reason: "the channel dimension is dynamic and --channels was not given".into(),
-            })?;
+            let dim = |i: usize| {
+                Some(info.input_shape[i])
+                    .filter(|&d| d > 0)
+                    .map(|d| d as usize)
+            };
+            let channels =
+                overrides
+                    .channels
+                    .or(dim(1))
+                    .ok_or_else(|| RuntimeError::NoPreprocess {
+                        model: info.name.clone(),
+                        reason: "the channel dimension is dynamic and --channels was not given"
+                            .into(),
+                    })?;
             let input_size = overrides
                 .input_size
                 .or_else(|| Some([dim(2)?, dim(3)?]))
                 .ok_or_else(|| RuntimeError::NoPreprocess {
                     model: info.name.clone(),
-                    reason: "the spatial dimensions are dynamic and --input-size was not given".into(),
+                    reason: "the spatial dimensions are dynamic and --input-size was not given"
+                        .into(),
                 })?;
             Preprocess {
                 input_size,
@@ -87,7 +102,11 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
     p.validate().map_err(RuntimeError::BadPreprocess)?;
     let s = &info.input_shape;
     let want = [p.channels, p.input_size[0], p.input_size[1]];
-    if s[1..].iter().zip(want).any(|(&d, w)| d > 0 && d as usize != w) {
+    if s[1..]
+        .iter()
+        .zip(want)
+        .any(|(&d, w)| d > 0 && d as usize != w)
+    {
         return Err(RuntimeError::Input {
             expected: format!("preprocessing that matches the input shape {s:?}"),
             found: format!("channels {} and size {:?}", p.channels, p.input_size),
@@ -97,71 +116,34 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
     Ok(p)
 }
 
-pub fn filter(i: Interpolation) -> FilterType {
-    match i {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    }
+/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within the default
+/// [`Limits`]: the header's size is checked before decoding, a cut-off JPEG is an error.
+pub fn decode(bytes: &[u8], name: Option<&str>) -> Result<DynamicImage> {
+    decode_within(bytes, name, &Limits::default())
 }
 
-/// Decodes JPEG/PNG/WebP/BMP/GIF bytes, guessing the format from the content.
-pub fn decode(bytes: &[u8], name: Option<&str>) -> Result<DynamicImage> {
-    let err = |reason: String| RuntimeError::Image { name: name.map(str::to_string), reason };
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(err("unrecognised file signature".into()));
+/// [`decode`] with explicit limits.
+pub fn decode_within(bytes: &[u8], name: Option<&str>, limits: &Limits) -> Result<DynamicImage> {
+    lkd_preprocess::decode_dynamic(bytes, limits).map_err(|source| image_error(name, source))
+}
+
+fn image_error(name: Option<&str>, source: lkd_preprocess::PreprocessError) -> RuntimeError {
+    RuntimeError::Image {
+        name: name.map(str::to_string),
+        source,
     }
-    let img = reader.decode().map_err(|e| err(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(err("the image is empty".into()));
-    }
-    Ok(img)
 }
 
 /// Number of f32 values one image occupies.
 pub fn image_len(p: &Preprocess) -> usize {
-    p.channels * p.input_size[0] * p.input_size[1]
+    lkd_preprocess::tensor_len(p)
 }
 
-/// Resize shorter side → centre crop → channels → /255 → normalize, written CHW into `out`
-/// (`image_len(p)` values). Sizes and offsets follow torchvision's Resize/CenterCrop.
-pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) {
-    let [ch, cw] = p.input_size;
-    assert_eq!(out.len(), image_len(p), "output slice does not match the preprocessing");
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let short = p.resize_size();
-    let (rw, rh) = if w <= h { (short, (short * h) / w) } else { ((short * w) / h, short) };
-    let (rw, rh) = (rw.max(cw), rh.max(ch));
-    let rgb: RgbImage = if (rw, rh) == (w, h) {
-        // Already at size: no resampling, so the tensor is exact.
-        img.to_rgb8()
-    } else {
-        image::imageops::resize(&img.to_rgb8(), rw as u32, rh as u32, filter(p.interpolation))
-    };
-    let top = ((rh - ch) as f32 / 2.0).round() as usize;
-    let left = ((rw - cw) as f32 / 2.0).round() as usize;
-    let plane = ch * cw;
-    let raw = rgb.as_raw();
-    let scale: Vec<f32> = p.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
-    let shift: Vec<f32> = p.mean.iter().zip(&p.std).map(|(m, s)| m / s).collect();
-    for y in 0..ch {
-        let row = &raw[((top + y) * rw + left) * 3..((top + y) * rw + left + cw) * 3];
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let i = y * cw + x;
-            if p.channels == 1 {
-                // ITU-R BT.601 luma, as PIL and torchvision's Grayscale compute it.
-                let l = 0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32;
-                out[i] = l * scale[0] - shift[0];
-            } else {
-                for c in 0..3 {
-                    out[c * plane + i] = px[c] as f32 * scale[c] - shift[c];
-                }
-            }
-        }
-    }
+/// The eval preprocessing (`lkd_preprocess::eval_into`, the one the trainer evaluates with),
+/// written CHW into `out` (`image_len(p)` values).
+pub fn preprocess_into(img: &DynamicImage, p: &Preprocess, out: &mut [f32]) -> Result<()> {
+    lkd_preprocess::eval_into(Pixels::from_dynamic_ref(img), p, out)
+        .map_err(|source| image_error(None, source))
 }
 
 /// One contiguous NCHW batch (defined in the ONNX Runtime core, which the exporter shares).
@@ -169,13 +151,19 @@ pub use lkd_ort::Batch;
 
 /// Decodes and preprocesses encoded images straight into one batch buffer, in parallel over
 /// the available cores. The first undecodable image fails the batch and is named.
-pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Preprocess) -> Result<Batch> {
+pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(
+    images: &[(String, B)],
+    p: &Preprocess,
+) -> Result<Batch> {
     let mut batch = Batch::zeros(images.len(), p);
     let len = image_len(p);
     if images.is_empty() {
         return Ok(batch);
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(images.len());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(images.len());
     let per = images.len().div_ceil(workers);
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = batch
@@ -185,8 +173,9 @@ pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Prepr
             .map(|(out, imgs)| {
                 s.spawn(move || {
                     for ((name, bytes), dst) in imgs.iter().zip(out.chunks_mut(len)) {
-                        let img = decode(bytes.as_ref(), Some(name))?;
-                        preprocess_into(&img, p, dst);
+                        let limits = Limits::default();
+                        lkd_preprocess::eval_bytes_into(bytes.as_ref(), &limits, p, dst)
+                            .map_err(|source| image_error(Some(name), source))?;
                     }
                     Ok(())
                 })
@@ -194,7 +183,11 @@ pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(images: &[(String, B)], p: &Prepr
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(RuntimeError::Run("preprocessing worker panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Run("preprocessing worker panicked".into()))
+                })
+            })
             .collect()
     });
     results.into_iter().collect::<Result<Vec<()>>>()?;

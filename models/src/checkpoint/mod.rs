@@ -6,7 +6,7 @@ mod pth;
 mod safetensors_io;
 
 pub use layout::adopt_state_dict;
-pub use pth::read_pth;
+pub use pth::{read_pth, read_pth_bytes};
 pub use safetensors_io::{
     read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes,
 };

@@ -46,6 +46,17 @@ pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
     read_archive(&mut zip).map_err(err)
 }
 
+/// [`read_pth`] on bytes already in memory (the fuzz target's entry point). `Err` is the message
+/// `read_pth` would attach to the file's path.
+pub fn read_pth_bytes(bytes: &[u8]) -> Result<StateDict, String> {
+    if !bytes.starts_with(b"PK") {
+        return Err("not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)".into());
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("unreadable zip archive ({e}); the file may be truncated or corrupt"))?;
+    read_archive(&mut zip)
+}
+
 fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDict, String> {
     let root = archive_root(zip)?;
     if let Ok(order) = read_entry(zip, &format!("{root}byteorder"), 64) {
@@ -100,8 +111,14 @@ fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, limit: u
     if f.size() > limit {
         return Err(format!("archive entry `{name}` is {} bytes, more than the {limit} allowed", f.size()));
     }
+    // Read at most one byte past the declared size: a deflate stream may inflate far beyond
+    // what the header claims (a zip bomb), and the CRC check only runs at its end.
+    let declared = f.size();
     let mut out = Vec::new();
-    f.read_to_end(&mut out).map_err(|e| format!("archive entry `{name}` is corrupt ({e})"))?;
+    (&mut f).take(declared.saturating_add(1)).read_to_end(&mut out).map_err(|e| format!("archive entry `{name}` is corrupt ({e})"))?;
+    if out.len() as u64 != declared {
+        return Err(format!("archive entry `{name}` holds {} bytes, its header declares {declared}", out.len()));
+    }
     Ok(out)
 }
 
@@ -945,6 +962,14 @@ mod tests {
         // A [3, 2] transposed view of a contiguous [2, 3]: strides (1, 3).
         let t = TensorRef { storage, offset: 0, shape: vec![3, 2], stride: vec![1, 3] };
         assert_eq!(StridedOffsets::new(&t, 6).collect::<Vec<_>>(), vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn an_entry_inflating_past_its_declared_size_is_refused() {
+        // Made by fuzz/make_seeds.py: data.pkl declares 16 bytes and inflates to 1 MiB.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/pth/seed-declared-size-too-small");
+        let e = read_pth_bytes(&std::fs::read(path).unwrap()).unwrap_err();
+        assert_eq!(e, "archive entry `archive/data.pkl` holds 17 bytes, its header declares 16");
     }
 
     #[test]

@@ -150,13 +150,15 @@ impl ModelSlot {
             for (i, (bytes, dst)) in images.iter().zip(out.chunks_mut(len)).enumerate() {
                 let name = name_images.then(|| format!("element {i}"));
                 let img = decode(bytes, name.as_deref())?;
-                preprocess_into(&img, &p, dst);
+                preprocess_into(&img, &p, dst)?;
             }
             Ok(out)
         })
         .await;
         match prepared {
             Ok(Ok(x)) => Ok(x),
+            // Too many pixels or too extreme an aspect ratio (refused from the header).
+            Ok(Err(e)) if e.is_too_large() => Err(ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
             Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
             Err(e) => Err(ApiError::internal(format!(
                 "preprocessing task failed: {e}"

@@ -59,7 +59,7 @@ fn crop_without_resize_is_exact() {
     assert_eq!(p.resize_size(), 36);
     let img = photo(48, 36, 1);
     let mut out = vec![0f32; 3 * 32 * 32];
-    preprocess_into(&img, &p, &mut out);
+    preprocess_into(&img, &p, &mut out).unwrap();
     let rgb = img.to_rgb8();
     for c in 0..3 {
         for y in 0..32 {
@@ -72,17 +72,18 @@ fn crop_without_resize_is_exact() {
         }
     }
 
-    // gray28: 1 channel, crop_pct 1; an RGB 40×28 image becomes BT.601 luma, cropped at left 6.
+    // gray28: 1 channel, crop_pct 1; an RGB 40×28 image becomes PIL's `convert("L")` luma
+    // (BT.601 in 16-bit fixed point, rounded to u8), cropped at left 6.
     let m = Model::load(model("gray28"), &cpu()).unwrap();
     let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
     let img = photo(40, 28, 2);
     let mut out = vec![0f32; 28 * 28];
-    preprocess_into(&img, &p, &mut out);
+    preprocess_into(&img, &p, &mut out).unwrap();
     let rgb = img.to_rgb8();
     for y in 0..28 {
         for x in 0..28 {
             let px = rgb.get_pixel(x as u32 + 6, y as u32);
-            let l = (0.299 * px[0] as f32 + 0.587 * px[1] as f32 + 0.114 * px[2] as f32) / 255.0;
+            let l = ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000) >> 16) as f32 / 255.0;
             let want = (l - p.mean[0]) / p.std[0];
             assert!((out[y * 28 + x] - want).abs() < 1e-5);
         }
@@ -109,7 +110,7 @@ fn resized_constant_image_normalizes_per_channel() {
     let p = resolve_preprocess(m.info(), &PreprocessOverrides::default()).unwrap();
     let img = DynamicImage::ImageLuma8(GrayImage::from_pixel(90, 64, Luma([77])));
     let mut out = vec![0f32; 28 * 28];
-    preprocess_into(&img, &p, &mut out);
+    preprocess_into(&img, &p, &mut out).unwrap();
     let want = (77.0 / 255.0 - p.mean[0]) / p.std[0];
     assert!(out.iter().all(|v| (v - want).abs() < 1e-5));
 }

@@ -69,41 +69,11 @@ pub(crate) fn open(root: &Path, split: Split) -> Result<(Vec<String>, Store)> {
     Ok((classes, Store::Files { files }))
 }
 
-/// A JPEG whose last scan is not followed by an EOI marker was cut short. Checked by hand
-/// because some decoders fill the missing rows with grey instead of failing.
-fn jpeg_truncated(bytes: &[u8]) -> bool {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return false;
-    }
-    // 0xFF inside entropy-coded data is always followed by 0x00 or a restart marker, so these
-    // byte pairs are real markers.
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
-    match (last_sos, last_eoi) {
-        (Some(s), Some(e)) => e < s,
-        _ => true,
-    }
-}
-
-/// Reads and decodes one file to luma (grey sources) or RGB (everything else, alpha dropped).
+/// Reads and decodes one file with the serving decoder (`lkd_preprocess::decode`: size bounds
+/// from the header, truncated JPEGs refused): luma for grey sources, RGB for everything else.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let fail = |msg: String| DataError::Decode { path: path.into(), msg };
-    if jpeg_truncated(&bytes) {
-        return Err(fail("truncated JPEG (no end-of-image marker after the last scan)".into()));
-    }
-    let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?
-        .decode()
-        .map_err(|e| fail(e.to_string()))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(fail("empty image".into()));
-    }
-    Ok(if img.color().channel_count() <= 2 {
-        Image::new(w, h, 1, img.into_luma8().into_raw())
-    } else {
-        Image::new(w, h, 3, img.into_rgb8().into_raw())
-    })
+    let pixels = lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default())
+        .map_err(|e| DataError::Decode { path: path.into(), msg: e.to_string() })?;
+    Ok(super::ops::from_pixels(pixels))
 }

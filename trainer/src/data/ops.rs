@@ -1,86 +1,74 @@
 //! Pixel operations on u8 HWC images, following PIL's arithmetic where timm relies on it
 //! (luma weights, enhance blends that truncate, autocontrast/equalize LUTs, affine sampling
-//! at pixel centres).
+//! at pixel centres). Resize, crop, channel conversion and normalization are the shared
+//! `lkd_preprocess` functions the runtime serves with; this file only adapts `Image` to them.
 
 use super::Image;
 use lkd_models::preprocess::Interpolation;
+use lkd_preprocess::{Pixels, View};
 
-/// PIL's `convert("L")`: fixed-point ITU-R 601 weights.
-#[inline]
-pub fn luma(r: u8, g: u8, b: u8) -> u8 {
-    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
-}
+pub use lkd_preprocess::luma;
 
-pub fn to_channels(img: Image, channels: usize) -> Image {
-    match (img.channels, channels) {
-        (a, b) if a == b => img,
-        (1, 3) => {
-            let data = img.data.iter().flat_map(|&v| [v, v, v]).collect();
-            Image::new(img.width, img.height, 3, data)
-        }
-        (3, 1) => {
-            let data = img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect();
-            Image::new(img.width, img.height, 1, data)
-        }
-        (a, b) => panic!("channel conversion {a} -> {b} is not supported"),
+/// Moves the pixels into the shared preprocessing's type (no copy).
+pub fn to_pixels(img: Image) -> Pixels {
+    Pixels {
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        data: img.data,
     }
 }
 
-/// Resamples to `w`×`h` (antialiased when shrinking, like PIL).
+pub fn from_pixels(p: Pixels) -> Image {
+    Image::new(p.width, p.height, p.channels, p.data)
+}
+
+pub fn view(img: &Image) -> View<'_> {
+    View {
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        data: &img.data,
+    }
+}
+
+/// L → RGB by replication, RGB → L with PIL's `convert("L")` (`lkd_preprocess::to_channels`).
+/// Dataset images have 1 or 3 channels and `channels` comes from a validated `Preprocess`.
+pub fn to_channels(img: Image, channels: usize) -> Image {
+    let (from, to) = (img.channels, channels);
+    from_pixels(
+        lkd_preprocess::to_channels(to_pixels(img), channels)
+            .unwrap_or_else(|e| panic!("channel conversion {from} -> {to}: {e}")),
+    )
+}
+
+/// PIL's `Image.resize` (antialiased when shrinking), shared with eval and serving.
 pub fn resize(img: &Image, w: usize, h: usize, interp: Interpolation) -> Image {
     if img.width == w && img.height == h {
         return img.clone();
     }
-    use image::imageops::{resize as rs, FilterType};
-    let filter = match interp {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    };
-    let (iw, ih, ow, oh) = (img.width as u32, img.height as u32, w as u32, h as u32);
-    let data = if img.channels == 1 {
-        let b = image::GrayImage::from_raw(iw, ih, img.data.clone()).expect("buffer size");
-        rs(&b, ow, oh, filter).into_raw()
-    } else {
-        let b = image::RgbImage::from_raw(iw, ih, img.data.clone()).expect("buffer size");
-        rs(&b, ow, oh, filter).into_raw()
-    };
-    Image::new(w, h, img.channels, data)
+    from_pixels(lkd_preprocess::resize(view(img), w, h, interp))
 }
 
 /// torchvision `Resize(int)`: shorter side to `size`, longer side `int(size * long / short)`.
 pub fn resize_shorter(img: &Image, size: usize, interp: Interpolation) -> Image {
-    let (w, h) = (img.width, img.height);
-    let (nw, nh) = if w <= h { (size, size * h / w) } else { (size * w / h, size) };
-    resize(img, nw, nh, interp)
+    let (w, h) =
+        lkd_preprocess::resized_size(img.width, img.height, size).expect("a non-empty image");
+    resize(img, w, h, interp)
+}
+
+/// torchvision `CenterCrop` (Python's half-to-even `round` for the offset, zero padding).
+pub fn center_crop(img: &Image, w: usize, h: usize) -> Image {
+    let (x, y) = (
+        lkd_preprocess::center_crop_offset(img.width, w),
+        lkd_preprocess::center_crop_offset(img.height, h),
+    );
+    crop(img, x, y, w, h)
 }
 
 /// Crop with top-left (`x`, `y`); the area outside the image is zero (torchvision pads with 0).
 pub fn crop(img: &Image, x: isize, y: isize, w: usize, h: usize) -> Image {
-    let c = img.channels;
-    let mut out = Image::filled(w, h, c, 0);
-    for oy in 0..h {
-        let sy = y + oy as isize;
-        if sy < 0 || sy >= img.height as isize {
-            continue;
-        }
-        let x0 = x.max(0);
-        let x1 = (x + w as isize).min(img.width as isize);
-        if x1 <= x0 {
-            continue;
-        }
-        let src = (sy as usize * img.width + x0 as usize) * c;
-        let dst = (oy * w + (x0 - x) as usize) * c;
-        let n = (x1 - x0) as usize * c;
-        out.data[dst..dst + n].copy_from_slice(&img.data[src..src + n]);
-    }
-    out
-}
-
-/// torchvision `CenterCrop`: offsets `round((in - out) / 2)` (half to even), zero padding.
-pub fn center_crop(img: &Image, w: usize, h: usize) -> Image {
-    let off = |i: usize, o: usize| super::rng::round_half_even((i as f64 - o as f64) / 2.0) as isize;
-    crop(img, off(img.width, w), off(img.height, h), w, h)
+    from_pixels(lkd_preprocess::crop(view(img), x, y, w, h))
 }
 
 pub fn hflip(img: &mut Image) {
@@ -193,7 +181,13 @@ pub fn solarize_add(img: &mut Image, add: i32, thresh: u8) {
 fn blend_into(img: &mut Image, degenerate: &[u8], factor: f32) {
     for (v, &d) in img.data.iter_mut().zip(degenerate) {
         let t = d as f32 + factor * (*v as f32 - d as f32);
-        *v = if t <= 0.0 { 0 } else if t >= 255.0 { 255 } else { t as u8 };
+        *v = if t <= 0.0 {
+            0
+        } else if t >= 255.0 {
+            255
+        } else {
+            t as u8
+        };
     }
 }
 
@@ -201,7 +195,10 @@ fn luma_plane(img: &Image) -> Vec<u8> {
     if img.channels == 1 {
         img.data.clone()
     } else {
-        img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()
+        img.data
+            .chunks_exact(3)
+            .map(|p| luma(p[0], p[1], p[2]))
+            .collect()
     }
 }
 
@@ -217,7 +214,8 @@ pub fn enhance_color(img: &mut Image, factor: f32) {
 /// `ImageEnhance.Contrast`: blend with a flat image at the rounded mean luma.
 pub fn enhance_contrast(img: &mut Image, factor: f32) {
     let l = luma_plane(img);
-    let mean = (l.iter().map(|&v| v as u64).sum::<u64>() as f64 / l.len().max(1) as f64 + 0.5) as u8;
+    let mean =
+        (l.iter().map(|&v| v as u64).sum::<u64>() as f64 / l.len().max(1) as f64 + 0.5) as u8;
     let deg = vec![mean; img.data.len()];
     blend_into(img, &deg, factor);
 }
@@ -272,7 +270,9 @@ pub fn affine(img: &Image, m: [f64; 6], interp: Interpolation, fill: &[u8]) -> I
     let (w, h, c) = (img.width, img.height, img.channels);
     let mut out = Image::filled(w, h, c, 0);
     let (wi, hi) = (w as isize, h as isize);
-    let at = |x: isize, y: isize, k: usize| img.data[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + k] as f32;
+    let at = |x: isize, y: isize, k: usize| {
+        img.data[((y.clamp(0, hi - 1) * wi + x.clamp(0, wi - 1)) as usize) * c + k] as f32
+    };
     for y in 0..h {
         for x in 0..w {
             let (xc, yc) = (x as f64 + 0.5, y as f64 + 0.5);
@@ -295,7 +295,8 @@ pub fn affine(img: &Image, m: [f64; 6], interp: Interpolation, fill: &[u8]) -> I
                     for k in 0..c {
                         let top = at(x0, y0, k) * (1.0 - dx) + at(x0 + 1, y0, k) * dx;
                         let bot = at(x0, y0 + 1, k) * (1.0 - dx) + at(x0 + 1, y0 + 1, k) * dx;
-                        out.data[o + k] = (top * (1.0 - dy) + bot * dy + 0.5).clamp(0.0, 255.0) as u8;
+                        out.data[o + k] =
+                            (top * (1.0 - dy) + bot * dy + 0.5).clamp(0.0, 255.0) as u8;
                     }
                 }
                 Interpolation::Bicubic => {
@@ -332,18 +333,9 @@ pub fn rotate(img: &Image, degrees: f64, interp: Interpolation, fill: &[u8]) -> 
     affine(img, [m0, m1, m2, m3, m4, m5], interp, fill)
 }
 
-/// `ToTensor` + `Normalize`: writes C×H×W floats `(v/255 - mean) / std` into `out`.
+/// `ToTensor` + `Normalize`: writes C×H×W floats `(v/255 - mean) / std` into `out`
+/// (`lkd_preprocess::normalize_into`, shared with serving).
 pub fn to_chw_normalized(img: &Image, mean: &[f32], std: &[f32], out: &mut [f32]) {
-    let (c, hw) = (img.channels, img.width * img.height);
-    assert_eq!(out.len(), c * hw, "output slice size");
-    for k in 0..c {
-        let mut lut = [0f32; 256];
-        for (v, l) in lut.iter_mut().enumerate() {
-            *l = (v as f32 / 255.0 - mean[k]) / std[k];
-        }
-        let plane = &mut out[k * hw..(k + 1) * hw];
-        for (i, p) in plane.iter_mut().enumerate() {
-            *p = lut[img.data[i * c + k] as usize];
-        }
-    }
+    lkd_preprocess::normalize_into(view(img), mean, std, out)
+        .unwrap_or_else(|e| panic!("normalize: {e}"));
 }

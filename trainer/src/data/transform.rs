@@ -1,6 +1,7 @@
 //! Per-sample transforms. Train (timm order): random-resized-crop (or resize + centre crop, then
 //! optional pad-and-crop), horizontal flip, RandAugment, normalize, random erasing. Eval:
-//! resize the shorter side to `Preprocess::resize_size()`, centre crop, normalize.
+//! `lkd_preprocess` (resize the shorter side to `Preprocess::resize_size()`, centre crop,
+//! normalize), the same function `predict` and `serve` run.
 
 use super::{ops, rng, DataError, Image, RandAugment, Result};
 use lkd_models::preprocess::Preprocess;
@@ -17,7 +18,10 @@ pub struct RrcConfig {
 
 impl Default for RrcConfig {
     fn default() -> Self {
-        Self { scale: [0.08, 1.0], ratio: [3.0 / 4.0, 4.0 / 3.0] }
+        Self {
+            scale: [0.08, 1.0],
+            ratio: [3.0 / 4.0, 4.0 / 3.0],
+        }
     }
 }
 
@@ -63,7 +67,11 @@ impl AugmentConfig {
 
     /// CPU-scale 28×28 recipe: pad-2 random crop and flip.
     pub fn nano() -> Self {
-        Self { crop_padding: 2, hflip: 0.5, ..Self::default() }
+        Self {
+            crop_padding: 2,
+            hflip: 0.5,
+            ..Self::default()
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -71,14 +79,22 @@ impl AugmentConfig {
             if (0.0..=1.0).contains(&p) {
                 Ok(())
             } else {
-                Err(DataError::Config(format!("augment.{name} must be a probability in [0, 1], found {p}")))
+                Err(DataError::Config(format!(
+                    "augment.{name} must be a probability in [0, 1], found {p}"
+                )))
             }
         };
         prob("hflip", self.hflip)?;
         prob("random_erasing", self.random_erasing)?;
         if let Some(r) = &self.random_resized_crop {
-            if !(0.0 < r.scale[0] && r.scale[0] <= r.scale[1] && 0.0 < r.ratio[0] && r.ratio[0] <= r.ratio[1]) {
-                return Err(DataError::Config(format!("augment.random_resized_crop: bad scale/ratio {r:?}")));
+            if !(0.0 < r.scale[0]
+                && r.scale[0] <= r.scale[1]
+                && 0.0 < r.ratio[0]
+                && r.ratio[0] <= r.ratio[1])
+            {
+                return Err(DataError::Config(format!(
+                    "augment.random_resized_crop: bad scale/ratio {r:?}"
+                )));
             }
         }
         Ok(())
@@ -86,7 +102,12 @@ impl AugmentConfig {
 }
 
 /// timm `RandomResizedCropAndInterpolation.get_params`: returns (x, y, w, h).
-pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mut R) -> (usize, usize, usize, usize) {
+pub fn rrc_params<R: Rng + ?Sized>(
+    w: usize,
+    h: usize,
+    cfg: &RrcConfig,
+    rng: &mut R,
+) -> (usize, usize, usize, usize) {
     let area = (w * h) as f64;
     let (lr0, lr1) = (cfg.ratio[0].ln(), cfg.ratio[1].ln());
     for _ in 0..10 {
@@ -103,9 +124,15 @@ pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mu
     // Fallback: the largest centred crop within the ratio range.
     let in_ratio = w as f64 / h as f64;
     let (cw, ch) = if in_ratio < cfg.ratio[0] {
-        (w, (rng::round_half_even(w as f64 / cfg.ratio[0]) as usize).max(1))
+        (
+            w,
+            (rng::round_half_even(w as f64 / cfg.ratio[0]) as usize).max(1),
+        )
     } else if in_ratio > cfg.ratio[1] {
-        ((rng::round_half_even(h as f64 * cfg.ratio[1]) as usize).max(1), h)
+        (
+            (rng::round_half_even(h as f64 * cfg.ratio[1]) as usize).max(1),
+            h,
+        )
     } else {
         (w, h)
     };
@@ -113,7 +140,14 @@ pub fn rrc_params<R: Rng + ?Sized>(w: usize, h: usize, cfg: &RrcConfig, rng: &mu
 }
 
 /// timm `RandomErasing(mode='pixel', max_count=1)` on one normalized C×H×W image.
-pub fn random_erase<R: Rng + ?Sized>(x: &mut [f32], c: usize, h: usize, w: usize, prob: f64, rng: &mut R) -> bool {
+pub fn random_erase<R: Rng + ?Sized>(
+    x: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    prob: f64,
+    rng: &mut R,
+) -> bool {
     if rng.gen::<f64>() > prob {
         return false;
     }
@@ -154,17 +188,36 @@ pub struct Transform {
 
 impl Transform {
     pub fn eval(pre: &Preprocess) -> Self {
-        Self { pre: pre.clone(), aug: None, rand_augment: None, invalid: pre.validate().err() }
+        Self {
+            pre: pre.clone(),
+            aug: None,
+            rand_augment: None,
+            invalid: pre.validate().err(),
+        }
     }
 
     pub fn train(aug: &AugmentConfig, pre: &Preprocess) -> Self {
-        let mut invalid = pre.validate().err().or_else(|| aug.validate().err().map(|e| e.to_string()));
+        let mut invalid = pre
+            .validate()
+            .err()
+            .or_else(|| aug.validate().err().map(|e| e.to_string()));
         let rand_augment = aug.rand_augment.as_ref().and_then(|spec| {
             // timm fills uncovered pixels with the dataset mean in u8.
-            let fill = pre.mean.iter().map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8).collect();
-            RandAugment::parse(spec, fill, pre.interpolation).map_err(|e| invalid.get_or_insert(e.to_string())).ok()
+            let fill = pre
+                .mean
+                .iter()
+                .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            RandAugment::parse(spec, fill, pre.interpolation)
+                .map_err(|e| invalid.get_or_insert(e.to_string()))
+                .ok()
         });
-        Self { pre: pre.clone(), aug: Some(aug.clone()), rand_augment, invalid }
+        Self {
+            pre: pre.clone(),
+            aug: Some(aug.clone()),
+            rand_augment,
+            invalid,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -184,18 +237,25 @@ impl Transform {
 
     /// [C, H, W] of the output.
     pub fn output_shape(&self) -> [usize; 3] {
-        [self.pre.channels, self.pre.input_size[0], self.pre.input_size[1]]
+        [
+            self.pre.channels,
+            self.pre.input_size[0],
+            self.pre.input_size[1],
+        ]
     }
 
     pub fn output_len(&self) -> usize {
         self.output_shape().iter().product()
     }
 
-    /// Resize shorter side to `resize_size()`, then centre crop `input_size`.
-    pub fn eval_geometry(&self, img: &Image) -> Image {
-        let [h, w] = self.pre.input_size;
-        let r = ops::resize_shorter(img, self.pre.resize_size(), self.pre.interpolation);
-        ops::center_crop(&r, w, h)
+    /// The eval geometry serving uses too (`lkd_preprocess::eval_geometry`): channels, resize
+    /// of the shorter side to `resize_size()`, centre crop `input_size`. `validate` has
+    /// accepted the `Preprocess` and datasets yield non-empty 1- or 3-channel images, so an
+    /// error here is a bug, not bad input.
+    pub fn eval_geometry(&self, img: Image) -> Image {
+        let out = lkd_preprocess::eval_geometry(ops::to_pixels(img), &self.pre)
+            .unwrap_or_else(|e| panic!("eval preprocessing of a dataset image: {e}"));
+        ops::from_pixels(out)
     }
 
     /// Everything before normalization, as u8 HWC with `pre.channels` channels.
@@ -203,7 +263,7 @@ impl Transform {
         let img = ops::to_channels(img, self.pre.channels);
         let [h, w] = self.pre.input_size;
         let Some(aug) = &self.aug else {
-            return self.eval_geometry(&img);
+            return self.eval_geometry(img);
         };
         let mut out = match &aug.random_resized_crop {
             Some(cfg) => {
@@ -211,7 +271,7 @@ impl Transform {
                 let c = ops::crop(&img, x as isize, y as isize, cw, ch);
                 ops::resize(&c, w, h, self.pre.interpolation)
             }
-            None => self.eval_geometry(&img),
+            None => self.eval_geometry(img),
         };
         if aug.crop_padding > 0 {
             let p = aug.crop_padding;
