@@ -216,7 +216,7 @@ impl TrainConfig {
         check("optim.epochs", o.epochs as f64, o.epochs >= 1, "at least 1")?;
         check("optim.batch_size", o.batch_size as f64, (1..=65536).contains(&o.batch_size), "in 1..=65536")?;
         check("optim.update_freq", o.update_freq as f64, (1..=4096).contains(&o.update_freq), "in 1..=4096")?;
-        check("optim.lr", o.lr, o.lr > 0.0 && o.lr <= 10.0, "in (0, 10]")?;
+        check("optim.lr", o.lr, o.lr > 0.0, "a positive finite number")?;
         check("optim.min_lr", o.min_lr, o.min_lr >= 0.0 && o.min_lr <= o.lr, "in [0, optim.lr]")?;
         check("optim.weight_decay", o.weight_decay, (0.0..=10.0).contains(&o.weight_decay), "in [0, 10]")?;
         check("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64, "in [0, optim.epochs]")?;

@@ -27,8 +27,8 @@ fn err(sets: &[&str]) -> String {
 #[test]
 fn out_of_range_values_name_the_field_and_the_range() {
     assert_eq!(err(&["optim.label_smoothing=2"]), "config: optim.label_smoothing must be in [0, 1), found 2");
-    assert_eq!(err(&["optim.lr=-1"]), "config: optim.lr must be in (0, 10], found -1");
-    assert_eq!(err(&["optim.lr=nan"]), "config: optim.lr must be in (0, 10], found NaN");
+    assert_eq!(err(&["optim.lr=-1"]), "config: optim.lr must be a positive finite number, found -1");
+    assert_eq!(err(&["optim.lr=nan"]), "config: optim.lr must be a positive finite number, found NaN");
     assert_eq!(err(&["distill.temperature=-1"]), "config: distill.temperature must be in (0, 100], found -1");
     assert_eq!(err(&["distill.alpha=-5"]), "config: distill.alpha must be in [0, 100], found -5");
     assert_eq!(
