@@ -7,11 +7,17 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lkd_models::preprocess::Preprocess;
-use lkd_trainer::data::{self, AugmentConfig, DatasetKind, DatasetSpec, Loader, LoaderConfig, MixupConfig, Split};
+use lkd_trainer::data::{
+    self, AugmentConfig, DatasetKind, DatasetSpec, Loader, LoaderConfig, MixupConfig, Split,
+};
 
 /// Runs one full epoch and returns the images delivered.
 fn run_epoch(loader: &Loader, epoch: usize) -> usize {
-    loader.epoch(epoch, 0).expect("epoch").map(|b| b.expect("batch").len()).sum()
+    loader
+        .epoch(epoch, 0)
+        .expect("epoch")
+        .map(|b| b.expect("batch").len())
+        .sum()
 }
 
 fn report(name: &str, loader: &Loader) {
@@ -29,8 +35,13 @@ fn fashion_mnist(c: &mut Criterion) {
     let mut g = c.benchmark_group("loader_cpu/fashion_mnist_nano");
     g.sample_size(10);
     for workers in [1, 2] {
-        let cfg = LoaderConfig { batch_size: 128, workers, ..LoaderConfig::default() };
-        let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::nano(), None, 0.0, cfg).expect("loader");
+        let cfg = LoaderConfig {
+            batch_size: 128,
+            workers,
+            ..LoaderConfig::default()
+        };
+        let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::nano(), None, 0.0, cfg)
+            .expect("loader");
         g.throughput(Throughput::Elements(loader.samples_per_epoch() as u64));
         let mut epoch = 0;
         g.bench_function(BenchmarkId::new("workers", workers), |b| {
@@ -47,14 +58,31 @@ fn fashion_mnist(c: &mut Criterion) {
 fn imagenet_jpeg(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tempdir");
     data::synthetic::write_jpeg_folder(tmp.path(), 4, 48, 1, 224, 224, 0).expect("write JPEGs");
-    let ds = Arc::new(data::open(&DatasetSpec::new(DatasetKind::Folder, tmp.path()), Split::Train).expect("open folder"));
+    let ds = Arc::new(
+        data::open(
+            &DatasetSpec::new(DatasetKind::Folder, tmp.path()),
+            Split::Train,
+        )
+        .expect("open folder"),
+    );
     let pre = Preprocess::imagenet(224);
     let mut g = c.benchmark_group("loader_cpu/imagenet224_full");
     g.sample_size(10);
     for workers in [1, 2] {
-        let cfg = LoaderConfig { batch_size: 32, workers, ..LoaderConfig::default() };
-        let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::imagenet(), Some(&MixupConfig::default()), 0.1, cfg)
-            .expect("loader");
+        let cfg = LoaderConfig {
+            batch_size: 32,
+            workers,
+            ..LoaderConfig::default()
+        };
+        let loader = Loader::train(
+            ds.clone(),
+            &pre,
+            &AugmentConfig::imagenet(),
+            Some(&MixupConfig::default()),
+            0.1,
+            cfg,
+        )
+        .expect("loader");
         g.throughput(Throughput::Elements(loader.samples_per_epoch() as u64));
         let mut epoch = 0;
         g.bench_function(BenchmarkId::new("workers", workers), |b| {

@@ -16,7 +16,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let preset = args.first().map(String::as_str).unwrap_or("convnext_tiny");
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let iters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -25,13 +28,23 @@ fn main() {
     let params = Params::init(&graph, Device::Cpu, 0);
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("m.onnx");
-    let opts = ExportOptions { check: false, ..Default::default() };
+    let opts = ExportOptions {
+        check: false,
+        ..Default::default()
+    };
     export(&graph, &params.to_state_dict(), &opts, &onnx).unwrap();
-    let cfg = SessionConfig { intra_threads: Some(threads), inter_threads: Some(1), ..Default::default() };
+    let cfg = SessionConfig {
+        intra_threads: Some(threads),
+        inter_threads: Some(1),
+        ..Default::default()
+    };
     let mut model = Model::load(&onnx, &cfg).unwrap();
     let [h, w] = graph.input_size;
     let shape = [1, graph.in_chans, h, w];
-    let x = Tensor::randn([1, graph.in_chans as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn(
+        [1, graph.in_chans as i64, h as i64, w as i64],
+        (Kind::Float, Device::Cpu),
+    );
     let host: Vec<f32> = Vec::try_from(x.reshape([-1])).unwrap();
     let exec = Executor::new(graph);
     let (mut eager, mut ort) = (vec![], vec![]);

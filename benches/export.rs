@@ -6,7 +6,7 @@
 //! `cargo bench --bench export` (needs ORT_DYLIB_PATH; LKD_PYTHON for the torch baseline).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lkd_exporter::{export_bytes, ortrun, random_input, ExportOptions, ReparamMode, Device};
+use lkd_exporter::{export_bytes, ortrun, random_input, Device, ExportOptions, ReparamMode};
 use lkd_models::checkpoint::{write_safetensors, StateDict};
 use lkd_models::graph::DType;
 use lkd_models::{Graph, HostTensor, ModelConfig};
@@ -32,12 +32,18 @@ fn weights(g: &Graph) -> StateDict {
                 let fan_in: usize = p.shape.iter().skip(1).product::<usize>().max(1);
                 let (scale, offset) = if p.shape.len() >= 2 {
                     (2.0 * (3.0 / fan_in as f32).sqrt(), 0.0)
-                } else if p.name.ends_with("running_var") || p.name.ends_with(".weight") || p.name.ends_with("gamma") {
+                } else if p.name.ends_with("running_var")
+                    || p.name.ends_with(".weight")
+                    || p.name.ends_with("gamma")
+                {
                     (1.0, 1.0)
                 } else {
                     (0.2, 0.0)
                 };
-                HostTensor::f32(p.shape.clone(), (0..n).map(|_| next() * scale + offset).collect())
+                HostTensor::f32(
+                    p.shape.clone(),
+                    (0..n).map(|_| next() * scale + offset).collect(),
+                )
             }
         };
         sd.insert(p.name.clone(), t);
@@ -46,11 +52,20 @@ fn weights(g: &Graph) -> StateDict {
 }
 
 fn opts(reparam: ReparamMode) -> ExportOptions {
-    ExportOptions { reparam, check: false, threads: Some(THREADS), ..Default::default() }
+    ExportOptions {
+        reparam,
+        check: false,
+        threads: Some(THREADS),
+        ..Default::default()
+    }
 }
 
 /// Medians of interleaved runs: one run of each session per round.
-fn interleaved(sessions: &mut [(String, ortrun::Session)], x: &HostTensor, rounds: usize) -> Vec<f64> {
+fn interleaved(
+    sessions: &mut [(String, ortrun::Session)],
+    x: &HostTensor,
+    rounds: usize,
+) -> Vec<f64> {
     let data = x.as_f32().unwrap();
     for (_, s) in sessions.iter_mut() {
         ortrun::run(s, data, &x.shape).unwrap();
@@ -83,7 +98,13 @@ fn torch_baseline(preset: &str, w: &StateDict) -> Option<Vec<u8>> {
     write_safetensors(&wpath, w, None).unwrap();
     // Built from the root package or from lkd-exporter.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = [root.join("exporter/scripts/torch_export.py"), root.join("scripts/torch_export.py")].into_iter().find(|p| p.is_file()).expect("torch_export.py");
+    let script = [
+        root.join("exporter/scripts/torch_export.py"),
+        root.join("scripts/torch_export.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .expect("torch_export.py");
     let st = std::process::Command::new(py)
         .arg(&script)
         .args(["--preset", preset, "--weights"])
@@ -92,60 +113,112 @@ fn torch_baseline(preset: &str, w: &StateDict) -> Option<Vec<u8>> {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(st.status.success(), "torch_export.py failed:\n{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "torch_export.py failed:\n{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     Some(std::fs::read(&out).unwrap())
 }
 
 fn bench_export(c: &mut Criterion) {
-    assert!(std::env::var_os("ORT_DYLIB_PATH").is_some(), "ORT_DYLIB_PATH must point at libonnxruntime.so");
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "ORT_DYLIB_PATH must point at libonnxruntime.so"
+    );
     let mut group = c.benchmark_group("export_cpu");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
     for preset in ["convnext_tiny", "slak_tiny"] {
         let g = ModelConfig::preset(preset).build().unwrap();
         let w = weights(&g);
-        group.bench_function(format!("{preset}/decomposed_nocheck"), |b| b.iter(|| export_bytes(&g, &w, &opts(ReparamMode::Decomposed)).unwrap()));
+        group.bench_function(format!("{preset}/decomposed_nocheck"), |b| {
+            b.iter(|| export_bytes(&g, &w, &opts(ReparamMode::Decomposed)).unwrap())
+        });
     }
     group.finish();
 
     // Latency of the exports, plus same-run ratios.
     let mut group = c.benchmark_group("ort_cpu_b1_224_t2");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     let g = ModelConfig::preset("convnext_tiny").build().unwrap();
     let w = weights(&g);
     let x = random_input(&g, 1, 0);
-    let mut sessions = vec![("convnext_tiny/lkd".to_string(), ortrun::session(&export_bytes(&g, &w, &opts(ReparamMode::Auto)).unwrap().0, Device::Cpu, Some(THREADS)).unwrap())];
+    let mut sessions = vec![(
+        "convnext_tiny/lkd".to_string(),
+        ortrun::session(
+            &export_bytes(&g, &w, &opts(ReparamMode::Auto)).unwrap().0,
+            Device::Cpu,
+            Some(THREADS),
+        )
+        .unwrap(),
+    )];
     if let Some(bytes) = torch_baseline("convnext_tiny", &w) {
-        sessions.push(("convnext_tiny/torch_onnx_export".into(), ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap()));
+        sessions.push((
+            "convnext_tiny/torch_onnx_export".into(),
+            ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap(),
+        ));
     }
     let med = interleaved(&mut sessions, &x, 20);
     for ((name, _), m) in sessions.iter().zip(&med) {
         println!("{name}: median {m:.1} ms");
     }
     if med.len() == 2 {
-        println!("convnext_tiny lkd / torch.onnx.export latency ratio: {:.3}", med[0] / med[1]);
+        println!(
+            "convnext_tiny lkd / torch.onnx.export latency ratio: {:.3}",
+            med[0] / med[1]
+        );
     }
     for (name, s) in sessions.iter_mut() {
-        group.bench_function(name.as_str(), |b| b.iter(|| ortrun::run(s, x.as_f32().unwrap(), &x.shape).unwrap()));
+        group.bench_function(name.as_str(), |b| {
+            b.iter(|| ortrun::run(s, x.as_f32().unwrap(), &x.shape).unwrap())
+        });
     }
 
     let g = ModelConfig::preset("slak_tiny").build().unwrap();
     let w = weights(&g);
     let mut sessions = vec![];
-    for (tag, mode) in [("auto", ReparamMode::Auto), ("decomposed", ReparamMode::Decomposed), ("dense", ReparamMode::Dense), ("none", ReparamMode::None)] {
+    for (tag, mode) in [
+        ("auto", ReparamMode::Auto),
+        ("decomposed", ReparamMode::Decomposed),
+        ("dense", ReparamMode::Dense),
+        ("none", ReparamMode::None),
+    ] {
         let t = Instant::now();
         let (bytes, rep) = export_bytes(&g, &w, &opts(mode)).unwrap();
-        println!("slak_tiny export reparam={tag}: {:.0} ms (tuning {:.0} ms)", t.elapsed().as_secs_f64() * 1e3, rep.timings.tune_ms);
+        println!(
+            "slak_tiny export reparam={tag}: {:.0} ms (tuning {:.0} ms)",
+            t.elapsed().as_secs_f64() * 1e3,
+            rep.timings.tune_ms
+        );
         for ch in rep.reparam.iter().filter(|c| c.dense_ms.is_some()) {
-            println!("  {:<28} {:<34} -> {:<10} dense {:.2} ms, decomposed {:.2} ms", ch.layer, ch.shape, ch.form.as_str(), ch.dense_ms.unwrap(), ch.decomposed_ms.unwrap());
+            println!(
+                "  {:<28} {:<34} -> {:<10} dense {:.2} ms, decomposed {:.2} ms",
+                ch.layer,
+                ch.shape,
+                ch.form.as_str(),
+                ch.dense_ms.unwrap(),
+                ch.decomposed_ms.unwrap()
+            );
         }
-        sessions.push((format!("slak_tiny/{tag}"), ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap()));
+        sessions.push((
+            format!("slak_tiny/{tag}"),
+            ortrun::session(&bytes, Device::Cpu, Some(THREADS)).unwrap(),
+        ));
     }
     let med = interleaved(&mut sessions, &x, 8);
     for ((name, _), m) in sessions.iter().zip(&med) {
         println!("{name}: median {m:.1} ms ({:.2}x of auto)", m / med[0]);
     }
     for (name, s) in sessions.iter_mut() {
-        group.bench_function(name.as_str(), |b| b.iter(|| ortrun::run(s, x.as_f32().unwrap(), &x.shape).unwrap()));
+        group.bench_function(name.as_str(), |b| {
+            b.iter(|| ortrun::run(s, x.as_f32().unwrap(), &x.shape).unwrap())
+        });
     }
     group.finish();
 }

@@ -35,10 +35,17 @@ fn random_weights(g: &lkd_models::Graph) -> StateDict {
                 let b = (3.0 / p.shape[1..].iter().product::<usize>() as f32).sqrt();
                 HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(-b, b)).collect())
             }
-            DType::F32 if p.name.ends_with("running_var") || p.name.ends_with(".weight") || p.name.ends_with("gamma") => {
+            DType::F32
+                if p.name.ends_with("running_var")
+                    || p.name.ends_with(".weight")
+                    || p.name.ends_with("gamma") =>
+            {
                 HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(0.5, 1.5)).collect())
             }
-            DType::F32 => HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(-0.2, 0.2)).collect()),
+            DType::F32 => HostTensor::f32(
+                p.shape.clone(),
+                (0..n).map(|_| uniform(-0.2, 0.2)).collect(),
+            ),
         };
         sd.insert(p.name.clone(), t);
     }
@@ -46,14 +53,22 @@ fn random_weights(g: &lkd_models::Graph) -> StateDict {
 }
 
 fn int8_vs_fp32(c: &mut Criterion) {
-    let presets = std::env::var("LKD_QUANT_PRESETS").unwrap_or_else(|_| "convnext_tiny,resnet50".into());
-    let threads: usize = std::env::var("LKD_QUANT_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let presets =
+        std::env::var("LKD_QUANT_PRESETS").unwrap_or_else(|_| "convnext_tiny,resnet50".into());
+    let threads: usize = std::env::var("LKD_QUANT_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let dir = std::env::temp_dir().join("lkd-bench-quantize");
     std::fs::create_dir_all(&dir).expect("temp dir");
     for preset in presets.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let g = ModelConfig::preset(preset).build().expect("preset");
         let fp = dir.join(format!("{preset}.onnx"));
-        let opts = ExportOptions { check: false, reparam: ReparamMode::None, ..Default::default() };
+        let opts = ExportOptions {
+            check: false,
+            reparam: ReparamMode::None,
+            ..Default::default()
+        };
         if let Err(e) = export(&g, &random_weights(&g), &opts, &fp) {
             eprintln!("skipping {preset}: {e} (is ORT_DYLIB_PATH set?)");
             continue;
@@ -62,18 +77,33 @@ fn int8_vs_fp32(c: &mut Criterion) {
         let calib: Vec<Batch> = (0..2)
             .map(|i| {
                 let x = random_input(&g, 2, i);
-                Batch { shape: [x.shape[0], x.shape[1], x.shape[2], x.shape[3]], data: x.as_f32().unwrap().to_vec() }
+                Batch {
+                    shape: [x.shape[0], x.shape[1], x.shape[2], x.shape[3]],
+                    data: x.as_f32().unwrap().to_vec(),
+                }
             })
             .collect();
-        let qopts = QuantizeOptions { method: CalibMethod::MinMax, ..Default::default() };
+        let qopts = QuantizeOptions {
+            method: CalibMethod::MinMax,
+            ..Default::default()
+        };
         let prepared = quantize::prepare(&bytes, true).expect("float classifier");
         let ranges = prepared.calibrate(&calib, &qopts).expect("calibration");
-        let q = prepared.quantize(&ranges, &BTreeSet::new(), &qopts, 4).expect("quantize");
+        let q = prepared
+            .quantize(&ranges, &BTreeSet::new(), &qopts, 4)
+            .expect("quantize");
         let qp = dir.join(format!("{preset}.int8.onnx"));
         std::fs::write(&qp, &q).expect("write int8 model");
 
-        let cfg = SessionConfig { intra_threads: Some(threads), inter_threads: Some(1), ..Default::default() };
-        let (mut a, mut b) = (Model::load(&fp, &cfg).expect("fp32 session"), Model::load(&qp, &cfg).expect("int8 session"));
+        let cfg = SessionConfig {
+            intra_threads: Some(threads),
+            inter_threads: Some(1),
+            ..Default::default()
+        };
+        let (mut a, mut b) = (
+            Model::load(&fp, &cfg).expect("fp32 session"),
+            Model::load(&qp, &cfg).expect("int8 session"),
+        );
         // Spinning off (the SessionConfig default), order alternated per round: the ratio below
         // is the per-round int8/fp32 latency ratio with its spread.
         let (ra, rb, ab) = lkd_runtime::bench_ab(&mut a, &mut b, 1, threads, 20, 3).expect("A/B");

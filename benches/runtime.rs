@@ -20,8 +20,14 @@ fn models() -> Vec<PathBuf> {
         return Vec::new();
     };
     let dir = std::env::temp_dir().join("lkd-bench-models");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/make_models.py");
-    let ok = Command::new(python).arg(script).arg("models").arg(&dir).status().is_ok_and(|s| s.success());
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/make_models.py");
+    let ok = Command::new(python)
+        .arg(script)
+        .arg("models")
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         eprintln!("skipping ONNX latency benches: make_models.py failed");
         return Vec::new();
@@ -34,7 +40,11 @@ fn models() -> Vec<PathBuf> {
 fn latency(c: &mut Criterion) {
     for path in models() {
         for spin in [false, true] {
-            let cfg = SessionConfig { intra_threads: Some(2), spin, ..SessionConfig::default() };
+            let cfg = SessionConfig {
+                intra_threads: Some(2),
+                spin,
+                ..SessionConfig::default()
+            };
             let mut model = match Model::load(&path, &cfg) {
                 Ok(m) => m,
                 Err(e) => {
@@ -61,9 +71,17 @@ fn latency(c: &mut Criterion) {
 }
 
 fn photo(w: u32, h: u32) -> Vec<u8> {
-    let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, ((x ^ y) % 256) as u8]));
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (x * 7 % 256) as u8,
+            (y * 3 % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
+    });
     let mut buf = std::io::Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(img).write_to(&mut buf, ImageFormat::Jpeg).expect("encode");
+    DynamicImage::ImageRgb8(img)
+        .write_to(&mut buf, ImageFormat::Jpeg)
+        .expect("encode");
     buf.into_inner()
 }
 
@@ -72,7 +90,9 @@ fn preprocessing(c: &mut Criterion) {
     let mut g = c.benchmark_group("preprocess_cpu");
     for (label, w, h) in [("jpeg224", 224, 224), ("jpeg500x375", 500, 375)] {
         for batch in [1usize, 8] {
-            let images: Vec<(String, Vec<u8>)> = (0..batch).map(|i| (format!("{i}.jpg"), photo(w, h))).collect();
+            let images: Vec<(String, Vec<u8>)> = (0..batch)
+                .map(|i| (format!("{i}.jpg"), photo(w, h)))
+                .collect();
             g.throughput(Throughput::Elements(batch as u64));
             g.bench_with_input(BenchmarkId::new(label, batch), &images, |b, imgs| {
                 b.iter(|| preprocess_batch(imgs, &p).expect("preprocess"))

@@ -42,8 +42,18 @@ struct Case {
     batch: usize,
 }
 
-const NANO: Case = Case { name: "nano", student: "convnext_nano", teacher: "slak_nano", batch: 128 };
-const TINY: Case = Case { name: "tiny", student: "convnext_tiny", teacher: "slak_tiny", batch: 8 };
+const NANO: Case = Case {
+    name: "nano",
+    student: "convnext_nano",
+    teacher: "slak_nano",
+    batch: 128,
+};
+const TINY: Case = Case {
+    name: "tiny",
+    student: "convnext_tiny",
+    teacher: "slak_tiny",
+    batch: 8,
+};
 
 struct Pair {
     student: Executor,
@@ -56,7 +66,9 @@ struct Pair {
 impl Pair {
     fn new(case: &Case, batch: usize) -> Self {
         tch::manual_seed(0);
-        let graph = ModelConfig::preset(case.student).build().expect("student graph");
+        let graph = ModelConfig::preset(case.student)
+            .build()
+            .expect("student graph");
         let params = Params::init(&graph, Device::Cpu, 0);
         let t_model = ModelConfig::preset(case.teacher);
         let t_graph = t_model.build().expect("teacher graph");
@@ -65,11 +77,29 @@ impl Pair {
         for t in t_params.tensors.values() {
             let _ = t.shallow_clone().set_requires_grad(false);
         }
-        let teacher = Teacher { exec: Executor::new(t_graph), params: t_params, model: t_model, source: "random init".into() };
+        let teacher = Teacher {
+            exec: Executor::new(t_graph),
+            params: t_params,
+            model: t_model,
+            source: "random init".into(),
+        };
         let [h, w] = graph.input_size;
-        let x = Tensor::randn([batch as i64, graph.in_chans as i64, h as i64, w as i64], (Kind::Float, Device::Cpu));
-        let labels = Tensor::randint(graph.num_classes as i64, [batch as i64], (Kind::Int64, Device::Cpu));
-        Self { student: Executor::new(graph), params, teacher, x, labels }
+        let x = Tensor::randn(
+            [batch as i64, graph.in_chans as i64, h as i64, w as i64],
+            (Kind::Float, Device::Cpu),
+        );
+        let labels = Tensor::randint(
+            graph.num_classes as i64,
+            [batch as i64],
+            (Kind::Int64, Device::Cpu),
+        );
+        Self {
+            student: Executor::new(graph),
+            params,
+            teacher,
+            x,
+            labels,
+        }
     }
 
     fn slots(&self) -> Vec<Slot<'_>> {
@@ -78,14 +108,23 @@ impl Pair {
 
     fn teacher_logits(&self, x: &Tensor) -> Tensor {
         let xt = renormalize(x, &self.student.graph.preprocess, self.teacher.preprocess());
-        self.teacher.forward(&xt, &[]).expect("teacher forward").0.to_kind(Kind::Float)
+        self.teacher
+            .forward(&xt, &[])
+            .expect("teacher forward")
+            .0
+            .to_kind(Kind::Float)
     }
 
     /// One optimisation step as the training loop does it; returns the seconds of its phases:
     /// student forward, teacher forward, loss + backward, AdamW + zero-grad.
     fn step(&self, x: &Tensor, labels: &Tensor, slots: &[Slot], opt: &mut AdamW) -> [f64; 4] {
         let t0 = Instant::now();
-        let logits = self.student.forward(&self.params, x, true, &[]).expect("student forward").logits.to_kind(Kind::Float);
+        let logits = self
+            .student
+            .forward(&self.params, x, true, &[])
+            .expect("student forward")
+            .logits
+            .to_kind(Kind::Float);
         let t1 = Instant::now();
         let t_logits = self.teacher_logits(x);
         let t2 = Instant::now();
@@ -108,13 +147,17 @@ fn step_group(c: &mut Criterion, case: &Case, samples: usize, slow: bool) {
     g.sample_size(samples);
     if slow {
         // One warm-up step and the minimum of samples; criterion's default timings would take minutes.
-        g.warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
+        g.warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_secs(1));
     }
     g.throughput(Throughput::Elements(case.batch as u64));
-    g.bench_function(BenchmarkId::new("step", format!("{}<-{}", case.student, case.teacher)), |b| {
-        b.iter(|| pair.step(&pair.x, &pair.labels, &slots, &mut opt))
+    g.bench_function(
+        BenchmarkId::new("step", format!("{}<-{}", case.student, case.teacher)),
+        |b| b.iter(|| pair.step(&pair.x, &pair.labels, &slots, &mut opt)),
+    );
+    g.bench_function(BenchmarkId::new("teacher_forward", case.teacher), |b| {
+        b.iter(|| pair.teacher_logits(&pair.x))
     });
-    g.bench_function(BenchmarkId::new("teacher_forward", case.teacher), |b| b.iter(|| pair.teacher_logits(&pair.x)));
     g.finish();
 }
 
@@ -147,11 +190,21 @@ impl KdEpoch {
         use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
-        let t_graph = ModelConfig::preset("slak_nano").build().expect("teacher graph");
+        let t_graph = ModelConfig::preset("slak_nano")
+            .build()
+            .expect("teacher graph");
         let teacher = root.join("teacher.safetensors");
-        lkd_models::checkpoint::write_safetensors(&teacher, &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(), None).expect("write teacher");
-        let mut config = TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml")).expect("config");
-        config.data.dataset = DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
+        lkd_models::checkpoint::write_safetensors(
+            &teacher,
+            &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(),
+            None,
+        )
+        .expect("write teacher");
+        let mut config =
+            TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml"))
+                .expect("config");
+        config.data.dataset = DatasetSpec::fashion_mnist_from_env()
+            .expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
         config.data.dataset.limit = Some(6400);
         config.data.dataset.val_limit = Some(500);
         config.optim.epochs = 1;
@@ -159,7 +212,12 @@ impl KdEpoch {
         let mut d = DistillConfig::new(KdMethod::Nkd, teacher);
         d.teacher_model = Some(ModelConfig::preset("slak_nano"));
         config.distill = Some(d);
-        let me = Self { _tmp: tmp, root, config, runs: std::cell::Cell::new(0) };
+        let me = Self {
+            _tmp: tmp,
+            root,
+            config,
+            runs: std::cell::Cell::new(0),
+        };
         me.run(true);
         me
     }
@@ -168,7 +226,11 @@ impl KdEpoch {
     fn run(&self, cached: bool) -> f64 {
         use lkd_trainer::teacher_cache::CacheSetting;
         let mut cfg = self.config.clone();
-        cfg.distill.as_mut().expect("distill").cache = if cached { CacheSetting::Dir(self.root.join("cache")) } else { CacheSetting::Off };
+        cfg.distill.as_mut().expect("distill").cache = if cached {
+            CacheSetting::Dir(self.root.join("cache"))
+        } else {
+            CacheSetting::Off
+        };
         let n = self.runs.get();
         self.runs.set(n + 1);
         let dir = self.root.join(format!("run{n}"));
@@ -176,7 +238,11 @@ impl KdEpoch {
         let s = lkd_trainer::train::train(&cfg, &dir, false, false).expect("kd epoch");
         let secs = t0.elapsed().as_secs_f64();
         let c = s.teacher_cache.expect("cache stats");
-        assert_eq!(c.teacher_loaded, !cached || n == 0, "replay loaded the teacher");
+        assert_eq!(
+            c.teacher_loaded,
+            !cached || n == 0,
+            "replay loaded the teacher"
+        );
         let _ = std::fs::remove_dir_all(&dir);
         secs
     }
@@ -185,7 +251,9 @@ impl KdEpoch {
 fn kd_epoch(c: &mut Criterion) {
     let e = KdEpoch::new();
     let mut g = c.benchmark_group("kd_epoch_cpu/nano_6400");
-    g.sample_size(10).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(6400));
     g.bench_function("teacher_live", |b| b.iter(|| e.run(false)));
     g.bench_function("teacher_cached", |b| b.iter(|| e.run(true)));
@@ -205,11 +273,23 @@ struct RawArgs {
 }
 
 fn parse_raw(args: &[String]) -> RawArgs {
-    let mut r = RawArgs { case: args.first().cloned().expect("--raw needs a case: nano, tiny, loader, nano_fed"), iters: 10, warmup: 2, threads: 2, batch: None, workers: 2 };
+    let mut r = RawArgs {
+        case: args
+            .first()
+            .cloned()
+            .expect("--raw needs a case: nano, tiny, loader, nano_fed"),
+        iters: 10,
+        warmup: 2,
+        threads: 2,
+        batch: None,
+        workers: 2,
+    };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n: usize = v.parse().unwrap_or_else(|_| panic!("{flag}: expected a number, found {v}"));
+        let n: usize = v
+            .parse()
+            .unwrap_or_else(|_| panic!("{flag}: expected a number, found {v}"));
         match flag.as_str() {
             "--iters" => r.iters = n,
             "--warmup" => r.warmup = n,
@@ -223,21 +303,37 @@ fn parse_raw(args: &[String]) -> RawArgs {
 }
 
 fn json_list(v: &[f64]) -> String {
-    format!("[{}]", v.iter().map(|s| format!("{s:.6}")).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|s| format!("{s:.6}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 fn fashion_loader(batch: usize, workers: usize) -> Loader {
-    let spec = DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST must point at Fashion-MNIST (eval \"$(make -s env)\")");
+    let spec = DatasetSpec::fashion_mnist_from_env()
+        .expect("LKD_FASHION_MNIST must point at Fashion-MNIST (eval \"$(make -s env)\")");
     let ds = Arc::new(data::open(&spec, Split::Train).expect("open Fashion-MNIST"));
     let pre = lkd_models::Preprocess::fashion_mnist();
-    let cfg = LoaderConfig { batch_size: batch, workers, ..LoaderConfig::default() };
+    let cfg = LoaderConfig {
+        batch_size: batch,
+        workers,
+        ..LoaderConfig::default()
+    };
     Loader::train(ds, &pre, &AugmentConfig::nano(), None, 0.0, cfg).expect("loader")
 }
 
 fn raw(args: &[String]) {
     let a = parse_raw(args);
     tch::set_num_threads(a.threads);
-    let head = |batch: usize| format!("{{\"impl\":\"lkd\",\"case\":\"{}\",\"batch\":{batch},\"threads\":{},\"workers\":{}", a.case, a.threads, a.workers);
+    let head = |batch: usize| {
+        format!(
+            "{{\"impl\":\"lkd\",\"case\":\"{}\",\"batch\":{batch},\"threads\":{},\"workers\":{}",
+            a.case, a.threads, a.workers
+        )
+    };
     match a.case.as_str() {
         "nano" | "tiny" => {
             let case = if a.case == "nano" { &NANO } else { &TINY };
@@ -258,8 +354,16 @@ fn raw(args: &[String]) {
                 }
             }
             let names = ["forward_s", "teacher_s", "backward_s", "optim_s"];
-            let phases: String = names.iter().zip(&phases).map(|(n, v)| format!(",\"{n}\":{}", json_list(v))).collect();
-            println!("{},\"step_s\":{}{phases}}}", head(batch), json_list(&step_s));
+            let phases: String = names
+                .iter()
+                .zip(&phases)
+                .map(|(n, v)| format!(",\"{n}\":{}", json_list(v)))
+                .collect();
+            println!(
+                "{},\"step_s\":{}{phases}}}",
+                head(batch),
+                json_list(&step_s)
+            );
         }
         "loader" => {
             // Loader alone, 2 workers by default. Batches arrive in bursts (prefetch), so only
@@ -272,11 +376,18 @@ fn raw(args: &[String]) {
                 if i == a.warmup {
                     t0 = Instant::now();
                 }
-                let b = batches.next().expect("epoch ended: lower --iters").expect("batch");
+                let b = batches
+                    .next()
+                    .expect("epoch ended: lower --iters")
+                    .expect("batch");
                 assert_eq!(b.len(), batch);
             }
             let seconds = t0.elapsed().as_secs_f64();
-            println!("{},\"batches\":{},\"seconds\":{seconds:.6}}}", head(batch), a.iters);
+            println!(
+                "{},\"batches\":{},\"seconds\":{seconds:.6}}}",
+                head(batch),
+                a.iters
+            );
         }
         "nano_fed" => {
             // The nano step fed by the loader: its workers share the cores with the step, as in training.
@@ -289,7 +400,10 @@ fn raw(args: &[String]) {
             let (mut step_s, mut wait_s, mut teacher_s) = (vec![], vec![], vec![]);
             for i in 0..a.warmup + a.iters {
                 let t0 = Instant::now();
-                let b = batches.next().expect("epoch ended: lower --iters").expect("batch");
+                let b = batches
+                    .next()
+                    .expect("epoch ended: lower --iters")
+                    .expect("batch");
                 let waited = t0.elapsed().as_secs_f64();
                 let t = pair.step(&b.images, &b.labels, &slots, &mut opt);
                 if i >= a.warmup {
@@ -298,16 +412,30 @@ fn raw(args: &[String]) {
                     teacher_s.push(t[1]);
                 }
             }
-            println!("{},\"step_s\":{},\"wait_s\":{},\"teacher_s\":{}}}", head(batch), json_list(&step_s), json_list(&wait_s), json_list(&teacher_s));
+            println!(
+                "{},\"step_s\":{},\"wait_s\":{},\"teacher_s\":{}}}",
+                head(batch),
+                json_list(&step_s),
+                json_list(&wait_s),
+                json_list(&teacher_s)
+            );
         }
         "kd_epoch" => {
             // Live and cached epochs alternated (live first on even rounds); ratio per round.
             let e = KdEpoch::new();
             let (mut live, mut cached) = (vec![], vec![]);
             for round in 0..a.iters {
-                for &c in if round % 2 == 0 { &[false, true] } else { &[true, false] } {
+                for &c in if round % 2 == 0 {
+                    &[false, true]
+                } else {
+                    &[true, false]
+                } {
                     let s = e.run(c);
-                    if c { cached.push(s) } else { live.push(s) }
+                    if c {
+                        cached.push(s)
+                    } else {
+                        live.push(s)
+                    }
                 }
             }
             let mut ratios: Vec<f64> = live.iter().zip(&cached).map(|(l, c)| l / c).collect();

@@ -74,34 +74,58 @@ pub const STUDENT_EPOCHS: usize = 2;
 
 /// The teacher's stage (its run dir is filled in by `run_demo`: the kept teacher's).
 pub fn teacher_stage(a: &DemoArgs) -> Result<Stage> {
-    let te = a.teacher_epochs.unwrap_or(if a.quick { 1 } else { TEACHER_EPOCHS });
+    let te = a
+        .teacher_epochs
+        .unwrap_or(if a.quick { 1 } else { TEACHER_EPOCHS });
     let config = base_config(include_str!("../configs/fmnist-slak-nano.toml"), a, te)?;
-    Ok(Stage { name: "teacher".into(), role: "large-kernel teacher".into(), config })
+    Ok(Stage {
+        name: "teacher".into(),
+        role: "large-kernel teacher".into(),
+        config,
+    })
 }
 
 /// The students: for each seed, NKD from `teacher_dir` and the no-KD baseline, same budget.
 pub fn student_stages(a: &DemoArgs, teacher_dir: &Path) -> Result<Vec<Stage>> {
-    let se = a.student_epochs.unwrap_or(if a.quick { 1 } else { STUDENT_EPOCHS });
+    let se = a
+        .student_epochs
+        .unwrap_or(if a.quick { 1 } else { STUDENT_EPOCHS });
     if a.seeds == 0 {
         anyhow::bail!("--seeds must be at least 1");
     }
     let mut out = vec![];
     for seed in 0..a.seeds as u64 {
-        let mut distilled = base_config(include_str!("../configs/fmnist-convnext-nano-nkd.toml"), a, se)?;
+        let mut distilled = base_config(
+            include_str!("../configs/fmnist-convnext-nano-nkd.toml"),
+            a,
+            se,
+        )?;
         distilled.run.seed = seed;
-        let d = distilled.distill.get_or_insert_with(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
+        let d = distilled
+            .distill
+            .get_or_insert_with(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
         d.teacher = teacher_dir.to_path_buf();
-        let mut baseline = base_config(include_str!("../configs/fmnist-convnext-nano.toml"), a, se)?;
+        let mut baseline =
+            base_config(include_str!("../configs/fmnist-convnext-nano.toml"), a, se)?;
         baseline.run.seed = seed;
-        out.push(Stage { name: format!("student_nkd_s{seed}"), role: format!("3x3 student, NKD from the teacher, seed {seed}"), config: distilled });
-        out.push(Stage { name: format!("student_baseline_s{seed}"), role: format!("3x3 student, no distillation, seed {seed}"), config: baseline });
+        out.push(Stage {
+            name: format!("student_nkd_s{seed}"),
+            role: format!("3x3 student, NKD from the teacher, seed {seed}"),
+            config: distilled,
+        });
+        out.push(Stage {
+            name: format!("student_baseline_s{seed}"),
+            role: format!("3x3 student, no distillation, seed {seed}"),
+            config: baseline,
+        });
     }
     Ok(out)
 }
 
 /// Trains a stage unless its run already finished; an interrupted run is resumed.
 pub fn run_stage(dir: &Path, cfg: &TrainConfig) -> Result<()> {
-    let outcome = train_or_reuse(cfg, dir, true).with_context(|| format!("training {}", dir.display()))?;
+    let outcome =
+        train_or_reuse(cfg, dir, true).with_context(|| format!("training {}", dir.display()))?;
     print_outcome(dir, &outcome);
     Ok(())
 }
@@ -109,8 +133,20 @@ pub fn run_stage(dir: &Path, cfg: &TrainConfig) -> Result<()> {
 fn print_outcome(dir: &Path, outcome: &RunOutcome) {
     match outcome {
         RunOutcome::Reused => println!("  reusing finished run {}", dir.display()),
-        RunOutcome::Trained { resumed, summary: s } => {
-            let cache = s.teacher_cache.as_ref().map(|c| format!(", teacher outputs: {} replayed / {} computed", c.replayed_batches, c.live_batches)).unwrap_or_default();
+        RunOutcome::Trained {
+            resumed,
+            summary: s,
+        } => {
+            let cache = s
+                .teacher_cache
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        ", teacher outputs: {} replayed / {} computed",
+                        c.replayed_batches, c.live_batches
+                    )
+                })
+                .unwrap_or_default();
             println!(
                 "  {}{}: best top-1 {:.2}% in {:.0}s ({:.0} img/s, teacher {:.0}% of step time{cache})",
                 dir.display(),
@@ -132,28 +168,54 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(a.out.join("onnx"))?;
     let teacher = teacher_stage(&a)?;
     let n = 2 * a.seeds + 4;
-    println!("[1/{n}] train teacher ({}), kept under $LKD_CACHE/teachers and reused across runs", teacher.role);
-    let (teacher_dir, outcome) = train_or_reuse_shared(&teacher.config, a.retrain_teacher, true).context("training the teacher")?;
+    println!(
+        "[1/{n}] train teacher ({}), kept under $LKD_CACHE/teachers and reused across runs",
+        teacher.role
+    );
+    let (teacher_dir, outcome) = train_or_reuse_shared(&teacher.config, a.retrain_teacher, true)
+        .context("training the teacher")?;
     print_outcome(&teacher_dir, &outcome);
     let teacher_origin = match &outcome {
-        RunOutcome::Reused => format!("reused the teacher trained earlier for this recipe ({})", teacher_dir.display()),
-        RunOutcome::Trained { resumed: true, .. } => format!("teacher training resumed and finished in this run ({})", teacher_dir.display()),
-        RunOutcome::Trained { .. } => format!("teacher trained in this run ({})", teacher_dir.display()),
+        RunOutcome::Reused => format!(
+            "reused the teacher trained earlier for this recipe ({})",
+            teacher_dir.display()
+        ),
+        RunOutcome::Trained { resumed: true, .. } => format!(
+            "teacher training resumed and finished in this run ({})",
+            teacher_dir.display()
+        ),
+        RunOutcome::Trained { .. } => {
+            format!("teacher trained in this run ({})", teacher_dir.display())
+        }
     };
     let students = student_stages(&a, &teacher_dir)?;
     for (i, st) in students.iter().enumerate() {
         println!("[{}/{n}] train {} ({})", i + 2, st.name, st.role);
         run_stage(&a.out.join(&st.name), &st.config)?;
     }
-    let mut stages = vec![Stage { name: teacher.name, role: teacher.role, config: teacher.config }];
+    let mut stages = vec![Stage {
+        name: teacher.name,
+        role: teacher.role,
+        config: teacher.config,
+    }];
     stages.extend(students);
-    let run_dir = |st: &Stage| if st.name == "teacher" { teacher_dir.clone() } else { a.out.join(&st.name) };
+    let run_dir = |st: &Stage| {
+        if st.name == "teacher" {
+            teacher_dir.clone()
+        } else {
+            a.out.join(&st.name)
+        }
+    };
     let mut rows = vec![];
-    println!("[{}/{n}] export to ONNX (deploy rewrites, parity checked)", stages.len() + 1);
+    println!(
+        "[{}/{n}] export to ONNX (deploy rewrites, parity checked)",
+        stages.len() + 1
+    );
     for st in &stages {
         let run = run_dir(st);
         let onnx = a.out.join("onnx").join(format!("{}.onnx", st.name));
-        let fresh_export = !onnx.exists() || modified(&onnx)? < modified(&RunDir::open(&run)?.best_or_last_weights()?)?;
+        let fresh_export = !onnx.exists()
+            || modified(&onnx)? < modified(&RunDir::open(&run)?.best_or_last_weights()?)?;
         let export = if fresh_export {
             let r = crate::export_cmd::export_run_dir(&run, &onnx)?;
             println!("  {}: {}", onnx.display(), r.summary());
@@ -164,7 +226,10 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
         };
         rows.push(ModelRow::new(&st.name, &st.role, &run, onnx, export)?);
     }
-    println!("[{}/{n}] benchmark ONNX Runtime latency (CPU, batch 1 and 32)", stages.len() + 2);
+    println!(
+        "[{}/{n}] benchmark ONNX Runtime latency (CPU, batch 1 and 32)",
+        stages.len() + 2
+    );
     let iters = if a.quick { 10 } else { 50 };
     for row in rows.iter_mut() {
         row.measure_latency(&[1, 32], iters)?;
@@ -174,11 +239,22 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
     let device = lkd_trainer::parse_device(&a.device)?;
     for (row, st) in rows.iter_mut().zip(&stages) {
         let (exec, params) = load_model(&row.run, None, device)?;
-        let erf = measure_erf(&exec, &params, &st.config.data.dataset, erf_images, None, None, device)?;
+        let erf = measure_erf(
+            &exec,
+            &params,
+            &st.config.data.dataset,
+            erf_images,
+            None,
+            None,
+            device,
+        )?;
         // Beside the demo's other outputs: the kept teacher's run dir stays as it was trained.
         let erf_dir = a.out.join(&row.name);
         std::fs::create_dir_all(&erf_dir)?;
-        lkd_models::checkpoint::write_atomic(&erf_dir.join("erf.json"), serde_json::to_string_pretty(&erf)?.as_bytes())?;
+        lkd_models::checkpoint::write_atomic(
+            &erf_dir.join("erf.json"),
+            serde_json::to_string_pretty(&erf)?.as_bytes(),
+        )?;
         row.erf = Some(erf);
     }
     let report = Report {
@@ -195,5 +271,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
 }
 
 fn modified(p: &Path) -> Result<std::time::SystemTime> {
-    Ok(std::fs::metadata(p).with_context(|| p.display().to_string())?.modified()?)
+    Ok(std::fs::metadata(p)
+        .with_context(|| p.display().to_string())?
+        .modified()?)
 }

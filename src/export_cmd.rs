@@ -119,18 +119,28 @@ fn parse_target(s: &str) -> Result<Device> {
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading labels {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading labels {}", path.display()))?;
     if text.trim_start().starts_with('[') {
-        return serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array of strings", path.display()));
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON array of strings", path.display()));
     }
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn from_checkpoint(args: &ExportArgs, preset: &str, ckpt: &Path) -> Result<Source> {
     let cfg: ModelConfig = match &args.model_override {
         Some(json) => {
-            let mut v: serde_json::Value = serde_json::from_str(json).context("--model-override must be a JSON object")?;
-            v.as_object_mut().ok_or_else(|| anyhow!("--model-override must be a JSON object"))?.insert("preset".into(), preset.into());
+            let mut v: serde_json::Value =
+                serde_json::from_str(json).context("--model-override must be a JSON object")?;
+            v.as_object_mut()
+                .ok_or_else(|| anyhow!("--model-override must be a JSON object"))?
+                .insert("preset".into(), preset.into());
             serde_json::from_value(v).context("--model-override")?
         }
         None => ModelConfig::preset(preset),
@@ -138,9 +148,18 @@ fn from_checkpoint(args: &ExportArgs, preset: &str, ckpt: &Path) -> Result<Sourc
     let graph = cfg.build()?;
     // Official, timm or torchvision layout, checked strictly and renamed to the graph's names.
     let weights = read_checkpoint_for(&graph, ckpt)?;
-    let out = args.out.clone().ok_or_else(|| anyhow!("--out is required with --checkpoint"))?;
+    let out = args
+        .out
+        .clone()
+        .ok_or_else(|| anyhow!("--out is required with --checkpoint"))?;
     let provenance = BTreeMap::from([("lkd.source".to_string(), ckpt.display().to_string())]);
-    Ok(Source { graph, weights, out, labels: None, provenance })
+    Ok(Source {
+        graph,
+        weights,
+        out,
+        labels: None,
+        provenance,
+    })
 }
 
 fn from_run_dir(args: &ExportArgs, dir: &Path) -> Result<Source> {
@@ -150,10 +169,19 @@ fn from_run_dir(args: &ExportArgs, dir: &Path) -> Result<Source> {
     let graph = cfg.model.build()?;
     let wpath = run.best_or_last_weights()?;
     let weights = read_checkpoint(&wpath)?;
-    check_state_dict(&graph, &weights).with_context(|| format!("{} does not match {}", wpath.display(), dir.join("config.toml").display()))?;
+    check_state_dict(&graph, &weights).with_context(|| {
+        format!(
+            "{} does not match {}",
+            wpath.display(),
+            dir.join("config.toml").display()
+        )
+    })?;
     let mut prov = BTreeMap::new();
     prov.insert("lkd.config_hash".to_string(), cfg.hash());
-    prov.insert("lkd.dataset".to_string(), serde_json::to_string(&cfg.data.dataset).unwrap_or_default());
+    prov.insert(
+        "lkd.dataset".to_string(),
+        serde_json::to_string(&cfg.data.dataset).unwrap_or_default(),
+    );
     prov.insert("lkd.source".to_string(), wpath.display().to_string());
     if let Some(d) = &cfg.distill {
         prov.insert("lkd.kd_method".to_string(), d.method.as_str().to_string());
@@ -176,7 +204,13 @@ fn from_run_dir(args: &ExportArgs, dir: &Path) -> Result<Source> {
         .map(|d| d.classes().to_vec())
         .filter(|c| c.len() == graph.num_classes);
     let out = args.out.clone().unwrap_or_else(|| dir.join("model.onnx"));
-    Ok(Source { graph, weights, out, labels, provenance: prov })
+    Ok(Source {
+        graph,
+        weights,
+        out,
+        labels,
+        provenance: prov,
+    })
 }
 
 pub fn run_export(args: ExportArgs) -> Result<()> {
@@ -189,7 +223,9 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         src.labels = Some(read_labels(p)?);
     }
     for kv in &args.meta {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--meta `{kv}` is not KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--meta `{kv}` is not KEY=VALUE"))?;
         src.provenance.insert(k.trim().to_string(), v.to_string());
     }
     let opts = ExportOptions {
@@ -218,14 +254,22 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
     };
     let report = lkd_exporter::export(&src.graph, &src.weights, &opts, &src.out)?;
     for p in report.passes.iter().filter(|p| p.rewrites > 0) {
-        println!("  pass {:<18} {:>4} rewrites  nodes {} → {}  ({:.0} ms)", p.name, p.rewrites, p.nodes_before, p.nodes_after, p.millis);
+        println!(
+            "  pass {:<18} {:>4} rewrites  nodes {} → {}  ({:.0} ms)",
+            p.name, p.rewrites, p.nodes_before, p.nodes_after, p.millis
+        );
     }
     for c in &report.reparam {
         let t = match (c.dense_ms, c.decomposed_ms) {
             (Some(d), Some(k)) => format!("  (dense {d:.2} ms, decomposed {k:.2} ms)"),
             _ => String::new(),
         };
-        println!("  reparam {:<28} {:<36} {}{t}", c.layer, c.shape, c.form.as_str());
+        println!(
+            "  reparam {:<28} {:<36} {}{t}",
+            c.layer,
+            c.shape,
+            c.form.as_str()
+        );
     }
     println!("{}: {}", src.out.display(), report.summary());
     Ok(())
@@ -235,6 +279,10 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
 pub fn export_run_dir(dir: &Path, out: &Path) -> Result<lkd_exporter::ExportReport> {
     let args = ExportArgs::for_run_dir(dir, out);
     let src = from_run_dir(&args, dir)?;
-    let opts = ExportOptions { labels: src.labels.clone(), provenance: src.provenance.clone(), ..Default::default() };
+    let opts = ExportOptions {
+        labels: src.labels.clone(),
+        provenance: src.provenance.clone(),
+        ..Default::default()
+    };
     Ok(lkd_exporter::export(&src.graph, &src.weights, &opts, out)?)
 }

@@ -15,7 +15,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "lkd", version, about = "Distil small-kernel ConvNets from large-kernel teachers; export to ONNX; serve with ONNX Runtime")]
+#[command(
+    name = "lkd",
+    version,
+    about = "Distil small-kernel ConvNets from large-kernel teachers; export to ONNX; serve with ONNX Runtime"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

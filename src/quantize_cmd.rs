@@ -7,9 +7,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use lkd_exporter::quantize::{self, ActType, Batch, CalibMethod, EvalSet, QuantizeOptions, QuantizeReport};
+use lkd_exporter::quantize::{
+    self, ActType, Batch, CalibMethod, EvalSet, QuantizeOptions, QuantizeReport,
+};
 use lkd_runtime::image::{DynamicImage, GrayImage, RgbImage};
-use lkd_runtime::{preprocess_into, resolve_preprocess, Model, Preprocess, PreprocessOverrides, SessionConfig};
+use lkd_runtime::{
+    preprocess_into, resolve_preprocess, Model, Preprocess, PreprocessOverrides, SessionConfig,
+};
 use lkd_trainer::data::{self, DataError, DatasetKind, DatasetSpec, Image, Split};
 
 /// Parses a dataset kind by the names configs use (`fashion-mnist`, `cifar10`, `folder`, ...).
@@ -100,7 +104,14 @@ pub struct QuantizeArgs {
 }
 
 fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let v: Vec<usize> = s.split(',').map(|x| x.trim().parse().map_err(|_| format!("`{s}` is not H,W or N"))).collect::<Result<_, _>>()?;
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not H,W or N"))
+        })
+        .collect::<Result<_, _>>()?;
     match v.as_slice() {
         [n] => Ok([*n, *n]),
         [h, w] => Ok([*h, *w]),
@@ -120,15 +131,26 @@ pub struct Images {
 fn to_dynamic(img: &Image) -> Result<DynamicImage> {
     let (w, h) = (img.width as u32, img.height as u32);
     Ok(match img.channels {
-        1 => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, img.data.clone()).context("image buffer size")?),
-        3 => DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, img.data.clone()).context("image buffer size")?),
+        1 => DynamicImage::ImageLuma8(
+            GrayImage::from_raw(w, h, img.data.clone()).context("image buffer size")?,
+        ),
+        3 => DynamicImage::ImageRgb8(
+            RgbImage::from_raw(w, h, img.data.clone()).context("image buffer size")?,
+        ),
         c => bail!("images with {c} channels are not supported (expected 1 or 3)"),
     })
 }
 
 /// Up to `n` images of `split` (a fixed subset), preprocessed with `p`, in batches of `batch`.
 /// Corrupt files are skipped and counted.
-pub fn read_images(root: &Path, kind: DatasetKind, split: Split, n: usize, p: &Preprocess, batch: usize) -> Result<Images> {
+pub fn read_images(
+    root: &Path,
+    kind: DatasetKind,
+    split: Split,
+    n: usize,
+    p: &Preprocess,
+    batch: usize,
+) -> Result<Images> {
     if n == 0 {
         bail!("the number of images must be at least 1");
     }
@@ -137,7 +159,8 @@ pub fn read_images(root: &Path, kind: DatasetKind, split: Split, n: usize, p: &P
         Split::Train => spec.limit = Some(n),
         Split::Val => spec.val_limit = Some(n),
     }
-    let ds = data::open(&spec, split).with_context(|| format!("opening {} split of `{}`", split.as_str(), root.display()))?;
+    let ds = data::open(&spec, split)
+        .with_context(|| format!("opening {} split of `{}`", split.as_str(), root.display()))?;
     let len = lkd_runtime::preprocess::image_len(p);
     let (mut data, mut labels, mut skipped) = (Vec::new(), Vec::new(), 0usize);
     for i in 0..ds.len().min(n) {
@@ -156,17 +179,32 @@ pub fn read_images(root: &Path, kind: DatasetKind, split: Split, n: usize, p: &P
         labels.push(s.label);
     }
     if labels.is_empty() {
-        bail!("no readable images in the {} split of `{}` ({skipped} corrupt)", split.as_str(), root.display());
+        bail!(
+            "no readable images in the {} split of `{}` ({skipped} corrupt)",
+            split.as_str(),
+            root.display()
+        );
     }
     let batches = data
         .chunks(batch * len)
-        .map(|c| Batch { data: c.to_vec(), shape: [c.len() / len, p.channels, p.input_size[0], p.input_size[1]] })
+        .map(|c| Batch {
+            data: c.to_vec(),
+            shape: [c.len() / len, p.channels, p.input_size[0], p.input_size[1]],
+        })
         .collect();
-    Ok(Images { name: ds.name().to_string(), batches, labels, skipped })
+    Ok(Images {
+        name: ds.name().to_string(),
+        batches,
+        labels,
+        skipped,
+    })
 }
 
 fn default_out(model: &Path) -> PathBuf {
-    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     model.with_file_name(format!("{stem}.int8.onnx"))
 }
 
@@ -185,7 +223,8 @@ pub struct Outcome {
 
 pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
     let t0 = Instant::now();
-    let bytes = std::fs::read(&args.model).with_context(|| format!("reading `{}`", args.model.display()))?;
+    let bytes = std::fs::read(&args.model)
+        .with_context(|| format!("reading `{}`", args.model.display()))?;
     let overrides = PreprocessOverrides {
         input_size: args.input_size,
         channels: args.channels,
@@ -195,16 +234,48 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
     };
     // The checks (already quantized, not a classifier) run before anything is read.
     quantize::prepare(&bytes, overrides.is_empty())?;
-    let float = Model::load(&args.model, &SessionConfig { intra_threads: args.threads, ..Default::default() })?;
+    let float = Model::load(
+        &args.model,
+        &SessionConfig {
+            intra_threads: args.threads,
+            ..Default::default()
+        },
+    )?;
     let p = resolve_preprocess(float.info(), &overrides)?;
     let batch = float.info().fixed_batch().unwrap_or(32);
     drop(float);
 
-    let calib = read_images(&args.calib, args.calib_kind, Split::Train, args.calib_size, &p, batch)?;
-    eprintln!("calibration: {} images from {} ({} corrupt skipped)", calib.labels.len(), calib.name, calib.skipped);
+    let calib = read_images(
+        &args.calib,
+        args.calib_kind,
+        Split::Train,
+        args.calib_size,
+        &p,
+        batch,
+    )?;
+    eprintln!(
+        "calibration: {} images from {} ({} corrupt skipped)",
+        calib.labels.len(),
+        calib.name,
+        calib.skipped
+    );
     let eval = match &args.eval {
-        Some(root) => Some(read_images(root, args.eval_kind.unwrap_or(args.calib_kind), Split::Val, args.eval_size, &p, batch)?),
-        None => match read_images(&args.calib, args.eval_kind.unwrap_or(args.calib_kind), Split::Val, args.eval_size, &p, batch) {
+        Some(root) => Some(read_images(
+            root,
+            args.eval_kind.unwrap_or(args.calib_kind),
+            Split::Val,
+            args.eval_size,
+            &p,
+            batch,
+        )?),
+        None => match read_images(
+            &args.calib,
+            args.eval_kind.unwrap_or(args.calib_kind),
+            Split::Val,
+            args.eval_size,
+            &p,
+            batch,
+        ) {
             Ok(e) => Some(e),
             Err(e) if args.accuracy_budget.is_none() => {
                 eprintln!("no eval set ({e:#}); top-1 is not measured");
@@ -213,7 +284,10 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
             Err(e) => return Err(e.context("--accuracy-budget needs an eval set: give --eval")),
         },
     };
-    let eval_set = eval.as_ref().map(|e| EvalSet { batches: e.batches.clone(), labels: e.labels.clone() });
+    let eval_set = eval.as_ref().map(|e| EvalSet {
+        batches: e.batches.clone(),
+        labels: e.labels.clone(),
+    });
     let opts = QuantizeOptions {
         method: match args.method {
             MethodArg::Minmax => CalibMethod::MinMax,
@@ -228,18 +302,29 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         float_layers: args.float_layers.clone(),
         threads: args.threads,
     };
-    let (qbytes, report) =
-        quantize::quantize(&bytes, &calib.batches, eval_set.as_ref().map(|e| (e, args.accuracy_budget)), &opts, overrides.is_empty())?;
+    let (qbytes, report) = quantize::quantize(
+        &bytes,
+        &calib.batches,
+        eval_set.as_ref().map(|e| (e, args.accuracy_budget)),
+        &opts,
+        overrides.is_empty(),
+    )?;
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
-    lkd_models::checkpoint::write_atomic(&out, &qbytes).with_context(|| format!("writing `{}`", out.display()))?;
+    lkd_models::checkpoint::write_atomic(&out, &qbytes)
+        .with_context(|| format!("writing `{}`", out.display()))?;
 
     let latency = if args.no_bench {
         None
     } else {
-        let cfg = SessionConfig { intra_threads: Some(args.bench_threads), inter_threads: Some(1), ..Default::default() };
+        let cfg = SessionConfig {
+            intra_threads: Some(args.bench_threads),
+            inter_threads: Some(1),
+            ..Default::default()
+        };
         let mut a = Model::load(&args.model, &cfg)?;
         let mut b = Model::load(&out, &cfg)?;
-        let (ra, rb, _) = lkd_runtime::bench_ab(&mut a, &mut b, 1, args.bench_threads, args.bench_iters, 5)?;
+        let (ra, rb, _) =
+            lkd_runtime::bench_ab(&mut a, &mut b, 1, args.bench_threads, args.bench_iters, 5)?;
         Some((ra.p50_ms, rb.p50_ms, args.bench_threads))
     };
     Ok(Outcome {
@@ -282,12 +367,19 @@ impl Outcome {
 
     pub fn print(&self) {
         let r = &self.report;
-        println!("calibration: {} images from {} ({} corrupt skipped)", r.calib_images, self.calib_name, self.calib_skipped);
+        println!(
+            "calibration: {} images from {} ({} corrupt skipped)",
+            r.calib_images, self.calib_name, self.calib_skipped
+        );
         println!(
             "layers: {} of {} quantized; float: {}",
             r.layers_quantized,
             r.layers_total,
-            if r.float_layers.is_empty() { "none".to_string() } else { r.float_layers.join(", ") }
+            if r.float_layers.is_empty() {
+                "none".to_string()
+            } else {
+                r.float_layers.join(", ")
+            }
         );
         if let (Some(f), Some(q)) = (r.float_top1, r.int8_top1) {
             println!(

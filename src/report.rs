@@ -27,7 +27,13 @@ pub struct ModelRow {
 }
 
 impl ModelRow {
-    pub fn new(name: &str, role: &str, run: &Path, onnx: PathBuf, export: Option<ExportReport>) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        role: &str,
+        run: &Path,
+        onnx: PathBuf,
+        export: Option<ExportReport>,
+    ) -> Result<Self> {
         let rd = RunDir::open(run)?;
         let cfg = rd.config()?;
         let graph = cfg.model.build()?;
@@ -48,7 +54,11 @@ impl ModelRow {
             run: run.to_path_buf(),
             onnx,
             preset: graph.preset.clone(),
-            kd: cfg.distill.as_ref().map(|d| d.method.as_str().to_string()).unwrap_or_else(|| "none".into()),
+            kd: cfg
+                .distill
+                .as_ref()
+                .map(|d| d.method.as_str().to_string())
+                .unwrap_or_else(|| "none".into()),
             seed: cfg.run.seed,
             params: graph.num_parameters(),
             gflops: graph.gflops(),
@@ -61,22 +71,42 @@ impl ModelRow {
     }
 
     pub fn measure_latency(&mut self, batches: &[usize], iters: usize) -> Result<()> {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let cfg = BenchConfig { batch_sizes: batches.to_vec(), threads: vec![threads], iters, warmup: 3, ..Default::default() };
-        let rep = lkd_runtime::bench(&self.onnx, None, &cfg).with_context(|| format!("benchmarking {}", self.onnx.display()))?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cfg = BenchConfig {
+            batch_sizes: batches.to_vec(),
+            threads: vec![threads],
+            iters,
+            warmup: 3,
+            ..Default::default()
+        };
+        let rep = lkd_runtime::bench(&self.onnx, None, &cfg)
+            .with_context(|| format!("benchmarking {}", self.onnx.display()))?;
         for r in &rep.results {
-            println!("  {:<18} batch {:>3}: p50 {:>8.3} ms  p90 {:>8.3} ms  {:>8.0} img/s", self.name, r.batch, r.p50_ms, r.p90_ms, r.throughput_img_s);
+            println!(
+                "  {:<18} batch {:>3}: p50 {:>8.3} ms  p90 {:>8.3} ms  {:>8.0} img/s",
+                self.name, r.batch, r.p50_ms, r.p90_ms, r.throughput_img_s
+            );
         }
         self.latency = rep.results;
         Ok(())
     }
 
     fn p50(&self, batch: usize) -> Option<f64> {
-        self.latency.iter().find(|r| r.batch == batch).map(|r| r.p50_ms)
+        self.latency
+            .iter()
+            .find(|r| r.batch == batch)
+            .map(|r| r.p50_ms)
     }
 
     fn erf_ratio(&self, t: f64) -> Option<f64> {
-        self.erf.as_ref()?.area_ratios.iter().find(|(x, _)| (*x - t).abs() < 1e-9).map(|(_, r)| *r)
+        self.erf
+            .as_ref()?
+            .area_ratios
+            .iter()
+            .find(|(x, _)| (*x - t).abs() < 1e-9)
+            .map(|(_, r)| *r)
     }
 }
 
@@ -93,18 +123,29 @@ pub struct Report {
 pub fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
-    v.filter(|x| x.is_finite()).map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "n/a".into())
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 impl Report {
     /// The no-KD student of the same preset and seed as `row`.
     fn baseline(&self, row: &ModelRow) -> Option<&ModelRow> {
-        self.rows.iter().find(|r| r.kd == "none" && r.name.contains("student") && r.preset == row.preset && r.seed == row.seed)
+        self.rows.iter().find(|r| {
+            r.kd == "none"
+                && r.name.contains("student")
+                && r.preset == row.preset
+                && r.seed == row.seed
+        })
     }
 
     /// Top-1 gain of a distilled student over the no-KD student of the same preset and seed.
@@ -117,9 +158,23 @@ impl Report {
     /// seeds, stated as measured.
     pub fn verdict(&self) -> String {
         let gains: Vec<f64> = self.rows.iter().filter_map(|r| self.kd_gain(r)).collect();
-        let base: Vec<f64> = self.rows.iter().filter(|r| r.kd == "none" && r.name.contains("student")).map(|r| r.best_top1).collect();
-        let kd: Vec<f64> = self.rows.iter().filter(|r| r.kd != "none").map(|r| r.best_top1).collect();
-        let teacher = self.rows.iter().find(|r| r.name == "teacher").map(|r| r.best_top1);
+        let base: Vec<f64> = self
+            .rows
+            .iter()
+            .filter(|r| r.kd == "none" && r.name.contains("student"))
+            .map(|r| r.best_top1)
+            .collect();
+        let kd: Vec<f64> = self
+            .rows
+            .iter()
+            .filter(|r| r.kd != "none")
+            .map(|r| r.best_top1)
+            .collect();
+        let teacher = self
+            .rows
+            .iter()
+            .find(|r| r.name == "teacher")
+            .map(|r| r.best_top1);
         let mut out = vec![];
         if let (Some(t), false) = (teacher, base.is_empty()) {
             let (b, _) = mean_std(&base);
@@ -156,7 +211,9 @@ impl Report {
                 r.preset,
                 r.kd,
                 r.best_top1,
-                self.kd_gain(r).map(|g| format!("{g:+.2}")).unwrap_or_else(|| "—".into()),
+                self.kd_gain(r)
+                    .map(|g| format!("{g:+.2}"))
+                    .unwrap_or_else(|| "—".into()),
                 lkd_models::summary::group_thousands(r.params),
                 r.gflops,
                 fmt_opt(r.p50(1), 3),
@@ -179,12 +236,18 @@ impl Report {
                 r.best_top1,
                 lkd_models::summary::group_thousands(r.params),
                 fmt_opt(r.p50(1), 3),
-                self.kd_gain(r).map(|g| format!("  KD gain {g:+.2} pts")).unwrap_or_default()
+                self.kd_gain(r)
+                    .map(|g| format!("  KD gain {g:+.2} pts"))
+                    .unwrap_or_default()
             ));
         }
         lines.push(self.verdict());
         lines.extend(self.notes.iter().cloned());
-        lines.push(format!("total {:.0}s{}", self.seconds, if self.quick { " (quick subset)" } else { "" }));
+        lines.push(format!(
+            "total {:.0}s{}",
+            self.seconds,
+            if self.quick { " (quick subset)" } else { "" }
+        ));
         lines.join("\n")
     }
 }
@@ -193,7 +256,11 @@ impl Report {
 pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
     accuracy_plot(&dir.join("accuracy.png"), rep)?;
     latency_plot(&dir.join("latency.png"), rep)?;
-    let erfs: Vec<(&str, &ErfResult)> = rep.rows.iter().filter_map(|r| Some((r.name.as_str(), r.erf.as_ref()?))).collect();
+    let erfs: Vec<(&str, &ErfResult)> = rep
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.erf.as_ref()?)))
+        .collect();
     if !erfs.is_empty() {
         write_heatmaps(&dir.join("erf.png"), &erfs)?;
     }
@@ -218,7 +285,11 @@ pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
     );
     for r in &rep.rows {
         if let Some(e) = &r.export {
-            md.push_str(&format!("- export `{}`: {}\n", r.onnx.display(), e.summary()));
+            md.push_str(&format!(
+                "- export `{}`: {}\n",
+                r.onnx.display(),
+                e.summary()
+            ));
         }
     }
     md.push_str("\n![accuracy](accuracy.png)\n\n![latency](latency.png)\n\n![erf](erf.png)\n");
@@ -227,29 +298,57 @@ pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
     Ok(path)
 }
 
-const COLOURS: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+];
 
 fn accuracy_plot(path: &Path, rep: &Report) -> Result<()> {
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
-        let max_epoch = rep.rows.iter().flat_map(|r| r.curve.iter().map(|c| c.0)).max().unwrap_or(0) + 1;
-        let lo = rep.rows.iter().flat_map(|r| r.curve.iter().map(|c| c.1)).fold(100.0, f64::min).floor().max(0.0);
+        let max_epoch = rep
+            .rows
+            .iter()
+            .flat_map(|r| r.curve.iter().map(|c| c.0))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let lo = rep
+            .rows
+            .iter()
+            .flat_map(|r| r.curve.iter().map(|c| c.1))
+            .fold(100.0, f64::min)
+            .floor()
+            .max(0.0);
         let mut chart = ChartBuilder::on(&root)
             .caption("validation top-1 per epoch", ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
             .build_cartesian_2d(0.5f64..max_epoch as f64 + 0.5, lo..100.0)?;
-        chart.configure_mesh().x_desc("epoch").y_desc("top-1 (%)").draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("top-1 (%)")
+            .draw()?;
         for (i, r) in rep.rows.iter().enumerate() {
             let c = COLOURS[i % COLOURS.len()];
             let pts: Vec<(f64, f64)> = r.curve.iter().map(|&(e, a)| (e as f64 + 1.0, a)).collect();
-            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?.label(r.name.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+                .label(r.name.clone())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c));
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -262,17 +361,28 @@ fn latency_plot(path: &Path, rep: &Report) -> Result<()> {
         let root = BitMapBackend::new(&tmp, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let batches: Vec<usize> = {
-            let mut b: Vec<usize> = rep.rows.iter().flat_map(|r| r.latency.iter().map(|l| l.batch)).collect();
+            let mut b: Vec<usize> = rep
+                .rows
+                .iter()
+                .flat_map(|r| r.latency.iter().map(|l| l.batch))
+                .collect();
             b.sort();
             b.dedup();
             b
         };
         let panels = root.split_evenly((1, batches.len().max(1)));
         for (panel, &batch) in panels.iter().zip(&batches) {
-            let vals: Vec<f64> = rep.rows.iter().map(|r| r.p50(batch).unwrap_or(0.0)).collect();
+            let vals: Vec<f64> = rep
+                .rows
+                .iter()
+                .map(|r| r.p50(batch).unwrap_or(0.0))
+                .collect();
             let top = vals.iter().cloned().fold(0.0, f64::max) * 1.2 + 1e-6;
             let mut chart = ChartBuilder::on(panel)
-                .caption(format!("ORT p50 latency, batch {batch}"), ("sans-serif", 18))
+                .caption(
+                    format!("ORT p50 latency, batch {batch}"),
+                    ("sans-serif", 18),
+                )
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(52)
@@ -289,7 +399,13 @@ fn latency_plot(path: &Path, rep: &Report) -> Result<()> {
                 .draw()?;
             chart.draw_series(vals.iter().enumerate().map(|(i, &v)| {
                 let c = COLOURS[i % COLOURS.len()];
-                Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)], c.filled())
+                Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), v),
+                    ],
+                    c.filled(),
+                )
             }))?;
         }
         root.present()?;

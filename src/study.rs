@@ -72,12 +72,25 @@ struct CellResult {
 }
 
 fn slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn best_top1(dir: &Path) -> Result<f64> {
     let lines = RunDir::open(dir)?.read_metrics()?;
-    Ok(lines.iter().flat_map(|l| [l.get("top1"), l.get("ema_top1")]).flatten().filter_map(|v| v.as_f64()).fold(f64::NAN, f64::max))
+    Ok(lines
+        .iter()
+        .flat_map(|l| [l.get("top1"), l.get("ema_top1")])
+        .flatten()
+        .filter_map(|v| v.as_f64())
+        .fold(f64::NAN, f64::max))
 }
 
 const COMPUTE_FILE: &str = "compute_seconds";
@@ -85,21 +98,33 @@ const COMPUTE_FILE: &str = "compute_seconds";
 /// Trains `cfg` into `dir` unless it finished before; returns the training seconds the run
 /// took (recorded in the run dir, so re-runs report the same total).
 fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
-    let recorded = || std::fs::read_to_string(dir.join(COMPUTE_FILE)).ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let recorded = || {
+        std::fs::read_to_string(dir.join(COMPUTE_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let before = recorded();
     let t = Instant::now();
-    let resumed = match train_or_reuse(cfg, dir, true).with_context(|| format!("training {}", dir.display()))? {
+    let resumed = match train_or_reuse(cfg, dir, true)
+        .with_context(|| format!("training {}", dir.display()))?
+    {
         RunOutcome::Reused => return Ok(before),
         RunOutcome::Trained { resumed, .. } => resumed,
     };
     let total = if resumed { before } else { 0.0 } + t.elapsed().as_secs_f64();
-    lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
+    lkd_models::checkpoint::write_atomic(
+        &dir.join(COMPUTE_FILE),
+        format!("{total:.3}").as_bytes(),
+    )?;
     Ok(total)
 }
 
 pub fn run_study(a: StudyArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config).with_context(|| format!("reading {}", a.config.display()))?;
-    let mut study: StudyConfig = toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("reading {}", a.config.display()))?;
+    let mut study: StudyConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
     if let Ok(p) = std::env::var("LKD_FASHION_MNIST") {
         if study.base.data.dataset.kind == lkd_trainer::data::DatasetKind::FashionMnist {
             study.base.data.dataset.path = p.into();
@@ -111,11 +136,18 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     if let Some(l) = a.val_limit {
         study.base.data.dataset.val_limit = Some(l);
     }
-    let methods: Vec<KdMethod> = study.methods.iter().map(|m| KdMethod::parse(m)).collect::<Result<_, _>>()?;
+    let methods: Vec<KdMethod> = study
+        .methods
+        .iter()
+        .map(|m| KdMethod::parse(m))
+        .collect::<Result<_, _>>()?;
     if study.seeds.is_empty() || study.students.is_empty() {
         bail!("a study needs at least one seed and one student");
     }
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
     std::fs::create_dir_all(&out)?;
     let t0 = Instant::now();
     let wall = WallClock::open(&out.join("wall_seconds"));
@@ -133,7 +165,8 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             cfg.optim.epochs = study.teacher_epochs;
             println!("teacher {} ({})", t.label, t.model.preset);
             let t_start = Instant::now();
-            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true).with_context(|| format!("training teacher {}", t.label))?;
+            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true)
+                .with_context(|| format!("training teacher {}", t.label))?;
             let origin = match outcome {
                 RunOutcome::Reused => {
                     println!("  reusing the kept teacher {}", dir.display());
@@ -142,7 +175,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 RunOutcome::Trained { .. } => {
                     let total = t_start.elapsed().as_secs_f64();
                     compute += total;
-                    lkd_models::checkpoint::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
+                    lkd_models::checkpoint::write_atomic(
+                        &dir.join(COMPUTE_FILE),
+                        format!("{total:.3}").as_bytes(),
+                    )?;
                     "trained in this run"
                 }
             };
@@ -156,14 +192,30 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     let mut results: Vec<CellResult> = vec![];
     for student in &study.students {
         for &method in &methods {
-            let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None { vec![None] } else { study.teachers.iter().map(Some).collect() };
+            let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None {
+                vec![None]
+            } else {
+                study.teachers.iter().map(Some).collect()
+            };
             for teacher in teachers {
                 for &seed in &study.seeds {
-                    let tlabel = teacher.map(|t| t.label.clone()).unwrap_or_else(|| "—".into());
-                    let name = format!("{}-{}-{}-s{seed}", slug(&student.preset), teacher.map(|t| slug(&t.label)).unwrap_or_else(|| "none".into()), slug(method.as_str()));
+                    let tlabel = teacher
+                        .map(|t| t.label.clone())
+                        .unwrap_or_else(|| "—".into());
+                    let name = format!(
+                        "{}-{}-{}-s{seed}",
+                        slug(&student.preset),
+                        teacher
+                            .map(|t| slug(&t.label))
+                            .unwrap_or_else(|| "none".into()),
+                        slug(method.as_str())
+                    );
                     let dir = out.join("cells").join(&name);
                     let result_path = dir.join("result.json");
-                    if let Some(r) = std::fs::read(&result_path).ok().and_then(|b| serde_json::from_slice::<CellResult>(&b).ok()) {
+                    if let Some(r) = std::fs::read(&result_path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
+                    {
                         println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
                         compute += r.seconds;
                         results.push(r);
@@ -174,19 +226,40 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill = teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
+                    cfg.distill =
+                        teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
                     let erf_r20 = if study.erf_images > 0 {
                         let device = lkd_trainer::parse_device(&cfg.run.device)?;
                         let (exec, params) = load_model(&dir, None, device)?;
-                        let erf = measure_erf(&exec, &params, &cfg.data.dataset, study.erf_images, None, None, device)?;
+                        let erf = measure_erf(
+                            &exec,
+                            &params,
+                            &cfg.data.dataset,
+                            study.erf_images,
+                            None,
+                            None,
+                            device,
+                        )?;
                         erf.area_ratios.first().map(|r| r.1)
                     } else {
                         None
                     };
-                    let r = CellResult { student: student.preset.clone(), teacher: tlabel, method: method.as_str().into(), seed, top1: best_top1(&dir)?, seconds, run_dir: dir.display().to_string(), erf_r20 };
-                    lkd_models::checkpoint::write_atomic(&result_path, serde_json::to_string_pretty(&r)?.as_bytes())?;
+                    let r = CellResult {
+                        student: student.preset.clone(),
+                        teacher: tlabel,
+                        method: method.as_str().into(),
+                        seed,
+                        top1: best_top1(&dir)?,
+                        seconds,
+                        run_dir: dir.display().to_string(),
+                        erf_r20,
+                    };
+                    lkd_models::checkpoint::write_atomic(
+                        &result_path,
+                        serde_json::to_string_pretty(&r)?.as_bytes(),
+                    )?;
                     results.push(r);
                     wall.save()?;
                 }
@@ -200,7 +273,12 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     chart(&out.join("results.png"), &results)?;
     println!("{md}");
-    println!("wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)", out.join("results.md").display(), t0.elapsed().as_secs_f64(), compute);
+    println!(
+        "wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)",
+        out.join("results.md").display(),
+        t0.elapsed().as_secs_f64(),
+        compute
+    );
     Ok(())
 }
 
@@ -214,28 +292,65 @@ struct WallClock {
 
 impl WallClock {
     fn open(path: &Path) -> Self {
-        let before = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0.0);
-        Self { path: path.to_path_buf(), before, start: Instant::now() }
+        let before = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
+        Self {
+            path: path.to_path_buf(),
+            before,
+            start: Instant::now(),
+        }
     }
     fn total(&self) -> f64 {
         self.before + self.start.elapsed().as_secs_f64()
     }
     fn save(&self) -> Result<()> {
-        Ok(lkd_models::checkpoint::write_atomic(&self.path, format!("{:.1}", self.total()).as_bytes())?)
+        Ok(lkd_models::checkpoint::write_atomic(
+            &self.path,
+            format!("{:.1}", self.total()).as_bytes(),
+        )?)
     }
 }
 
 /// Command, commit, machine, date and wall time, stated under the tables.
 fn provenance(config: &Path, wall: f64) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_else(|| "unknown CPU".into());
+    let model = cpu
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
     let flags: Vec<&str> = cpu
         .lines()
         .find_map(|l| l.strip_prefix("flags"))
-        .map(|f| f.split_whitespace().filter(|f| ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"].contains(f)).collect())
+        .map(|f| {
+            f.split_whitespace()
+                .filter(|f| {
+                    [
+                        "avx2",
+                        "fma",
+                        "avx512f",
+                        "avx512_vnni",
+                        "avx512_bf16",
+                        "amx_tile",
+                    ]
+                    .contains(f)
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     format!(
         "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. Finished {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
         config.display(),
@@ -250,7 +365,11 @@ fn provenance(config: &Path, wall: f64) -> String {
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
@@ -267,7 +386,13 @@ fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellRes
     out
 }
 
-fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<String, f64>, teacher_origin: &BTreeMap<String, String>, compute: f64) -> (String, String) {
+fn tables(
+    study: &StudyConfig,
+    results: &[CellResult],
+    teacher_acc: &BTreeMap<String, f64>,
+    teacher_origin: &BTreeMap<String, String>,
+    compute: f64,
+) -> (String, String) {
     let mut md = format!("# Study `{}`\n\n", study.name);
     if !teacher_acc.is_empty() {
         md.push_str("| teacher | preset | top-1 (%) | run |\n|---|---|---:|---|\n");
@@ -277,7 +402,10 @@ fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<St
                 t.label,
                 t.model.preset,
                 teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN),
-                teacher_origin.get(&t.label).map(String::as_str).unwrap_or("—")
+                teacher_origin
+                    .get(&t.label)
+                    .map(String::as_str)
+                    .unwrap_or("—")
             ));
         }
         md.push('\n');
@@ -285,38 +413,63 @@ fn tables(study: &StudyConfig, results: &[CellResult], teacher_acc: &BTreeMap<St
     md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 mean ± std |\n|---|---|---|---:|---:|---:|---:|\n");
     // The csv crate quotes labels holding commas or quotes ("ConvNeXt (3x3, small)").
     let mut csv_out = csv::Writer::from_writer(vec![]);
-    csv_out.write_record(["student", "teacher", "method", "top1_mean", "top1_std", "seeds", "gain_vs_none", "erf_r20", "run_dirs"]).expect("in-memory csv");
+    csv_out
+        .write_record([
+            "student",
+            "teacher",
+            "method",
+            "top1_mean",
+            "top1_std",
+            "seeds",
+            "gain_vs_none",
+            "erf_r20",
+            "run_dirs",
+        ])
+        .expect("in-memory csv");
     let gs = groups(results);
-    let baseline = |student: &str| gs.iter().find(|((s, _, m), _)| s == student && m == "none").map(|(_, v)| mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>()).0);
+    let baseline = |student: &str| {
+        gs.iter()
+            .find(|((s, _, m), _)| s == student && m == "none")
+            .map(|(_, v)| mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>()).0)
+    };
     for ((student, teacher, method), cells) in &gs {
         let (m, s) = mean_std(&cells.iter().map(|r| r.top1).collect::<Vec<_>>());
-        let gain = baseline(student).filter(|_| method != "none").map(|b| m - b);
+        let gain = baseline(student)
+            .filter(|_| method != "none")
+            .map(|b| m - b);
         let erfs: Vec<f64> = cells.iter().filter_map(|r| r.erf_r20).collect();
         let erf = (!erfs.is_empty()).then(|| mean_std(&erfs));
         md.push_str(&format!(
             "| {student} | {teacher} | {method} | {m:.2} ± {s:.2} | {} | {} | {} |\n",
             cells.len(),
-            gain.map(|g| format!("{g:+.2}")).unwrap_or_else(|| "—".into()),
-            erf.map(|(e, s)| format!("{e:.4} ± {s:.4}")).unwrap_or_else(|| "—".into())
+            gain.map(|g| format!("{g:+.2}"))
+                .unwrap_or_else(|| "—".into()),
+            erf.map(|(e, s)| format!("{e:.4} ± {s:.4}"))
+                .unwrap_or_else(|| "—".into())
         ));
         let dirs: Vec<&str> = cells.iter().map(|r| r.run_dir.as_str()).collect();
-        csv_out.write_record([
-            student.clone(),
-            teacher.clone(),
-            method.clone(),
-            format!("{m:.4}"),
-            format!("{s:.4}"),
-            cells.len().to_string(),
-            gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
-            erf.map(|(e, _)| format!("{e:.6}")).unwrap_or_default(),
-            dirs.join(";"),
-        ])
-        .expect("in-memory csv");
+        csv_out
+            .write_record([
+                student.clone(),
+                teacher.clone(),
+                method.clone(),
+                format!("{m:.4}"),
+                format!("{s:.4}"),
+                cells.len().to_string(),
+                gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
+                erf.map(|(e, _)| format!("{e:.6}")).unwrap_or_default(),
+                dirs.join(";"),
+            ])
+            .expect("in-memory csv");
     }
     md.push_str(&format!(
         "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Run dirs: results.csv.\n"
     ));
-    (md, String::from_utf8(csv_out.into_inner().expect("in-memory csv")).expect("csv of utf-8 strings"))
+    (
+        md,
+        String::from_utf8(csv_out.into_inner().expect("in-memory csv"))
+            .expect("csv of utf-8 strings"),
+    )
 }
 
 fn chart(path: &Path, results: &[CellResult]) -> Result<()> {
@@ -332,7 +485,13 @@ fn chart(path: &Path, results: &[CellResult]) -> Result<()> {
                 (format!("{s}\n{t}/{m}"), mean, std)
             })
             .collect();
-        let lo = vals.iter().map(|v| v.1 - v.2).fold(100.0, f64::min).floor().max(0.0) - 1.0;
+        let lo = vals
+            .iter()
+            .map(|v| v.1 - v.2)
+            .fold(100.0, f64::min)
+            .floor()
+            .max(0.0)
+            - 1.0;
         let hi = vals.iter().map(|v| v.1 + v.2).fold(0.0, f64::max).ceil() + 1.0;
         let mut chart = ChartBuilder::on(&root)
             .caption("student top-1 by teacher and KD method", ("sans-serif", 18))
@@ -351,9 +510,23 @@ fn chart(path: &Path, results: &[CellResult]) -> Result<()> {
             })
             .x_label_style(("sans-serif", 10))
             .draw()?;
-        chart.draw_series(vals.iter().enumerate().map(|(i, v)| Rectangle::new([(SegmentValue::Exact(i), lo.max(0.0)), (SegmentValue::Exact(i + 1), v.1)], RGBColor(31, 119, 180).mix(0.8).filled())))?;
         chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
-            PathElement::new([(SegmentValue::CenterOf(i), v.1 - v.2), (SegmentValue::CenterOf(i), v.1 + v.2)], BLACK.stroke_width(2))
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), lo.max(0.0)),
+                    (SegmentValue::Exact(i + 1), v.1),
+                ],
+                RGBColor(31, 119, 180).mix(0.8).filled(),
+            )
+        }))?;
+        chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
+            PathElement::new(
+                [
+                    (SegmentValue::CenterOf(i), v.1 - v.2),
+                    (SegmentValue::CenterOf(i), v.1 + v.2),
+                ],
+                BLACK.stroke_width(2),
+            )
         }))?;
         root.present()?;
     }

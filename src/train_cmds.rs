@@ -88,7 +88,10 @@ pub struct DistillFlags {
 impl DistillFlags {
     /// Sets `cfg.distill` from the config's [distill] table and these flags.
     fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
-        let mut d = cfg.distill.clone().unwrap_or_else(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
+        let mut d = cfg
+            .distill
+            .clone()
+            .unwrap_or_else(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
         if let Some(t) = &self.teacher {
             d.teacher = t.clone();
         }
@@ -124,7 +127,9 @@ impl DistillFlags {
 }
 
 fn default_config() -> Result<TrainConfig> {
-    Ok(TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano.toml"))?)
+    Ok(TrainConfig::from_toml_str(include_str!(
+        "../configs/fmnist-convnext-nano.toml"
+    ))?)
 }
 
 fn build_config(a: &RunArgs) -> Result<TrainConfig> {
@@ -190,14 +195,26 @@ fn print_summary(dir: &Path, s: &Summary) {
             "teacher outputs: {} batches replayed from the cache, {} computed live{}{}",
             c.replayed_batches,
             c.live_batches,
-            if c.teacher_loaded { "" } else { " (teacher never loaded)" },
-            if c.corrupt_shards > 0 { format!(", {} corrupt cache shards recomputed", c.corrupt_shards) } else { String::new() }
+            if c.teacher_loaded {
+                ""
+            } else {
+                " (teacher never loaded)"
+            },
+            if c.corrupt_shards > 0 {
+                format!(", {} corrupt cache shards recomputed", c.corrupt_shards)
+            } else {
+                String::new()
+            }
         );
     }
 }
 
 pub fn run_train(a: RunArgs) -> Result<()> {
-    let cfg = if a.resume.is_some() { default_config()? } else { build_config(&a)? };
+    let cfg = if a.resume.is_some() {
+        default_config()?
+    } else {
+        build_config(&a)?
+    };
     execute(&cfg, &a)
 }
 
@@ -299,12 +316,35 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     let mut spec = dataset_for(&a.source, a.config.as_deref())?;
     spec.val_limit = a.limit.or(spec.val_limit);
     let set = Arc::new(data::open(&spec, Split::Val)?);
-    let loader = Loader::new(set.clone(), Transform::eval(&exec.graph.preprocess), None, LoaderConfig { batch_size: a.batch_size, workers: 0, prefetch: 4, seed: 0, shuffle: false, drop_last: false })?;
+    let loader = Loader::new(
+        set.clone(),
+        Transform::eval(&exec.graph.preprocess),
+        None,
+        LoaderConfig {
+            batch_size: a.batch_size,
+            workers: 0,
+            prefetch: 4,
+            seed: 0,
+            shuffle: false,
+            drop_last: false,
+        },
+    )?;
     let r = evaluate(&exec, &params, &loader, device)?;
     if a.json {
-        println!("{}", serde_json::json!({"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "dataset": set.name()}));
+        println!(
+            "{}",
+            serde_json::json!({"top1": r.top1, "top5": r.top5, "loss": r.loss, "images": r.images, "dataset": set.name()})
+        );
     } else {
-        println!("{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}", exec.graph.preset, set.name(), r.images, r.top1, r.top5, r.loss);
+        println!(
+            "{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            exec.graph.preset,
+            set.name(),
+            r.images,
+            r.top1,
+            r.top5,
+            r.loss
+        );
     }
     Ok(())
 }
@@ -338,13 +378,43 @@ pub fn run_erf(a: ErfArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let model = a.preset.as_deref().map(ModelConfig::preset);
     let (exec, params) = load_model(&a.source, model.as_ref(), device)?;
-    let r = measure_erf(&exec, &params, &dataset_for(&a.source, a.config.as_deref())?, a.images, a.tap.as_deref(), a.input_size, device)?;
-    let out = a.out.clone().unwrap_or_else(|| if a.source.is_dir() { a.source.clone() } else { PathBuf::from(".") });
+    let r = measure_erf(
+        &exec,
+        &params,
+        &dataset_for(&a.source, a.config.as_deref())?,
+        a.images,
+        a.tap.as_deref(),
+        a.input_size,
+        device,
+    )?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        if a.source.is_dir() {
+            a.source.clone()
+        } else {
+            PathBuf::from(".")
+        }
+    });
     std::fs::create_dir_all(&out)?;
-    lkd_models::checkpoint::write_atomic(&out.join("erf.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+    lkd_models::checkpoint::write_atomic(
+        &out.join("erf.json"),
+        serde_json::to_string_pretty(&r)?.as_bytes(),
+    )?;
     write_heatmaps(&out.join("erf.png"), &[(&exec.graph.preset, &r)])?;
-    let ratios: Vec<String> = r.area_ratios.iter().map(|(t, v)| format!("t={t}: {v:.4}")).collect();
-    println!("ERF of {} at {} ({}x{} input) over {} images: {}; wrote {}", exec.graph.preset, r.tap, r.height, r.width, r.images, ratios.join(", "), out.join("erf.json").display());
+    let ratios: Vec<String> = r
+        .area_ratios
+        .iter()
+        .map(|(t, v)| format!("t={t}: {v:.4}"))
+        .collect();
+    println!(
+        "ERF of {} at {} ({}x{} input) over {} images: {}; wrote {}",
+        exec.graph.preset,
+        r.tap,
+        r.height,
+        r.width,
+        r.images,
+        ratios.join(", "),
+        out.join("erf.json").display()
+    );
     Ok(())
 }
 
@@ -360,20 +430,41 @@ pub fn measure_erf(
 ) -> Result<lkd_trainer::erf::ErfResult> {
     let tap = match tap {
         Some(t) => t.to_string(),
-        None => exec.graph.stage_taps().last().map(|(k, _)| k.clone()).context("model has no stage taps")?,
+        None => exec
+            .graph
+            .stage_taps()
+            .last()
+            .map(|(k, _)| k.clone())
+            .context("model has no stage taps")?,
     };
     let mut spec = spec.clone();
     spec.val_limit = Some(n);
     let set = Arc::new(data::open(&spec, Split::Val)?);
     let mut pre = exec.graph.preprocess.clone();
-    let fixed = exec.graph.nodes.iter().any(|n| matches!(n.op, lkd_models::Op::AddParam { .. }));
+    let fixed = exec
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, lkd_models::Op::AddParam { .. }));
     if !fixed {
         let side = input_size.unwrap_or(4 * pre.input_size[0]);
         pre.input_size = [side, side];
     }
     // As the authors measure: resized to the measuring size, no centre crop.
     pre.crop_pct = 1.0;
-    let loader = Loader::new(set, Transform::eval(&pre), None, LoaderConfig { batch_size: 16, workers: 0, prefetch: 2, seed: 0, shuffle: false, drop_last: false })?;
+    let loader = Loader::new(
+        set,
+        Transform::eval(&pre),
+        None,
+        LoaderConfig {
+            batch_size: 16,
+            workers: 0,
+            prefetch: 2,
+            seed: 0,
+            shuffle: false,
+            drop_last: false,
+        },
+    )?;
     let mut meter = ErfMeter::new();
     for batch in loader.epoch(0, 0)? {
         meter.add(exec, params, &batch?.images.to_device(device), &tap)?;

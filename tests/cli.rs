@@ -4,16 +4,27 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn lkd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lkd")).args(args).output().expect("run lkd")
+    Command::new(env!("CARGO_BIN_EXE_lkd"))
+        .args(args)
+        .output()
+        .expect("run lkd")
 }
 
 /// `lkd` with its own `$LKD_CACHE` (kept teachers, teacher outputs), not the user's.
 fn lkd_in(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lkd")).env("LKD_CACHE", cache).args(args).output().expect("run lkd")
+    Command::new(env!("CARGO_BIN_EXE_lkd"))
+        .env("LKD_CACHE", cache)
+        .args(args)
+        .output()
+        .expect("run lkd")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -21,38 +32,70 @@ fn quick_demo_writes_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let cache = dir.path().join("cache");
-    let demo = |extra: &[&str]| lkd_in(&cache, &[&["demo", "--quick", "--out", out.to_str().unwrap()], extra].concat());
+    let demo = |extra: &[&str]| {
+        lkd_in(
+            &cache,
+            &[&["demo", "--quick", "--out", out.to_str().unwrap()], extra].concat(),
+        )
+    };
     let o = demo(&[]);
     assert!(o.status.success(), "{}", text(&o));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    let rows: Vec<&str> = report.lines().filter(|l| l.starts_with("| teacher") || l.starts_with("| student")).collect();
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| teacher") || l.starts_with("| student"))
+        .collect();
     assert_eq!(rows.len(), 5, "{report}");
     for row in rows {
-        assert!(!row.contains("n/a") && !row.contains("NaN"), "unfilled cell: {row}");
+        assert!(
+            !row.contains("n/a") && !row.contains("NaN"),
+            "unfilled cell: {row}"
+        );
     }
-    assert!(report.contains("KD gain") && report.contains("Over 2 seed(s)") && report.contains("teacher trained in this run"), "{report}");
+    assert!(
+        report.contains("KD gain")
+            && report.contains("Over 2 seed(s)")
+            && report.contains("teacher trained in this run"),
+        "{report}"
+    );
     for png in ["accuracy.png", "latency.png", "erf.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }
-    for onnx in ["teacher", "student_nkd_s0", "student_baseline_s0", "student_nkd_s1", "student_baseline_s1"] {
-        assert!(out.join("onnx").join(format!("{onnx}.onnx")).is_file(), "{onnx}");
+    for onnx in [
+        "teacher",
+        "student_nkd_s0",
+        "student_baseline_s0",
+        "student_nkd_s1",
+        "student_baseline_s1",
+    ] {
+        assert!(
+            out.join("onnx").join(format!("{onnx}.onnx")).is_file(),
+            "{onnx}"
+        );
     }
     // A second run reuses every finished stage.
     let o = demo(&[]);
     let t = text(&o);
-    assert!(o.status.success() && t.matches("reusing").count() >= 10, "{t}");
+    assert!(
+        o.status.success() && t.matches("reusing").count() >= 10,
+        "{t}"
+    );
     // --fresh retrains the students but not the kept teacher, and says so.
     let o = demo(&["--fresh", "--seeds", "1"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("reused the teacher trained earlier"), "{report}");
+    assert!(
+        report.contains("reused the teacher trained earlier"),
+        "{report}"
+    );
     assert!(t.contains("teacher outputs"), "{t}");
 }
 
 fn write_tiny_study(path: &Path) {
-    let data = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`");
+    let data = std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST is not set: run through `make test`");
     std::fs::write(
         path,
         format!(
@@ -89,39 +132,95 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     write_tiny_study(&cfg);
     let out = dir.path().join("study");
     let cache = dir.path().join("cache");
-    let o = lkd_in(&cache, &["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = lkd_in(
+        &cache,
+        &[
+            "study",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("| convnext_nano | — | none |") && md.contains("| convnext_nano | SLaK | kd |"), "{md}");
+    assert!(
+        md.contains("| convnext_nano | — | none |") && md.contains("| convnext_nano | SLaK | kd |"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(out.join("results.png").is_file());
-    let stamp = |p: &Path| std::fs::metadata(p.join("last.safetensors")).unwrap().modified().unwrap();
+    let stamp = |p: &Path| {
+        std::fs::metadata(p.join("last.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
     let cell = out.join("cells/convnext_nano-slak-kd-s0");
     let before = stamp(&cell);
-    let o = lkd_in(&cache, &["study", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = lkd_in(
+        &cache,
+        &[
+            "study",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     let t = text(&o);
-    assert!(o.status.success() && t.matches("done before").count() == 2 && t.contains("reusing the kept teacher"), "{t}");
+    assert!(
+        o.status.success()
+            && t.matches("done before").count() == 2
+            && t.contains("reusing the kept teacher"),
+        "{t}"
+    );
     assert_eq!(stamp(&cell), before, "a finished cell was retrained");
-    assert_eq!(std::fs::read_to_string(out.join("results.csv")).unwrap(), csv);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.csv")).unwrap(),
+        csv
+    );
 }
 
 #[test]
 fn unavailable_device_is_an_error_not_a_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let o = lkd(&["train", "--device", "cuda:0", "--limit", "64", "--epochs", "1", "--out", dir.path().join("r").to_str().unwrap()]);
+    let o = lkd(&[
+        "train",
+        "--device",
+        "cuda:0",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("cuda:0") && t.contains("CUDA device"), "{t}");
+    assert!(
+        !o.status.success() && t.contains("cuda:0") && t.contains("CUDA device"),
+        "{t}"
+    );
 }
 
 #[test]
 fn models_lists_presets_and_rejects_unknown_ones() {
     let o = lkd(&["models"]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("convnext_tiny") && t.contains("28,589,128") && t.contains("slak_nano"), "{t}");
+    assert!(
+        o.status.success()
+            && t.contains("convnext_tiny")
+            && t.contains("28,589,128")
+            && t.contains("slak_nano"),
+        "{t}"
+    );
     let o = lkd(&["models", "--show", "slak_tiny"]);
     let t = text(&o);
-    assert!(o.status.success() && t.contains("stages.0.0.large_kernel.LoRA1.conv") && t.contains("Conv51x5/1 dw"), "{t}");
+    assert!(
+        o.status.success()
+            && t.contains("stages.0.0.large_kernel.LoRA1.conv")
+            && t.contains("Conv51x5/1 dw"),
+        "{t}"
+    );
     let o = lkd(&["models", "--show", "slak_huge"]);
     assert!(!o.status.success() && text(&o).contains("unknown preset `slak_huge`"));
 }
@@ -129,12 +228,32 @@ fn models_lists_presets_and_rejects_unknown_ones() {
 #[test]
 fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let o = lkd(&["train", "--limit", "64", "--set", "data.dataset.path=\"/nonexistent/fmnist\"", "--out", dir.path().join("r").to_str().unwrap()]);
+    let o = lkd(&[
+        "train",
+        "--limit",
+        "64",
+        "--set",
+        "data.dataset.path=\"/nonexistent/fmnist\"",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
     let t = text(&o);
-    assert!(!o.status.success() && t.contains("/nonexistent/fmnist") && t.contains("train-images-idx3-ubyte"), "{t}");
+    assert!(
+        !o.status.success()
+            && t.contains("/nonexistent/fmnist")
+            && t.contains("train-images-idx3-ubyte"),
+        "{t}"
+    );
     let bad = dir.path().join("bad.pth");
     std::fs::write(&bad, b"PK\x03\x04truncated").unwrap();
-    let o = lkd(&["eval", bad.to_str().unwrap(), "--preset", "convnext_nano", "--limit", "10"]);
+    let o = lkd(&[
+        "eval",
+        bad.to_str().unwrap(),
+        "--preset",
+        "convnext_nano",
+        "--limit",
+        "10",
+    ]);
     let t = text(&o);
     assert!(!o.status.success() && t.contains("bad.pth"), "{t}");
 }

@@ -19,23 +19,41 @@ struct Cli {
 }
 
 fn args(list: &[&str]) -> QuantizeArgs {
-    Cli::try_parse_from(std::iter::once("quantize").chain(list.iter().copied())).expect("flags parse").args
+    Cli::try_parse_from(std::iter::once("quantize").chain(list.iter().copied()))
+        .expect("flags parse")
+        .args
 }
 
 fn fashion() -> String {
-    std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST must point at the Fashion-MNIST folder (see env.mk)")
+    std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST must point at the Fashion-MNIST folder (see env.mk)")
 }
 
 /// A nano student trained for one short epoch and exported, shared by the tests.
 fn model() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("lkd-quant").tempdir().unwrap().keep();
+        let dir = tempfile::Builder::new()
+            .prefix("lkd-quant")
+            .tempdir()
+            .unwrap()
+            .keep();
         let lkd = env!("CARGO_BIN_EXE_lkd");
         let run = dir.join("run");
-        let st = Command::new(lkd).args(["train", "--out"]).arg(&run).args(["--limit", "3000", "--epochs", "1"]).status().unwrap();
+        let st = Command::new(lkd)
+            .args(["train", "--out"])
+            .arg(&run)
+            .args(["--limit", "3000", "--epochs", "1"])
+            .status()
+            .unwrap();
         assert!(st.success(), "lkd train failed");
-        let st = Command::new(lkd).arg("export").arg(&run).arg("--out").arg(dir.join("m.onnx")).status().unwrap();
+        let st = Command::new(lkd)
+            .arg("export")
+            .arg(&run)
+            .arg("--out")
+            .arg(dir.join("m.onnx"))
+            .status()
+            .unwrap();
         assert!(st.success(), "lkd export failed");
         dir.join("m.onnx")
     })
@@ -43,10 +61,19 @@ fn model() -> &'static Path {
 
 fn checker(path: &Path) {
     let py = std::env::var("LKD_PYTHON").expect("LKD_PYTHON must point at the venv python");
-    let code = "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True); \
+    let code =
+        "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True); \
                 print(sum(n.op_type=='QuantizeLinear' for n in m.graph.node))";
-    let out = Command::new(py).args(["-c", code]).arg(path).output().unwrap();
-    assert!(out.status.success(), "onnx.checker: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(py)
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "onnx.checker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let q: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(q > 0, "no QuantizeLinear nodes");
 }
@@ -93,13 +120,22 @@ fn nano_within_budget_checked_and_runs() {
     assert_eq!(floats, r.float_layers);
 
     // Quantizing the result again is refused.
-    let again = quantize_cmd::quantize(&args(&[out.to_str().unwrap(), "--calib", &fashion(), "--calib-size", "8", "--no-bench"]));
+    let again = quantize_cmd::quantize(&args(&[
+        out.to_str().unwrap(),
+        "--calib",
+        &fashion(),
+        "--calib-size",
+        "8",
+        "--no-bench",
+    ]));
     let e = format!("{:#}", again.err().expect("re-quantizing must fail"));
     assert!(e.contains("already quantized"), "{e}");
 }
 
 fn write_png(path: &Path, seed: u8) {
-    let img = lkd_runtime::image::GrayImage::from_fn(28, 28, |x, y| lkd_runtime::image::Luma([(x as u8 * 9) ^ (y as u8 * 7) ^ seed]));
+    let img = lkd_runtime::image::GrayImage::from_fn(28, 28, |x, y| {
+        lkd_runtime::image::Luma([(x as u8 * 9) ^ (y as u8 * 7) ^ seed])
+    });
     img.save(path).unwrap();
 }
 
@@ -114,7 +150,11 @@ fn corrupt_calibration_image_is_skipped_and_counted() {
             write_png(&d.join(format!("{i}.png")), (c * 16 + i) as u8);
         }
     }
-    std::fs::write(root.path().join("train/a/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(
+        root.path().join("train/a/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
     let out = root.path().join("q.onnx");
     let o = quantize_cmd::quantize(&args(&[
         m.to_str().unwrap(),
@@ -149,11 +189,26 @@ fn binary_subcommand_quantizes_with_a_json_report() {
     let res = Command::new(lkd)
         .arg("quantize")
         .arg(m)
-        .args(["--calib", &fashion(), "--calib-size", "64", "--eval-size", "200", "--bench-iters", "5", "--json", "--out"])
+        .args([
+            "--calib",
+            &fashion(),
+            "--calib-size",
+            "64",
+            "--eval-size",
+            "200",
+            "--bench-iters",
+            "5",
+            "--json",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     assert!(j["speedup"].as_f64().unwrap() > 0.0);
     assert!(j["size_ratio"].as_f64().unwrap() < 1.0);
@@ -167,7 +222,17 @@ fn binary_subcommand_quantizes_with_a_json_report() {
 fn measure_model_from_env() {
     let m = std::env::var("LKD_QUANT_MODEL").expect("LKD_QUANT_MODEL=model.onnx");
     let out = std::env::temp_dir().join("lkd-measure.int8.onnx");
-    let o = quantize_cmd::quantize(&args(&[&m, "--calib", &fashion(), "--eval-size", "10000", "--bench-iters", "200", "--out", out.to_str().unwrap()]))
-        .unwrap();
+    let o = quantize_cmd::quantize(&args(&[
+        &m,
+        "--calib",
+        &fashion(),
+        "--eval-size",
+        "10000",
+        "--bench-iters",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]))
+    .unwrap();
     o.print();
 }

@@ -15,8 +15,8 @@ use lkd_models::checkpoint::{check_state_dict, write_atomic, StateDict};
 use lkd_models::graph::Op;
 use lkd_models::preprocess::keys;
 use lkd_models::{Graph, HostTensor, ModelError};
-pub use lower::{ChannelsFirstNorm, LowerOptions, INPUT_NAME, OUTPUT_NAME};
 pub use lkd_ort::Device;
+pub use lower::{ChannelsFirstNorm, LowerOptions, INPUT_NAME, OUTPUT_NAME};
 pub use passes::{KernelForm, KernelGroup, PassStat};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -156,24 +156,48 @@ impl ExportReport {
     /// One line: size, node count, check result and time.
     pub fn summary(&self) -> String {
         let check = match &self.check {
-            Some(c) => format!("check {} (max abs {:.2e}, rel {:.2e}, {})", if c.passed { "ok" } else { "FAILED" }, c.max_abs_err, c.max_rel_err, c.tolerance),
+            Some(c) => format!(
+                "check {} (max abs {:.2e}, rel {:.2e}, {})",
+                if c.passed { "ok" } else { "FAILED" },
+                c.max_abs_err,
+                c.max_rel_err,
+                c.tolerance
+            ),
             None => "check skipped".into(),
         };
-        format!("{} ONNX nodes, {:.1} MB, {check}, {:.2} s", self.onnx_nodes, self.bytes as f64 / 1e6, self.timings.total_ms / 1e3)
+        format!(
+            "{} ONNX nodes, {:.1} MB, {check}, {:.2} s",
+            self.onnx_nodes,
+            self.bytes as f64 / 1e6,
+            self.timings.total_ms / 1e3
+        )
     }
 }
 
 /// The metadata written into `metadata_props`.
-pub fn metadata(graph: &Graph, opts: &ExportOptions, deploy: &str) -> Result<BTreeMap<String, String>, ExportError> {
+pub fn metadata(
+    graph: &Graph,
+    opts: &ExportOptions,
+    deploy: &str,
+) -> Result<BTreeMap<String, String>, ExportError> {
     let mut m = graph.preprocess.to_metadata();
     let labels = match &opts.labels {
         Some(l) if l.len() != graph.num_classes => {
-            return Err(ExportError::Options(format!("{} labels given for a model with {} classes", l.len(), graph.num_classes)))
+            return Err(ExportError::Options(format!(
+                "{} labels given for a model with {} classes",
+                l.len(),
+                graph.num_classes
+            )))
         }
         Some(l) => l.clone(),
-        None => (0..graph.num_classes).map(|i| format!("class {i}")).collect(),
+        None => (0..graph.num_classes)
+            .map(|i| format!("class {i}"))
+            .collect(),
     };
-    m.insert(keys::LABELS.into(), serde_json::to_string(&labels).expect("strings serialize"));
+    m.insert(
+        keys::LABELS.into(),
+        serde_json::to_string(&labels).expect("strings serialize"),
+    );
     m.insert(keys::ARCH.into(), graph.arch.clone());
     m.insert(keys::PRESET.into(), graph.preset.clone());
     m.insert(keys::PARAMS.into(), graph.num_parameters().to_string());
@@ -181,7 +205,9 @@ pub fn metadata(graph: &Graph, opts: &ExportOptions, deploy: &str) -> Result<BTr
     m.insert("lkd.deploy".into(), deploy.to_string());
     for (k, v) in &opts.provenance {
         if m.contains_key(k) {
-            return Err(ExportError::Options(format!("provenance key `{k}` collides with a reserved metadata key")));
+            return Err(ExportError::Options(format!(
+                "provenance key `{k}` collides with a reserved metadata key"
+            )));
         }
         m.insert(k.clone(), v.clone());
     }
@@ -195,7 +221,10 @@ pub fn apply_passes(
     opts: &ExportOptions,
 ) -> Result<(Graph, StateDict, Vec<PassStat>, Vec<ReparamChoice>, f64), ExportError> {
     let (mut g, mut w) = (graph.clone(), weights.clone());
-    let mut stats = vec![passes::prune(&mut g, &mut w), passes::drop_identities(&mut g, &mut w)];
+    let mut stats = vec![
+        passes::prune(&mut g, &mut w),
+        passes::drop_identities(&mut g, &mut w),
+    ];
     if opts.fold_batchnorm {
         stats.push(passes::fold_batchnorm(&mut g, &mut w)?);
     }
@@ -221,7 +250,15 @@ pub fn apply_passes(
                             let c = time_kernel_form(grp, KernelForm::Decomposed, opts, None)?;
                             let d = time_kernel_form(grp, KernelForm::Dense, opts, Some(2.0 * c))?;
                             tune_ms += t.elapsed().as_secs_f64() * 1e3;
-                            let v = (if d < c { KernelForm::Dense } else { KernelForm::Decomposed }, d, c);
+                            let v = (
+                                if d < c {
+                                    KernelForm::Dense
+                                } else {
+                                    KernelForm::Decomposed
+                                },
+                                d,
+                                c,
+                            );
                             cache.insert(key, v);
                             v
                         }
@@ -229,7 +266,13 @@ pub fn apply_passes(
                     (form, Some(d), Some(c))
                 }
             };
-            choices.push(ReparamChoice { layer: grp.name.clone(), shape: grp.shape_key(), form, dense_ms: dense, decomposed_ms: dec });
+            choices.push(ReparamChoice {
+                layer: grp.name.clone(),
+                shape: grp.shape_key(),
+                form,
+                dense_ms: dense,
+                decomposed_ms: dec,
+            });
             Ok(form)
         };
         let (s, _) = passes::merge_kernels(&mut g, &mut w, &mut plan)?;
@@ -243,7 +286,12 @@ pub fn apply_passes(
 }
 
 /// Micro model of one kernel group in `form`, timed in ORT on the target.
-fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, give_up_above: Option<f64>) -> Result<f64, ExportError> {
+fn time_kernel_form(
+    grp: &KernelGroup,
+    form: KernelForm,
+    opts: &ExportOptions,
+    give_up_above: Option<f64>,
+) -> Result<f64, ExportError> {
     use proto::{attr, node, tensor_f, value_info, Attr, Elem};
     let elem = if opts.fp16 { Elem::F16 } else { Elem::F32 };
     let batch = opts.static_batch.unwrap_or(1);
@@ -261,14 +309,22 @@ fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, g
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut nodes, mut inits) = (vec![], vec![]);
     let x = if opts.fp16 {
-        nodes.push(node("Cast", "cast_in", &["x"], &["xh"], vec![attr("to", Attr::Int(elem.data_type() as i64))]));
+        nodes.push(node(
+            "Cast",
+            "cast_in",
+            &["x"],
+            &["xh"],
+            vec![attr("to", Attr::Int(elem.data_type() as i64))],
+        ));
         "xh"
     } else {
         "x"
     };
     let mut outs = vec![];
     for (i, k) in kernels.iter().enumerate() {
-        let wv: Vec<f32> = (0..c * k[0] * k[1]).map(|_| rng.gen_range(-0.1..0.1)).collect();
+        let wv: Vec<f32> = (0..c * k[0] * k[1])
+            .map(|_| rng.gen_range(-0.1..0.1))
+            .collect();
         inits.push(tensor_f(&format!("w{i}"), &[c, 1, k[0], k[1]], &wv, elem));
         inits.push(tensor_f(&format!("b{i}"), &[c], &vec![0.0; c], elem));
         let (ph, pw) = ((k[0] / 2) as i64, (k[1] / 2) as i64);
@@ -280,7 +336,10 @@ fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, g
             &[&o],
             vec![
                 attr("kernel_shape", Attr::Ints(vec![k[0] as i64, k[1] as i64])),
-                attr("strides", Attr::Ints(grp.stride.iter().map(|&s| s as i64).collect())),
+                attr(
+                    "strides",
+                    Attr::Ints(grp.stride.iter().map(|&s| s as i64).collect()),
+                ),
                 attr("pads", Attr::Ints(vec![ph, pw, ph, pw])),
                 attr("group", Attr::Int(c as i64)),
             ],
@@ -294,8 +353,21 @@ fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, g
         acc = s;
     }
     let fdt = onnx_protobuf::tensor_proto::DataType::FLOAT as i32;
-    nodes.push(node(if opts.fp16 { "Cast" } else { "Identity" }, "out", &[&acc], &["y"], if opts.fp16 { vec![attr("to", Attr::Int(fdt as i64))] } else { vec![] }));
-    let (oh, ow) = ((h + 2 * (kernels[0][0] / 2) - kernels[0][0]) / grp.stride[0] + 1, (w + 2 * (kernels[0][1] / 2) - kernels[0][1]) / grp.stride[1] + 1);
+    nodes.push(node(
+        if opts.fp16 { "Cast" } else { "Identity" },
+        "out",
+        &[&acc],
+        &["y"],
+        if opts.fp16 {
+            vec![attr("to", Attr::Int(fdt as i64))]
+        } else {
+            vec![]
+        },
+    ));
+    let (oh, ow) = (
+        (h + 2 * (kernels[0][0] / 2) - kernels[0][0]) / grp.stride[0] + 1,
+        (w + 2 * (kernels[0][1] / 2) - kernels[0][1]) / grp.stride[1] + 1,
+    );
     let g = onnx_protobuf::GraphProto {
         name: "kernel_form".into(),
         node: nodes,
@@ -306,12 +378,17 @@ fn time_kernel_form(grp: &KernelGroup, form: KernelForm, opts: &ExportOptions, g
     };
     let bytes = proto::encode(&proto::model(g, &BTreeMap::new())).map_err(ExportError::Lowering)?;
     let mut s = ortrun::session(&bytes, opts.target, opts.threads)?;
-    let input: Vec<f32> = (0..batch * c * h * w).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let input: Vec<f32> = (0..batch * c * h * w)
+        .map(|_| rng.gen_range(-1.0..1.0))
+        .collect();
     ortrun::median_ms(&mut s, &input, &[batch, c, h, w], 150.0, give_up_above)
 }
 
 fn deploy_summary(opts: &ExportOptions, choices: &[ReparamChoice]) -> String {
-    let mut forms: Vec<String> = choices.iter().map(|c| format!("{}={}", c.layer, c.form.as_str())).collect();
+    let mut forms: Vec<String> = choices
+        .iter()
+        .map(|c| format!("{}={}", c.layer, c.form.as_str()))
+        .collect();
     forms.dedup();
     format!(
         "fold_batchnorm={} fold_layer_scale={} linear_form={:?} fp16={} reparam={:?}{}",
@@ -320,17 +397,27 @@ fn deploy_summary(opts: &ExportOptions, choices: &[ReparamChoice]) -> String {
         opts.linear_form,
         opts.fp16,
         opts.reparam,
-        if forms.is_empty() { String::new() } else { format!(" [{}]", forms.join(", ")) }
+        if forms.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", forms.join(", "))
+        }
     )
 }
 
 /// Passes + lowering + check, returning the ONNX bytes without writing them.
-pub fn export_bytes(graph: &Graph, weights: &StateDict, opts: &ExportOptions) -> Result<(Vec<u8>, ExportReport), ExportError> {
+pub fn export_bytes(
+    graph: &Graph,
+    weights: &StateDict,
+    opts: &ExportOptions,
+) -> Result<(Vec<u8>, ExportReport), ExportError> {
     let t0 = Instant::now();
     graph.validate()?;
     check_state_dict(graph, weights)?;
     if opts.static_batch == Some(0) {
-        return Err(ExportError::Options("--static-batch must be at least 1".into()));
+        return Err(ExportError::Options(
+            "--static-batch must be at least 1".into(),
+        ));
     }
     let mut report = ExportReport::default();
     let t = Instant::now();
@@ -342,7 +429,12 @@ pub fn export_bytes(graph: &Graph, weights: &StateDict, opts: &ExportOptions) ->
     report.reparam = choices;
 
     let t = Instant::now();
-    let lopts = LowerOptions { fp16: opts.fp16, static_batch: opts.static_batch, channels_first_norm: opts.channels_first_norm, metadata: report.metadata.clone() };
+    let lopts = LowerOptions {
+        fp16: opts.fp16,
+        static_batch: opts.static_batch,
+        channels_first_norm: opts.channels_first_norm,
+        metadata: report.metadata.clone(),
+    };
     let model = lower::lower(&g, &w, &lopts)?;
     report.onnx_nodes = model.graph.node.len();
     report.timings.lower_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -357,7 +449,10 @@ pub fn export_bytes(graph: &Graph, weights: &StateDict, opts: &ExportOptions) ->
         let c = check(graph, weights, &bytes, opts)?;
         report.timings.check_ms = t.elapsed().as_secs_f64() * 1e3;
         if !c.passed {
-            let detail = format!("max abs error {:.3e}, max rel error {:.3e}, allowed {}", c.max_abs_err, c.max_rel_err, c.tolerance);
+            let detail = format!(
+                "max abs error {:.3e}, max rel error {:.3e}, allowed {}",
+                c.max_abs_err, c.max_rel_err, c.tolerance
+            );
             return Err(ExportError::CheckFailed { detail, report: c });
         }
         report.check = Some(c);
@@ -367,26 +462,50 @@ pub fn export_bytes(graph: &Graph, weights: &StateDict, opts: &ExportOptions) ->
 }
 
 /// Exports to `out` atomically (temp file + rename): on any error no file is left there.
-pub fn export(graph: &Graph, weights: &StateDict, opts: &ExportOptions, out: &Path) -> Result<ExportReport, ExportError> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn export(
+    graph: &Graph,
+    weights: &StateDict,
+    opts: &ExportOptions,
+    out: &Path,
+) -> Result<ExportReport, ExportError> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(ExportError::Output { path: out.to_path_buf(), reason: format!("directory `{}` does not exist", dir.display()) });
+        return Err(ExportError::Output {
+            path: out.to_path_buf(),
+            reason: format!("directory `{}` does not exist", dir.display()),
+        });
     }
     if out.is_dir() {
-        return Err(ExportError::Output { path: out.to_path_buf(), reason: "it is a directory; give a file name like model.onnx".into() });
+        return Err(ExportError::Output {
+            path: out.to_path_buf(),
+            reason: "it is a directory; give a file name like model.onnx".into(),
+        });
     }
     let t0 = Instant::now();
     let (bytes, mut report) = export_bytes(graph, weights, opts)?;
     let t = Instant::now();
-    write_atomic(out, &bytes).map_err(|e| ExportError::Output { path: out.to_path_buf(), reason: e.to_string() })?;
+    write_atomic(out, &bytes).map_err(|e| ExportError::Output {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     report.timings.write_ms = t.elapsed().as_secs_f64() * 1e3;
     report.timings.total_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(report)
 }
 
 /// Lowers the graph with no rewrites (fp32, MatMul form): the check's reference.
-pub fn reference_bytes(graph: &Graph, weights: &StateDict, static_batch: Option<usize>) -> Result<Vec<u8>, ExportError> {
-    let lopts = LowerOptions { static_batch, ..Default::default() };
+pub fn reference_bytes(
+    graph: &Graph,
+    weights: &StateDict,
+    static_batch: Option<usize>,
+) -> Result<Vec<u8>, ExportError> {
+    let lopts = LowerOptions {
+        static_batch,
+        ..Default::default()
+    };
     proto::encode(&lower::lower(graph, weights, &lopts)?).map_err(ExportError::Lowering)
 }
 
@@ -407,8 +526,16 @@ pub fn random_input(graph: &Graph, batch: usize, seed: u64) -> HostTensor {
 
 /// Largest absolute and relative (to the reference's largest magnitude) differences.
 pub fn compare(out: &[f32], reference: &[f32]) -> (f64, f64) {
-    let abs = out.iter().zip(reference).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
-    let scale = reference.iter().map(|x| (*x as f64).abs()).fold(0.0, f64::max).max(1e-12);
+    let abs = out
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max);
+    let scale = reference
+        .iter()
+        .map(|x| (*x as f64).abs())
+        .fold(0.0, f64::max)
+        .max(1e-12);
     let nan = out.iter().any(|x| !x.is_finite());
     if nan {
         (f64::INFINITY, f64::INFINITY)
@@ -418,14 +545,27 @@ pub fn compare(out: &[f32], reference: &[f32]) -> (f64, f64) {
 }
 
 /// Runs `bytes` and the un-rewritten graph in ORT on the same inputs.
-pub fn check(graph: &Graph, weights: &StateDict, bytes: &[u8], opts: &ExportOptions) -> Result<CheckReport, ExportError> {
+pub fn check(
+    graph: &Graph,
+    weights: &StateDict,
+    bytes: &[u8],
+    opts: &ExportOptions,
+) -> Result<CheckReport, ExportError> {
     let batch = opts.static_batch.unwrap_or(2);
     let mut inputs = vec![random_input(graph, batch, 0), random_input(graph, batch, 1)];
     let [h, w] = graph.input_size;
     for t in &opts.check_inputs {
-        let expected = [opts.static_batch.unwrap_or(t.shape[0]), graph.in_chans, h, w];
+        let expected = [
+            opts.static_batch.unwrap_or(t.shape[0]),
+            graph.in_chans,
+            h,
+            w,
+        ];
         if t.shape != expected {
-            return Err(ExportError::Options(format!("check input has shape {:?}, expected {expected:?}", t.shape)));
+            return Err(ExportError::Options(format!(
+                "check input has shape {:?}, expected {expected:?}",
+                t.shape
+            )));
         }
         inputs.push(t.clone());
     }
@@ -434,15 +574,27 @@ pub fn check(graph: &Graph, weights: &StateDict, bytes: &[u8], opts: &ExportOpti
     let mut es = ortrun::session(bytes, opts.target, opts.threads)?;
     let (mut max_abs, mut max_rel) = (0f64, 0f64);
     for x in &inputs {
-        let data = x.as_f32().ok_or_else(|| ExportError::Options("check inputs must be f32".into()))?;
+        let data = x
+            .as_f32()
+            .ok_or_else(|| ExportError::Options("check inputs must be f32".into()))?;
         let r = ortrun::run(&mut rs, data, &x.shape)?;
         let e = ortrun::run(&mut es, data, &x.shape)?;
         let (a, rel) = compare(&e, &r);
         max_abs = max_abs.max(a);
         max_rel = max_rel.max(rel);
     }
-    let (tolerance, passed) = if opts.fp16 { ("rel ≤ 1e-2".to_string(), max_rel <= 1e-2) } else { ("abs ≤ 1e-4".to_string(), max_abs <= 1e-4) };
-    Ok(CheckReport { batches: inputs.len(), max_abs_err: max_abs, max_rel_err: max_rel, tolerance, passed })
+    let (tolerance, passed) = if opts.fp16 {
+        ("rel ≤ 1e-2".to_string(), max_rel <= 1e-2)
+    } else {
+        ("abs ≤ 1e-4".to_string(), max_abs <= 1e-4)
+    };
+    Ok(CheckReport {
+        batches: inputs.len(),
+        max_abs_err: max_abs,
+        max_rel_err: max_rel,
+        tolerance,
+        passed,
+    })
 }
 
 /// Names of ops that survive into the exported graph, for reports and tests.

@@ -63,7 +63,13 @@ impl<'a> Lowerer<'a> {
         format!("{base}/{op}_{}", self.counter)
     }
 
-    fn emit(&mut self, op: &str, base: &str, inputs: &[&str], attrs: Vec<onnx_protobuf::AttributeProto>) -> String {
+    fn emit(
+        &mut self,
+        op: &str,
+        base: &str,
+        inputs: &[&str],
+        attrs: Vec<onnx_protobuf::AttributeProto>,
+    ) -> String {
         let out = self.fresh(base, op);
         let name = out.clone();
         self.nodes.push(node(op, &name, inputs, &[&out], attrs));
@@ -72,16 +78,27 @@ impl<'a> Lowerer<'a> {
 
     /// Adds parameter `name` as an initializer of shape `dims` (same element count), optionally
     /// transposed from `[a, b]` to `[b, a]`.
-    fn param(&mut self, name: &str, dims: &[usize], transpose2d: bool) -> Result<String, ExportError> {
+    fn param(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        transpose2d: bool,
+    ) -> Result<String, ExportError> {
         let key = format!("{name}|{dims:?}|{transpose2d}");
         if let Some(n) = self.init_keys.get(&key) {
             return Ok(n.clone());
         }
-        let t = self.weights.get(name).ok_or_else(|| ExportError::MissingWeight(name.to_string()))?;
+        let t = self
+            .weights
+            .get(name)
+            .ok_or_else(|| ExportError::MissingWeight(name.to_string()))?;
         let data = t.to_f32_vec();
         let numel: usize = dims.iter().product();
         if numel != data.len() {
-            return Err(ExportError::Lowering(format!("parameter {name} has {:?}, expected {numel} values for {dims:?}", t.shape)));
+            return Err(ExportError::Lowering(format!(
+                "parameter {name} has {:?}, expected {numel} values for {dims:?}",
+                t.shape
+            )));
         }
         let data = if transpose2d {
             let (a, b) = (t.shape[0], t.shape[1]);
@@ -96,7 +113,14 @@ impl<'a> Lowerer<'a> {
             data
         };
         let iname = if self.init_keys.values().any(|v| v == name) {
-            format!("{name}{}", if transpose2d { ".T".to_string() } else { format!(".{}d", dims.len()) })
+            format!(
+                "{name}{}",
+                if transpose2d {
+                    ".T".to_string()
+                } else {
+                    format!(".{}d", dims.len())
+                }
+            )
         } else {
             name.to_string()
         };
@@ -139,12 +163,32 @@ impl<'a> Lowerer<'a> {
     }
 
     fn transpose(&mut self, x: &str, base: &str, perm: &[usize]) -> String {
-        self.emit("Transpose", base, &[x], vec![attr("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect()))])
+        self.emit(
+            "Transpose",
+            base,
+            &[x],
+            vec![attr(
+                "perm",
+                Attr::Ints(perm.iter().map(|&p| p as i64).collect()),
+            )],
+        )
     }
 
     /// `x @ W^T + b` over the last dim: Gemm for 2-D inputs, MatMul + Add otherwise.
-    fn linear(&mut self, x: &str, base: &str, weight: &str, bias: Option<&str>, rank: usize) -> Result<String, ExportError> {
-        let shape = self.weights.get(weight).ok_or_else(|| ExportError::MissingWeight(weight.to_string()))?.shape.clone();
+    fn linear(
+        &mut self,
+        x: &str,
+        base: &str,
+        weight: &str,
+        bias: Option<&str>,
+        rank: usize,
+    ) -> Result<String, ExportError> {
+        let shape = self
+            .weights
+            .get(weight)
+            .ok_or_else(|| ExportError::MissingWeight(weight.to_string()))?
+            .shape
+            .clone();
         let (dout, din) = (shape[0], shape[1]);
         if rank == 2 {
             let w = self.param(weight, &[dout, din], false)?;
@@ -166,39 +210,95 @@ impl<'a> Lowerer<'a> {
         })
     }
 
-    fn layer_norm_last(&mut self, x: &str, base: &str, weight: &str, bias: &str, eps: f64, ch: usize) -> Result<String, ExportError> {
+    fn layer_norm_last(
+        &mut self,
+        x: &str,
+        base: &str,
+        weight: &str,
+        bias: &str,
+        eps: f64,
+        ch: usize,
+    ) -> Result<String, ExportError> {
         let w = self.param(weight, &[ch], false)?;
         let b = self.param(bias, &[ch], false)?;
-        Ok(self.emit("LayerNormalization", base, &[x, &w, &b], vec![attr("axis", Attr::Int(-1)), attr("epsilon", Attr::Float(eps as f32))]))
+        Ok(self.emit(
+            "LayerNormalization",
+            base,
+            &[x, &w, &b],
+            vec![
+                attr("axis", Attr::Int(-1)),
+                attr("epsilon", Attr::Float(eps as f32)),
+            ],
+        ))
     }
 }
 
 /// Lowers the live part of `graph` with `weights` into an ONNX model (IR 8, opset 17).
-pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<ModelProto, ExportError> {
+pub fn lower(
+    graph: &Graph,
+    weights: &StateDict,
+    opts: &LowerOptions,
+) -> Result<ModelProto, ExportError> {
     let [h, w] = graph.input_size;
-    let shapes = graph.infer_shapes(1, h, w).map_err(|e| ExportError::Lowering(e.to_string()))?;
+    let shapes = graph
+        .infer_shapes(1, h, w)
+        .map_err(|e| ExportError::Lowering(e.to_string()))?;
     let live = live_nodes(graph);
     let elem = if opts.fp16 { Elem::F16 } else { Elem::F32 };
-    let mut l = Lowerer { weights, elem, nodes: vec![], inits: vec![], init_keys: HashMap::new(), counter: 0 };
+    let mut l = Lowerer {
+        weights,
+        elem,
+        nodes: vec![],
+        inits: vec![],
+        init_keys: HashMap::new(),
+        counter: 0,
+    };
     let mut values: Vec<String> = Vec::with_capacity(graph.nodes.len());
     for (i, n) in graph.nodes.iter().enumerate() {
         if !live[i] {
             values.push(String::new());
             continue;
         }
-        let base = if n.name.is_empty() { format!("n{i}") } else { n.name.clone() };
-        let x = n.inputs.first().map(|&v| values[v].clone()).unwrap_or_default();
-        let in_shape = n.inputs.first().map(|&v| shapes[v].clone()).unwrap_or_default();
+        let base = if n.name.is_empty() {
+            format!("n{i}")
+        } else {
+            n.name.clone()
+        };
+        let x = n
+            .inputs
+            .first()
+            .map(|&v| values[v].clone())
+            .unwrap_or_default();
+        let in_shape = n
+            .inputs
+            .first()
+            .map(|&v| shapes[v].clone())
+            .unwrap_or_default();
         let out = match &n.op {
             Op::Input => {
                 if opts.fp16 {
-                    l.emit("Cast", "input", &[INPUT_NAME], vec![attr("to", Attr::Int(DataType::FLOAT16 as i64))])
+                    l.emit(
+                        "Cast",
+                        "input",
+                        &[INPUT_NAME],
+                        vec![attr("to", Attr::Int(DataType::FLOAT16 as i64))],
+                    )
                 } else {
                     INPUT_NAME.to_string()
                 }
             }
-            Op::Conv2d { weight, bias, stride, padding, groups } => {
-                let ws = weights.get(weight).ok_or_else(|| ExportError::MissingWeight(weight.clone()))?.shape.clone();
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                groups,
+            } => {
+                let ws = weights
+                    .get(weight)
+                    .ok_or_else(|| ExportError::MissingWeight(weight.clone()))?
+                    .shape
+                    .clone();
                 let wn = l.param(weight, &ws, false)?;
                 let mut ins = vec![x.clone(), wn];
                 if let Some(b) = bias {
@@ -212,16 +312,28 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                     &ins,
                     vec![
                         attr("kernel_shape", Attr::Ints(vec![ws[2] as i64, ws[3] as i64])),
-                        attr("strides", Attr::Ints(stride.iter().map(|&s| s as i64).collect())),
+                        attr(
+                            "strides",
+                            Attr::Ints(stride.iter().map(|&s| s as i64).collect()),
+                        ),
                         attr("pads", Attr::Ints(vec![ph, pw, ph, pw])),
                         attr("group", Attr::Int(*groups as i64)),
                     ],
                 )
             }
-            Op::BatchNorm2d { weight, bias, running_mean, running_var, eps, .. } => {
+            Op::BatchNorm2d {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                eps,
+                ..
+            } => {
                 let c = in_shape[1];
-                let ins: Vec<String> =
-                    [weight, bias, running_mean, running_var].iter().map(|p| l.param(p, &[c], false)).collect::<Result<_, _>>()?;
+                let ins: Vec<String> = [weight, bias, running_mean, running_var]
+                    .iter()
+                    .map(|p| l.param(p, &[c], false))
+                    .collect::<Result<_, _>>()?;
                 l.emit(
                     "BatchNormalization",
                     &base,
@@ -229,10 +341,18 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                     vec![attr("epsilon", Attr::Float(*eps as f32))],
                 )
             }
-            Op::LayerNorm { weight, bias, eps, axis: NormAxis::Last } => {
-                l.layer_norm_last(&x, &base, weight, bias, *eps, *in_shape.last().unwrap())?
-            }
-            Op::LayerNorm { weight, bias, eps, axis: NormAxis::ChannelsFirst } => {
+            Op::LayerNorm {
+                weight,
+                bias,
+                eps,
+                axis: NormAxis::Last,
+            } => l.layer_norm_last(&x, &base, weight, bias, *eps, *in_shape.last().unwrap())?,
+            Op::LayerNorm {
+                weight,
+                bias,
+                eps,
+                axis: NormAxis::ChannelsFirst,
+            } => {
                 let c = in_shape[1];
                 match opts.channels_first_norm {
                     ChannelsFirstNorm::Transpose => {
@@ -241,11 +361,17 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                         l.transpose(&y, &base, &[0, 3, 1, 2])
                     }
                     ChannelsFirstNorm::Reduce => {
-                        let axes = vec![attr("axes", Attr::Ints(vec![1])), attr("keepdims", Attr::Int(1))];
+                        let axes = vec![
+                            attr("axes", Attr::Ints(vec![1])),
+                            attr("keepdims", Attr::Int(1)),
+                        ];
                         let mean = l.emit("ReduceMean", &base, &[&x], axes);
                         let d = l.emit("Sub", &base, &[&x, &mean], vec![]);
                         let sq = l.emit("Mul", &base, &[&d, &d], vec![]);
-                        let axes = vec![attr("axes", Attr::Ints(vec![1])), attr("keepdims", Attr::Int(1))];
+                        let axes = vec![
+                            attr("axes", Attr::Ints(vec![1])),
+                            attr("keepdims", Attr::Int(1)),
+                        ];
                         let var = l.emit("ReduceMean", &base, &[&sq], axes);
                         let e = l.const_f(*eps as f32);
                         let ve = l.emit("Add", &base, &[&var, &e], vec![]);
@@ -258,7 +384,9 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                     }
                 }
             }
-            Op::Linear { weight, bias } => l.linear(&x, &base, weight, bias.as_deref(), in_shape.len())?,
+            Op::Linear { weight, bias } => {
+                l.linear(&x, &base, weight, bias.as_deref(), in_shape.len())?
+            }
             Op::Gelu => {
                 // x * 0.5 * (1 + erf(x / sqrt 2)): the pattern ORT fuses into one Gelu kernel.
                 let s2 = l.const_f(std::f32::consts::SQRT_2);
@@ -286,7 +414,11 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                 let p = l.emit("GlobalAveragePool", &base, &[&x], vec![]);
                 l.emit("Flatten", &base, &[&p], vec![attr("axis", Attr::Int(1))])
             }
-            Op::MaxPool2d { kernel, stride, padding } => {
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            } => {
                 let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
                 l.emit(
                     "MaxPool",
@@ -307,18 +439,43 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
             Op::PrependToken { param } => {
                 let d = *in_shape.last().unwrap();
                 let tok = l.param(param, &[1, 1, d], false)?;
-                let nb = l.emit("Shape", &base, &[&x], vec![attr("start", Attr::Int(0)), attr("end", Attr::Int(1))]);
+                let nb = l.emit(
+                    "Shape",
+                    &base,
+                    &[&x],
+                    vec![attr("start", Attr::Int(0)), attr("end", Attr::Int(1))],
+                );
                 let rest = l.const_i64(&[1, d as i64]);
-                let target = l.emit("Concat", &base, &[&nb, &rest], vec![attr("axis", Attr::Int(0))]);
+                let target = l.emit(
+                    "Concat",
+                    &base,
+                    &[&nb, &rest],
+                    vec![attr("axis", Attr::Int(0))],
+                );
                 let toks = l.emit("Expand", &base, &[&tok, &target], vec![]);
-                l.emit("Concat", &base, &[&toks, &x], vec![attr("axis", Attr::Int(1))])
+                l.emit(
+                    "Concat",
+                    &base,
+                    &[&toks, &x],
+                    vec![attr("axis", Attr::Int(1))],
+                )
             }
             Op::AddParam { param } => {
-                let ps = weights.get(param).ok_or_else(|| ExportError::MissingWeight(param.clone()))?.shape.clone();
+                let ps = weights
+                    .get(param)
+                    .ok_or_else(|| ExportError::MissingWeight(param.clone()))?
+                    .shape
+                    .clone();
                 let p = l.param(param, &ps, false)?;
                 l.emit("Add", &base, &[&x, &p], vec![])
             }
-            Op::SelfAttention { qkv_weight, qkv_bias, proj_weight, proj_bias, heads } => {
+            Op::SelfAttention {
+                qkv_weight,
+                qkv_bias,
+                proj_weight,
+                proj_bias,
+                heads,
+            } => {
                 let (len, d) = (in_shape[1], in_shape[2]);
                 let dh = d / heads;
                 let qkv = l.linear(&x, &base, qkv_weight, qkv_bias.as_deref(), 3)?;
@@ -328,7 +485,12 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
                 let t = l.transpose(&r, &base, &[2, 0, 3, 1, 4]);
                 let pick = |l: &mut Lowerer, k: i64| {
                     let idx = l.scalar_i64(k);
-                    l.emit("Gather", &base, &[&t, &idx], vec![attr("axis", Attr::Int(0))])
+                    l.emit(
+                        "Gather",
+                        &base,
+                        &[&t, &idx],
+                        vec![attr("axis", Attr::Int(0))],
+                    )
                 };
                 let q = pick(&mut l, 0);
                 let k = pick(&mut l, 1);
@@ -346,10 +508,23 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
             }
             Op::SelectToken { index } => {
                 let idx = l.scalar_i64(*index as i64);
-                l.emit("Gather", &base, &[&x, &idx], vec![attr("axis", Attr::Int(1))])
+                l.emit(
+                    "Gather",
+                    &base,
+                    &[&x, &idx],
+                    vec![attr("axis", Attr::Int(1))],
+                )
             }
-            Op::TokensToMap { skip, height, width } => {
-                let (starts, ends, axes) = (l.const_i64(&[*skip as i64]), l.const_i64(&[i64::MAX]), l.const_i64(&[1]));
+            Op::TokensToMap {
+                skip,
+                height,
+                width,
+            } => {
+                let (starts, ends, axes) = (
+                    l.const_i64(&[*skip as i64]),
+                    l.const_i64(&[i64::MAX]),
+                    l.const_i64(&[1]),
+                );
                 let s = l.emit("Slice", &base, &[&x, &starts, &ends, &axes], vec![]);
                 let t = l.transpose(&s, &base, &[0, 2, 1]);
                 let shape = l.const_i64(&[0, in_shape[2] as i64, *height as i64, *width as i64]);
@@ -362,16 +537,25 @@ pub fn lower(graph: &Graph, weights: &StateDict, opts: &LowerOptions) -> Result<
     // The graph output gets its public name (through a Cast back to f32 under fp16).
     let last = values[graph.output].clone();
     let out_to = |l: &mut Lowerer, op: &str, attrs| {
-        l.nodes.push(node(op, "output", &[&last], &[OUTPUT_NAME], attrs));
+        l.nodes
+            .push(node(op, "output", &[&last], &[OUTPUT_NAME], attrs));
     };
     if opts.fp16 {
-        out_to(&mut l, "Cast", vec![attr("to", Attr::Int(DataType::FLOAT as i64))]);
+        out_to(
+            &mut l,
+            "Cast",
+            vec![attr("to", Attr::Int(DataType::FLOAT as i64))],
+        );
     } else {
         out_to(&mut l, "Identity", vec![]);
     }
     // Rename the producer's output instead of keeping an Identity when possible.
     if !opts.fp16 {
-        if let Some(pos) = l.nodes.iter().position(|nd| nd.output.first() == Some(&last)) {
+        if let Some(pos) = l
+            .nodes
+            .iter()
+            .position(|nd| nd.output.first() == Some(&last))
+        {
             l.nodes.pop();
             l.nodes[pos].output[0] = OUTPUT_NAME.to_string();
             for nd in &mut l.nodes {

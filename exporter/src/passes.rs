@@ -51,7 +51,10 @@ fn single_user(c: &[Vec<usize>], v: ValueId) -> Option<usize> {
 
 /// How many nodes read each parameter (a pass only rewrites parameters it owns alone).
 fn param_uses(g: &Graph, name: &str) -> usize {
-    g.nodes.iter().filter(|n| n.op.param_names().contains(&name)).count()
+    g.nodes
+        .iter()
+        .filter(|n| n.op.param_names().contains(&name))
+        .count()
 }
 
 /// Renumbers after removals, remaps taps and output, and drops parameters no node reads.
@@ -62,7 +65,11 @@ fn compact(g: &mut Graph, weights: &mut StateDict, fate: &[Fate]) {
         match fate[i] {
             Fate::Keep => {
                 let mut n = n.clone();
-                n.inputs = n.inputs.iter().map(|&v| map[v].expect("input of a kept node was dropped")).collect();
+                n.inputs = n
+                    .inputs
+                    .iter()
+                    .map(|&v| map[v].expect("input of a kept node was dropped"))
+                    .collect();
                 map[i] = Some(nodes.len());
                 nodes.push(n);
             }
@@ -72,14 +79,26 @@ fn compact(g: &mut Graph, weights: &mut StateDict, fate: &[Fate]) {
     }
     g.nodes = nodes;
     g.output = map[g.output].expect("graph output was dropped");
-    g.taps = std::mem::take(&mut g.taps).into_iter().filter_map(|(k, v)| map[v].map(|v| (k, v))).collect();
-    let used: HashSet<String> = g.nodes.iter().flat_map(|n| n.op.param_names().into_iter().map(str::to_string)).collect();
+    g.taps = std::mem::take(&mut g.taps)
+        .into_iter()
+        .filter_map(|(k, v)| map[v].map(|v| (k, v)))
+        .collect();
+    let used: HashSet<String> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.op.param_names().into_iter().map(str::to_string))
+        .collect();
     g.params.retain(|p| used.contains(&p.name));
     weights.retain(|k, _| used.contains(k));
 }
 
 fn stat(name: &'static str, g: &Graph) -> PassStat {
-    PassStat { name, nodes_before: g.nodes.len(), params_before: g.params.len(), ..Default::default() }
+    PassStat {
+        name,
+        nodes_before: g.nodes.len(),
+        params_before: g.params.len(),
+        ..Default::default()
+    }
 }
 
 fn finish(mut s: PassStat, g: &Graph, t: std::time::Instant) -> PassStat {
@@ -90,7 +109,10 @@ fn finish(mut s: PassStat, g: &Graph, t: std::time::Instant) -> PassStat {
 }
 
 fn f32_of<'a>(w: &'a StateDict, name: &str) -> Result<&'a [f32], ExportError> {
-    w.get(name).ok_or_else(|| ExportError::MissingWeight(name.to_string()))?.as_f32().ok_or_else(|| ExportError::Lowering(format!("parameter {name} is not float")))
+    w.get(name)
+        .ok_or_else(|| ExportError::MissingWeight(name.to_string()))?
+        .as_f32()
+        .ok_or_else(|| ExportError::Lowering(format!("parameter {name} is not float")))
 }
 
 fn set_param(g: &mut Graph, w: &mut StateDict, name: &str, t: HostTensor) {
@@ -128,7 +150,10 @@ pub fn prune(g: &mut Graph, w: &mut StateDict) -> PassStat {
     let t = std::time::Instant::now();
     let s = stat("prune", g);
     let live = crate::lower::live_nodes(g);
-    let fate: Vec<Fate> = live.iter().map(|&l| if l { Fate::Keep } else { Fate::Drop }).collect();
+    let fate: Vec<Fate> = live
+        .iter()
+        .map(|&l| if l { Fate::Keep } else { Fate::Drop })
+        .collect();
     let rewrites = fate.iter().filter(|f| **f == Fate::Drop).count();
     compact(g, w, &fate);
     finish(PassStat { rewrites, ..s }, g, t)
@@ -138,7 +163,17 @@ pub fn prune(g: &mut Graph, w: &mut StateDict) -> PassStat {
 pub fn drop_identities(g: &mut Graph, w: &mut StateDict) -> PassStat {
     let t = std::time::Instant::now();
     let s = stat("drop_identities", g);
-    let fate: Vec<Fate> = g.nodes.iter().map(|n| if matches!(n.op, Op::DropPath { .. }) { Fate::Alias(n.inputs[0]) } else { Fate::Keep }).collect();
+    let fate: Vec<Fate> = g
+        .nodes
+        .iter()
+        .map(|n| {
+            if matches!(n.op, Op::DropPath { .. }) {
+                Fate::Alias(n.inputs[0])
+            } else {
+                Fate::Keep
+            }
+        })
+        .collect();
     let rewrites = fate.iter().filter(|f| **f != Fate::Keep).count();
     compact(g, w, &fate);
     finish(PassStat { rewrites, ..s }, g, t)
@@ -153,24 +188,58 @@ pub fn fold_batchnorm(g: &mut Graph, w: &mut StateDict) -> Result<PassStat, Expo
     let mut fate = vec![Fate::Keep; g.nodes.len()];
     let mut rewrites = 0;
     for i in 0..g.nodes.len() {
-        let Op::BatchNorm2d { weight: gamma, bias: beta, running_mean, running_var, eps, .. } = g.nodes[i].op.clone() else { continue };
+        let Op::BatchNorm2d {
+            weight: gamma,
+            bias: beta,
+            running_mean,
+            running_var,
+            eps,
+            ..
+        } = g.nodes[i].op.clone()
+        else {
+            continue;
+        };
         let src = g.nodes[i].inputs[0];
-        let Op::Conv2d { weight, bias, .. } = g.nodes[src].op.clone() else { continue };
-        if single_user(&users, src) != Some(i) || param_uses(g, &weight) != 1 || bias.as_deref().is_some_and(|b| param_uses(g, b) != 1) {
+        let Op::Conv2d { weight, bias, .. } = g.nodes[src].op.clone() else {
+            continue;
+        };
+        if single_user(&users, src) != Some(i)
+            || param_uses(g, &weight) != 1
+            || bias.as_deref().is_some_and(|b| param_uses(g, b) != 1)
+        {
             continue;
         }
-        let (gm, bt, mu, var) = (f32_of(w, &gamma)?, f32_of(w, &beta)?, f32_of(w, &running_mean)?, f32_of(w, &running_var)?);
-        let scale: Vec<f64> = gm.iter().zip(var).map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt()).collect();
+        let (gm, bt, mu, var) = (
+            f32_of(w, &gamma)?,
+            f32_of(w, &beta)?,
+            f32_of(w, &running_mean)?,
+            f32_of(w, &running_var)?,
+        );
+        let scale: Vec<f64> = gm
+            .iter()
+            .zip(var)
+            .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
+            .collect();
         let old_b: Vec<f32> = match &bias {
             Some(b) => f32_of(w, b)?.to_vec(),
             None => vec![0.0; scale.len()],
         };
-        let new_b: Vec<f32> = (0..scale.len()).map(|o| ((old_b[o] as f64 - mu[o] as f64) * scale[o] + bt[o] as f64) as f32).collect();
+        let new_b: Vec<f32> = (0..scale.len())
+            .map(|o| ((old_b[o] as f64 - mu[o] as f64) * scale[o] + bt[o] as f64) as f32)
+            .collect();
         let wt = w.get(&weight).unwrap().clone();
         let per = wt.numel() / wt.shape[0];
-        let data: Vec<f32> = wt.as_f32().unwrap().iter().enumerate().map(|(k, &x)| (x as f64 * scale[k / per]) as f32).collect();
+        let data: Vec<f32> = wt
+            .as_f32()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| (x as f64 * scale[k / per]) as f32)
+            .collect();
         set_param(g, w, &weight, HostTensor::f32(wt.shape.clone(), data));
-        let bname = bias.clone().unwrap_or_else(|| fresh_name(g, &format!("{}.bias", module_of(&weight))));
+        let bname = bias
+            .clone()
+            .unwrap_or_else(|| fresh_name(g, &format!("{}.bias", module_of(&weight))));
         set_param(g, w, &bname, HostTensor::f32(vec![scale.len()], new_b));
         if let Op::Conv2d { bias, .. } = &mut g.nodes[src].op {
             *bias = Some(bname);
@@ -191,19 +260,36 @@ pub fn fold_layer_scale(g: &mut Graph, w: &mut StateDict) -> Result<PassStat, Ex
     let mut fate = vec![Fate::Keep; g.nodes.len()];
     let mut rewrites = 0;
     for i in 0..g.nodes.len() {
-        let Op::Scale { param } = g.nodes[i].op.clone() else { continue };
+        let Op::Scale { param } = g.nodes[i].op.clone() else {
+            continue;
+        };
         let src = g.nodes[i].inputs[0];
-        let Op::Linear { weight, bias } = g.nodes[src].op.clone() else { continue };
-        if single_user(&users, src) != Some(i) || param_uses(g, &weight) != 1 || bias.as_deref().is_some_and(|b| param_uses(g, b) != 1) {
+        let Op::Linear { weight, bias } = g.nodes[src].op.clone() else {
+            continue;
+        };
+        if single_user(&users, src) != Some(i)
+            || param_uses(g, &weight) != 1
+            || bias.as_deref().is_some_and(|b| param_uses(g, b) != 1)
+        {
             continue;
         }
         let gamma = f32_of(w, &param)?.to_vec();
         let wt = w.get(&weight).unwrap().clone();
         let din = wt.shape[1];
-        let data: Vec<f32> = wt.as_f32().unwrap().iter().enumerate().map(|(k, &x)| x * gamma[k / din]).collect();
+        let data: Vec<f32> = wt
+            .as_f32()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| x * gamma[k / din])
+            .collect();
         set_param(g, w, &weight, HostTensor::f32(wt.shape.clone(), data));
         if let Some(b) = &bias {
-            let nb: Vec<f32> = f32_of(w, b)?.iter().zip(&gamma).map(|(x, g)| x * g).collect();
+            let nb: Vec<f32> = f32_of(w, b)?
+                .iter()
+                .zip(&gamma)
+                .map(|(x, g)| x * g)
+                .collect();
             set_param(g, w, b, HostTensor::f32(vec![nb.len()], nb));
         }
         fate[i] = Fate::Alias(src);
@@ -233,13 +319,27 @@ pub struct KernelGroup {
 impl KernelGroup {
     /// Key of the layer shape auto-tuning times once.
     pub fn shape_key(&self) -> String {
-        let k: Vec<String> = self.kernels.iter().map(|k| format!("{}x{}", k[0], k[1])).collect();
-        format!("c{} {}x{} s{} [{}]", self.channels, self.input_hw[0], self.input_hw[1], self.stride[0], k.join("+"))
+        let k: Vec<String> = self
+            .kernels
+            .iter()
+            .map(|k| format!("{}x{}", k[0], k[1]))
+            .collect();
+        format!(
+            "c{} {}x{} s{} [{}]",
+            self.channels,
+            self.input_hw[0],
+            self.input_hw[1],
+            self.stride[0],
+            k.join("+")
+        )
     }
 
     /// The dense kernel covering every branch.
     pub fn dense_kernel(&self) -> [usize; 2] {
-        [self.kernels.iter().map(|k| k[0]).max().unwrap(), self.kernels.iter().map(|k| k[1]).max().unwrap()]
+        [
+            self.kernels.iter().map(|k| k[0]).max().unwrap(),
+            self.kernels.iter().map(|k| k[1]).max().unwrap(),
+        ]
     }
 
     /// Branches kept by the decomposed form: those whose kernel no other kernel contains.
@@ -251,11 +351,25 @@ impl KernelGroup {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.kernels[i][0] * self.kernels[i][1]));
         for &i in &order {
-            if !keep.iter().any(|&k| contains(self.kernels[k], self.kernels[i])) {
+            if !keep
+                .iter()
+                .any(|&k| contains(self.kernels[k], self.kernels[i]))
+            {
                 keep.push(i);
             }
         }
-        (0..n).map(|i| if keep.contains(&i) { i } else { *keep.iter().find(|&&k| contains(self.kernels[k], self.kernels[i])).unwrap() }).collect()
+        (0..n)
+            .map(|i| {
+                if keep.contains(&i) {
+                    i
+                } else {
+                    *keep
+                        .iter()
+                        .find(|&&k| contains(self.kernels[k], self.kernels[i]))
+                        .unwrap()
+                }
+            })
+            .collect()
     }
 }
 
@@ -291,7 +405,14 @@ pub fn find_kernel_groups(g: &Graph) -> Vec<KernelGroup> {
         let (mut input, mut stride, mut channels) = (None, None, 0);
         for &v in &leaves {
             let n = &g.nodes[v];
-            let Op::Conv2d { weight, stride: s, padding, groups, .. } = &n.op else {
+            let Op::Conv2d {
+                weight,
+                stride: s,
+                padding,
+                groups,
+                ..
+            } = &n.op
+            else {
                 ok = false;
                 break;
             };
@@ -303,10 +424,15 @@ pub fn find_kernel_groups(g: &Graph) -> Vec<KernelGroup> {
                 }
             };
             let depthwise = ws[1] == 1 && *groups == ws[0] && shapes[n.inputs[0]][1] == ws[0];
-            let centred = ws[2] % 2 == 1 && ws[3] % 2 == 1 && padding[0] == ws[2] / 2 && padding[1] == ws[3] / 2;
+            let centred = ws[2] % 2 == 1
+                && ws[3] % 2 == 1
+                && padding[0] == ws[2] / 2
+                && padding[1] == ws[3] / 2;
             let same_in = *input.get_or_insert(n.inputs[0]) == n.inputs[0];
             let same_stride = *stride.get_or_insert(*s) == *s;
-            if !(depthwise && centred && same_in && same_stride && single_user(&users, v).is_some()) || leaves.iter().filter(|&&u| u == v).count() > 1 {
+            if !(depthwise && centred && same_in && same_stride && single_user(&users, v).is_some())
+                || leaves.iter().filter(|&&u| u == v).count() > 1
+            {
                 ok = false;
                 break;
             }
@@ -360,7 +486,8 @@ fn add_centred(dst: &mut [f32], dk: [usize; 2], src: &[f32], sk: [usize; 2], cha
     for c in 0..channels {
         for y in 0..sk[0] {
             for x in 0..sk[1] {
-                dst[c * dk[0] * dk[1] + (y + oy) * dk[1] + x + ox] += src[c * sk[0] * sk[1] + y * sk[1] + x];
+                dst[c * dk[0] * dk[1] + (y + oy) * dk[1] + x + ox] +=
+                    src[c * sk[0] * sk[1] + y * sk[1] + x];
             }
         }
     }
@@ -394,14 +521,20 @@ pub fn merge_kernels(
         kept.dedup();
         let mut new_convs = vec![];
         for &k in &kept {
-            let kk = if form == KernelForm::Dense { grp.dense_kernel() } else { grp.kernels[k] };
+            let kk = if form == KernelForm::Dense {
+                grp.dense_kernel()
+            } else {
+                grp.kernels[k]
+            };
             let mut wsum = vec![0f32; c * kk[0] * kk[1]];
             let mut bsum: Option<Vec<f32>> = None;
             for (j, &conv) in grp.convs.iter().enumerate() {
                 if targets[j] != k {
                     continue;
                 }
-                let Op::Conv2d { weight, bias, .. } = &g.nodes[conv].op else { unreachable!() };
+                let Op::Conv2d { weight, bias, .. } = &g.nodes[conv].op else {
+                    unreachable!()
+                };
                 add_centred(&mut wsum, kk, f32_of(w, weight)?, grp.kernels[j], c);
                 if let Some(b) = bias {
                     let bv = f32_of(w, b)?;
@@ -410,13 +543,34 @@ pub fn merge_kernels(
                 }
             }
             let conv = grp.convs[k];
-            let Op::Conv2d { weight, bias, stride, groups, .. } = g.nodes[conv].op.clone() else { unreachable!() };
-            let (wname, bname) = if form == KernelForm::Dense {
-                (fresh_name(g, &format!("{}.reparam.weight", grp.name)), fresh_name(g, &format!("{}.reparam.bias", grp.name)))
-            } else {
-                (weight.clone(), bias.clone().unwrap_or_else(|| fresh_name(g, &format!("{}.bias", module_of(&weight)))))
+            let Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                groups,
+                ..
+            } = g.nodes[conv].op.clone()
+            else {
+                unreachable!()
             };
-            set_param(g, w, &wname, HostTensor::f32(vec![c, 1, kk[0], kk[1]], wsum));
+            let (wname, bname) = if form == KernelForm::Dense {
+                (
+                    fresh_name(g, &format!("{}.reparam.weight", grp.name)),
+                    fresh_name(g, &format!("{}.reparam.bias", grp.name)),
+                )
+            } else {
+                (
+                    weight.clone(),
+                    bias.clone()
+                        .unwrap_or_else(|| fresh_name(g, &format!("{}.bias", module_of(&weight)))),
+                )
+            };
+            set_param(
+                g,
+                w,
+                &wname,
+                HostTensor::f32(vec![c, 1, kk[0], kk[1]], wsum),
+            );
             let bias = match bsum {
                 Some(b) => {
                     set_param(g, w, &bname, HostTensor::f32(vec![c], b));
@@ -424,7 +578,13 @@ pub fn merge_kernels(
                 }
                 None => None,
             };
-            g.nodes[conv].op = Op::Conv2d { weight: wname, bias, stride, padding: [kk[0] / 2, kk[1] / 2], groups };
+            g.nodes[conv].op = Op::Conv2d {
+                weight: wname,
+                bias,
+                stride,
+                padding: [kk[0] / 2, kk[1] / 2],
+                groups,
+            };
             if form == KernelForm::Dense {
                 g.nodes[conv].name = format!("{}.reparam", grp.name);
             }
@@ -479,14 +639,26 @@ pub fn pointwise_to_conv(g: &mut Graph, w: &mut StateDict) -> PassStat {
         let mut chain = vec![];
         let mut cur = i;
         let end = loop {
-            let Some(u) = single_user(&users, cur) else { break None };
+            let Some(u) = single_user(&users, cur) else {
+                break None;
+            };
             // Every op listed (no `_` arm), so a new op is placed knowingly: pointwise over
             // channels (may join the run), the closing transpose, or a run breaker.
             match &g.nodes[u].op {
-                Op::LayerNorm { axis: NormAxis::Last, .. } | Op::Linear { .. } | Op::Gelu | Op::Relu | Op::DropPath { .. } => chain.push(u),
+                Op::LayerNorm {
+                    axis: NormAxis::Last,
+                    ..
+                }
+                | Op::Linear { .. }
+                | Op::Gelu
+                | Op::Relu
+                | Op::DropPath { .. } => chain.push(u),
                 Op::Permute { perm } if perm == &[0, 3, 1, 2] => break Some(u),
                 Op::Permute { .. }
-                | Op::LayerNorm { axis: NormAxis::ChannelsFirst, .. }
+                | Op::LayerNorm {
+                    axis: NormAxis::ChannelsFirst,
+                    ..
+                }
                 | Op::Input
                 | Op::Conv2d { .. }
                 | Op::BatchNorm2d { .. }
@@ -506,7 +678,16 @@ pub fn pointwise_to_conv(g: &mut Graph, w: &mut StateDict) -> PassStat {
         let Some(end) = end else { continue };
         for &c in &chain {
             match g.nodes[c].op.clone() {
-                Op::LayerNorm { weight, bias, eps, .. } => g.nodes[c].op = Op::LayerNorm { weight, bias, eps, axis: NormAxis::ChannelsFirst },
+                Op::LayerNorm {
+                    weight, bias, eps, ..
+                } => {
+                    g.nodes[c].op = Op::LayerNorm {
+                        weight,
+                        bias,
+                        eps,
+                        axis: NormAxis::ChannelsFirst,
+                    }
+                }
                 Op::Linear { weight, bias } => {
                     let t = w.get_mut(&weight).unwrap();
                     t.shape = vec![t.shape[0], t.shape[1], 1, 1];
@@ -514,7 +695,13 @@ pub fn pointwise_to_conv(g: &mut Graph, w: &mut StateDict) -> PassStat {
                     if let Some(p) = g.params.iter_mut().find(|p| p.name == weight) {
                         p.shape = shape;
                     }
-                    g.nodes[c].op = Op::Conv2d { weight, bias, stride: [1, 1], padding: [0, 0], groups: 1 };
+                    g.nodes[c].op = Op::Conv2d {
+                        weight,
+                        bias,
+                        stride: [1, 1],
+                        padding: [0, 0],
+                        groups: 1,
+                    };
                 }
                 // Elementwise: the same op works on either layout.
                 Op::Gelu | Op::Relu | Op::DropPath { .. } => {}

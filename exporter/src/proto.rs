@@ -4,8 +4,8 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::{
-    type_proto, AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, Message, MessageField};
 
@@ -36,7 +36,10 @@ pub enum Attr {
 }
 
 pub fn attr(name: &str, value: Attr) -> AttributeProto {
-    let mut a = AttributeProto { name: name.to_string(), ..Default::default() };
+    let mut a = AttributeProto {
+        name: name.to_string(),
+        ..Default::default()
+    };
     match value {
         Attr::Int(i) => {
             a.type_ = EnumOrUnknown::new(AttributeType::INT);
@@ -54,7 +57,13 @@ pub fn attr(name: &str, value: Attr) -> AttributeProto {
     a
 }
 
-pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: op.to_string(),
         name: name.to_string(),
@@ -69,7 +78,10 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<
 pub fn tensor_f(name: &str, dims: &[usize], data: &[f32], elem: Elem) -> TensorProto {
     let raw_data = match elem {
         Elem::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Elem::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+        Elem::F16 => data
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
     };
     TensorProto {
         name: name.to_string(),
@@ -102,24 +114,45 @@ pub fn value_info(name: &str, data_type: i32, dims: &[Result<usize, &str>]) -> V
             ..Default::default()
         })
         .collect();
-    let tensor = type_proto::Tensor { elem_type: data_type, shape: MessageField::some(TensorShapeProto { dim, ..Default::default() }), ..Default::default() };
+    let tensor = type_proto::Tensor {
+        elem_type: data_type,
+        shape: MessageField::some(TensorShapeProto {
+            dim,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     ValueInfoProto {
         name: name.to_string(),
-        type_: MessageField::some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
-pub fn model(graph: onnx_protobuf::GraphProto, metadata: &std::collections::BTreeMap<String, String>) -> ModelProto {
+pub fn model(
+    graph: onnx_protobuf::GraphProto,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> ModelProto {
     ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+            ..Default::default()
+        }],
         producer_name: "lkd".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: MessageField::some(graph),
         metadata_props: metadata
             .iter()
-            .map(|(k, v)| StringStringEntryProto { key: k.clone(), value: v.clone(), ..Default::default() })
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.clone(),
+                value: v.clone(),
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     }

@@ -24,7 +24,16 @@ fn make_cases(root: &Path) {
     assert!(script.is_file(), "missing {}", script.display());
     let cases: Vec<Vec<String>> = CASES
         .iter()
-        .map(|(p, o)| vec!["--preset".into(), p.to_string(), "--override".into(), o.to_string(), "--out".into(), root.join(p).display().to_string()])
+        .map(|(p, o)| {
+            vec![
+                "--preset".into(),
+                p.to_string(),
+                "--override".into(),
+                o.to_string(),
+                "--out".into(),
+                root.join(p).display().to_string(),
+            ]
+        })
         .collect();
     let out = Command::new(common::python())
         .arg(&script)
@@ -32,7 +41,11 @@ fn make_cases(root: &Path) {
         .arg(serde_json::to_string(&cases).unwrap())
         .output()
         .expect("running $LKD_PYTHON make_case.py");
-    assert!(out.status.success(), "make_case.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "make_case.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -44,21 +57,45 @@ fn export_matches_pytorch() {
         let dir = root.path().join(preset);
         let g = common::build(preset, if *overrides == "{}" { "" } else { overrides });
         let w = read_safetensors(&dir.join("state.safetensors")).unwrap();
-        let x = read_safetensors(&dir.join("input.safetensors")).unwrap().remove("input").unwrap();
-        let expected = read_safetensors(&dir.join("output.safetensors")).unwrap().remove("logits").unwrap();
+        let x = read_safetensors(&dir.join("input.safetensors"))
+            .unwrap()
+            .remove("input")
+            .unwrap();
+        let expected = read_safetensors(&dir.join("output.safetensors"))
+            .unwrap()
+            .remove("logits")
+            .unwrap();
         let modes: &[ReparamMode] = if g.arch == "slak" {
-            &[ReparamMode::Auto, ReparamMode::Decomposed, ReparamMode::Dense, ReparamMode::None]
+            &[
+                ReparamMode::Auto,
+                ReparamMode::Decomposed,
+                ReparamMode::Dense,
+                ReparamMode::None,
+            ]
         } else {
             &[ReparamMode::Auto]
         };
         for &reparam in modes {
-            let forms: &[LinearForm] = if reparam == ReparamMode::Auto { &[LinearForm::Conv, LinearForm::MatMul] } else { &[LinearForm::Conv] };
+            let forms: &[LinearForm] = if reparam == ReparamMode::Auto {
+                &[LinearForm::Conv, LinearForm::MatMul]
+            } else {
+                &[LinearForm::Conv]
+            };
             for &linear_form in forms {
-                let opts = ExportOptions { reparam, linear_form, check_inputs: vec![x.clone()], ..Default::default() };
-                let (bytes, rep) = export_bytes(&g, &w, &opts).unwrap_or_else(|e| panic!("{preset} {reparam:?}: {e}"));
+                let opts = ExportOptions {
+                    reparam,
+                    linear_form,
+                    check_inputs: vec![x.clone()],
+                    ..Default::default()
+                };
+                let (bytes, rep) = export_bytes(&g, &w, &opts)
+                    .unwrap_or_else(|e| panic!("{preset} {reparam:?}: {e}"));
                 let y = common::run_bytes(&bytes, &x);
                 let err = common::max_abs(&y, expected.as_f32().unwrap());
-                println!("{preset} {reparam:?} {linear_form:?}: vs PyTorch max abs {err:.2e}; {}", rep.summary());
+                println!(
+                    "{preset} {reparam:?} {linear_form:?}: vs PyTorch max abs {err:.2e}; {}",
+                    rep.summary()
+                );
                 assert!(err <= 1e-4, "{preset} {reparam:?} {linear_form:?}: max abs error vs PyTorch {err:.3e} > 1e-4");
             }
         }

@@ -18,13 +18,29 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn f32(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} vs {} values", data.len());
-        Self { shape, data: HostData::F32(data) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} vs {} values",
+            data.len()
+        );
+        Self {
+            shape,
+            data: HostData::F32(data),
+        }
     }
 
     pub fn i64(shape: Vec<usize>, data: Vec<i64>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} vs {} values", data.len());
-        Self { shape, data: HostData::I64(data) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} vs {} values",
+            data.len()
+        );
+        Self {
+            shape,
+            data: HostData::I64(data),
+        }
     }
 
     pub fn numel(&self) -> usize {

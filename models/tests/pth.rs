@@ -12,22 +12,61 @@ use std::sync::OnceLock;
 /// (case name, ModelConfig JSON, make_case.py arguments after `--preset`).
 const CASES: &[(&str, &str, &[&str])] = &[
     // Training checkpoint layout: model + optimizer + epoch + argparse.Namespace + scaler.
-    ("slak_model", r#"{"preset":"slak_nano"}"#, &["slak_nano", "--wrap", "model"]),
+    (
+        "slak_model",
+        r#"{"preset":"slak_nano"}"#,
+        &["slak_nano", "--wrap", "model"],
+    ),
     // Bare state dict, protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL).
-    ("convnext_bare_p4", r#"{"preset":"convnext_nano"}"#, &["convnext_nano", "--wrap", "none", "--protocol", "4"]),
+    (
+        "convnext_bare_p4",
+        r#"{"preset":"convnext_nano"}"#,
+        &["convnext_nano", "--wrap", "none", "--protocol", "4"],
+    ),
     // fp16, transposed views and shared-storage slices, nn.Parameter records, DDP prefix.
     (
         "resnet_fp16_views",
         r#"{"preset":"resnet_nano"}"#,
-        &["resnet_nano", "--wrap", "state_dict", "--module-prefix", "--dtype", "float16", "--views", "--parameters"],
+        &[
+            "resnet_nano",
+            "--wrap",
+            "state_dict",
+            "--module-prefix",
+            "--dtype",
+            "float16",
+            "--views",
+            "--parameters",
+        ],
     ),
-    ("vit_ema_bf16_p5", r#"{"preset":"vit_nano"}"#, &["vit_nano", "--wrap", "model_ema", "--dtype", "bfloat16", "--protocol", "5"]),
+    (
+        "vit_ema_bf16_p5",
+        r#"{"preset":"vit_nano"}"#,
+        &[
+            "vit_nano",
+            "--wrap",
+            "model_ema",
+            "--dtype",
+            "bfloat16",
+            "--protocol",
+            "5",
+        ],
+    ),
     (
         "convnext_override_f64",
         r#"{"preset":"convnext_nano","kernel_size":7,"dims":[8,16,24]}"#,
-        &["convnext_nano", "--override", r#"{"kernel_size":7,"dims":[8,16,24]}"#, "--dtype", "float64"],
+        &[
+            "convnext_nano",
+            "--override",
+            r#"{"kernel_size":7,"dims":[8,16,24]}"#,
+            "--dtype",
+            "float64",
+        ],
     ),
-    ("legacy", r#"{"preset":"resnet_nano"}"#, &["resnet_nano", "--legacy-format", "--wrap", "none"]),
+    (
+        "legacy",
+        r#"{"preset":"resnet_nano"}"#,
+        &["resnet_nano", "--legacy-format", "--wrap", "none"],
+    ),
 ];
 
 /// Generates every case once, in one Python process (importing torch dominates the cost),
@@ -98,7 +137,12 @@ fn assert_matches_truth(name: &str) {
     for (k, w) in &want {
         let g = &got[k];
         assert_eq!(g.shape, w.shape, "{name}: {k} shape");
-        assert!(g == w, "{name}: {k} values differ ({} vs {})", g.dtype_name(), w.dtype_name());
+        assert!(
+            g == w,
+            "{name}: {k} values differ ({} vs {})",
+            g.dtype_name(),
+            w.dtype_name()
+        );
     }
     let graph = config(name).build().unwrap();
     check_state_dict(&graph, &got).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -143,10 +187,17 @@ fn read_checkpoint_recognises_both_formats() {
 
 fn checkpoint_error(path: &Path) -> String {
     match read_pth(path) {
-        Ok(sd) => panic!("{}: expected an error, loaded {} tensors", path.display(), sd.len()),
+        Ok(sd) => panic!(
+            "{}: expected an error, loaded {} tensors",
+            path.display(),
+            sd.len()
+        ),
         Err(e @ ModelError::Checkpoint { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains(&path.display().to_string()), "error does not name the file: {msg}");
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "error does not name the file: {msg}"
+            );
             msg
         }
         Err(e) => panic!("expected ModelError::Checkpoint, got {e:?}"),
@@ -156,18 +207,28 @@ fn checkpoint_error(path: &Path) -> String {
 #[test]
 fn legacy_format_says_how_to_convert() {
     let msg = checkpoint_error(&case("legacy").join("checkpoint.pth"));
-    assert!(msg.contains("legacy") && msg.contains("torch>=1.6"), "{msg}");
+    assert!(
+        msg.contains("legacy") && msg.contains("torch>=1.6"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn garbage_and_empty_files() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [("empty.pth", &b""[..]), ("text.pth", b"hello, not a checkpoint"), ("pk.pth", b"PK\x03\x04 truncated")] {
+    for (name, bytes) in [
+        ("empty.pth", &b""[..]),
+        ("text.pth", b"hello, not a checkpoint"),
+        ("pk.pth", b"PK\x03\x04 truncated"),
+    ] {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         checkpoint_error(&p);
     }
-    assert!(matches!(read_pth(&dir.path().join("absent.pth")), Err(ModelError::Io { .. })));
+    assert!(matches!(
+        read_pth(&dir.path().join("absent.pth")),
+        Err(ModelError::Io { .. })
+    ));
 }
 
 /// Entries of an archive as (name, bytes), in order.
@@ -185,7 +246,8 @@ fn entries(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 fn write_zip(path: &Path, entries: &[(String, Vec<u8>)]) {
     let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, bytes) in entries {
         w.start_file(name.as_str(), opts).unwrap();
         w.write_all(bytes).unwrap();
@@ -221,7 +283,10 @@ fn flipped_bytes_never_panic() {
     }
     // Flips and cuts inside data.pkl, re-zipped with valid CRCs, reach the pickle machine.
     let ents = entries(&src);
-    let pkl_at = ents.iter().position(|(n, _)| n.ends_with("/data.pkl")).unwrap();
+    let pkl_at = ents
+        .iter()
+        .position(|(n, _)| n.ends_with("/data.pkl"))
+        .unwrap();
     let pkl = ents[pkl_at].1.clone();
     let mut variants: Vec<Vec<u8>> = (0..pkl.len())
         .step_by(7)
@@ -259,7 +324,10 @@ fn missing_storage_entry_is_named() {
 #[test]
 fn archive_root_name_does_not_matter() {
     let src = case("convnext_bare_p4").join("checkpoint.pth");
-    let ents: Vec<_> = entries(&src).into_iter().map(|(n, b)| (format!("renamed{}", &n[n.find('/').unwrap()..]), b)).collect();
+    let ents: Vec<_> = entries(&src)
+        .into_iter()
+        .map(|(n, b)| (format!("renamed{}", &n[n.find('/').unwrap()..]), b))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("renamed.pth");
     write_zip(&p, &ents);
@@ -269,7 +337,13 @@ fn archive_root_name_does_not_matter() {
 
 fn single_pickle_archive(dir: &Path, name: &str, pkl: &[u8]) -> PathBuf {
     let p = dir.join(name);
-    write_zip(&p, &[("archive/data.pkl".into(), pkl.to_vec()), ("archive/byteorder".into(), b"little".to_vec())]);
+    write_zip(
+        &p,
+        &[
+            ("archive/data.pkl".into(), pkl.to_vec()),
+            ("archive/byteorder".into(), b"little".to_vec()),
+        ],
+    );
     p
 }
 
@@ -283,9 +357,16 @@ fn dicts_without_tensors_list_their_keys() {
         b"\x80\x02}q\x00(X\x05\x00\x00\x00epochq\x01K\x07X\x04\x00\x00\x00noteq\x02X\x01\x00\x00\x00xq\x03u.",
     );
     let msg = checkpoint_error(&p);
-    assert!(msg.contains("\"epoch\"") && msg.contains("\"note\""), "{msg}");
+    assert!(
+        msg.contains("\"epoch\"") && msg.contains("\"note\""),
+        "{msg}"
+    );
     // {'model': <__main__.Net object>}: a whole pickled module, not a state dict.
-    let p = single_pickle_archive(dir.path(), "module.pth", b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01c__main__\nNet\nq\x02)\x81q\x03}q\x04bs.");
+    let p = single_pickle_archive(
+        dir.path(),
+        "module.pth",
+        b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01c__main__\nNet\nq\x02)\x81q\x03}q\x04bs.",
+    );
     let msg = checkpoint_error(&p);
     assert!(msg.contains("__main__.Net"), "{msg}");
     // No data.pkl at all.

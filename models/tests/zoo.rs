@@ -2,7 +2,10 @@ use lkd_models::checkpoint::{check_state_dict, read_checkpoint, write_safetensor
 use lkd_models::{preset_names, HostTensor, ModelConfig, ModelError};
 
 fn params(preset: &str) -> usize {
-    ModelConfig::preset(preset).build().unwrap().num_parameters()
+    ModelConfig::preset(preset)
+        .build()
+        .unwrap()
+        .num_parameters()
 }
 
 #[test]
@@ -18,10 +21,18 @@ fn gflops_match_published_figures() {
     // Published: ConvNeXt-T 4.5G, ResNet-50 4.1G, ViT-S/16 4.6G (MACs). SLaK-T's published
     // 5.0G counts its 40%-sparse weights; the dense 1.3x-wide graph is ~8.7G (5.0 / 0.6 ≈ 8.3).
     let g = |p: &str| ModelConfig::preset(p).build().unwrap().macs().unwrap() as f64 / 1e9;
-    assert!((g("convnext_tiny") - 4.47).abs() < 0.05, "{}", g("convnext_tiny"));
+    assert!(
+        (g("convnext_tiny") - 4.47).abs() < 0.05,
+        "{}",
+        g("convnext_tiny")
+    );
     assert!((g("resnet50") - 4.11).abs() < 0.05, "{}", g("resnet50"));
     assert!((g("vit_small") - 4.6).abs() < 0.1, "{}", g("vit_small"));
-    assert!((g("slak_tiny") * 0.6 - 5.0).abs() < 0.4, "{}", g("slak_tiny"));
+    assert!(
+        (g("slak_tiny") * 0.6 - 5.0).abs() < 0.4,
+        "{}",
+        g("slak_tiny")
+    );
 }
 
 #[test]
@@ -43,10 +54,28 @@ fn slak_tiny_layout_and_names() {
     ] {
         assert!(g.param(key).is_some(), "missing {key}");
     }
-    assert_eq!(g.param("downsample_layers.0.0.weight").unwrap().shape, vec![124, 3, 4, 4]);
-    assert_eq!(g.param("stages.0.0.large_kernel.LoRA1.conv.weight").unwrap().shape, vec![124, 1, 51, 5]);
-    assert_eq!(g.param("stages.0.0.large_kernel.LoRA2.conv.weight").unwrap().shape, vec![124, 1, 5, 51]);
-    assert_eq!(g.param("stages.3.2.large_kernel.LoRA2.conv.weight").unwrap().shape, vec![998, 1, 5, 13]);
+    assert_eq!(
+        g.param("downsample_layers.0.0.weight").unwrap().shape,
+        vec![124, 3, 4, 4]
+    );
+    assert_eq!(
+        g.param("stages.0.0.large_kernel.LoRA1.conv.weight")
+            .unwrap()
+            .shape,
+        vec![124, 1, 51, 5]
+    );
+    assert_eq!(
+        g.param("stages.0.0.large_kernel.LoRA2.conv.weight")
+            .unwrap()
+            .shape,
+        vec![124, 1, 5, 51]
+    );
+    assert_eq!(
+        g.param("stages.3.2.large_kernel.LoRA2.conv.weight")
+            .unwrap()
+            .shape,
+        vec![998, 1, 5, 13]
+    );
     assert_eq!(g.param("head.weight").unwrap().shape, vec![1000, 998]);
 }
 
@@ -55,7 +84,10 @@ fn nano_presets_share_stage_structure() {
     let taps = |p: &str| {
         let g = ModelConfig::preset(p).build().unwrap();
         let shapes = g.infer_shapes(1, 28, 28).unwrap();
-        g.stage_taps().iter().map(|(_, v)| shapes[*v].clone()).collect::<Vec<_>>()
+        g.stage_taps()
+            .iter()
+            .map(|(_, v)| shapes[*v].clone())
+            .collect::<Vec<_>>()
     };
     let teacher = taps("slak_nano");
     assert_eq!(teacher.len(), 3);
@@ -65,17 +97,29 @@ fn nano_presets_share_stage_structure() {
     // Large kernels relative to the maps they see in the last stages.
     let g = ModelConfig::preset("slak_nano").build().unwrap();
     for (stage, map) in teacher.iter().enumerate().skip(1) {
-        let k = g.param(&format!("stages.{stage}.0.large_kernel.LoRA1.conv.weight")).unwrap().shape[2];
+        let k = g
+            .param(&format!("stages.{stage}.0.large_kernel.LoRA1.conv.weight"))
+            .unwrap()
+            .shape[2];
         assert!(k >= map[2], "stage {stage}: kernel {k} < map {}", map[2]);
     }
     let s = ModelConfig::preset("convnext_nano").build().unwrap();
-    assert_eq!(s.param("stages.0.0.dwconv.weight").unwrap().shape, vec![16, 1, 3, 3]);
+    assert_eq!(
+        s.param("stages.0.0.dwconv.weight").unwrap().shape,
+        vec![16, 1, 3, 3]
+    );
 }
 
 #[test]
 fn unknown_preset_lists_known_ones() {
-    let err = ModelConfig::preset("slak_huge").build().unwrap_err().to_string();
-    assert!(err.contains("slak_huge") && err.contains("slak_tiny") && err.contains("convnext_nano"), "{err}");
+    let err = ModelConfig::preset("slak_huge")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("slak_huge") && err.contains("slak_tiny") && err.contains("convnext_nano"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,8 +137,13 @@ fn random_state(preset: &str) -> StateDict {
         .iter()
         .map(|p| {
             let t = match p.dtype {
-                lkd_models::graph::DType::F32 => HostTensor::f32(p.shape.clone(), (0..p.numel()).map(|i| (i % 7) as f32 * 0.1).collect()),
-                lkd_models::graph::DType::I64 => HostTensor::i64(p.shape.clone(), vec![3; p.numel()]),
+                lkd_models::graph::DType::F32 => HostTensor::f32(
+                    p.shape.clone(),
+                    (0..p.numel()).map(|i| (i % 7) as f32 * 0.1).collect(),
+                ),
+                lkd_models::graph::DType::I64 => {
+                    HostTensor::i64(p.shape.clone(), vec![3; p.numel()])
+                }
             };
             (p.name.clone(), t)
         })
@@ -116,12 +165,24 @@ fn safetensors_round_trip_and_strict_check() {
     let err = check_state_dict(&other, &back).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ModelError::Mismatch { .. }));
-    assert!(msg.contains("missing keys") && msg.contains("large_kernel") && msg.contains("unexpected keys") && msg.contains("dwconv"), "{msg}");
+    assert!(
+        msg.contains("missing keys")
+            && msg.contains("large_kernel")
+            && msg.contains("unexpected keys")
+            && msg.contains("dwconv"),
+        "{msg}"
+    );
 
     let mut wrong = sd.clone();
-    wrong.insert("head.weight".into(), HostTensor::f32(vec![10, 3], vec![0.0; 30]));
+    wrong.insert(
+        "head.weight".into(),
+        HostTensor::f32(vec![10, 3], vec![0.0; 30]),
+    );
     let msg = check_state_dict(&g, &wrong).unwrap_err().to_string();
-    assert!(msg.contains("head.weight: expected F32 [10, 64], found [10, 3]"), "{msg}");
+    assert!(
+        msg.contains("head.weight: expected F32 [10, 64], found [10, 3]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -132,7 +193,12 @@ fn truncated_checkpoint_is_a_clear_error() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let msg = read_checkpoint(&path).unwrap_err().to_string();
-    assert!(msg.contains("w.safetensors") && msg.contains("not a valid safetensors"), "{msg}");
-    let missing = read_checkpoint(&dir.path().join("nope.pth")).unwrap_err().to_string();
+    assert!(
+        msg.contains("w.safetensors") && msg.contains("not a valid safetensors"),
+        "{msg}"
+    );
+    let missing = read_checkpoint(&dir.path().join("nope.pth"))
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("nope.pth"), "{missing}");
 }

@@ -61,7 +61,17 @@ pub struct OptimConfig {
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        Self { epochs: 10, batch_size: 128, update_freq: 1, lr: 4e-3, min_lr: 1e-6, weight_decay: 0.05, warmup_epochs: 1.0, clip_grad: None, label_smoothing: 0.1 }
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            update_freq: 1,
+            lr: 4e-3,
+            min_lr: 1e-6,
+            weight_decay: 0.05,
+            warmup_epochs: 1.0,
+            clip_grad: None,
+            label_smoothing: 0.1,
+        }
     }
 }
 
@@ -83,7 +93,11 @@ pub enum KdMethod {
 
 impl KdMethod {
     pub fn parse(s: &str) -> Result<Self, TrainError> {
-        toml::Value::String(s.into()).try_into().map_err(|_| TrainError::Config(format!("unknown KD method `{s}`; use none, kd, nkd, fd, kd+fd or nkd+fd")))
+        toml::Value::String(s.into()).try_into().map_err(|_| {
+            TrainError::Config(format!(
+                "unknown KD method `{s}`; use none, kd, nkd, fd, kd+fd or nkd+fd"
+            ))
+        })
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -189,7 +203,14 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { seed: 0, device: "cpu".into(), log_every: 20, checkpoint_every: 0, max_steps: None, threads: 0 }
+        Self {
+            seed: 0,
+            device: "cpu".into(),
+            log_every: 20,
+            checkpoint_every: 0,
+            max_steps: None,
+            threads: 0,
+        }
     }
 }
 
@@ -198,7 +219,9 @@ fn check(field: &str, value: f64, ok: bool, range: &str) -> Result<(), TrainErro
     if ok && value.is_finite() {
         Ok(())
     } else {
-        Err(TrainError::Config(format!("{field} must be {range}, found {value}")))
+        Err(TrainError::Config(format!(
+            "{field} must be {range}, found {value}"
+        )))
     }
 }
 
@@ -214,49 +237,159 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let o = &self.optim;
         check("optim.epochs", o.epochs as f64, o.epochs >= 1, "at least 1")?;
-        check("optim.batch_size", o.batch_size as f64, (1..=65536).contains(&o.batch_size), "in 1..=65536")?;
-        check("optim.update_freq", o.update_freq as f64, (1..=4096).contains(&o.update_freq), "in 1..=4096")?;
+        check(
+            "optim.batch_size",
+            o.batch_size as f64,
+            (1..=65536).contains(&o.batch_size),
+            "in 1..=65536",
+        )?;
+        check(
+            "optim.update_freq",
+            o.update_freq as f64,
+            (1..=4096).contains(&o.update_freq),
+            "in 1..=4096",
+        )?;
         check("optim.lr", o.lr, o.lr > 0.0, "a positive finite number")?;
-        check("optim.min_lr", o.min_lr, o.min_lr >= 0.0 && o.min_lr <= o.lr, "in [0, optim.lr]")?;
-        check("optim.weight_decay", o.weight_decay, (0.0..=10.0).contains(&o.weight_decay), "in [0, 10]")?;
-        check("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64, "in [0, optim.epochs]")?;
+        check(
+            "optim.min_lr",
+            o.min_lr,
+            o.min_lr >= 0.0 && o.min_lr <= o.lr,
+            "in [0, optim.lr]",
+        )?;
+        check(
+            "optim.weight_decay",
+            o.weight_decay,
+            (0.0..=10.0).contains(&o.weight_decay),
+            "in [0, 10]",
+        )?;
+        check(
+            "optim.warmup_epochs",
+            o.warmup_epochs,
+            o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64,
+            "in [0, optim.epochs]",
+        )?;
         if let Some(c) = o.clip_grad {
             check("optim.clip_grad", c, c > 0.0, "positive")?;
         }
-        check("optim.label_smoothing", o.label_smoothing, (0.0..1.0).contains(&o.label_smoothing), "in [0, 1)")?;
+        check(
+            "optim.label_smoothing",
+            o.label_smoothing,
+            (0.0..1.0).contains(&o.label_smoothing),
+            "in [0, 1)",
+        )?;
         let d = &self.data;
-        check("data.workers", d.workers as f64, d.workers <= 256, "at most 256 (0: one per core)")?;
-        check("data.prefetch", d.prefetch as f64, (1..=64).contains(&d.prefetch), "in 1..=64")?;
+        check(
+            "data.workers",
+            d.workers as f64,
+            d.workers <= 256,
+            "at most 256 (0: one per core)",
+        )?;
+        check(
+            "data.prefetch",
+            d.prefetch as f64,
+            (1..=64).contains(&d.prefetch),
+            "in 1..=64",
+        )?;
         let a = &d.augment;
-        check("data.augment.hflip", a.hflip, (0.0..=1.0).contains(&a.hflip), "a probability in [0, 1]")?;
-        check("data.augment.random_erasing", a.random_erasing, (0.0..=1.0).contains(&a.random_erasing), "a probability in [0, 1]")?;
-        check("data.augment.crop_padding", a.crop_padding as f64, a.crop_padding <= 1024, "at most 1024")?;
+        check(
+            "data.augment.hflip",
+            a.hflip,
+            (0.0..=1.0).contains(&a.hflip),
+            "a probability in [0, 1]",
+        )?;
+        check(
+            "data.augment.random_erasing",
+            a.random_erasing,
+            (0.0..=1.0).contains(&a.random_erasing),
+            "a probability in [0, 1]",
+        )?;
+        check(
+            "data.augment.crop_padding",
+            a.crop_padding as f64,
+            a.crop_padding <= 1024,
+            "at most 1024",
+        )?;
         if let Some(r) = &a.random_resized_crop {
             let [s0, s1] = r.scale;
-            check("data.augment.random_resized_crop.scale[0]", s0, s0 > 0.0 && s0 <= s1 && s1 <= 1.0, "in (0, scale[1]] with scale[1] ≤ 1")?;
+            check(
+                "data.augment.random_resized_crop.scale[0]",
+                s0,
+                s0 > 0.0 && s0 <= s1 && s1 <= 1.0,
+                "in (0, scale[1]] with scale[1] ≤ 1",
+            )?;
             let [r0, r1] = r.ratio;
-            check("data.augment.random_resized_crop.ratio[0]", r0, r0 > 0.0 && r0 <= r1, "positive and ≤ ratio[1]")?;
+            check(
+                "data.augment.random_resized_crop.ratio[0]",
+                r0,
+                r0 > 0.0 && r0 <= r1,
+                "positive and ≤ ratio[1]",
+            )?;
         }
         if let Some(m) = &d.mixup {
-            check("data.mixup.mixup_alpha", m.mixup_alpha, m.mixup_alpha >= 0.0, "≥ 0")?;
-            check("data.mixup.cutmix_alpha", m.cutmix_alpha, m.cutmix_alpha >= 0.0, "≥ 0")?;
-            check("data.mixup.prob", m.prob, (0.0..=1.0).contains(&m.prob), "a probability in [0, 1]")?;
-            check("data.mixup.switch_prob", m.switch_prob, (0.0..=1.0).contains(&m.switch_prob), "a probability in [0, 1]")?;
+            check(
+                "data.mixup.mixup_alpha",
+                m.mixup_alpha,
+                m.mixup_alpha >= 0.0,
+                "≥ 0",
+            )?;
+            check(
+                "data.mixup.cutmix_alpha",
+                m.cutmix_alpha,
+                m.cutmix_alpha >= 0.0,
+                "≥ 0",
+            )?;
+            check(
+                "data.mixup.prob",
+                m.prob,
+                (0.0..=1.0).contains(&m.prob),
+                "a probability in [0, 1]",
+            )?;
+            check(
+                "data.mixup.switch_prob",
+                m.switch_prob,
+                (0.0..=1.0).contains(&m.switch_prob),
+                "a probability in [0, 1]",
+            )?;
         }
         if let Some(k) = &self.distill {
-            check("distill.temperature", k.temperature, k.temperature > 0.0 && k.temperature <= 100.0, "in (0, 100]")?;
+            check(
+                "distill.temperature",
+                k.temperature,
+                k.temperature > 0.0 && k.temperature <= 100.0,
+                "in (0, 100]",
+            )?;
             check("distill.fd_weight", k.fd_weight, k.fd_weight >= 0.0, "≥ 0")?;
             if let Some(al) = k.alpha {
                 match k.method {
-                    KdMethod::Kd | KdMethod::KdFd => check("distill.alpha", al, (0.0..=1.0).contains(&al), "in [0, 1] for KD (the KL weight; CE gets 1 − alpha)")?,
-                    _ => check("distill.alpha", al, (0.0..=100.0).contains(&al), "in [0, 100]")?,
+                    KdMethod::Kd | KdMethod::KdFd => check(
+                        "distill.alpha",
+                        al,
+                        (0.0..=1.0).contains(&al),
+                        "in [0, 1] for KD (the KL weight; CE gets 1 − alpha)",
+                    )?,
+                    _ => check(
+                        "distill.alpha",
+                        al,
+                        (0.0..=100.0).contains(&al),
+                        "in [0, 100]",
+                    )?,
                 }
             }
         }
         if let Some(e) = &self.ema {
-            check("ema.decay", e.decay, e.decay > 0.0 && e.decay < 1.0, "in (0, 1)")?;
+            check(
+                "ema.decay",
+                e.decay,
+                e.decay > 0.0 && e.decay < 1.0,
+                "in (0, 1)",
+            )?;
         }
-        check("run.threads", self.run.threads as f64, self.run.threads <= 4096, "at most 4096 (0: libtorch's default)")?;
+        check(
+            "run.threads",
+            self.run.threads as f64,
+            self.run.threads <= 4096,
+            "at most 4096 (0: libtorch's default)",
+        )?;
         if let Some(m) = self.run.max_steps {
             check("run.max_steps", m as f64, m >= 1, "at least 1")?;
         }
@@ -264,8 +397,12 @@ impl TrainConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io { path: path.display().to_string(), source })?;
-        Self::from_toml_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
 
     pub fn to_toml(&self) -> String {
@@ -274,9 +411,12 @@ impl TrainConfig {
 
     /// Applies `key.path=value` overrides (value parsed as TOML, else taken as a string).
     pub fn with_overrides(&self, sets: &[String]) -> Result<Self, TrainError> {
-        let mut doc: toml::Value = toml::Value::try_from(self).map_err(|e| TrainError::Config(e.to_string()))?;
+        let mut doc: toml::Value =
+            toml::Value::try_from(self).map_err(|e| TrainError::Config(e.to_string()))?;
         for set in sets {
-            let (key, raw) = set.split_once('=').ok_or_else(|| TrainError::Config(format!("override `{set}` is not key=value")))?;
+            let (key, raw) = set
+                .split_once('=')
+                .ok_or_else(|| TrainError::Config(format!("override `{set}` is not key=value")))?;
             let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
@@ -284,15 +424,21 @@ impl TrainConfig {
             let mut node = &mut doc;
             let parts: Vec<&str> = key.trim().split('.').collect();
             for (i, part) in parts.iter().enumerate() {
-                let table = node.as_table_mut().ok_or_else(|| TrainError::Config(format!("override `{key}`: `{part}` is not inside a table")))?;
+                let table = node.as_table_mut().ok_or_else(|| {
+                    TrainError::Config(format!("override `{key}`: `{part}` is not inside a table"))
+                })?;
                 if i + 1 == parts.len() {
                     table.insert(part.to_string(), value.clone());
                     break;
                 }
-                node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+                node = table
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
             }
         }
-        let cfg: Self = doc.try_into().map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))?;
+        let cfg: Self = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(format!("after overrides: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -304,7 +450,11 @@ impl TrainConfig {
     pub fn result_digest(&self) -> String {
         use sha2::Digest;
         let mut c = self.clone();
-        c.run = RunConfig { seed: self.run.seed, device: self.run.device.clone(), ..RunConfig::default() };
+        c.run = RunConfig {
+            seed: self.run.seed,
+            device: self.run.device.clone(),
+            ..RunConfig::default()
+        };
         c.data.workers = 0;
         c.data.prefetch = default_prefetch();
         if let Ok(p) = c.data.dataset.path.canonicalize() {

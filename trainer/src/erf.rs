@@ -40,22 +40,41 @@ impl Default for ErfMeter {
 
 impl ErfMeter {
     pub fn new() -> Self {
-        Self { sum: None, count: 0, skipped: 0 }
+        Self {
+            sum: None,
+            count: 0,
+            skipped: 0,
+        }
     }
 
     /// Adds one image at a time (the paper's per-sample gradient), in eval mode.
-    pub fn add(&mut self, exec: &Executor, params: &Params, images: &Tensor, tap: &str) -> Result<(), TrainError> {
+    pub fn add(
+        &mut self,
+        exec: &Executor,
+        params: &Params,
+        images: &Tensor,
+        tap: &str,
+    ) -> Result<(), TrainError> {
         for i in 0..images.size()[0] {
             let x = images.narrow(0, i, 1).detach().set_requires_grad(true);
             let out = exec.forward(params, &x, false, &[tap])?;
             let map = &out.taps[tap];
             let s = map.size();
             if s.len() != 4 {
-                return Err(TrainError::Input(format!("tap `{tap}` is not a feature map: shape {s:?}")));
+                return Err(TrainError::Input(format!(
+                    "tap `{tap}` is not a feature map: shape {s:?}"
+                )));
             }
-            let centre = map.select(3, s[3] / 2).select(2, s[2] / 2).relu().sum(Kind::Float);
+            let centre = map
+                .select(3, s[3] / 2)
+                .select(2, s[2] / 2)
+                .relu()
+                .sum(Kind::Float);
             let grad = Tensor::run_backward(&[centre], &[&x], false, false).remove(0);
-            let contribution = grad.relu().sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float).to_device(tch::Device::Cpu);
+            let contribution = grad
+                .relu()
+                .sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float)
+                .to_device(tch::Device::Cpu);
             // As the authors' script: an image whose gradient is not finite is skipped.
             if !bool::try_from(contribution.isfinite().all()).map_err(TrainError::Torch)? {
                 self.skipped += 1;
@@ -71,15 +90,34 @@ impl ErfMeter {
     }
 
     pub fn finish(self, tap: &str) -> Result<ErfResult, TrainError> {
-        let sum = self.sum.ok_or_else(|| TrainError::Input("ERF needs at least one image".into()))?;
+        let sum = self
+            .sum
+            .ok_or_else(|| TrainError::Input("ERF needs at least one image".into()))?;
         let mean = sum / self.count as f64;
         let (h, w) = (mean.size()[0] as usize, mean.size()[1] as usize);
-        let raw: Vec<f64> = Vec::<f32>::try_from(mean.reshape([-1])).unwrap().iter().map(|&v| v as f64).collect();
+        let raw: Vec<f64> = Vec::<f32>::try_from(mean.reshape([-1]))
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let logged: Vec<f64> = raw.iter().map(|v| (v + 1.0).log10()).collect();
         let max = logged.iter().cloned().fold(0.0, f64::max);
-        let map: Vec<f64> = logged.iter().map(|v| if max > 0.0 { v / max } else { 0.0 }).collect();
-        let area_ratios = THRESHOLDS.iter().map(|&t| (t, area_ratio(&map, h, w, t))).collect();
-        Ok(ErfResult { tap: tap.into(), images: self.count, height: h, width: w, area_ratios, map: map.iter().map(|&v| v as f32).collect() })
+        let map: Vec<f64> = logged
+            .iter()
+            .map(|v| if max > 0.0 { v / max } else { 0.0 })
+            .collect();
+        let area_ratios = THRESHOLDS
+            .iter()
+            .map(|&t| (t, area_ratio(&map, h, w, t)))
+            .collect();
+        Ok(ErfResult {
+            tap: tap.into(),
+            images: self.count,
+            height: h,
+            width: w,
+            area_ratios,
+            map: map.iter().map(|&v| v as f32).collect(),
+        })
     }
 }
 
@@ -107,8 +145,13 @@ pub fn area_ratio(map: &[f64], h: usize, w: usize, t: f64) -> f64 {
 
 /// A blue→yellow colour ramp (viridis-like) for v in [0, 1].
 fn ramp(v: f32) -> RGBColor {
-    const STOPS: [(f32, [f32; 3]); 5] =
-        [(0.0, [68., 1., 84.]), (0.25, [59., 82., 139.]), (0.5, [33., 145., 140.]), (0.75, [94., 201., 98.]), (1.0, [253., 231., 37.])];
+    const STOPS: [(f32, [f32; 3]); 5] = [
+        (0.0, [68., 1., 84.]),
+        (0.25, [59., 82., 139.]),
+        (0.5, [33., 145., 140.]),
+        (0.75, [94., 201., 98.]),
+        (1.0, [253., 231., 37.]),
+    ];
     let v = v.clamp(0.0, 1.0);
     let k = STOPS.iter().position(|(s, _)| *s >= v).unwrap_or(4).max(1);
     let (s0, c0) = STOPS[k - 1];
@@ -124,7 +167,8 @@ pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<(), Tr
     let title_h = 30u32;
     let width = cell * maps.len().max(1) as u32;
     let tmp = path.with_extension("png.tmp.png");
-    let err = |e: String| TrainError::Other(format!("{}: cannot draw ERF heatmap: {e}", path.display()));
+    let err =
+        |e: String| TrainError::Other(format!("{}: cannot draw ERF heatmap: {e}", path.display()));
     {
         let root = BitMapBackend::new(&tmp, (width, cell + title_h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
@@ -135,19 +179,33 @@ pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<(), Tr
                 for x in 0..r.width {
                     let v = r.map[y * r.width + x];
                     let rect = [
-                        (x0 + (x as f32 * pw) as i32, title_h as i32 + (y as f32 * ph) as i32),
-                        (x0 + ((x + 1) as f32 * pw) as i32, title_h as i32 + ((y + 1) as f32 * ph) as i32),
+                        (
+                            x0 + (x as f32 * pw) as i32,
+                            title_h as i32 + (y as f32 * ph) as i32,
+                        ),
+                        (
+                            x0 + ((x + 1) as f32 * pw) as i32,
+                            title_h as i32 + ((y + 1) as f32 * ph) as i32,
+                        ),
                     ];
-                    root.draw(&Rectangle::new(rect, ramp(v).filled())).map_err(|e| err(e.to_string()))?;
+                    root.draw(&Rectangle::new(rect, ramp(v).filled()))
+                        .map_err(|e| err(e.to_string()))?;
                 }
             }
             let label = format!("{title} (r@0.2={:.3})", r.area_ratios[0].1);
             // Titles need a system font; a machine without one still gets the heatmap.
-            let _ = root.draw(&Text::new(label, (x0 + 6, 6), ("sans-serif", 16).into_font().color(&BLACK)));
+            let _ = root.draw(&Text::new(
+                label,
+                (x0 + 6, 6),
+                ("sans-serif", 16).into_font().color(&BLACK),
+            ));
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io { path: path.display().to_string(), source })
+    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

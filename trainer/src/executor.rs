@@ -6,15 +6,17 @@ use crate::TrainError;
 use lkd_models::checkpoint::{check_state_dict, StateDict};
 use lkd_models::graph::{DType, Init, NormAxis, ParamKind};
 use lkd_models::{Graph, HostData, HostTensor, Op};
-use std::collections::{BTreeMap, HashMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use tch::{Device, Kind, Tensor};
 
 /// FNV-1a of a name: stable across runs and platforms, unlike std's hasher.
 pub fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Standard normal by Box-Muller.
@@ -51,9 +53,15 @@ pub fn tensor_to_host(t: &Tensor) -> HostTensor {
     let flat = t.detach().to_device(Device::Cpu).contiguous().reshape([-1]);
     match t.kind() {
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool => {
-            HostTensor::i64(shape, Vec::<i64>::try_from(flat.to_kind(Kind::Int64)).expect("int tensor to vec"))
+            HostTensor::i64(
+                shape,
+                Vec::<i64>::try_from(flat.to_kind(Kind::Int64)).expect("int tensor to vec"),
+            )
         }
-        _ => HostTensor::f32(shape, Vec::<f32>::try_from(flat.to_kind(Kind::Float)).expect("float tensor to vec")),
+        _ => HostTensor::f32(
+            shape,
+            Vec::<f32>::try_from(flat.to_kind(Kind::Float)).expect("float tensor to vec"),
+        ),
     }
 }
 
@@ -75,7 +83,9 @@ impl Params {
                         Init::Ones => vec![1.0; n],
                         Init::Const(c) => vec![*c; n],
                         Init::Normal { std } => (0..n).map(|_| normal(&mut rng) * std).collect(),
-                        Init::TruncNormal { std } => (0..n).map(|_| (normal(&mut rng) * std).clamp(-2.0, 2.0)).collect(),
+                        Init::TruncNormal { std } => (0..n)
+                            .map(|_| (normal(&mut rng) * std).clamp(-2.0, 2.0))
+                            .collect(),
                         Init::KaimingNormalFanOut => {
                             let std = (2.0 / fan_in_out(&p.shape).1).sqrt() as f32;
                             (0..n).map(|_| normal(&mut rng) * std).collect()
@@ -84,7 +94,9 @@ impl Params {
                             // A bias takes its bound from the weight it belongs to.
                             let fan_in = if p.shape.len() == 1 {
                                 let w = p.name.strip_suffix("bias").map(|s| format!("{s}weight"));
-                                w.and_then(|w| graph.param(&w)).map(|w| fan_in_out(&w.shape).0).unwrap_or(p.shape[0] as f64)
+                                w.and_then(|w| graph.param(&w))
+                                    .map(|w| fan_in_out(&w.shape).0)
+                                    .unwrap_or(p.shape[0] as f64)
                             } else {
                                 fan_in_out(&p.shape).0
                             };
@@ -92,7 +104,9 @@ impl Params {
                             (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
                         }
                     };
-                    Tensor::from_slice(&values).reshape(&shape[..]).to_device(device)
+                    Tensor::from_slice(&values)
+                        .reshape(&shape[..])
+                        .to_device(device)
                 }
             };
             tensors.insert(p.name.clone(), t);
@@ -103,7 +117,11 @@ impl Params {
     }
 
     /// Strict load: the state dict must hold exactly the graph's parameters with their shapes.
-    pub fn from_state_dict(graph: &Graph, sd: &StateDict, device: Device) -> Result<Self, TrainError> {
+    pub fn from_state_dict(
+        graph: &Graph,
+        sd: &StateDict,
+        device: Device,
+    ) -> Result<Self, TrainError> {
         check_state_dict(graph, sd)?;
         let mut tensors = BTreeMap::new();
         for p in &graph.params {
@@ -130,7 +148,10 @@ impl Params {
     }
 
     pub fn to_state_dict(&self) -> StateDict {
-        self.tensors.iter().map(|(k, t)| (k.clone(), tensor_to_host(t))).collect()
+        self.tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), tensor_to_host(t)))
+            .collect()
     }
 
     /// Trainable tensors with their weight-decay flag, in graph order.
@@ -139,7 +160,9 @@ impl Params {
             .params
             .iter()
             .filter_map(|p| match p.kind {
-                ParamKind::Trainable { decay } => Some((p.name.as_str(), &self.tensors[&p.name], decay)),
+                ParamKind::Trainable { decay } => {
+                    Some((p.name.as_str(), &self.tensors[&p.name], decay))
+                }
                 ParamKind::Buffer => None,
             })
             .collect()
@@ -147,8 +170,16 @@ impl Params {
 
     /// Copies every tensor (a detached snapshot, e.g. for EMA).
     pub fn deep_copy(&self) -> Self {
-        let tensors = tch::no_grad(|| self.tensors.iter().map(|(k, t)| (k.clone(), t.detach().copy())).collect());
-        Self { tensors, device: self.device }
+        let tensors = tch::no_grad(|| {
+            self.tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.detach().copy()))
+                .collect()
+        });
+        Self {
+            tensors,
+            device: self.device,
+        }
     }
 
     pub fn get(&self, name: &str) -> &Tensor {
@@ -178,7 +209,11 @@ impl Executor {
                 last_use[v] = last_use[v].max(i);
             }
         }
-        Self { graph, last_use, step_seed: Cell::new(0) }
+        Self {
+            graph,
+            last_use,
+            step_seed: Cell::new(0),
+        }
     }
 
     /// Seeds the stochastic parts (drop path) of the next training forward pass; masks then
@@ -193,9 +228,14 @@ impl Executor {
         let s = x.size();
         let g = &self.graph;
         let fixed_size = g.nodes.iter().any(|n| matches!(n.op, Op::AddParam { .. }));
-        let ok = s.len() == 4 && s[1] as usize == g.in_chans && (!fixed_size || (s[2] as usize == g.input_size[0] && s[3] as usize == g.input_size[1]));
+        let ok = s.len() == 4
+            && s[1] as usize == g.in_chans
+            && (!fixed_size
+                || (s[2] as usize == g.input_size[0] && s[3] as usize == g.input_size[1]));
         if ok {
-            g.infer_shapes(s[0] as usize, s[2] as usize, s[3] as usize).map(|_| ()).map_err(TrainError::from)
+            g.infer_shapes(s[0] as usize, s[2] as usize, s[3] as usize)
+                .map(|_| ())
+                .map_err(TrainError::from)
         } else {
             Err(TrainError::Input(format!(
                 "{} expects input [N, {}, {}, {}]{}, found {:?}",
@@ -211,21 +251,45 @@ impl Executor {
 
     /// Runs the graph. `train` switches BatchNorm to batch statistics (updating running
     /// stats) and enables drop path. `taps` names the feature maps to return.
-    pub fn forward(&self, params: &Params, x: &Tensor, train: bool, taps: &[&str]) -> Result<Forward, TrainError> {
+    pub fn forward(
+        &self,
+        params: &Params,
+        x: &Tensor,
+        train: bool,
+        taps: &[&str],
+    ) -> Result<Forward, TrainError> {
         self.check_input(x)?;
         let g = &self.graph;
         let wanted: Vec<(String, usize)> = taps
             .iter()
-            .map(|t| g.taps.get(*t).map(|&v| (t.to_string(), v)).ok_or_else(|| TrainError::Input(format!("model {} has no tap `{t}`; taps: {:?}", g.preset, g.taps.keys().collect::<Vec<_>>()))))
+            .map(|t| {
+                g.taps.get(*t).map(|&v| (t.to_string(), v)).ok_or_else(|| {
+                    TrainError::Input(format!(
+                        "model {} has no tap `{t}`; taps: {:?}",
+                        g.preset,
+                        g.taps.keys().collect::<Vec<_>>()
+                    ))
+                })
+            })
             .collect::<Result<_, _>>()?;
         let keep = |v: usize| v == g.output || wanted.iter().any(|(_, w)| *w == v);
         let mut values: Vec<Option<Tensor>> = Vec::with_capacity(g.nodes.len());
         for (i, node) in g.nodes.iter().enumerate() {
-            let input = |k: usize| values[node.inputs[k]].as_ref().expect("value freed before last use");
+            let input = |k: usize| {
+                values[node.inputs[k]]
+                    .as_ref()
+                    .expect("value freed before last use")
+            };
             let p = |name: &str| params.get(name);
             let out = match &node.op {
                 Op::Input => x.shallow_clone(),
-                Op::Conv2d { weight, bias, stride, padding, groups } => input(0).conv2d(
+                Op::Conv2d {
+                    weight,
+                    bias,
+                    stride,
+                    padding,
+                    groups,
+                } => input(0).conv2d(
                     p(weight),
                     bias.as_deref().map(p),
                     [stride[0] as i64, stride[1] as i64],
@@ -233,15 +297,37 @@ impl Executor {
                     [1, 1],
                     *groups as i64,
                 ),
-                Op::BatchNorm2d { weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum } => {
+                Op::BatchNorm2d {
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                    num_batches_tracked,
+                    eps,
+                    momentum,
+                } => {
                     if train {
                         tch::no_grad(|| {
                             let _ = p(num_batches_tracked).shallow_clone().g_add_scalar_(1);
                         });
                     }
-                    input(0).batch_norm(Some(p(weight)), Some(p(bias)), Some(p(running_mean)), Some(p(running_var)), train, *momentum, *eps, true)
+                    input(0).batch_norm(
+                        Some(p(weight)),
+                        Some(p(bias)),
+                        Some(p(running_mean)),
+                        Some(p(running_var)),
+                        train,
+                        *momentum,
+                        *eps,
+                        true,
+                    )
                 }
-                Op::LayerNorm { weight, bias, eps, axis } => match axis {
+                Op::LayerNorm {
+                    weight,
+                    bias,
+                    eps,
+                    axis,
+                } => match axis {
                     NormAxis::Last => {
                         let c = p(weight).size()[0];
                         input(0).layer_norm([c], Some(p(weight)), Some(p(bias)), *eps, true)
@@ -261,23 +347,42 @@ impl Executor {
                 Op::Relu => input(0).relu(),
                 Op::Add => input(0) + input(1),
                 Op::Scale { param } => input(0) * p(param),
-                Op::Permute { perm } => input(0).permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>()),
+                Op::Permute { perm } => {
+                    input(0).permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>())
+                }
                 Op::DropPath { rate } => {
                     let x = input(0);
                     if train && *rate > 0.0 {
                         let keep_prob = 1.0 - rate;
                         let mut shape = vec![x.size()[0]];
                         shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-                        let mut rng = StdRng::seed_from_u64(self.step_seed.get() ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15));
-                        let keep: Vec<f32> = (0..shape[0]).map(|_| if rng.gen::<f64>() < keep_prob { 1.0 } else { 0.0 }).collect();
-                        let mask = Tensor::from_slice(&keep).reshape(&shape[..]).to_device(x.device()).to_kind(x.kind());
+                        let mut rng = StdRng::seed_from_u64(
+                            self.step_seed.get() ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15),
+                        );
+                        let keep: Vec<f32> = (0..shape[0])
+                            .map(|_| {
+                                if rng.gen::<f64>() < keep_prob {
+                                    1.0
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        let mask = Tensor::from_slice(&keep)
+                            .reshape(&shape[..])
+                            .to_device(x.device())
+                            .to_kind(x.kind());
                         x * mask / keep_prob
                     } else {
                         x.shallow_clone()
                     }
                 }
                 Op::GlobalAvgPool => input(0).mean_dim([-2i64, -1].as_slice(), false, Kind::Float),
-                Op::MaxPool2d { kernel, stride, padding } => {
+                Op::MaxPool2d {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let (k, s, pd) = (*kernel as i64, *stride as i64, *padding as i64);
                     input(0).max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)
                 }
@@ -288,21 +393,47 @@ impl Executor {
                     Tensor::cat(&[tok, x.shallow_clone()], 1)
                 }
                 Op::AddParam { param } => input(0) + p(param),
-                Op::SelfAttention { qkv_weight, qkv_bias, proj_weight, proj_bias, heads } => {
+                Op::SelfAttention {
+                    qkv_weight,
+                    qkv_bias,
+                    proj_weight,
+                    proj_bias,
+                    heads,
+                } => {
                     let x = input(0);
                     let s = x.size();
                     let (n, l, d) = (s[0], s[1], s[2]);
                     let h = *heads as i64;
-                    let qkv = x.linear(p(qkv_weight), qkv_bias.as_deref().map(p)).reshape([n, l, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
+                    let qkv = x
+                        .linear(p(qkv_weight), qkv_bias.as_deref().map(p))
+                        .reshape([n, l, 3, h, d / h])
+                        .permute([2, 0, 3, 1, 4]);
                     let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-                    let o = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
-                    o.transpose(1, 2).reshape([n, l, d]).linear(p(proj_weight), proj_bias.as_deref().map(p))
+                    let o = Tensor::scaled_dot_product_attention(
+                        &q,
+                        &k,
+                        &v,
+                        None::<Tensor>,
+                        0.0,
+                        false,
+                        None,
+                        false,
+                    );
+                    o.transpose(1, 2)
+                        .reshape([n, l, d])
+                        .linear(p(proj_weight), proj_bias.as_deref().map(p))
                 }
                 Op::SelectToken { index } => input(0).select(1, *index as i64),
-                Op::TokensToMap { skip, height, width } => {
+                Op::TokensToMap {
+                    skip,
+                    height,
+                    width,
+                } => {
                     let x = input(0);
                     let (n, d) = (x.size()[0], x.size()[2]);
-                    x.narrow(1, *skip as i64, (height * width) as i64).transpose(1, 2).reshape([n, d, *height as i64, *width as i64])
+                    x.narrow(1, *skip as i64, (height * width) as i64)
+                        .transpose(1, 2)
+                        .reshape([n, d, *height as i64, *width as i64])
                 }
             };
             values.push(Some(out));
@@ -312,7 +443,10 @@ impl Executor {
                 }
             }
         }
-        let taps = wanted.into_iter().map(|(name, v)| (name, values[v].as_ref().unwrap().shallow_clone())).collect();
+        let taps = wanted
+            .into_iter()
+            .map(|(name, v)| (name, values[v].as_ref().unwrap().shallow_clone()))
+            .collect();
         let logits = values[g.output].take().unwrap();
         Ok(Forward { logits, taps })
     }

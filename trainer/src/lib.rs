@@ -28,7 +28,10 @@ pub enum TrainError {
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config: {0}")]
     Config(String),
     #[error(transparent)]
@@ -47,13 +50,19 @@ pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
         _ => s
             .strip_prefix("cuda:")
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| TrainError::Device(format!("unknown device `{s}`; use cpu, cuda or cuda:N")))?,
+            .ok_or_else(|| {
+                TrainError::Device(format!("unknown device `{s}`; use cpu, cuda or cuda:N"))
+            })?,
     };
     let count = tch::Cuda::device_count() as usize;
     if !tch::Cuda::is_available() || dev >= count {
         return Err(TrainError::Device(format!(
             "`{s}` requested but libtorch sees {count} CUDA device(s){}",
-            if count == 0 { " (CPU-only libtorch, no driver, or libtorch_cuda not linked)" } else { "" }
+            if count == 0 {
+                " (CPU-only libtorch, no driver, or libtorch_cuda not linked)"
+            } else {
+                ""
+            }
         )));
     }
     Ok(tch::Device::Cuda(dev))

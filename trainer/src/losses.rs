@@ -24,8 +24,16 @@ impl Target<'_> {
 /// soft-target cross-entropy `mean(-Σ p log softmax(s))` for soft targets.
 pub fn cross_entropy(logits: &Tensor, target: &Target, label_smoothing: f64) -> Tensor {
     match target {
-        Target::Hard(labels) => logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, label_smoothing),
-        Target::Soft(p) => (-(*p) * logits.log_softmax(1, Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float),
+        Target::Hard(labels) => logits.cross_entropy_loss::<Tensor>(
+            labels,
+            None,
+            Reduction::Mean,
+            -100,
+            label_smoothing,
+        ),
+        Target::Soft(p) => (-(*p) * logits.log_softmax(1, Kind::Float))
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float),
     }
 }
 
@@ -33,25 +41,41 @@ pub fn cross_entropy(logits: &Tensor, target: &Target, label_smoothing: f64) -> 
 pub fn kd_kl(student: &Tensor, teacher: &Tensor, temperature: f64) -> Tensor {
     let log_p_s = (student / temperature).log_softmax(1, Kind::Float);
     let log_p_t = (teacher / temperature).log_softmax(1, Kind::Float);
-    let kl = (log_p_t.exp() * (&log_p_t - log_p_s)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let kl = (log_p_t.exp() * (&log_p_t - log_p_s))
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+        .mean(Kind::Float);
     kl * (temperature * temperature)
 }
 
 /// Normalized KD (Yang et al.), as in the large-kernel distillation code: target term
 /// `-mean(w_t · log y_t)` with the teacher's target probability `w_t`, plus
 /// `-α·T²·mean Σ p̂_t log p̂_s` over the renormalised non-target distributions.
-pub fn nkd(student: &Tensor, teacher: &Tensor, labels: &Tensor, temperature: f64, alpha: f64) -> Tensor {
+pub fn nkd(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+    alpha: f64,
+) -> Tensor {
     let (n, c) = (student.size()[0], student.size()[1]);
     let label = labels.view([n, 1]);
     let log_y = student.log_softmax(1, Kind::Float).gather(1, &label, false);
-    let w_t = teacher.softmax(1, Kind::Float).gather(1, &label, false).detach();
+    let w_t = teacher
+        .softmax(1, Kind::Float)
+        .gather(1, &label, false)
+        .detach();
     let target_term = -(w_t * log_y).mean(Kind::Float);
-    let mask = student.ones_like().scatter_value(1, &label, 0.0).to_kind(Kind::Bool);
+    let mask = student
+        .ones_like()
+        .scatter_value(1, &label, 0.0)
+        .to_kind(Kind::Bool);
     let s_non = student.masked_select(&mask).view([n, c - 1]);
     let t_non = teacher.masked_select(&mask).view([n, c - 1]);
     let log_ps = (s_non / temperature).log_softmax(1, Kind::Float);
     let pt = (t_non / temperature).softmax(1, Kind::Float);
-    let non_target = (pt * log_ps).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let non_target = (pt * log_ps)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+        .mean(Kind::Float);
     target_term - non_target * (alpha * temperature * temperature)
 }
 

@@ -26,7 +26,15 @@ pub struct Slot<'a> {
 
 impl AdamW {
     pub fn new(weight_decay: f64) -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, step: 0, exp_avg: BTreeMap::new(), exp_avg_sq: BTreeMap::new() }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            exp_avg: BTreeMap::new(),
+            exp_avg_sq: BTreeMap::new(),
+        }
     }
 
     /// One update with learning rate `lr` (PyTorch AdamW semantics).
@@ -41,13 +49,21 @@ impl AdamW {
                     continue;
                 }
                 let mut p = s.tensor.shallow_clone();
-                let m = self.exp_avg.entry(s.name.clone()).or_insert_with(|| p.zeros_like());
-                let v = self.exp_avg_sq.entry(s.name.clone()).or_insert_with(|| p.zeros_like());
+                let m = self
+                    .exp_avg
+                    .entry(s.name.clone())
+                    .or_insert_with(|| p.zeros_like());
+                let v = self
+                    .exp_avg_sq
+                    .entry(s.name.clone())
+                    .or_insert_with(|| p.zeros_like());
                 if s.decay && self.weight_decay > 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
                 }
                 let _ = m.lerp_(&grad, 1.0 - self.beta1);
-                let _ = v.g_mul_scalar_(self.beta2).addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
+                let _ = v
+                    .g_mul_scalar_(self.beta2)
+                    .addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
                 let mut denom = v.sqrt();
                 let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
                 // addcdiv_ has no scale argument in tch: fold -lr/bc1 into the denominator.
@@ -72,11 +88,19 @@ pub fn zero_grad(slots: &[Slot]) {
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.
 pub fn clip_grad_norm(slots: &[Slot], max_norm: f64) -> f64 {
     tch::no_grad(|| {
-        let norms: Vec<Tensor> = slots.iter().map(|s| s.tensor.grad()).filter(|g| g.defined()).map(|g| g.square().sum(tch::Kind::Float)).collect();
+        let norms: Vec<Tensor> = slots
+            .iter()
+            .map(|s| s.tensor.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.square().sum(tch::Kind::Float))
+            .collect();
         if norms.is_empty() {
             return 0.0;
         }
-        let total = Tensor::stack(&norms, 0).sum(tch::Kind::Float).sqrt().double_value(&[]);
+        let total = Tensor::stack(&norms, 0)
+            .sum(tch::Kind::Float)
+            .sqrt()
+            .double_value(&[]);
         if total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             for s in slots {
@@ -109,7 +133,10 @@ pub struct Ema {
 impl Ema {
     pub fn new(params: &Params, decay: f64) -> Self {
         let copy = params.deep_copy();
-        Self { decay, params: copy }
+        Self {
+            decay,
+            params: copy,
+        }
     }
 
     pub fn update(&mut self, graph: &Graph, params: &Params) {
@@ -118,7 +145,9 @@ impl Ema {
                 let src = params.get(&spec.name);
                 let mut dst = self.params.tensors[&spec.name].shallow_clone();
                 if spec.is_trainable() || src.is_floating_point() {
-                    let _ = dst.g_mul_scalar_(self.decay).g_add_(&(src.detach() * (1.0 - self.decay)));
+                    let _ = dst
+                        .g_mul_scalar_(self.decay)
+                        .g_add_(&(src.detach() * (1.0 - self.decay)));
                 } else {
                     dst.copy_(src);
                 }
@@ -128,7 +157,15 @@ impl Ema {
 }
 
 pub fn slots<'a>(graph: &'a Graph, params: &'a Params, prefix: &str) -> Vec<Slot<'a>> {
-    params.trainable(graph).into_iter().map(|(n, t, decay)| Slot { name: format!("{prefix}{n}"), tensor: t, decay }).collect()
+    params
+        .trainable(graph)
+        .into_iter()
+        .map(|(n, t, decay)| Slot {
+            name: format!("{prefix}{n}"),
+            tensor: t,
+            decay,
+        })
+        .collect()
 }
 
 #[cfg(test)]

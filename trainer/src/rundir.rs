@@ -43,24 +43,37 @@ pub struct RunDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.display().to_string(), source }
+    move |source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl RunDir {
     pub fn open(path: &Path) -> Result<Self, TrainError> {
         if !path.join(CONFIG).is_file() {
-            return Err(TrainError::Config(format!("{} is not a run directory (no {CONFIG})", path.display())));
+            return Err(TrainError::Config(format!(
+                "{} is not a run directory (no {CONFIG})",
+                path.display()
+            )));
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Creates a new run dir; an existing one with a config is an error (resume it or pick another).
     pub fn create(path: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
         if path.join(CONFIG).exists() {
-            return Err(TrainError::Config(format!("{} already holds a run: use --resume {0} or another --out", path.display())));
+            return Err(TrainError::Config(format!(
+                "{} already holds a run: use --resume {0} or another --out",
+                path.display()
+            )));
         }
         std::fs::create_dir_all(path).map_err(io(path))?;
-        let run = Self { path: path.to_path_buf() };
+        let run = Self {
+            path: path.to_path_buf(),
+        };
         write_atomic(&run.file(CONFIG), config.to_toml().as_bytes())?;
         Ok(run)
     }
@@ -68,8 +81,16 @@ impl RunDir {
     /// Removes what a run that never reached its first checkpoint left (config and metric
     /// lines), so it can start over cleanly. Refuses a directory holding anything else.
     pub fn clear_unstarted(path: &Path) -> Result<(), TrainError> {
-        let entries: Vec<PathBuf> = std::fs::read_dir(path).map_err(io(path))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        let ours = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| [CONFIG, METRICS, LAST, BEST].contains(&n) || (n.starts_with('.') && n.contains(".tmp")));
+        let entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io(path))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let ours = |p: &PathBuf| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                [CONFIG, METRICS, LAST, BEST].contains(&n)
+                    || (n.starts_with('.') && n.contains(".tmp"))
+            })
+        };
         if let Some(other) = entries.iter().find(|p| !ours(p)) {
             return Err(TrainError::Config(format!(
                 "{} holds a run without a checkpoint but also {}: remove it or pick another --out",
@@ -97,7 +118,12 @@ impl RunDir {
             .iter()
             .map(|f| self.file(f))
             .find(|p| p.is_file())
-            .ok_or_else(|| TrainError::Config(format!("run {} has no weights yet ({BEST} or {LAST})", self.path.display())))
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "run {} has no weights yet ({BEST} or {LAST})",
+                    self.path.display()
+                ))
+            })
     }
 
     pub fn save_weights(&self, name: &str, sd: &StateDict) -> Result<(), TrainError> {
@@ -112,26 +138,34 @@ impl RunDir {
     pub fn load_state(&self) -> Result<(StateDict, TrainerState), TrainError> {
         let path = self.file(STATE);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| TrainError::Other(format!("{}: not a valid state file ({e})", path.display())))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            TrainError::Other(format!("{}: not a valid state file ({e})", path.display()))
+        })?;
         let state = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get("state"))
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| TrainError::Other(format!("{}: no trainer state in metadata", path.display())))?;
+            .ok_or_else(|| {
+                TrainError::Other(format!("{}: no trainer state in metadata", path.display()))
+            })?;
         Ok((read_safetensors(&path)?, state))
     }
 
     pub fn metrics_len(&self) -> u64 {
-        std::fs::metadata(self.file(METRICS)).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(self.file(METRICS))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Drops metric lines written after the checkpoint being resumed.
     pub fn truncate_metrics(&self, len: u64) -> Result<(), TrainError> {
         let path = self.file(METRICS);
         if path.exists() {
-            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
             f.set_len(len).map_err(io(&path))?;
         }
         Ok(())
@@ -140,7 +174,11 @@ impl RunDir {
     /// Appends one JSON line (a single write, so a kill never leaves half a line followed by more).
     pub fn log(&self, value: &serde_json::Value) -> Result<(), TrainError> {
         let path = self.file(METRICS);
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
         let mut line = serde_json::to_vec(value).unwrap();
         line.push(b'\n');
         f.write_all(&line).map_err(io(&path))
@@ -149,6 +187,9 @@ impl RunDir {
     pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>, TrainError> {
         let path = self.file(METRICS);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 }

@@ -40,18 +40,32 @@ impl TeacherSpec {
             })?;
             (model, path.clone())
         } else {
-            return Err(TrainError::Config(format!("teacher {} does not exist (give a run directory or a checkpoint file)", path.display())));
+            return Err(TrainError::Config(format!(
+                "teacher {} does not exist (give a run directory or a checkpoint file)",
+                path.display()
+            )));
         };
         let graph = model.build()?;
-        Ok(Self { model, graph, weights, source: path.display().to_string() })
+        Ok(Self {
+            model,
+            graph,
+            weights,
+            source: path.display().to_string(),
+        })
     }
 
     /// SHA-256 of the weights file: the teacher's identity in the output cache.
     pub fn weights_digest(&self) -> Result<String, TrainError> {
         use sha2::Digest;
-        let mut f = std::fs::File::open(&self.weights).map_err(|source| TrainError::Io { path: self.weights.display().to_string(), source })?;
+        let mut f = std::fs::File::open(&self.weights).map_err(|source| TrainError::Io {
+            path: self.weights.display().to_string(),
+            source,
+        })?;
         let mut h = sha2::Sha256::new();
-        std::io::copy(&mut f, &mut h).map_err(|source| TrainError::Io { path: self.weights.display().to_string(), source })?;
+        std::io::copy(&mut f, &mut h).map_err(|source| TrainError::Io {
+            path: self.weights.display().to_string(),
+            source,
+        })?;
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
@@ -61,7 +75,12 @@ impl TeacherSpec {
         for t in params.tensors.values() {
             let _ = t.shallow_clone().set_requires_grad(false);
         }
-        Ok(Teacher { exec: Executor::new(self.graph.clone()), params, model: self.model.clone(), source: self.source.clone() })
+        Ok(Teacher {
+            exec: Executor::new(self.graph.clone()),
+            params,
+            model: self.model.clone(),
+            source: self.source.clone(),
+        })
     }
 }
 
@@ -98,6 +117,10 @@ pub fn renormalize(x: &Tensor, from: &Preprocess, to: &Preprocess) -> Tensor {
     if from.mean == to.mean && from.std == to.std {
         return x.shallow_clone();
     }
-    let v = |a: &[f32]| Tensor::from_slice(a).view([1, -1, 1, 1]).to_device(x.device());
+    let v = |a: &[f32]| {
+        Tensor::from_slice(a)
+            .view([1, -1, 1, 1])
+            .to_device(x.device())
+    };
     (x * v(&from.std) + v(&from.mean) - v(&to.mean)) / v(&to.std)
 }

@@ -51,7 +51,11 @@ impl std::str::FromStr for CacheSetting {
         Ok(match s {
             "auto" => Self::Auto,
             "off" => Self::Off,
-            "" => return Err(TrainError::Config("teacher cache: give auto, off or a directory".into())),
+            "" => {
+                return Err(TrainError::Config(
+                    "teacher cache: give auto, off or a directory".into(),
+                ))
+            }
             dir => Self::Dir(PathBuf::from(dir)),
         })
     }
@@ -96,7 +100,9 @@ pub fn lkd_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("LKD_CACHE").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("lkd")
 }
 
@@ -125,7 +131,11 @@ pub struct CacheKey {
 impl CacheKey {
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("key serializes");
-        sha2::Sha256::digest(&json).iter().take(12).map(|b| format!("{b:02x}")).collect()
+        sha2::Sha256::digest(&json)
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -212,13 +222,23 @@ pub struct StreamSpec<'a> {
 impl TeacherOutputs {
     /// Opens the stream for `spec`'s teacher. With the cache on, creates the key directory and
     /// writes `key.json` there (atomically) if it is new.
-    pub fn open(teacher: TeacherSpec, stream: StreamSpec<'_>, device: Device) -> Result<Self, TrainError> {
+    pub fn open(
+        teacher: TeacherSpec,
+        stream: StreamSpec<'_>,
+        device: Device,
+    ) -> Result<Self, TrainError> {
         let classes = teacher.graph.num_classes;
-        let topk = if stream.topk == 0 || stream.topk >= classes { classes } else { stream.topk };
+        let topk = if stream.topk == 0 || stream.topk >= classes {
+            classes
+        } else {
+            stream.topk
+        };
         if topk < classes && classes > usize::from(u16::MAX) + 1 {
             return Err(TrainError::Config(format!("cache_topk stores class indices as u16: {classes} classes are too many; keep all (cache_topk = 0)")));
         }
-        let to_json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| TrainError::Other(e.to_string()));
+        let to_json = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| TrainError::Other(e.to_string()))
+        };
         let store = match stream.setting.root() {
             None => None,
             Some(root) => {
@@ -240,10 +260,14 @@ impl TeacherOutputs {
                 };
                 let digest = key.digest();
                 let dir = root.join(&digest);
-                std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+                std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
                 let key_path = dir.join("key.json");
                 if !key_path.is_file() {
-                    let json = serde_json::to_vec_pretty(&key).map_err(|e| TrainError::Other(e.to_string()))?;
+                    let json = serde_json::to_vec_pretty(&key)
+                        .map_err(|e| TrainError::Other(e.to_string()))?;
                     lkd_models::checkpoint::write_atomic(&key_path, &json)?;
                 }
                 Some(ShardStore { dir, key: digest })
@@ -262,7 +286,19 @@ impl TeacherOutputs {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { spec: teacher, device, teacher: None, taps: stream.taps, topk, classes, store, loaded: None, recording: None, tap_shapes, stats: CacheStats::default() })
+        Ok(Self {
+            spec: teacher,
+            device,
+            teacher: None,
+            taps: stream.taps,
+            topk,
+            classes,
+            store,
+            loaded: None,
+            recording: None,
+            tap_shapes,
+            stats: CacheStats::default(),
+        })
     }
 
     /// Where this stream's shards live (`None` when the cache is off).
@@ -276,14 +312,27 @@ impl TeacherOutputs {
 
     /// Teacher logits `[n, classes]` (f32) and tapped maps for batch `index` of `epoch`, whose
     /// student-normalised images are `x` and dataset indices `samples`.
-    pub fn get(&mut self, epoch: usize, index: usize, samples: &[usize], x: &Tensor, student_pre: &Preprocess) -> Result<(Tensor, Vec<Tensor>), TrainError> {
+    pub fn get(
+        &mut self,
+        epoch: usize,
+        index: usize,
+        samples: &[usize],
+        x: &Tensor,
+        student_pre: &Preprocess,
+    ) -> Result<(Tensor, Vec<Tensor>), TrainError> {
         let shard = index / SHARD_BATCHES;
         if self.store.is_some() {
             self.load_shard(epoch, shard)?;
             if let Some((_, _, Some((header, records)))) = &self.loaded {
                 let pos = index - header.first_batch;
                 if let Some(rec) = records.get(pos) {
-                    if rec.samples.len() == samples.len() && rec.samples.iter().zip(samples).all(|(a, b)| *a as usize == *b) {
+                    if rec.samples.len() == samples.len()
+                        && rec
+                            .samples
+                            .iter()
+                            .zip(samples)
+                            .all(|(a, b)| *a as usize == *b)
+                    {
                         self.stats.replayed_batches += 1;
                         return self.decode(rec);
                     }
@@ -331,7 +380,11 @@ impl TeacherOutputs {
             self.flush()?;
             // Start a shard at its first batch, or extend a shorter shard that ends right here.
             let seed = match &self.loaded {
-                Some((e, s, Some((h, records)))) if *e == epoch && *s == shard && h.first_batch + records.len() == index => Some(records.clone()),
+                Some((e, s, Some((h, records))))
+                    if *e == epoch && *s == shard && h.first_batch + records.len() == index =>
+                {
+                    Some(records.clone())
+                }
                 _ if index == first => Some(vec![]),
                 _ => None,
             };
@@ -363,11 +416,27 @@ impl TeacherOutputs {
         let path = store.path(epoch, shard);
         let parsed = match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(TrainError::Io { path: path.display().to_string(), source }),
-            Ok(bytes) => match parse_shard(&bytes, &store.key, epoch, shard * SHARD_BATCHES, self.classes, self.topk, &self.tap_shapes) {
+            Err(source) => {
+                return Err(TrainError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+            Ok(bytes) => match parse_shard(
+                &bytes,
+                &store.key,
+                epoch,
+                shard * SHARD_BATCHES,
+                self.classes,
+                self.topk,
+                &self.tap_shapes,
+            ) {
                 Ok(v) => Some(v),
                 Err(why) => {
-                    eprintln!("warning: teacher cache {} is corrupt ({why}); recomputing it", path.display());
+                    eprintln!(
+                        "warning: teacher cache {} is corrupt ({why}); recomputing it",
+                        path.display()
+                    );
                     let _ = std::fs::remove_file(&path);
                     self.stats.corrupt_shards += 1;
                     None
@@ -378,7 +447,12 @@ impl TeacherOutputs {
         Ok(())
     }
 
-    fn write_shard(&mut self, epoch: usize, first: usize, records: &[BatchRecord]) -> Result<(), TrainError> {
+    fn write_shard(
+        &mut self,
+        epoch: usize,
+        first: usize,
+        records: &[BatchRecord],
+    ) -> Result<(), TrainError> {
         let store = self.store.as_ref().expect("store");
         let header = ShardHeader {
             key: store.key.clone(),
@@ -395,36 +469,65 @@ impl TeacherOutputs {
         lkd_models::checkpoint::write_atomic(&path, &bytes)?;
         self.stats.recorded_shards += 1;
         // What was written is what a replay of this shard reads.
-        self.loaded = Some((epoch, first / SHARD_BATCHES, Some((header, records.to_vec()))));
+        self.loaded = Some((
+            epoch,
+            first / SHARD_BATCHES,
+            Some((header, records.to_vec())),
+        ));
         Ok(())
     }
 
-    fn encode(&self, samples: &[usize], logits: &Tensor, maps: &[Tensor]) -> Result<BatchRecord, TrainError> {
+    fn encode(
+        &self,
+        samples: &[usize],
+        logits: &Tensor,
+        maps: &[Tensor],
+    ) -> Result<BatchRecord, TrainError> {
         let n = samples.len();
         let size = logits.size();
         if size != [n as i64, self.classes as i64] {
-            return Err(TrainError::Other(format!("teacher logits have shape {size:?}, expected [{n}, {}]", self.classes)));
+            return Err(TrainError::Other(format!(
+                "teacher logits have shape {size:?}, expected [{n}, {}]",
+                self.classes
+            )));
         }
         let logits = logits.to_device(Device::Cpu).contiguous();
         let to_u16 = |t: &Tensor| -> Result<Vec<u16>, TrainError> {
-            let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).map_err(TrainError::Torch)?;
+            let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1]))
+                .map_err(TrainError::Torch)?;
             Ok(v.into_iter().map(|x| f16::from_f32(x).to_bits()).collect())
         };
         let (values, indices, lse) = if self.topk == self.classes {
             (to_u16(&logits)?, vec![], vec![])
         } else {
             let (v, i) = logits.f_topk(self.topk as i64, 1, true, true)?;
-            let lse = Vec::<f32>::try_from(logits.f_logsumexp([1i64].as_slice(), false)?).map_err(TrainError::Torch)?;
+            let lse = Vec::<f32>::try_from(logits.f_logsumexp([1i64].as_slice(), false)?)
+                .map_err(TrainError::Torch)?;
             let idx = Vec::<i64>::try_from(i.contiguous().view([-1])).map_err(TrainError::Torch)?;
-            (to_u16(&v)?, idx.into_iter().map(|i| i as u16).collect(), lse)
+            (
+                to_u16(&v)?,
+                idx.into_iter().map(|i| i as u16).collect(),
+                lse,
+            )
         };
-        let features = maps.iter().map(|m| to_u16(&m.to_device(Device::Cpu))).collect::<Result<Vec<_>, _>>()?;
-        Ok(BatchRecord { samples: samples.iter().map(|&s| s as u32).collect(), logits: values, indices, lse, features })
+        let features = maps
+            .iter()
+            .map(|m| to_u16(&m.to_device(Device::Cpu)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BatchRecord {
+            samples: samples.iter().map(|&s| s as u32).collect(),
+            logits: values,
+            indices,
+            lse,
+            features,
+        })
     }
 
     fn decode(&self, rec: &BatchRecord) -> Result<(Tensor, Vec<Tensor>), TrainError> {
         let n = rec.samples.len() as i64;
-        let f = |bits: &[u16]| -> Vec<f32> { bits.iter().map(|&b| f16::from_bits(b).to_f32()).collect() };
+        let f = |bits: &[u16]| -> Vec<f32> {
+            bits.iter().map(|&b| f16::from_bits(b).to_f32()).collect()
+        };
         let logits = if self.topk == self.classes {
             Tensor::from_slice(&f(&rec.logits)).view([n, self.classes as i64])
         } else {
@@ -450,7 +553,11 @@ impl TeacherOutputs {
             .features
             .iter()
             .zip(&self.tap_shapes)
-            .map(|(bits, [c, h, w])| Tensor::from_slice(&f(bits)).view([n, *c as i64, *h as i64, *w as i64]).to_device(self.device))
+            .map(|(bits, [c, h, w])| {
+                Tensor::from_slice(&f(bits))
+                    .view([n, *c as i64, *h as i64, *w as i64])
+                    .to_device(self.device)
+            })
             .collect();
         Ok((logits.to_device(self.device), maps))
     }
@@ -459,23 +566,42 @@ impl TeacherOutputs {
 /// Bytes per sample-epoch the cache stores for `classes` classes kept as `topk` (0 = all) and
 /// `feature_values` fp16 feature values per sample.
 pub fn bytes_per_sample(classes: usize, topk: usize, feature_values: usize) -> usize {
-    let logits = if topk == 0 || topk >= classes { 2 * classes } else { 4 * topk + 4 };
+    let logits = if topk == 0 || topk >= classes {
+        2 * classes
+    } else {
+        4 * topk + 4
+    };
     4 + logits + 2 * feature_values
 }
 
 fn serialize_shard(header: &ShardHeader, records: &[BatchRecord]) -> Vec<u8> {
     let head = serde_json::to_vec(header).expect("header serializes");
-    let mut out = Vec::with_capacity(64 + head.len() + records.iter().map(|r| 4 * r.samples.len() + 2 * r.logits.len()).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        64 + head.len()
+            + records
+                .iter()
+                .map(|r| 4 * r.samples.len() + 2 * r.logits.len())
+                .sum::<usize>(),
+    );
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
     out.extend_from_slice(&head);
     for r in records {
-        r.samples.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
-        r.logits.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        r.indices.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        r.lse.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        r.samples
+            .iter()
+            .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+        r.logits
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        r.indices
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        r.lse
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         for f in &r.features {
-            f.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            f.iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         }
     }
     let digest = sha2::Sha256::digest(&out);
@@ -490,16 +616,28 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or("truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or("truncated")?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
     fn u16s(&mut self, n: usize) -> Result<Vec<u16>, String> {
-        Ok(self.take(2 * n)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        Ok(self
+            .take(2 * n)?
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
     }
     fn u32s(&mut self, n: usize) -> Result<Vec<u32>, String> {
-        Ok(self.take(4 * n)?.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(self
+            .take(4 * n)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>, String> {
         Ok(self.u32s(n)?.into_iter().map(f32::from_bits).collect())
@@ -508,7 +646,15 @@ impl Reader<'_> {
 
 /// Parses and checks a shard: checksum first, then that it belongs to this key, epoch and
 /// position and has the expected layout.
-fn parse_shard(bytes: &[u8], key: &str, epoch: usize, first: usize, classes: usize, topk: usize, tap_shapes: &[[usize; 3]]) -> Result<(ShardHeader, Vec<BatchRecord>), String> {
+fn parse_shard(
+    bytes: &[u8],
+    key: &str,
+    epoch: usize,
+    first: usize,
+    classes: usize,
+    topk: usize,
+    tap_shapes: &[[usize; 3]],
+) -> Result<(ShardHeader, Vec<BatchRecord>), String> {
     if bytes.len() < MAGIC.len() + 4 + 32 {
         return Err(format!("{} bytes is too short", bytes.len()));
     }
@@ -516,26 +662,50 @@ fn parse_shard(bytes: &[u8], key: &str, epoch: usize, first: usize, classes: usi
     if sha2::Sha256::digest(body).as_slice() != sum {
         return Err("checksum mismatch".into());
     }
-    let mut r = Reader { bytes: body, pos: 0 };
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
     if r.take(MAGIC.len())? != MAGIC {
         return Err("not a teacher-cache shard".into());
     }
     let head_len = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")) as usize;
-    let header: ShardHeader = serde_json::from_slice(r.take(head_len)?).map_err(|e| format!("header: {e}"))?;
+    let header: ShardHeader =
+        serde_json::from_slice(r.take(head_len)?).map_err(|e| format!("header: {e}"))?;
     let expected = (key, epoch, first, classes, topk, tap_shapes);
-    let found = (header.key.as_str(), header.epoch, header.first_batch, header.classes, header.topk, header.tap_shapes.as_slice());
+    let found = (
+        header.key.as_str(),
+        header.epoch,
+        header.first_batch,
+        header.classes,
+        header.topk,
+        header.tap_shapes.as_slice(),
+    );
     if expected != found || header.sizes.len() != header.batches || header.batches > SHARD_BATCHES {
         return Err(format!("header {found:?} does not match {expected:?}"));
     }
     let mut records = Vec::with_capacity(header.batches);
     for &n in &header.sizes {
         let samples = r.u32s(n)?;
-        let (logits, indices, lse) = if topk == classes { (r.u16s(n * classes)?, vec![], vec![]) } else { (r.u16s(n * topk)?, r.u16s(n * topk)?, r.f32s(n)?) };
+        let (logits, indices, lse) = if topk == classes {
+            (r.u16s(n * classes)?, vec![], vec![])
+        } else {
+            (r.u16s(n * topk)?, r.u16s(n * topk)?, r.f32s(n)?)
+        };
         if indices.iter().any(|&i| i as usize >= classes) {
             return Err("class index out of range".into());
         }
-        let features = tap_shapes.iter().map(|[c, h, w]| r.u16s(n * c * h * w)).collect::<Result<Vec<_>, _>>()?;
-        records.push(BatchRecord { samples, logits, indices, lse, features });
+        let features = tap_shapes
+            .iter()
+            .map(|[c, h, w]| r.u16s(n * c * h * w))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.push(BatchRecord {
+            samples,
+            logits,
+            indices,
+            lse,
+            features,
+        });
     }
     if r.pos != body.len() {
         return Err(format!("{} trailing bytes", body.len() - r.pos));
@@ -548,12 +718,27 @@ mod tests {
     use super::*;
 
     fn record(n: usize, classes: usize) -> BatchRecord {
-        BatchRecord { samples: (0..n as u32).collect(), logits: (0..(n * classes) as u16).collect(), indices: vec![], lse: vec![], features: vec![] }
+        BatchRecord {
+            samples: (0..n as u32).collect(),
+            logits: (0..(n * classes) as u16).collect(),
+            indices: vec![],
+            lse: vec![],
+            features: vec![],
+        }
     }
 
     #[test]
     fn shard_round_trip_and_corruption() {
-        let header = ShardHeader { key: "k".into(), epoch: 2, first_batch: 64, batches: 2, classes: 3, topk: 3, tap_shapes: vec![], sizes: vec![4, 4] };
+        let header = ShardHeader {
+            key: "k".into(),
+            epoch: 2,
+            first_batch: 64,
+            batches: 2,
+            classes: 3,
+            topk: 3,
+            tap_shapes: vec![],
+            sizes: vec![4, 4],
+        };
         let recs = vec![record(4, 3), record(4, 3)];
         let bytes = serialize_shard(&header, &recs);
         let (h, r) = parse_shard(&bytes, "k", 2, 64, 3, 3, &[]).unwrap();
@@ -561,10 +746,20 @@ mod tests {
         // A flipped byte, a truncation and another key are all refused.
         let mut bad = bytes.clone();
         bad[20] ^= 1;
-        assert_eq!(parse_shard(&bad, "k", 2, 64, 3, 3, &[]).unwrap_err(), "checksum mismatch");
-        assert_eq!(parse_shard(&bytes[..bytes.len() - 5], "k", 2, 64, 3, 3, &[]).unwrap_err(), "checksum mismatch");
-        assert!(parse_shard(&bytes, "other", 2, 64, 3, 3, &[]).unwrap_err().starts_with("header"));
-        assert!(parse_shard(&bytes, "k", 3, 64, 3, 3, &[]).unwrap_err().starts_with("header"));
+        assert_eq!(
+            parse_shard(&bad, "k", 2, 64, 3, 3, &[]).unwrap_err(),
+            "checksum mismatch"
+        );
+        assert_eq!(
+            parse_shard(&bytes[..bytes.len() - 5], "k", 2, 64, 3, 3, &[]).unwrap_err(),
+            "checksum mismatch"
+        );
+        assert!(parse_shard(&bytes, "other", 2, 64, 3, 3, &[])
+            .unwrap_err()
+            .starts_with("header"));
+        assert!(parse_shard(&bytes, "k", 3, 64, 3, 3, &[])
+            .unwrap_err()
+            .starts_with("header"));
     }
 
     #[test]
@@ -579,6 +774,9 @@ mod tests {
     fn setting_parses() {
         assert_eq!("auto".parse::<CacheSetting>().unwrap(), CacheSetting::Auto);
         assert_eq!("off".parse::<CacheSetting>().unwrap(), CacheSetting::Off);
-        assert_eq!("/x".parse::<CacheSetting>().unwrap(), CacheSetting::Dir("/x".into()));
+        assert_eq!(
+            "/x".parse::<CacheSetting>().unwrap(),
+            CacheSetting::Dir("/x".into())
+        );
     }
 }

@@ -11,11 +11,11 @@ use crate::teacher_cache::{CacheStats, StreamSpec, TeacherOutputs};
 use crate::{parse_device, TrainError};
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{Graph, ModelConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -52,7 +52,11 @@ pub struct EvalResult {
 pub fn resolve_model(model: &ModelConfig, train: &data::Dataset) -> ModelConfig {
     let mut m = model.clone();
     let graph_default = ModelConfig::preset(&model.preset).build().ok();
-    if m.num_classes.is_none() && graph_default.as_ref().is_some_and(|g| g.num_classes != train.num_classes()) {
+    if m.num_classes.is_none()
+        && graph_default
+            .as_ref()
+            .is_some_and(|g| g.num_classes != train.num_classes())
+    {
         m.num_classes = Some(train.num_classes());
     }
     // Image folders decode to RGB; in-memory datasets state their shape.
@@ -60,7 +64,11 @@ pub fn resolve_model(model: &ModelConfig, train: &data::Dataset) -> ModelConfig 
         Some((w, h, c)) => ((w == h).then_some(h), c),
         None => (None, 3),
     };
-    if m.in_chans.is_none() && graph_default.as_ref().is_some_and(|g| g.in_chans != channels) {
+    if m.in_chans.is_none()
+        && graph_default
+            .as_ref()
+            .is_some_and(|g| g.in_chans != channels)
+    {
         m.in_chans = Some(channels);
     }
     if let Some(h) = size {
@@ -82,19 +90,41 @@ impl Student {
     fn slots(&self) -> Vec<Slot<'_>> {
         let mut s = crate::optim::slots(&self.exec.graph, &self.params, "");
         if let Some((w, b)) = &self.projector {
-            s.push(Slot { name: "distill.projector.weight".into(), tensor: w, decay: true });
-            s.push(Slot { name: "distill.projector.bias".into(), tensor: b, decay: false });
+            s.push(Slot {
+                name: "distill.projector.weight".into(),
+                tensor: w,
+                decay: true,
+            });
+            s.push(Slot {
+                name: "distill.projector.bias".into(),
+                tensor: b,
+                decay: false,
+            });
         }
         s
     }
 }
 
 fn last_stage(graph: &Graph) -> Result<String, TrainError> {
-    graph.stage_taps().last().map(|(k, _)| k.clone()).ok_or_else(|| TrainError::Config(format!("{} has no stage taps for feature distillation", graph.preset)))
+    graph
+        .stage_taps()
+        .last()
+        .map(|(k, _)| k.clone())
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "{} has no stage taps for feature distillation",
+                graph.preset
+            ))
+        })
 }
 
 /// Evaluates `params` on `loader`'s split: top-1/top-5 and mean CE.
-pub fn evaluate(exec: &Executor, params: &Params, loader: &Loader, device: Device) -> Result<EvalResult, TrainError> {
+pub fn evaluate(
+    exec: &Executor,
+    params: &Params,
+    loader: &Loader,
+    device: Device,
+) -> Result<EvalResult, TrainError> {
     let (mut correct1, mut correct5, mut loss_sum, mut n) = (0i64, 0i64, 0f64, 0usize);
     tch::no_grad(|| -> Result<(), TrainError> {
         for batch in loader.epoch(0, 0)? {
@@ -114,14 +144,30 @@ pub fn evaluate(exec: &Executor, params: &Params, loader: &Loader, device: Devic
         Ok(())
     })?;
     let d = n.max(1) as f64;
-    Ok(EvalResult { top1: 100.0 * correct1 as f64 / d, top5: 100.0 * correct5 as f64 / d, loss: loss_sum / d, images: n })
+    Ok(EvalResult {
+        top1: 100.0 * correct1 as f64 / d,
+        top5: 100.0 * correct5 as f64 / d,
+        loss: loss_sum / d,
+        images: n,
+    })
 }
 
 fn state_tensors(student: &Student, opt: &AdamW, ema: Option<&Ema>) -> StateDict {
-    let mut sd: StateDict = student.params.to_state_dict().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
+    let mut sd: StateDict = student
+        .params
+        .to_state_dict()
+        .into_iter()
+        .map(|(k, v)| (format!("model.{k}"), v))
+        .collect();
     if let Some((w, b)) = &student.projector {
-        sd.insert("distill.projector.weight".into(), crate::executor::tensor_to_host(w));
-        sd.insert("distill.projector.bias".into(), crate::executor::tensor_to_host(b));
+        sd.insert(
+            "distill.projector.weight".into(),
+            crate::executor::tensor_to_host(w),
+        );
+        sd.insert(
+            "distill.projector.bias".into(),
+            crate::executor::tensor_to_host(b),
+        );
     }
     for (k, t) in &opt.exp_avg {
         sd.insert(format!("optim.m.{k}"), crate::executor::tensor_to_host(t));
@@ -138,14 +184,20 @@ fn state_tensors(student: &Student, opt: &AdamW, ema: Option<&Ema>) -> StateDict
 }
 
 fn take_prefixed(sd: &StateDict, prefix: &str) -> StateDict {
-    sd.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+    sd.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+        .collect()
 }
 
 /// How a step's loss is formed: plain supervision, or distillation from a teacher's output
 /// stream (live or replayed from the cache) with optional feature taps (student, teacher).
 enum Mode {
     Supervised,
-    Distill { cfg: DistillConfig, teacher: Box<TeacherOutputs>, fd_taps: Option<(String, String)> },
+    Distill {
+        cfg: DistillConfig,
+        teacher: Box<TeacherOutputs>,
+        fd_taps: Option<(String, String)>,
+    },
 }
 
 /// Everything a checkpoint holds besides the config: student (+ projector), optimizer, EMA,
@@ -171,7 +223,12 @@ struct Clock {
 /// Stages: [`open_run`] (run dir and resolved config), data loaders, [`Mode::new`] (teacher
 /// stream), [`Trainee::load_or_init`], then per epoch the step loop ([`step_loss`], optimizer,
 /// logging, checkpoints) and [`end_epoch`] (evaluation, best weights, checkpoint).
-pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool) -> Result<Summary, TrainError> {
+pub fn train(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<Summary, TrainError> {
     let (run, config, train_set, val_set, resume) = open_run(config, run_dir, resume)?;
     let device = parse_device(&config.run.device)?;
     if config.run.threads > 0 {
@@ -185,23 +242,54 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
     // Data and model.
     let graph = config.model.build()?;
     if graph.num_classes != train_set.num_classes() {
-        return Err(TrainError::Config(format!("model has {} classes, dataset {} has {}", graph.num_classes, train_set.name(), train_set.num_classes())));
+        return Err(TrainError::Config(format!(
+            "model has {} classes, dataset {} has {}",
+            graph.num_classes,
+            train_set.name(),
+            train_set.num_classes()
+        )));
     }
     let train_loader = training_loader(&config, &graph, train_set.clone())?;
-    let val_loader = Loader::new(val_set.clone(), Transform::eval(&graph.preprocess), None, loader_config(&config, o.batch_size.max(64), false, false))?;
+    let val_loader = Loader::new(
+        val_set.clone(),
+        Transform::eval(&graph.preprocess),
+        None,
+        loader_config(&config, o.batch_size.max(64), false, false),
+    )?;
     let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
     if steps_per_epoch == 0 {
-        return Err(TrainError::Config(format!("{} training samples give no full batch of {} x update_freq {}", train_set.len(), o.batch_size, o.update_freq)));
+        return Err(TrainError::Config(format!(
+            "{} training samples give no full batch of {} x update_freq {}",
+            train_set.len(),
+            o.batch_size,
+            o.update_freq
+        )));
     }
     let total_steps = steps_per_epoch * o.epochs;
     let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
     let (mut mode, projector_shape) = Mode::new(&config, &graph, &train_set, device)?;
     tch::manual_seed(config.run.seed as i64);
-    let Trainee { student, mut opt, mut ema, mut state } = Trainee::load_or_init(&run, &config, Executor::new(graph), projector_shape, resume, device)?;
+    let Trainee {
+        student,
+        mut opt,
+        mut ema,
+        mut state,
+    } = Trainee::load_or_init(
+        &run,
+        &config,
+        Executor::new(graph),
+        projector_shape,
+        resume,
+        device,
+    )?;
     let slots = student.slots();
     if state.finished {
-        return Err(TrainError::Config(format!("run {} already finished all {} epochs", run.path.display(), o.epochs)));
+        return Err(TrainError::Config(format!(
+            "run {} already finished all {} epochs",
+            run.path.display(),
+            o.epochs
+        )));
     }
 
     let t0 = Instant::now();
@@ -209,12 +297,13 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
     let mut steps_this_call = 0usize;
     let mut last_eval: (Option<f64>, Option<f64>) = (None, None);
     let mut stopped = false;
-    let save_checkpoint = |state: &mut TrainerState, opt: &AdamW, ema: Option<&Ema>| -> Result<(), TrainError> {
-        state.metrics_len = run.metrics_len();
-        state.adam_step = opt.step;
-        run.save_weights(LAST, &student.params.to_state_dict())?;
-        run.save_state(&state_tensors(&student, opt, ema), state)
-    };
+    let save_checkpoint =
+        |state: &mut TrainerState, opt: &AdamW, ema: Option<&Ema>| -> Result<(), TrainError> {
+            state.metrics_len = run.metrics_len();
+            state.adam_step = opt.step;
+            run.save_weights(LAST, &student.params.to_state_dict())?;
+            run.save_state(&state_tensors(&student, opt, ema), state)
+        };
 
     'epochs: while state.epoch < o.epochs {
         let epoch = state.epoch;
@@ -232,14 +321,39 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                 break;
             }
             // Per-step seeding makes drop path reproducible across resume.
-            student.exec.set_step_seed(config.run.seed.wrapping_mul(1_000_003).wrapping_add((state.step * o.update_freq + micro) as u64));
-            let terms = step_loss(&mut mode, &student, &batch, epoch, o.label_smoothing, device, &mut clock)?;
-            let loss = terms.iter().map(|(_, t)| t.shallow_clone()).reduce(|a, b| a + b).ok_or_else(|| TrainError::Other("no loss terms".into()))?;
+            student.exec.set_step_seed(
+                config
+                    .run
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add((state.step * o.update_freq + micro) as u64),
+            );
+            let terms = step_loss(
+                &mut mode,
+                &student,
+                &batch,
+                epoch,
+                o.label_smoothing,
+                device,
+                &mut clock,
+            )?;
+            let loss = terms
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .reduce(|a, b| a + b)
+                .ok_or_else(|| TrainError::Other("no loss terms".into()))?;
             let loss_value = loss.f_double_value(&[])?;
-            let term_values: Vec<(&str, f64)> = terms.iter().map(|(n, t)| Ok((*n, t.f_double_value(&[])?))).collect::<Result<_, TrainError>>()?;
+            let term_values: Vec<(&str, f64)> = terms
+                .iter()
+                .map(|(n, t)| Ok((*n, t.f_double_value(&[])?)))
+                .collect::<Result<_, TrainError>>()?;
             if !loss_value.is_finite() {
                 bar.abandon();
-                let detail = term_values.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", ");
+                let detail = term_values
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(TrainError::NonFinite(format!(
                     "loss is {loss_value} at epoch {epoch}, step {} ({detail}); training stopped, the last good checkpoint in {} is kept",
                     state.step,
@@ -277,7 +391,8 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
             bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
             bar.inc(1);
             if state.step % config.run.log_every.max(1) == 0 {
-                let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
+                let mut line =
+                    json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
                 for (n, v) in &state.pending_loss {
                     line[n] = json!(v / state.pending_count as f64);
                 }
@@ -289,7 +404,9 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
                 state.pending_count = 0;
             }
             let at_limit = config.run.max_steps.is_some_and(|m| steps_this_call >= m);
-            if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0) || at_limit {
+            if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
+                || at_limit
+            {
                 save_checkpoint(&mut state, &opt, ema.as_ref())?;
             }
             if at_limit {
@@ -302,7 +419,17 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
         drop(batches);
         mode.flush()?;
         bar.finish_and_clear();
-        last_eval = end_epoch(&run, &student, ema.as_ref(), &val_loader, &train_loader, &mut state, device, progress, o.epochs)?;
+        last_eval = end_epoch(
+            &run,
+            &student,
+            ema.as_ref(),
+            &val_loader,
+            &train_loader,
+            &mut state,
+            device,
+            progress,
+            o.epochs,
+        )?;
         save_checkpoint(&mut state, &opt, ema.as_ref())?;
     }
     let seconds = t0.elapsed().as_secs_f64();
@@ -332,10 +459,28 @@ pub fn train(config: &TrainConfig, run_dir: &Path, resume: bool, progress: bool)
 /// maybe metric lines): it has nothing to resume, so it starts over from step 0 with the stored
 /// config when resumed, or with the given one when started again.
 #[allow(clippy::type_complexity)]
-fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<(RunDir, TrainConfig, Arc<data::Dataset>, Arc<data::Dataset>, bool), TrainError> {
-    let never_checkpointed = RunDir::open(run_dir).is_ok_and(|r| !r.file(crate::rundir::STATE).exists());
+fn open_run(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<
+    (
+        RunDir,
+        TrainConfig,
+        Arc<data::Dataset>,
+        Arc<data::Dataset>,
+        bool,
+    ),
+    TrainError,
+> {
+    let never_checkpointed =
+        RunDir::open(run_dir).is_ok_and(|r| !r.file(crate::rundir::STATE).exists());
     let (config, resume) = if never_checkpointed {
-        let cfg = if resume { RunDir::open(run_dir)?.config()? } else { config.clone() };
+        let cfg = if resume {
+            RunDir::open(run_dir)?.config()?
+        } else {
+            config.clone()
+        };
         RunDir::clear_unstarted(run_dir)?;
         (cfg, false)
     } else if resume {
@@ -360,15 +505,31 @@ impl Mode {
     /// Supervised, or the teacher described (not loaded: the output cache may hold all it
     /// needs) and its output stream opened. Also returns the feature projector's (student,
     /// teacher) channels when features are distilled.
-    fn new(config: &TrainConfig, graph: &Graph, train_set: &data::Dataset, device: Device) -> Result<(Self, Option<(usize, usize)>), TrainError> {
-        let Some(d) = config.distill.clone().filter(|d| d.method != KdMethod::None) else {
+    fn new(
+        config: &TrainConfig,
+        graph: &Graph,
+        train_set: &data::Dataset,
+        device: Device,
+    ) -> Result<(Self, Option<(usize, usize)>), TrainError> {
+        let Some(d) = config
+            .distill
+            .clone()
+            .filter(|d| d.method != KdMethod::None)
+        else {
             return Ok((Mode::Supervised, None));
         };
         let spec = TeacherSpec::resolve(&d)?;
         if d.method.uses_logits() && spec.graph.num_classes != graph.num_classes {
-            return Err(TrainError::Config(format!("teacher predicts {} classes, student {}", spec.graph.num_classes, graph.num_classes)));
+            return Err(TrainError::Config(format!(
+                "teacher predicts {} classes, student {}",
+                spec.graph.num_classes, graph.num_classes
+            )));
         }
-        let fd_taps = if d.method.uses_features() { Some((last_stage(graph)?, last_stage(&spec.graph)?)) } else { None };
+        let fd_taps = if d.method.uses_features() {
+            Some((last_stage(graph)?, last_stage(&spec.graph)?))
+        } else {
+            None
+        };
         let projector = match &fd_taps {
             Some((s, t)) => {
                 let [h, w] = graph.input_size;
@@ -391,7 +552,14 @@ impl Mode {
             seed: config.run.seed,
         };
         let teacher = Box::new(TeacherOutputs::open(spec, stream, device)?);
-        Ok((Mode::Distill { cfg: d, teacher, fd_taps }, projector))
+        Ok((
+            Mode::Distill {
+                cfg: d,
+                teacher,
+                fd_taps,
+            },
+            projector,
+        ))
     }
 
     /// Writes a teacher-output shard being recorded (epoch end or a stop).
@@ -405,7 +573,14 @@ impl Mode {
 
 impl Trainee {
     /// Fresh weights (seeded), or everything back from the run's state file.
-    fn load_or_init(run: &RunDir, config: &TrainConfig, exec: Executor, projector_shape: Option<(usize, usize)>, resume: bool, device: Device) -> Result<Self, TrainError> {
+    fn load_or_init(
+        run: &RunDir,
+        config: &TrainConfig,
+        exec: Executor,
+        projector_shape: Option<(usize, usize)>,
+        resume: bool,
+        device: Device,
+    ) -> Result<Self, TrainError> {
         let mut opt = AdamW::new(config.optim.weight_decay);
         if !resume {
             let params = Params::init(&exec.graph, device, config.run.seed);
@@ -413,23 +588,49 @@ impl Trainee {
                 // PyTorch's Conv2d default init, from our own seeded RNG.
                 let bound = 1.0 / (cs as f32).sqrt();
                 let mut rng = StdRng::seed_from_u64(config.run.seed ^ 0x70726f6a);
-                let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
-                let w = Tensor::from_slice(&draw(ct * cs)).reshape([ct as i64, cs as i64, 1, 1]).to_device(device).set_requires_grad(true);
-                let b = Tensor::from_slice(&draw(ct)).to_device(device).set_requires_grad(true);
+                let mut draw = |n: usize| {
+                    (0..n)
+                        .map(|_| rng.gen_range(-bound..bound))
+                        .collect::<Vec<f32>>()
+                };
+                let w = Tensor::from_slice(&draw(ct * cs))
+                    .reshape([ct as i64, cs as i64, 1, 1])
+                    .to_device(device)
+                    .set_requires_grad(true);
+                let b = Tensor::from_slice(&draw(ct))
+                    .to_device(device)
+                    .set_requires_grad(true);
                 (w, b)
             });
             let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
-            return Ok(Self { student: Student { exec, params, projector }, opt, ema, state: TrainerState::default() });
+            return Ok(Self {
+                student: Student {
+                    exec,
+                    params,
+                    projector,
+                },
+                opt,
+                ema,
+                state: TrainerState::default(),
+            });
         }
         let (sd, state) = run.load_state()?;
         run.truncate_metrics(state.metrics_len)?;
         let params = Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "model."), device)?;
         let tensor = |name: &str| -> Result<Tensor, TrainError> {
-            let t = sd.get(name).ok_or_else(|| TrainError::Other(format!("{}: state file has no `{name}`", run.file(crate::rundir::STATE).display())))?;
+            let t = sd.get(name).ok_or_else(|| {
+                TrainError::Other(format!(
+                    "{}: state file has no `{name}`",
+                    run.file(crate::rundir::STATE).display()
+                ))
+            })?;
             Ok(host_to_tensor(t, device).set_requires_grad(true))
         };
         let projector = match projector_shape {
-            Some(_) => Some((tensor("distill.projector.weight")?, tensor("distill.projector.bias")?)),
+            Some(_) => Some((
+                tensor("distill.projector.weight")?,
+                tensor("distill.projector.bias")?,
+            )),
             None => None,
         };
         for (k, v) in take_prefixed(&sd, "optim.m.") {
@@ -440,16 +641,36 @@ impl Trainee {
         }
         opt.step = state.adam_step;
         let ema = match &config.ema {
-            Some(e) => Some(Ema { decay: e.decay, params: Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "ema."), device)? }),
+            Some(e) => Some(Ema {
+                decay: e.decay,
+                params: Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "ema."), device)?,
+            }),
             None => None,
         };
-        Ok(Self { student: Student { exec, params, projector }, opt, ema, state })
+        Ok(Self {
+            student: Student {
+                exec,
+                params,
+                projector,
+            },
+            opt,
+            ema,
+            state,
+        })
     }
 }
 
 /// The named loss terms of one micro-batch: student forward, then the teacher's outputs from
 /// its stream and the method's terms.
-fn step_loss(mode: &mut Mode, student: &Student, batch: &data::Batch, epoch: usize, label_smoothing: f64, device: Device, clock: &mut Clock) -> Result<Vec<(&'static str, Tensor)>, TrainError> {
+fn step_loss(
+    mode: &mut Mode,
+    student: &Student,
+    batch: &data::Batch,
+    epoch: usize,
+    label_smoothing: f64,
+    device: Device,
+    clock: &mut Clock,
+) -> Result<Vec<(&'static str, Tensor)>, TrainError> {
     let x = batch.images.to_device(device);
     let labels = batch.labels.to_device(device);
     let soft = batch.targets.as_ref().map(|t| t.to_device(device));
@@ -461,16 +682,32 @@ fn step_loss(mode: &mut Mode, student: &Student, batch: &data::Batch, epoch: usi
     let smoothing = if soft.is_some() { 0.0 } else { label_smoothing };
     let (cfg, teacher, fd_taps) = match mode {
         Mode::Supervised => {
-            let logits = autocast(device, || student.exec.forward(&student.params, &x, true, &[]))?.logits.to_kind(Kind::Float);
+            let logits = autocast(device, || {
+                student.exec.forward(&student.params, &x, true, &[])
+            })?
+            .logits
+            .to_kind(Kind::Float);
             return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing))]);
         }
-        Mode::Distill { cfg, teacher, fd_taps } => (cfg, teacher, fd_taps),
+        Mode::Distill {
+            cfg,
+            teacher,
+            fd_taps,
+        } => (cfg, teacher, fd_taps),
     };
     let stage_tap: Vec<&str> = fd_taps.iter().map(|(s, _)| s.as_str()).collect();
-    let out = autocast(device, || student.exec.forward(&student.params, &x, true, &stage_tap))?;
+    let out = autocast(device, || {
+        student.exec.forward(&student.params, &x, true, &stage_tap)
+    })?;
     let logits = out.logits.to_kind(Kind::Float);
     let tt = Instant::now();
-    let (t_logits, t_maps) = teacher.get(epoch, batch.index, &batch.samples, &x, &student.exec.graph.preprocess)?;
+    let (t_logits, t_maps) = teacher.get(
+        epoch,
+        batch.index,
+        &batch.samples,
+        &x,
+        &student.exec.graph.preprocess,
+    )?;
     sync(device);
     clock.teacher += tt.elapsed().as_secs_f64();
     let alpha = cfg.alpha();
@@ -481,13 +718,32 @@ fn step_loss(mode: &mut Mode, student: &Student, batch: &data::Batch, epoch: usi
             // Upstream's KD uses plain CE next to the teacher term.
             terms.push(("ce", cross_entropy(&logits, &target, 0.0) * (1.0 - alpha)));
         }
-        KdMethod::Nkd | KdMethod::NkdFd => terms.push(("nkd", nkd(&logits, &t_logits, &target.labels(), cfg.temperature, alpha))),
+        KdMethod::Nkd | KdMethod::NkdFd => terms.push((
+            "nkd",
+            nkd(&logits, &t_logits, &target.labels(), cfg.temperature, alpha),
+        )),
         KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, smoothing))),
-        KdMethod::None => return Err(TrainError::Config("distillation method none has no teacher terms".into())),
+        KdMethod::None => {
+            return Err(TrainError::Config(
+                "distillation method none has no teacher terms".into(),
+            ))
+        }
     }
-    if let (Some((s_tap, _)), Some((w, b)), Some(t_map)) = (fd_taps, &student.projector, t_maps.first()) {
-        let s_map = out.taps[s_tap.as_str()].to_kind(Kind::Float).f_conv2d(w, Some(b), [1, 1], [0, 0], [1, 1], 1)?;
-        terms.push(("fd", feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss) * cfg.fd_weight));
+    if let (Some((s_tap, _)), Some((w, b)), Some(t_map)) =
+        (fd_taps, &student.projector, t_maps.first())
+    {
+        let s_map = out.taps[s_tap.as_str()].to_kind(Kind::Float).f_conv2d(
+            w,
+            Some(b),
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            1,
+        )?;
+        terms.push((
+            "fd",
+            feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss) * cfg.fd_weight,
+        ));
     }
     Ok(terms)
 }
@@ -508,7 +764,9 @@ fn end_epoch(
 ) -> Result<(Option<f64>, Option<f64>), TrainError> {
     let epoch = state.epoch;
     let res = evaluate(&student.exec, &student.params, val_loader, device)?;
-    let ema_res = ema.map(|e| evaluate(&student.exec, &e.params, val_loader, device)).transpose()?;
+    let ema_res = ema
+        .map(|e| evaluate(&student.exec, &e.params, val_loader, device))
+        .transpose()?;
     let mut line = json!({"epoch": epoch, "step": state.step, "top1": res.top1, "top5": res.top5, "val_loss": res.loss,
         "skipped_files": train_loader.stats().skipped + val_loader.stats().skipped});
     if let Some(e) = &ema_res {
@@ -531,7 +789,9 @@ fn end_epoch(
             epoch + 1,
             epochs,
             res.top1,
-            ema_res.map(|e| format!(", EMA {:.2}%", e.top1)).unwrap_or_default(),
+            ema_res
+                .map(|e| format!(", EMA {:.2}%", e.top1))
+                .unwrap_or_default(),
             state.best_top1
         );
     }
@@ -541,17 +801,37 @@ fn end_epoch(
     Ok((Some(res.top1), ema_res.map(|e| e.top1)))
 }
 
-fn loader_config(config: &TrainConfig, batch_size: usize, shuffle: bool, drop_last: bool) -> LoaderConfig {
-    LoaderConfig { batch_size, workers: config.data.workers, prefetch: config.data.prefetch, seed: config.run.seed, shuffle, drop_last }
+fn loader_config(
+    config: &TrainConfig,
+    batch_size: usize,
+    shuffle: bool,
+    drop_last: bool,
+) -> LoaderConfig {
+    LoaderConfig {
+        batch_size,
+        workers: config.data.workers,
+        prefetch: config.data.prefetch,
+        seed: config.run.seed,
+        shuffle,
+        drop_last,
+    }
 }
 
 /// The training stream of `config` for a model `graph`: what a run trains on, batch for batch,
 /// and what the teacher-output cache is keyed by.
-pub fn training_loader(config: &TrainConfig, graph: &Graph, train_set: Arc<data::Dataset>) -> Result<Loader, TrainError> {
+pub fn training_loader(
+    config: &TrainConfig,
+    graph: &Graph,
+    train_set: Arc<data::Dataset>,
+) -> Result<Loader, TrainError> {
     Ok(Loader::new(
         train_set,
         Transform::train(&config.data.augment, &graph.preprocess),
-        config.data.mixup.clone().map(|m| m.with_classes(graph.num_classes, config.optim.label_smoothing)),
+        config
+            .data
+            .mixup
+            .clone()
+            .map(|m| m.with_classes(graph.num_classes, config.optim.label_smoothing)),
         loader_config(config, config.optim.batch_size, true, true),
     )?)
 }
@@ -559,15 +839,31 @@ pub fn training_loader(config: &TrainConfig, graph: &Graph, train_set: Arc<data:
 /// Computes (or completes) the teacher-output cache of `config`'s distillation stream for its
 /// first `epochs` epochs, batch for batch as `train` would consume them. Returns the cache
 /// directory and what was done.
-pub fn precompute_teacher_outputs(config: &TrainConfig, epochs: usize, progress: bool) -> Result<(std::path::PathBuf, CacheStats), TrainError> {
-    let d = config.distill.clone().filter(|d| d.method != KdMethod::None).ok_or_else(|| TrainError::Config("teacher-cache build needs a distillation method other than none".into()))?;
+pub fn precompute_teacher_outputs(
+    config: &TrainConfig,
+    epochs: usize,
+    progress: bool,
+) -> Result<(std::path::PathBuf, CacheStats), TrainError> {
+    let d = config
+        .distill
+        .clone()
+        .filter(|d| d.method != KdMethod::None)
+        .ok_or_else(|| {
+            TrainError::Config(
+                "teacher-cache build needs a distillation method other than none".into(),
+            )
+        })?;
     let device = parse_device(&config.run.device)?;
     let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
     let mut config = config.clone();
     config.model = resolve_model(&config.model, &train_set);
     let graph = config.model.build()?;
     let spec = TeacherSpec::resolve(&d)?;
-    let taps = if d.method.uses_features() { vec![last_stage(&spec.graph)?] } else { vec![] };
+    let taps = if d.method.uses_features() {
+        vec![last_stage(&spec.graph)?]
+    } else {
+        vec![]
+    };
     let pre = graph.preprocess.clone();
     let loader = training_loader(&config, &graph, train_set.clone())?;
     let o = &config.optim;
@@ -584,7 +880,11 @@ pub fn precompute_teacher_outputs(config: &TrainConfig, epochs: usize, progress:
         seed: config.run.seed,
     };
     let mut outputs = TeacherOutputs::open(spec, stream, device)?;
-    let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| TrainError::Config("the teacher cache is off: give --teacher-cache auto or a directory".into()))?;
+    let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| {
+        TrainError::Config(
+            "the teacher cache is off: give --teacher-cache auto or a directory".into(),
+        )
+    })?;
     for epoch in 0..epochs {
         let bar = progress_bar(progress, batches as u64, epoch, epochs);
         for batch in loader.epoch(epoch, 0)?.take(batches) {
@@ -609,13 +909,23 @@ pub enum RunOutcome {
 
 /// Trains `config` into `dir` unless a finished run is there. An interrupted run (one with a
 /// state file) is resumed; a directory without a checkpoint is replaced.
-pub fn train_or_reuse(config: &TrainConfig, dir: &Path, progress: bool) -> Result<RunOutcome, TrainError> {
-    let state = RunDir::open(dir).ok().and_then(|r| r.load_state().ok()).map(|(_, s)| s);
+pub fn train_or_reuse(
+    config: &TrainConfig,
+    dir: &Path,
+    progress: bool,
+) -> Result<RunOutcome, TrainError> {
+    let state = RunDir::open(dir)
+        .ok()
+        .and_then(|r| r.load_state().ok())
+        .map(|(_, s)| s);
     if state.as_ref().is_some_and(|s| s.finished) {
         return Ok(RunOutcome::Reused);
     }
     if state.is_none() && dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+        std::fs::remove_dir_all(dir).map_err(|source| TrainError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let resumed = state.is_some();
     let summary = train(config, dir, resumed, progress)?;
@@ -625,10 +935,19 @@ pub fn train_or_reuse(config: &TrainConfig, dir: &Path, progress: bool) -> Resul
 /// Trains `config` under `$LKD_CACHE/teachers/<result digest>` unless a finished run with the
 /// same digest is there (then reused, untouched), so a teacher is trained once and every later
 /// demo or study on the same recipe distils from it. `retrain` discards a kept one first.
-pub fn train_or_reuse_shared(config: &TrainConfig, retrain: bool, progress: bool) -> Result<(std::path::PathBuf, RunOutcome), TrainError> {
-    let dir = crate::teacher_cache::lkd_cache_dir().join("teachers").join(config.result_digest());
+pub fn train_or_reuse_shared(
+    config: &TrainConfig,
+    retrain: bool,
+    progress: bool,
+) -> Result<(std::path::PathBuf, RunOutcome), TrainError> {
+    let dir = crate::teacher_cache::lkd_cache_dir()
+        .join("teachers")
+        .join(config.result_digest());
     if retrain && dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io { path: dir.display().to_string(), source })?;
+        std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let outcome = train_or_reuse(config, &dir, progress)?;
     Ok((dir, outcome))
@@ -656,19 +975,32 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> indicat
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
     );
     bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
     bar
 }
 
 /// Loads a model for evaluation from a run dir (best weights) or a checkpoint + model config.
-pub fn load_model(source: &Path, model: Option<&ModelConfig>, device: Device) -> Result<(Executor, Params), TrainError> {
+pub fn load_model(
+    source: &Path,
+    model: Option<&ModelConfig>,
+    device: Device,
+) -> Result<(Executor, Params), TrainError> {
     let (cfg, weights) = if source.is_dir() {
         let run = RunDir::open(source)?;
         (run.config()?.model, run.best_or_last_weights()?)
     } else {
-        let m = model.cloned().ok_or_else(|| TrainError::Config(format!("{} is a checkpoint file: give its --preset", source.display())))?;
+        let m = model.cloned().ok_or_else(|| {
+            TrainError::Config(format!(
+                "{} is a checkpoint file: give its --preset",
+                source.display()
+            ))
+        })?;
         (m, source.to_path_buf())
     };
     let graph = cfg.build()?;

@@ -17,23 +17,42 @@ fn shipped_configs_parse_and_build() {
         let cfg = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         cfg.model.build().unwrap_or_else(|e| panic!("{name}: {e}"));
         // Round trip through the run dir's config.toml.
-        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg, "{name}");
+        assert_eq!(
+            TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(),
+            cfg,
+            "{name}"
+        );
         n += 1;
     }
     assert!(n >= 4, "found {n} configs");
-    let imagenet = TrainConfig::load(&dir.join("imagenet-convnext-tiny-nkd-slak-tiny.toml")).unwrap();
+    let imagenet =
+        TrainConfig::load(&dir.join("imagenet-convnext-tiny-nkd-slak-tiny.toml")).unwrap();
     assert_eq!(imagenet.optim.batch_size * imagenet.optim.update_freq, 2048);
-    assert_eq!(imagenet.distill.unwrap().teacher_model.unwrap().preset, "slak_tiny");
+    assert_eq!(
+        imagenet.distill.unwrap().teacher_model.unwrap().preset,
+        "slak_tiny"
+    );
 }
 
 #[test]
 fn overrides_apply_and_reject_unknown_fields() {
-    let text = std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+            .unwrap();
     let cfg = TrainConfig::from_toml_str(&text).unwrap();
-    let c = cfg.with_overrides(&["optim.lr=0.01".into(), "model.kernel_size=5".into(), "run.device=\"cuda:1\"".into()]).unwrap();
+    let c = cfg
+        .with_overrides(&[
+            "optim.lr=0.01".into(),
+            "model.kernel_size=5".into(),
+            "run.device=\"cuda:1\"".into(),
+        ])
+        .unwrap();
     assert_eq!(c.optim.lr, 0.01);
     assert_eq!(c.model.kernel_size, Some(5));
     assert_eq!(c.run.device, "cuda:1");
-    let err = cfg.with_overrides(&["optim.learning_rate=0.1".into()]).unwrap_err().to_string();
+    let err = cfg
+        .with_overrides(&["optim.learning_rate=0.1".into()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("learning_rate"), "{err}");
 }

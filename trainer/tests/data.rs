@@ -2,8 +2,8 @@
 
 use lkd_models::preprocess::{Interpolation, Preprocess};
 use lkd_trainer::data::{
-    self, mixup, ops, randaug, transform, AugmentConfig, DataError, DatasetKind, DatasetSpec, Image, Loader,
-    LoaderConfig, MixupConfig, RandAugment, RrcConfig, Split, Transform,
+    self, mixup, ops, randaug, transform, AugmentConfig, DataError, DatasetKind, DatasetSpec,
+    Image, Loader, LoaderConfig, MixupConfig, RandAugment, RrcConfig, Split, Transform,
 };
 use lkd_trainer::tch::{Kind, Tensor};
 use rand::SeedableRng;
@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn fashion() -> DatasetSpec {
-    DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST must point at the Fashion-MNIST files (make test sets it)")
+    DatasetSpec::fashion_mnist_from_env()
+        .expect("LKD_FASHION_MNIST must point at the Fashion-MNIST files (make test sets it)")
 }
 
 fn rng(seed: u64) -> rand::rngs::StdRng {
@@ -40,14 +41,21 @@ fn fashion_mnist_sizes_and_balanced_labels() {
         }
         assert_eq!(hist, [n / 10; 10], "{split:?}");
         let s = ds.get(0).unwrap();
-        assert_eq!((s.image.width, s.image.height, s.image.channels), (28, 28, 1));
+        assert_eq!(
+            (s.image.width, s.image.height, s.image.channels),
+            (28, 28, 1)
+        );
     }
     let mut sub = spec.clone();
     sub.limit = Some(1000);
     let a = data::open(&sub, Split::Train).unwrap();
     let b = data::open(&sub, Split::Train).unwrap();
     assert_eq!(a.len(), 1000);
-    assert_eq!(a.get(500).unwrap(), b.get(500).unwrap(), "a limit selects the same subset every time");
+    assert_eq!(
+        a.get(500).unwrap(),
+        b.get(500).unwrap(),
+        "a limit selects the same subset every time"
+    );
 }
 
 fn idx_bytes(dims: &[u32], payload: &[u8]) -> Vec<u8> {
@@ -63,8 +71,14 @@ fn write_idx_set(dir: &Path, gz: bool, n: u32, images: &[u8], labels: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     for prefix in ["train", "t10k"] {
         for (name, bytes) in [
-            (format!("{prefix}-images-idx3-ubyte"), idx_bytes(&[n, 3, 4], images)),
-            (format!("{prefix}-labels-idx1-ubyte"), idx_bytes(&[n], labels)),
+            (
+                format!("{prefix}-images-idx3-ubyte"),
+                idx_bytes(&[n, 3, 4], images),
+            ),
+            (
+                format!("{prefix}-labels-idx1-ubyte"),
+                idx_bytes(&[n], labels),
+            ),
         ] {
             if gz {
                 let f = std::fs::File::create(dir.join(format!("{name}.gz"))).unwrap();
@@ -86,8 +100,16 @@ fn idx_raw_and_gz_read_the_same() {
     let labels = [0u8, 3, 1, 3, 2];
     write_idx_set(&tmp.path().join("raw"), false, n, &images, &labels);
     write_idx_set(&tmp.path().join("gz"), true, n, &images, &labels);
-    let raw = data::open(&DatasetSpec::new(DatasetKind::Idx, tmp.path().join("raw")), Split::Train).unwrap();
-    let gz = data::open(&DatasetSpec::new(DatasetKind::Idx, tmp.path().join("gz")), Split::Val).unwrap();
+    let raw = data::open(
+        &DatasetSpec::new(DatasetKind::Idx, tmp.path().join("raw")),
+        Split::Train,
+    )
+    .unwrap();
+    let gz = data::open(
+        &DatasetSpec::new(DatasetKind::Idx, tmp.path().join("gz")),
+        Split::Val,
+    )
+    .unwrap();
     assert_eq!(raw.len(), 5);
     assert_eq!(raw.classes(), ["0", "1", "2", "3"]);
     assert_eq!(raw.image_shape(), Some((4, 3, 1)));
@@ -101,8 +123,14 @@ fn idx_raw_and_gz_read_the_same() {
     // A truncated file is an error that names it.
     let bad = tmp.path().join("bad");
     write_idx_set(&bad, false, n, &images[..30], &labels);
-    let err = data::open(&DatasetSpec::new(DatasetKind::Mnist, &bad), Split::Train).err().unwrap().to_string();
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+    let err = data::open(&DatasetSpec::new(DatasetKind::Mnist, &bad), Split::Train)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 fn cifar_record(labels: &[u8], seed: u8) -> Vec<u8> {
@@ -119,10 +147,16 @@ fn cifar_binary_batches() {
     let d = tmp.path().join("cifar-10-batches-bin");
     std::fs::create_dir_all(&d).unwrap();
     for b in 1..=5u8 {
-        let recs: Vec<u8> = (0..2).flat_map(|i| cifar_record(&[b + i], b * 2 + i)).collect();
+        let recs: Vec<u8> = (0..2)
+            .flat_map(|i| cifar_record(&[b + i], b * 2 + i))
+            .collect();
         std::fs::write(d.join(format!("data_batch_{b}.bin")), recs).unwrap();
     }
-    std::fs::write(d.join("test_batch.bin"), [cifar_record(&[9], 3), cifar_record(&[0], 5)].concat()).unwrap();
+    std::fs::write(
+        d.join("test_batch.bin"),
+        [cifar_record(&[9], 3), cifar_record(&[0], 5)].concat(),
+    )
+    .unwrap();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     std::fs::write(d.join("batches.meta.txt"), names.join("\n") + "\n\n").unwrap();
 
@@ -131,29 +165,48 @@ fn cifar_binary_batches() {
     let train = data::open(&spec, Split::Train).unwrap();
     assert_eq!(train.len(), 10);
     assert_eq!(train.classes(), names);
-    assert_eq!((0..10).map(|i| train.label(i).unwrap()).collect::<Vec<_>>(), [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]);
+    assert_eq!(
+        (0..10).map(|i| train.label(i).unwrap()).collect::<Vec<_>>(),
+        [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    );
     let val = data::open(&spec, Split::Val).unwrap();
     let s = val.get(0).unwrap();
-    assert_eq!((s.label, s.image.width, s.image.height, s.image.channels), (9, 32, 32, 3));
+    assert_eq!(
+        (s.label, s.image.width, s.image.height, s.image.channels),
+        (9, 32, 32, 3)
+    );
     // Planes become interleaved RGB: pixel p of plane k is (p * seed + 50 k).
     let p = 33usize;
     assert_eq!(s.image.px(1, 1, 0), (p as u8).wrapping_mul(3));
-    assert_eq!(s.image.px(1, 1, 2), (p as u8).wrapping_mul(3).wrapping_add(100));
+    assert_eq!(
+        s.image.px(1, 1, 2),
+        (p as u8).wrapping_mul(3).wrapping_add(100)
+    );
 
     // CIFAR-100: coarse then fine label byte.
     let c = tmp.path().join("c100");
     std::fs::create_dir_all(&c).unwrap();
-    std::fs::write(c.join("train.bin"), [cifar_record(&[4, 71], 1), cifar_record(&[19, 99], 2)].concat()).unwrap();
+    std::fs::write(
+        c.join("train.bin"),
+        [cifar_record(&[4, 71], 1), cifar_record(&[19, 99], 2)].concat(),
+    )
+    .unwrap();
     std::fs::write(c.join("test.bin"), cifar_record(&[0, 5], 1)).unwrap();
     let fine: Vec<String> = (0..100).map(|i| format!("fine{i}")).collect();
     std::fs::write(c.join("fine_label_names.txt"), fine.join("\n")).unwrap();
     let mut spec = DatasetSpec::new(DatasetKind::Cifar100, &c);
     let t = data::open(&spec, Split::Train).unwrap();
-    assert_eq!((t.num_classes(), t.label(0).unwrap(), t.label(1).unwrap()), (100, 71, 99));
+    assert_eq!(
+        (t.num_classes(), t.label(0).unwrap(), t.label(1).unwrap()),
+        (100, 71, 99)
+    );
     assert_eq!(t.classes()[71], "fine71");
     spec.coarse_labels = true;
     let t = data::open(&spec, Split::Train).unwrap();
-    assert_eq!((t.num_classes(), t.label(0).unwrap(), t.label(1).unwrap()), (20, 4, 19));
+    assert_eq!(
+        (t.num_classes(), t.label(0).unwrap(), t.label(1).unwrap()),
+        (20, 4, 19)
+    );
 
     // A truncated record is an error naming the file.
     std::fs::write(c.join("test.bin"), &cifar_record(&[0, 5], 1)[..100]).unwrap();
@@ -162,13 +215,18 @@ fn cifar_binary_batches() {
 }
 
 fn save_png(path: &Path, w: u32, h: u32, v: u8) {
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([v, (x * 10) as u8, (y * 10) as u8])).save(path).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([v, (x * 10) as u8, (y * 10) as u8]))
+        .save(path)
+        .unwrap();
 }
 
 fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 128]));
+    let img =
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 128]));
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
     out
 }
 
@@ -202,18 +260,44 @@ fn folder_dataset_skips_and_counts_bad_files_or_fails_in_strict_mode() {
     assert_eq!(ds.len(), 8);
     assert_eq!(data::open(&spec, Split::Val).unwrap().len(), 6);
     let err = ds.get(3).expect_err("the corrupt file sorts fourth");
-    assert!(matches!(err, DataError::Decode { .. }) && err.to_string().contains("corrupt.jpg"), "{err}");
-    let err = (0..ds.len()).filter_map(|i| ds.get(i).err()).map(|e| e.to_string()).collect::<Vec<_>>();
+    assert!(
+        matches!(err, DataError::Decode { .. }) && err.to_string().contains("corrupt.jpg"),
+        "{err}"
+    );
+    let err = (0..ds.len())
+        .filter_map(|i| ds.get(i).err())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>();
     assert_eq!(err.len(), 2, "{err:?}");
     assert!(err[1].contains("truncated.jpg"), "{err:?}");
 
     let pre = Preprocess::imagenet(32);
-    let cfg = LoaderConfig { batch_size: 3, workers: 2, drop_last: false, ..LoaderConfig::default() };
-    let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::imagenet(), Some(&MixupConfig::default()), 0.1, cfg.clone())
+    let cfg = LoaderConfig {
+        batch_size: 3,
+        workers: 2,
+        drop_last: false,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::train(
+        ds.clone(),
+        &pre,
+        &AugmentConfig::imagenet(),
+        Some(&MixupConfig::default()),
+        0.1,
+        cfg.clone(),
+    )
+    .unwrap();
+    let batches: Vec<_> = loader
+        .epoch(0, 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    let batches: Vec<_> = loader.epoch(0, 0).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(batches.len(), 3);
-    assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 8, "bad files are replaced, batches stay full");
+    assert_eq!(
+        batches.iter().map(|b| b.len()).sum::<usize>(),
+        8,
+        "bad files are replaced, batches stay full"
+    );
     for b in &batches {
         assert_eq!(b.images.size()[1..], [3, 32, 32]);
         assert!(b.samples.iter().all(|&i| ds.get(i).is_ok()));
@@ -222,12 +306,24 @@ fn folder_dataset_skips_and_counts_bad_files_or_fails_in_strict_mode() {
     assert_eq!(stats.skipped, 2);
     assert_eq!(stats.images, 8);
     let skipped = loader.skipped();
-    assert!(skipped[0].contains(&*corrupt.to_string_lossy()) && skipped[1].contains(&*truncated.to_string_lossy()));
+    assert!(
+        skipped[0].contains(&*corrupt.to_string_lossy())
+            && skipped[1].contains(&*truncated.to_string_lossy())
+    );
 
     let mut strict = spec.clone();
     strict.strict = true;
     let ds = Arc::new(data::open(&strict, Split::Train).unwrap());
-    let loader = Loader::new(ds, Transform::eval(&pre), None, LoaderConfig { shuffle: false, ..cfg }).unwrap();
+    let loader = Loader::new(
+        ds,
+        Transform::eval(&pre),
+        None,
+        LoaderConfig {
+            shuffle: false,
+            ..cfg
+        },
+    )
+    .unwrap();
     let res: Result<Vec<_>, _> = loader.epoch(0, 0).unwrap().collect();
     let err = res.err().expect("strict mode stops").to_string();
     assert!(err.contains(&*corrupt.to_string_lossy()), "{err}");
@@ -237,21 +333,56 @@ fn folder_dataset_skips_and_counts_bad_files_or_fails_in_strict_mode() {
 fn missing_dataset_shows_expected_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let nowhere = tmp.path().join("nowhere");
-    let err = data::open(&DatasetSpec::new(DatasetKind::Folder, &nowhere), Split::Train).err().unwrap().to_string();
-    assert!(err.contains("train/<class>/") && err.contains("nowhere"), "{err}");
-    let err = data::open(&DatasetSpec::new(DatasetKind::FashionMnist, tmp.path()), Split::Train).err().unwrap().to_string();
+    let err = data::open(
+        &DatasetSpec::new(DatasetKind::Folder, &nowhere),
+        Split::Train,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("train/<class>/") && err.contains("nowhere"),
+        "{err}"
+    );
+    let err = data::open(
+        &DatasetSpec::new(DatasetKind::FashionMnist, tmp.path()),
+        Split::Train,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("train-images-idx3-ubyte[.gz]"), "{err}");
-    let err = data::open(&DatasetSpec::new(DatasetKind::Cifar10, tmp.path()), Split::Val).err().unwrap().to_string();
-    assert!(err.contains("data_batch_1.bin") && err.contains("test_batch.bin"), "{err}");
+    let err = data::open(
+        &DatasetSpec::new(DatasetKind::Cifar10, tmp.path()),
+        Split::Val,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("data_batch_1.bin") && err.contains("test_batch.bin"),
+        "{err}"
+    );
     std::fs::create_dir_all(tmp.path().join("train/empty")).unwrap();
-    let err = data::open(&DatasetSpec::new(DatasetKind::Folder, tmp.path()), Split::Val).err().unwrap().to_string();
+    let err = data::open(
+        &DatasetSpec::new(DatasetKind::Folder, tmp.path()),
+        Split::Val,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("no `val/` folder"), "{err}");
 }
 
 #[test]
 fn spec_and_configs_deserialize_from_toml() {
-    let spec: DatasetSpec = toml::from_str("kind = \"fashion-mnist\"\npath = \"/d\"\nlimit = 500\nstrict = true").unwrap();
-    assert_eq!((spec.kind, spec.limit, spec.strict), (DatasetKind::FashionMnist, Some(500), true));
+    let spec: DatasetSpec =
+        toml::from_str("kind = \"fashion-mnist\"\npath = \"/d\"\nlimit = 500\nstrict = true")
+            .unwrap();
+    assert_eq!(
+        (spec.kind, spec.limit, spec.strict),
+        (DatasetKind::FashionMnist, Some(500), true)
+    );
     assert!(toml::from_str::<DatasetSpec>("kind = \"imagenet\"\npath = \"/d\"").is_err());
     let aug: AugmentConfig = toml::from_str("crop_padding = 2\nhflip = 0.5").unwrap();
     assert_eq!(aug, AugmentConfig::nano());
@@ -265,7 +396,12 @@ fn spec_and_configs_deserialize_from_toml() {
 // ---------------------------------------------------------------- transforms
 
 fn gradient(w: usize, h: usize, c: usize) -> Image {
-    Image::new(w, h, c, (0..w * h * c).map(|i| (i * 37 % 251) as u8).collect())
+    Image::new(
+        w,
+        h,
+        c,
+        (0..w * h * c).map(|i| (i * 37 % 251) as u8).collect(),
+    )
 }
 
 #[test]
@@ -284,7 +420,10 @@ fn eval_transform_matches_hand_computation() {
     let t = Transform::eval(&pre);
     let mut out = vec![0f32; 4];
     t.apply(img, &mut rng(0), &mut out);
-    let expect: Vec<f32> = [20u8, 30, 70, 80].iter().map(|&v| (v as f32 / 255.0 - 0.25) / 0.5).collect();
+    let expect: Vec<f32> = [20u8, 30, 70, 80]
+        .iter()
+        .map(|&v| (v as f32 / 255.0 - 0.25) / 0.5)
+        .collect();
     assert_eq!(out, expect);
 
     // ImageNet 224: shorter side to 256 (torchvision keeps int(256 * 400 / 300) = 341), crop 224.
@@ -296,12 +435,17 @@ fn eval_transform_matches_hand_computation() {
     let t = Transform::eval(&pre);
     let u = t.apply_u8(flat.clone(), &mut rng(0));
     assert_eq!((u.width, u.height, u.channels), (224, 224, 3));
-    assert!(u.data.iter().all(|&v| v == 200), "a flat image stays flat through resize and crop");
+    assert!(
+        u.data.iter().all(|&v| v == 200),
+        "a flat image stays flat through resize and crop"
+    );
     let mut out = vec![0f32; 3 * 224 * 224];
     t.apply(flat, &mut rng(0), &mut out);
     for c in 0..3 {
         let want = (200.0 / 255.0 - pre.mean[c]) / pre.std[c];
-        assert!(out[c * 224 * 224..(c + 1) * 224 * 224].iter().all(|&v| (v - want).abs() < 1e-6));
+        assert!(out[c * 224 * 224..(c + 1) * 224 * 224]
+            .iter()
+            .all(|&v| (v - want).abs() < 1e-6));
     }
 
     // A grey image for an RGB model is replicated; an RGB image for a grey model uses PIL luma.
@@ -322,22 +466,43 @@ fn random_resized_crop_follows_timm_including_fallback() {
         assert!(ratio > 0.7 && ratio < 1.45, "{ratio}");
     }
     // 100x1 can never hold a crop with ratio <= 4/3 of >= 99% area: centre-crop fallback.
-    let narrow = RrcConfig { scale: [0.99, 1.0], ratio: [0.75, 4.0 / 3.0] };
-    assert_eq!(transform::rrc_params(100, 1, &narrow, &mut r), (49, 0, 1, 1));
+    let narrow = RrcConfig {
+        scale: [0.99, 1.0],
+        ratio: [0.75, 4.0 / 3.0],
+    };
+    assert_eq!(
+        transform::rrc_params(100, 1, &narrow, &mut r),
+        (49, 0, 1, 1)
+    );
 }
 
 #[test]
 fn randaugment_ops_keep_shapes_and_match_pil_arithmetic() {
-    let ra = RandAugment::parse("rand-m9-mstd0.5-inc1", vec![124, 116, 104], Interpolation::Bicubic).unwrap();
-    assert_eq!((ra.num_ops, ra.magnitude, ra.magnitude_std, ra.prob), (2, 9.0, 0.5, 0.5));
+    let ra = RandAugment::parse(
+        "rand-m9-mstd0.5-inc1",
+        vec![124, 116, 104],
+        Interpolation::Bicubic,
+    )
+    .unwrap();
+    assert_eq!(
+        (ra.num_ops, ra.magnitude, ra.magnitude_std, ra.prob),
+        (2, 9.0, 0.5, 0.5)
+    );
     assert_eq!(ra.ops, randaug::INCREASING);
     assert!(RandAugment::parse("rand-m9-x3", vec![0], Interpolation::Bilinear).is_err());
     assert!(RandAugment::parse("augmix-m9", vec![0], Interpolation::Bilinear).is_err());
-    let gray = RandAugment { fill: vec![73], ..ra.clone() };
+    let gray = RandAugment {
+        fill: vec![73],
+        ..ra.clone()
+    };
     for op in randaug::INCREASING {
         for (img, ra) in [(gradient(33, 21, 3), &ra), (gradient(28, 28, 1), &gray)] {
             let out = ra.apply_op(op, img.clone(), 9.0, &mut rng(1));
-            assert_eq!((out.width, out.height, out.channels), (img.width, img.height, img.channels), "{op:?}");
+            assert_eq!(
+                (out.width, out.height, out.channels),
+                (img.width, img.height, img.channels),
+                "{op:?}"
+            );
         }
     }
     // Hand-checked against PIL's definitions.
@@ -349,9 +514,12 @@ fn randaugment_ops_keep_shapes_and_match_pil_arithmetic() {
     assert_eq!(at(randaug::Op::PosterizeIncreasing, 5.0), [0, 64, 192, 192]); // 2 bits kept
     assert_eq!(at(randaug::Op::SolarizeIncreasing, 5.0), [10, 100, 55, 5]); // threshold 128
     assert_eq!(at(randaug::Op::SolarizeAdd, 10.0), [120, 210, 200, 250]); // +110 below 128
-    // Rotating by a magnitude of 0 is the identity; a full shear moves pixels and fills with the mean.
+                                                                          // Rotating by a magnitude of 0 is the identity; a full shear moves pixels and fills with the mean.
     let g = gradient(16, 16, 3);
-    assert_eq!(ra.apply_op(randaug::Op::Rotate, g.clone(), 0.0, &mut rng(0)), g);
+    assert_eq!(
+        ra.apply_op(randaug::Op::Rotate, g.clone(), 0.0, &mut rng(0)),
+        g
+    );
     let sheared = ra.apply_op(randaug::Op::TranslateXRel, g.clone(), 10.0, &mut rng(0));
     assert!(sheared.data.chunks(3).any(|p| p == [124, 116, 104]));
 
@@ -374,7 +542,10 @@ fn random_erasing_changes_a_box_only() {
         if transform::random_erase(&mut x, c, h, w, 1.0, &mut rng(s)) {
             erased = true;
             let changed = x.iter().filter(|&&v| v != 0.5).count();
-            assert!(changed > 0 && changed < c * h * w / 3 + c * 4 * w, "{changed}");
+            assert!(
+                changed > 0 && changed < c * h * w / 3 + c * 4 * w,
+                "{changed}"
+            );
         }
     }
     assert!(erased);
@@ -403,12 +574,18 @@ fn mixup_and_cutmix_soft_targets() {
             Some((y0, y1, x0, x1)) => {
                 seen.0 = true;
                 let area = ((y1 - y0) * (x1 - x0)) as f64;
-                assert!((out.lam - (1.0 - area / (h * w) as f64)).abs() < 1e-12, "lam is corrected by the clipped box");
+                assert!(
+                    (out.lam - (1.0 - area / (h * w) as f64)).abs() < 1e-12,
+                    "lam is corrected by the clipped box"
+                );
                 // Sample 0 holds sample 3's pixels inside the box, its own outside.
                 let s0 = &x[..h * w];
                 let inside = s0.iter().filter(|&&v| v == 3.0).count();
                 assert_eq!(inside as f64, area);
-                assert_eq!(s0.iter().filter(|&&v| v == 0.0).count() as f64, (h * w) as f64 - area);
+                assert_eq!(
+                    s0.iter().filter(|&&v| v == 0.0).count() as f64,
+                    (h * w) as f64 - area
+                );
             }
             None => {
                 seen.1 = true;
@@ -425,7 +602,11 @@ fn mixup_and_cutmix_soft_targets() {
 // ---------------------------------------------------------------- loader
 
 fn collect(loader: &Loader, epoch: usize, start: usize) -> Vec<data::Batch> {
-    loader.epoch(epoch, start).unwrap().collect::<Result<_, _>>().unwrap()
+    loader
+        .epoch(epoch, start)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn assert_same_batches(a: &[data::Batch], b: &[data::Batch]) {
@@ -449,9 +630,27 @@ fn loader_is_deterministic_across_worker_counts_and_resumable() {
     let ds = Arc::new(data::open(&spec, Split::Train).unwrap());
     let pre = Preprocess::fashion_mnist();
     let mk = |workers| {
-        let cfg = LoaderConfig { batch_size: 64, workers, prefetch: 2, seed: 7, ..LoaderConfig::default() };
-        let aug = AugmentConfig { rand_augment: Some("rand-m9-mstd0.5-inc1".into()), random_erasing: 0.25, ..AugmentConfig::nano() };
-        Loader::train(ds.clone(), &pre, &aug, Some(&MixupConfig::default()), 0.1, cfg).unwrap()
+        let cfg = LoaderConfig {
+            batch_size: 64,
+            workers,
+            prefetch: 2,
+            seed: 7,
+            ..LoaderConfig::default()
+        };
+        let aug = AugmentConfig {
+            rand_augment: Some("rand-m9-mstd0.5-inc1".into()),
+            random_erasing: 0.25,
+            ..AugmentConfig::nano()
+        };
+        Loader::train(
+            ds.clone(),
+            &pre,
+            &aug,
+            Some(&MixupConfig::default()),
+            0.1,
+            cfg,
+        )
+        .unwrap()
     };
     let (one, three) = (mk(1), mk(3));
     assert_eq!(one.batches_per_epoch(), 10, "drop_last");
@@ -463,7 +662,11 @@ fn loader_is_deterministic_across_worker_counts_and_resumable() {
         assert_eq!(batch.images.kind(), Kind::Float);
         assert_eq!(batch.targets.as_ref().unwrap().size(), [64, 10]);
         let labels: Vec<i64> = Vec::try_from(&batch.labels).unwrap();
-        let truth: Vec<i64> = batch.samples.iter().map(|&i| ds.label(i).unwrap() as i64).collect();
+        let truth: Vec<i64> = batch
+            .samples
+            .iter()
+            .map(|&i| ds.label(i).unwrap() as i64)
+            .collect();
         assert_eq!(labels, truth, "augmentation never changes labels");
     }
     // Another epoch is a different permutation.
@@ -476,13 +679,29 @@ fn loader_is_deterministic_across_worker_counts_and_resumable() {
         it.next().unwrap().unwrap();
     }
     let state = it.state();
-    assert_eq!(state, data::LoaderState { epoch: 1, next_batch: 4 });
+    assert_eq!(
+        state,
+        data::LoaderState {
+            epoch: 1,
+            next_batch: 4
+        }
+    );
     drop(it);
-    let tail: Vec<_> = three.resume(state).unwrap().collect::<Result<_, _>>().unwrap();
+    let tail: Vec<_> = three
+        .resume(state)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_same_batches(&tail, &a[4..]);
     let mut it = one.epoch(1, 9).unwrap();
     assert!(it.next().is_some() && it.next().is_none());
-    assert_eq!(it.state(), data::LoaderState { epoch: 2, next_batch: 0 });
+    assert_eq!(
+        it.state(),
+        data::LoaderState {
+            epoch: 2,
+            next_batch: 0
+        }
+    );
     let st = it.stats();
     assert_eq!((st.batches, st.images), (1, 64));
     assert!(one.epoch(1, 11).is_err());
@@ -495,16 +714,34 @@ fn loader_is_deterministic_across_worker_counts_and_resumable() {
 fn eval_loader_keeps_order_and_every_sample() {
     let tmp = tempfile::tempdir().unwrap();
     data::synthetic::write_jpeg_folder(tmp.path(), 3, 2, 3, 48, 40, 1).unwrap();
-    let ds = Arc::new(data::open(&DatasetSpec::new(DatasetKind::Folder, tmp.path()), Split::Val).unwrap());
+    let ds = Arc::new(
+        data::open(
+            &DatasetSpec::new(DatasetKind::Folder, tmp.path()),
+            Split::Val,
+        )
+        .unwrap(),
+    );
     let pre = Preprocess::imagenet(32);
     let loader = Loader::eval(ds.clone(), &pre, 4, 2).unwrap();
     let batches = collect(&loader, 0, 0);
-    assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [4, 4, 1]);
-    assert_eq!(batches.iter().flat_map(|b| b.samples.clone()).collect::<Vec<_>>(), (0..9).collect::<Vec<_>>());
+    assert_eq!(
+        batches.iter().map(|b| b.len()).collect::<Vec<_>>(),
+        [4, 4, 1]
+    );
+    assert_eq!(
+        batches
+            .iter()
+            .flat_map(|b| b.samples.clone())
+            .collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
     assert!(batches.iter().all(|b| b.targets.is_none()));
     // Same pixels as the transform applied by hand.
     let t = Transform::eval(&pre);
     let mut out = vec![0f32; 3 * 32 * 32];
     t.apply(ds.get(5).unwrap().image, &mut rng(0), &mut out);
-    assert!(same(&batches[1].images.get(1).flatten(0, -1), &Tensor::from_slice(&out)));
+    assert!(same(
+        &batches[1].images.get(1).flatten(0, -1),
+        &Tensor::from_slice(&out)
+    ));
 }

@@ -8,9 +8,13 @@ use lkd_trainer::rundir::RunDir;
 use lkd_trainer::train::train;
 
 fn config() -> TrainConfig {
-    let text = std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano-nkd.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano-nkd.toml"))
+            .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`").into();
+    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
+        .into();
     cfg.data.dataset.limit = Some(128);
     cfg.data.dataset.val_limit = Some(64);
     cfg.optim.epochs = 1;
@@ -26,18 +30,42 @@ fn err(sets: &[&str]) -> String {
 
 #[test]
 fn out_of_range_values_name_the_field_and_the_range() {
-    assert_eq!(err(&["optim.label_smoothing=2"]), "config: optim.label_smoothing must be in [0, 1), found 2");
-    assert_eq!(err(&["optim.lr=-1"]), "config: optim.lr must be a positive finite number, found -1");
-    assert_eq!(err(&["optim.lr=nan"]), "config: optim.lr must be a positive finite number, found NaN");
-    assert_eq!(err(&["distill.temperature=-1"]), "config: distill.temperature must be in (0, 100], found -1");
-    assert_eq!(err(&["distill.alpha=-5"]), "config: distill.alpha must be in [0, 100], found -5");
+    assert_eq!(
+        err(&["optim.label_smoothing=2"]),
+        "config: optim.label_smoothing must be in [0, 1), found 2"
+    );
+    assert_eq!(
+        err(&["optim.lr=-1"]),
+        "config: optim.lr must be a positive finite number, found -1"
+    );
+    assert_eq!(
+        err(&["optim.lr=nan"]),
+        "config: optim.lr must be a positive finite number, found NaN"
+    );
+    assert_eq!(
+        err(&["distill.temperature=-1"]),
+        "config: distill.temperature must be in (0, 100], found -1"
+    );
+    assert_eq!(
+        err(&["distill.alpha=-5"]),
+        "config: distill.alpha must be in [0, 100], found -5"
+    );
     assert_eq!(
         err(&["distill.method=\"kd\"", "distill.alpha=1.5"]),
         "config: distill.alpha must be in [0, 1] for KD (the KL weight; CE gets 1 − alpha), found 1.5"
     );
-    assert_eq!(err(&["optim.epochs=0"]), "config: optim.epochs must be at least 1, found 0");
-    assert_eq!(err(&["data.augment.hflip=1.5"]), "config: data.augment.hflip must be a probability in [0, 1], found 1.5");
-    assert_eq!(err(&["optim.warmup_epochs=5"]), "config: optim.warmup_epochs must be in [0, optim.epochs], found 5");
+    assert_eq!(
+        err(&["optim.epochs=0"]),
+        "config: optim.epochs must be at least 1, found 0"
+    );
+    assert_eq!(
+        err(&["data.augment.hflip=1.5"]),
+        "config: data.augment.hflip must be a probability in [0, 1], found 1.5"
+    );
+    assert_eq!(
+        err(&["optim.warmup_epochs=5"]),
+        "config: optim.warmup_epochs must be in [0, optim.epochs], found 5"
+    );
 }
 
 #[test]
@@ -56,11 +84,16 @@ fn a_run_stopped_before_its_first_checkpoint_resumes_or_restarts() {
     std::fs::write(dir2.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
     let s = train(&cfg, &dir2, false, false).unwrap();
     assert!(s.finished && s.steps == 2);
-    assert!(!std::fs::read_to_string(dir2.join("metrics.jsonl")).unwrap().starts_with("{\"step\":1}"));
+    assert!(!std::fs::read_to_string(dir2.join("metrics.jsonl"))
+        .unwrap()
+        .starts_with("{\"step\":1}"));
     // Anything else in the directory is never deleted.
     let dir3 = tmp.path().join("run3");
     RunDir::create(&dir3, &cfg).unwrap();
     std::fs::write(dir3.join("notes.txt"), "mine").unwrap();
     let e = train(&cfg, &dir3, false, false).unwrap_err().to_string();
-    assert!(e.contains("notes.txt") && dir3.join("notes.txt").is_file(), "{e}");
+    assert!(
+        e.contains("notes.txt") && dir3.join("notes.txt").is_file(),
+        "{e}"
+    );
 }

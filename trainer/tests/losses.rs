@@ -17,7 +17,11 @@ fn reference() -> BTreeMap<String, Tensor> {
         .status()
         .unwrap();
     assert!(status.success());
-    read_safetensors(&out).unwrap().iter().map(|(k, v)| (k.clone(), host_to_tensor(v, Device::Cpu))).collect()
+    read_safetensors(&out)
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), host_to_tensor(v, Device::Cpu)))
+        .collect()
 }
 
 fn check(r: &BTreeMap<String, Tensor>, name: &str, input: &str, f: impl Fn(&Tensor) -> Tensor) {
@@ -26,8 +30,14 @@ fn check(r: &BTreeMap<String, Tensor>, name: &str, input: &str, f: impl Fn(&Tens
     v.backward();
     let want = r[&format!("{name}.value")].double_value(&[0]);
     let got = v.double_value(&[]);
-    assert!((got - want).abs() <= 1e-5, "{name}: value {got} vs PyTorch {want}");
-    let gerr = (x.grad() - &r[&format!("{name}.grad")]).abs().max().double_value(&[]);
+    assert!(
+        (got - want).abs() <= 1e-5,
+        "{name}: value {got} vs PyTorch {want}"
+    );
+    let gerr = (x.grad() - &r[&format!("{name}.grad")])
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(gerr <= 1e-5, "{name}: gradient max abs error {gerr}");
 }
 
@@ -37,15 +47,30 @@ fn losses_match_pytorch() {
     let labels = r["labels"].shallow_clone();
     let teacher = r["teacher"].shallow_clone();
     let soft = r["soft"].shallow_clone();
-    check(&r, "ce_smooth", "student", |s| cross_entropy(s, &Target::Hard(&labels), 0.1));
-    check(&r, "ce_soft", "student", |s| cross_entropy(s, &Target::Soft(&soft), 0.0));
-    let kd = |s: &Tensor, alpha: f64, t: f64| kd_kl(s, &teacher, t) * alpha + cross_entropy(s, &Target::Hard(&labels), 0.0) * (1.0 - alpha);
+    check(&r, "ce_smooth", "student", |s| {
+        cross_entropy(s, &Target::Hard(&labels), 0.1)
+    });
+    check(&r, "ce_soft", "student", |s| {
+        cross_entropy(s, &Target::Soft(&soft), 0.0)
+    });
+    let kd = |s: &Tensor, alpha: f64, t: f64| {
+        kd_kl(s, &teacher, t) * alpha
+            + cross_entropy(s, &Target::Hard(&labels), 0.0) * (1.0 - alpha)
+    };
     check(&r, "kd", "student", |s| kd(s, 0.1, 1.0));
     check(&r, "kd_t4", "student", |s| kd(s, 0.5, 4.0));
-    check(&r, "nkd", "student", |s| nkd(s, &r["teacher"], &labels, 1.0, 1.5));
+    check(&r, "nkd", "student", |s| {
+        nkd(s, &r["teacher"], &labels, 1.0, 1.5)
+    });
     let soft_labels = Target::Soft(&soft).labels();
-    check(&r, "nkd_soft_t2", "student", |s| nkd(s, &r["teacher"], &soft_labels, 2.0, 1.0));
-    check(&r, "fd_smoothl1", "feat_s", |s| feature_distance(s, &r["feat_t"], FeatureLoss::SmoothL1));
-    check(&r, "fd_mse", "feat_s", |s| feature_distance(s, &r["feat_t"], FeatureLoss::Mse));
+    check(&r, "nkd_soft_t2", "student", |s| {
+        nkd(s, &r["teacher"], &soft_labels, 2.0, 1.0)
+    });
+    check(&r, "fd_smoothl1", "feat_s", |s| {
+        feature_distance(s, &r["feat_t"], FeatureLoss::SmoothL1)
+    });
+    check(&r, "fd_mse", "feat_s", |s| {
+        feature_distance(s, &r["feat_t"], FeatureLoss::Mse)
+    });
     assert_eq!(r["student"].kind(), Kind::Float);
 }

@@ -14,15 +14,34 @@ fn batch_norm_train_uses_batch_stats_and_updates_running_stats() {
     let eval1 = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
     let rm_before = params.get("bn1.running_mean").copy();
     let train = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
-    assert!((&train - &eval1).abs().max().double_value(&[]) > 1e-3, "train mode must use batch statistics");
+    assert!(
+        (&train - &eval1).abs().max().double_value(&[]) > 1e-3,
+        "train mode must use batch statistics"
+    );
     // running_mean ← 0.9 · old + 0.1 · batch mean of bn1's input (conv1 output).
-    let conv = x.conv2d(params.get("conv1.weight"), None::<Tensor>, [2, 2], [1, 1], [1, 1], 1);
+    let conv = x.conv2d(
+        params.get("conv1.weight"),
+        None::<Tensor>,
+        [2, 2],
+        [1, 1],
+        [1, 1],
+        1,
+    );
     let batch_mean = conv.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
     let want = rm_before * 0.9 + batch_mean * 0.1;
-    assert!((params.get("bn1.running_mean") - want).abs().max().double_value(&[]) < 1e-5);
+    assert!(
+        (params.get("bn1.running_mean") - want)
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-5
+    );
     assert_eq!(params.get("bn1.num_batches_tracked").int64_value(&[]), 1);
     let eval2 = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
-    assert!((&eval2 - &eval1).abs().max().double_value(&[]) > 0.0, "eval uses the updated running stats");
+    assert!(
+        (&eval2 - &eval1).abs().max().double_value(&[]) > 0.0,
+        "eval uses the updated running stats"
+    );
 }
 
 #[test]
@@ -49,10 +68,17 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
     let c = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
     exec.set_step_seed(2);
     let d = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
-    assert!((&c - &d).abs().max().double_value(&[]) > 1e-4, "drop path samples new masks per step in train mode");
+    assert!(
+        (&c - &d).abs().max().double_value(&[]) > 1e-4,
+        "drop path samples new masks per step in train mode"
+    );
     exec.set_step_seed(1);
     let e = tch::no_grad(|| exec.forward(&params, &x, true, &[]).unwrap().logits);
-    assert_eq!((&c - &e).abs().max().double_value(&[]), 0.0, "the same step seed draws the same masks");
+    assert_eq!(
+        (&c - &e).abs().max().double_value(&[]),
+        0.0,
+        "the same step seed draws the same masks"
+    );
 }
 
 #[test]
@@ -61,11 +87,22 @@ fn wrong_input_shape_is_an_error() {
     let params = Params::init(&graph, Device::Cpu, 0);
     let exec = Executor::new(graph);
     let x = Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu));
-    let err = exec.forward(&params, &x, false, &[]).err().unwrap().to_string();
-    assert!(err.contains("expects input [N, 1, 28, 28]") && err.contains("[2, 3, 28, 28]"), "{err}");
+    let err = exec
+        .forward(&params, &x, false, &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("expects input [N, 1, 28, 28]") && err.contains("[2, 3, 28, 28]"),
+        "{err}"
+    );
     let x = Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu));
     assert!(exec.forward(&params, &x, false, &[]).is_err());
     let x = Tensor::zeros([2, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let err = exec.forward(&params, &x, false, &["stage9"]).err().unwrap().to_string();
+    let err = exec
+        .forward(&params, &x, false, &["stage9"])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("stage9"), "{err}");
 }

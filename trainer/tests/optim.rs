@@ -11,7 +11,11 @@ use tch::Device;
 fn adamw_matches_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("adamw.safetensors");
-    let status = std::process::Command::new(common::python()).arg(common::repo_root().join("tests/reference/adamw.py")).arg(&out).status().unwrap();
+    let status = std::process::Command::new(common::python())
+        .arg(common::repo_root().join("tests/reference/adamw.py"))
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(status.success());
     let r = read_safetensors(&out).unwrap();
     let t = |k: &str| host_to_tensor(&r[k], Device::Cpu);
@@ -19,13 +23,29 @@ fn adamw_matches_pytorch() {
     let b = t("b0").set_requires_grad(true);
     let mut opt = AdamW::new(0.05);
     for i in 0..3 {
-        let slots = [Slot { name: "w".into(), tensor: &w, decay: true }, Slot { name: "b".into(), tensor: &b, decay: false }];
+        let slots = [
+            Slot {
+                name: "w".into(),
+                tensor: &w,
+                decay: true,
+            },
+            Slot {
+                name: "b".into(),
+                tensor: &b,
+                decay: false,
+            },
+        ];
         // A loss whose gradient is exactly the reference gradient.
-        ((&w * t(&format!("gw{i}"))).sum(tch::Kind::Float) + (&b * t(&format!("gb{i}"))).sum(tch::Kind::Float)).backward();
+        ((&w * t(&format!("gw{i}"))).sum(tch::Kind::Float)
+            + (&b * t(&format!("gb{i}"))).sum(tch::Kind::Float))
+        .backward();
         opt.step(&slots, 1e-2 * (i + 1) as f64);
         lkd_trainer::optim::zero_grad(&slots);
     }
     let ew = (&w - t("w3")).abs().max().double_value(&[]);
     let eb = (&b - t("b3")).abs().max().double_value(&[]);
-    assert!(ew < 1e-6 && eb < 1e-6, "AdamW differs from PyTorch: {ew} {eb}");
+    assert!(
+        ew < 1e-6 && eb < 1e-6,
+        "AdamW differs from PyTorch: {ew} {eb}"
+    );
 }

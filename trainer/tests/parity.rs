@@ -25,20 +25,44 @@ fn check(preset: &str, overrides: &str, wrap: &str) {
     let graph = config(preset, overrides).build().unwrap();
     let sd = read_checkpoint(&dir.path().join("checkpoint.pth")).unwrap();
     let params = Params::from_state_dict(&graph, &sd, Device::Cpu).unwrap();
-    let input = host_to_tensor(&read_safetensors(&dir.path().join("input.safetensors")).unwrap()["input"], Device::Cpu);
+    let input = host_to_tensor(
+        &read_safetensors(&dir.path().join("input.safetensors")).unwrap()["input"],
+        Device::Cpu,
+    );
     let expected = read_safetensors(&dir.path().join("output.safetensors")).unwrap();
     let exec = Executor::new(graph);
-    let tap_names: Vec<String> = exec.graph.taps.keys().filter(|k| *k != "logits").cloned().collect();
+    let tap_names: Vec<String> = exec
+        .graph
+        .taps
+        .keys()
+        .filter(|k| *k != "logits")
+        .cloned()
+        .collect();
     let taps: Vec<&str> = tap_names.iter().map(|s| s.as_str()).collect();
     let out = tch::no_grad(|| exec.forward(&params, &input, false, &taps)).unwrap();
-    let err = max_abs(&out.logits, &host_to_tensor(&expected["logits"], Device::Cpu));
-    assert!(err <= 1e-4, "{preset} {overrides}: logits max abs error {err}");
+    let err = max_abs(
+        &out.logits,
+        &host_to_tensor(&expected["logits"], Device::Cpu),
+    );
+    assert!(
+        err <= 1e-4,
+        "{preset} {overrides}: logits max abs error {err}"
+    );
     for name in &tap_names {
-        let want = expected.get(name).unwrap_or_else(|| panic!("reference lacks tap {name}"));
+        let want = expected
+            .get(name)
+            .unwrap_or_else(|| panic!("reference lacks tap {name}"));
         let got = &out.taps[name];
-        assert_eq!(got.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), want.shape, "{preset}: tap {name} shape");
+        assert_eq!(
+            got.size().iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            want.shape,
+            "{preset}: tap {name} shape"
+        );
         let err = max_abs(got, &host_to_tensor(want, Device::Cpu));
-        assert!(err <= 1e-4, "{preset} {overrides}: tap {name} max abs error {err}");
+        assert!(
+            err <= 1e-4,
+            "{preset} {overrides}: tap {name} max abs error {err}"
+        );
     }
 }
 
@@ -64,17 +88,29 @@ fn vit_nano_matches_pytorch() {
 
 #[test]
 fn slak_tiny_real_kernels_reduced_depth_matches_pytorch() {
-    check("slak_tiny", r#"{"depths":[1,1,1,1],"input_size":64}"#, "model");
+    check(
+        "slak_tiny",
+        r#"{"depths":[1,1,1,1],"input_size":64}"#,
+        "model",
+    );
 }
 
 #[test]
 fn convnext_tiny_reduced_depth_matches_pytorch() {
-    check("convnext_tiny", r#"{"depths":[1,1,1,1],"input_size":64}"#, "model");
+    check(
+        "convnext_tiny",
+        r#"{"depths":[1,1,1,1],"input_size":64}"#,
+        "model",
+    );
 }
 
 #[test]
 fn resnet50_reduced_depth_matches_pytorch() {
-    check("resnet50", r#"{"depths":[1,1,1,1],"input_size":64}"#, "none");
+    check(
+        "resnet50",
+        r#"{"depths":[1,1,1,1],"input_size":64}"#,
+        "none",
+    );
 }
 
 #[test]

@@ -11,10 +11,14 @@ use lkd_trainer::train::{train, Summary};
 use std::path::{Path, PathBuf};
 
 fn config(preset: &str) -> TrainConfig {
-    let text = std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+            .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = lkd_models::ModelConfig::preset(preset);
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`").into();
+    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
+        .into();
     cfg.data.dataset.limit = Some(640);
     cfg.data.dataset.val_limit = Some(128);
     cfg.optim.epochs = 1;
@@ -48,17 +52,34 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn max_weight_diff(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (read_checkpoint(&a.join("last.safetensors")).unwrap(), read_checkpoint(&b.join("last.safetensors")).unwrap());
+    let (a, b) = (
+        read_checkpoint(&a.join("last.safetensors")).unwrap(),
+        read_checkpoint(&b.join("last.safetensors")).unwrap(),
+    );
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter().map(|(k, t)| t.to_f32_vec().iter().zip(b[k].to_f32_vec()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)).fold(0.0, f32::max)
+    a.iter()
+        .map(|(k, t)| {
+            t.to_f32_vec()
+                .iter()
+                .zip(b[k].to_f32_vec())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max)
 }
 
 fn cache_stats(s: &Summary) -> lkd_trainer::teacher_cache::CacheStats {
-    s.teacher_cache.clone().expect("a distillation run reports cache use")
+    s.teacher_cache
+        .clone()
+        .expect("a distillation run reports cache use")
 }
 
 fn shards(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "bin")).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
     v.sort();
     v
 }
@@ -70,16 +91,50 @@ fn replay_matches_the_live_teacher_without_loading_it() {
     let cache = CacheSetting::Dir(tmp.path().join("cache"));
     // Feature + logit distillation, so both logits and maps go through the cache.
     let live = tmp.path().join("live");
-    let s = train(&student(&t, CacheSetting::Off, KdMethod::KdFd), &live, false, false).unwrap();
+    let s = train(
+        &student(&t, CacheSetting::Off, KdMethod::KdFd),
+        &live,
+        false,
+        false,
+    )
+    .unwrap();
     assert!(s.teacher_cache.as_ref().unwrap().teacher_loaded);
     let record = tmp.path().join("record");
-    let s = train(&student(&t, cache.clone(), KdMethod::KdFd), &record, false, false).unwrap();
+    let s = train(
+        &student(&t, cache.clone(), KdMethod::KdFd),
+        &record,
+        false,
+        false,
+    )
+    .unwrap();
     let c = cache_stats(&s);
-    assert_eq!((c.live_batches, c.replayed_batches, c.recorded_shards, c.teacher_loaded), (20, 0, 2, true));
+    assert_eq!(
+        (
+            c.live_batches,
+            c.replayed_batches,
+            c.recorded_shards,
+            c.teacher_loaded
+        ),
+        (20, 0, 2, true)
+    );
     let replay = tmp.path().join("replay");
-    let s = train(&student(&t, cache.clone(), KdMethod::KdFd), &replay, false, false).unwrap();
+    let s = train(
+        &student(&t, cache.clone(), KdMethod::KdFd),
+        &replay,
+        false,
+        false,
+    )
+    .unwrap();
     let c = cache_stats(&s);
-    assert_eq!((c.live_batches, c.replayed_batches, c.recorded_shards, c.teacher_loaded), (0, 20, 0, false));
+    assert_eq!(
+        (
+            c.live_batches,
+            c.replayed_batches,
+            c.recorded_shards,
+            c.teacher_loaded
+        ),
+        (0, 20, 0, false)
+    );
     // Losses and weights: live = recording = replaying.
     assert_eq!(metrics(&live), metrics(&replay));
     assert_eq!(metrics(&record), metrics(&replay));
@@ -122,7 +177,10 @@ fn a_run_whose_key_differs_never_replays() {
     for (i, cfg) in [seed, batch, aug, weights].iter().enumerate() {
         let s = train(cfg, &tmp.path().join(format!("other{i}")), false, false).unwrap();
         let c = cache_stats(&s);
-        assert_eq!(c.replayed_batches, 0, "variant {i} replayed another stream's outputs");
+        assert_eq!(
+            c.replayed_batches, 0,
+            "variant {i} replayed another stream's outputs"
+        );
         assert!(c.live_batches > 0 && c.teacher_loaded);
         assert_eq!(keys(&root), 2 + i);
     }
@@ -136,7 +194,12 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     let cfg = student(&t, CacheSetting::Dir(root.clone()), KdMethod::Nkd);
     let good = tmp.path().join("good");
     train(&cfg, &good, false, false).unwrap();
-    let key_dir = std::fs::read_dir(&root).unwrap().next().unwrap().unwrap().path();
+    let key_dir = std::fs::read_dir(&root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let files = shards(&key_dir);
     assert_eq!(files.len(), 2);
     // Epoch 0: one flipped byte; epoch 1: cut in half.
@@ -150,7 +213,15 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     let again = tmp.path().join("again");
     let s = train(&cfg, &again, false, false).unwrap();
     let c = cache_stats(&s);
-    assert_eq!((c.corrupt_shards, c.live_batches, c.replayed_batches, c.recorded_shards), (2, 20, 0, 2));
+    assert_eq!(
+        (
+            c.corrupt_shards,
+            c.live_batches,
+            c.replayed_batches,
+            c.recorded_shards
+        ),
+        (2, 20, 0, 2)
+    );
     assert_eq!(metrics(&good), metrics(&again));
     assert!(max_weight_diff(&good, &again) <= 1e-6);
     // Rewritten whole: a third run replays everything.
@@ -177,6 +248,9 @@ fn an_interrupted_recording_is_completed_when_the_run_resumes() {
     // Both epochs are complete in the cache now.
     let s = train(&cfg, &tmp.path().join("replay"), false, false).unwrap();
     let c = cache_stats(&s);
-    assert_eq!((c.replayed_batches, c.live_batches, c.teacher_loaded), (20, 0, false));
+    assert_eq!(
+        (c.replayed_batches, c.live_batches, c.teacher_loaded),
+        (20, 0, false)
+    );
     assert_eq!(metrics(&dir), metrics(&tmp.path().join("replay")));
 }

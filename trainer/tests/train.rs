@@ -14,10 +14,14 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 fn config(preset: &str, limit: usize, epochs: usize) -> TrainConfig {
-    let text = std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml")).unwrap();
+    let text =
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+            .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = lkd_models::ModelConfig::preset(preset);
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST").expect("LKD_FASHION_MNIST is not set: run through `make test`").into();
+    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
+        .into();
     cfg.data.dataset.limit = Some(limit);
     cfg.data.dataset.val_limit = Some(1000);
     cfg.optim.epochs = epochs;
@@ -28,7 +32,13 @@ fn config(preset: &str, limit: usize, epochs: usize) -> TrainConfig {
 }
 
 fn epoch_lines(dir: &Path) -> Vec<serde_json::Value> {
-    RunDir::open(dir).unwrap().read_metrics().unwrap().into_iter().filter(|l| l.get("top1").is_some()).collect()
+    RunDir::open(dir)
+        .unwrap()
+        .read_metrics()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.get("top1").is_some())
+        .collect()
 }
 
 #[test]
@@ -36,8 +46,18 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let teacher_dir = tmp.path().join("teacher");
     let s = train(&config("slak_nano", 3000, 1), &teacher_dir, false, false).unwrap();
-    assert!(s.finished && s.best_top1 > 35.0, "teacher top-1 {}", s.best_top1);
-    for f in ["config.toml", "last.safetensors", "best.safetensors", "last.state.safetensors", "metrics.jsonl"] {
+    assert!(
+        s.finished && s.best_top1 > 35.0,
+        "teacher top-1 {}",
+        s.best_top1
+    );
+    for f in [
+        "config.toml",
+        "last.safetensors",
+        "best.safetensors",
+        "last.state.safetensors",
+        "metrics.jsonl",
+    ] {
         assert!(teacher_dir.join(f).is_file(), "missing {f}");
     }
     let mut cfg = config("convnext_nano", 3000, 1);
@@ -58,13 +78,28 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
     assert!(s.best_top1 > 35.0, "student top-1 {}", s.best_top1);
     assert!(s.teacher_share > 0.0);
     let lines = RunDir::open(&student_dir).unwrap().read_metrics().unwrap();
-    let step = lines.iter().find(|l| l.get("loss_kd").is_some()).expect("kd term logged");
-    assert!(step.get("loss_fd").is_some() && step.get("loss_ce").is_some() && step.get("lr").is_some() && step.get("img_per_s").is_some());
+    let step = lines
+        .iter()
+        .find(|l| l.get("loss_kd").is_some())
+        .expect("kd term logged");
+    assert!(
+        step.get("loss_fd").is_some()
+            && step.get("loss_ce").is_some()
+            && step.get("lr").is_some()
+            && step.get("img_per_s").is_some()
+    );
     let epoch = &epoch_lines(&student_dir)[0];
     assert!(epoch.get("ema_top1").is_some() && epoch.get("top5").is_some());
     // The student's weights load strictly into its own preset.
-    let g = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
-    Params::from_state_dict(&g, &read_checkpoint(&student_dir.join("best.safetensors")).unwrap(), Device::Cpu).unwrap();
+    let g = lkd_models::ModelConfig::preset("convnext_nano")
+        .build()
+        .unwrap();
+    Params::from_state_dict(
+        &g,
+        &read_checkpoint(&student_dir.join("best.safetensors")).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -103,7 +138,10 @@ fn resumed_run_reproduces_the_straight_run() {
             .collect()
     };
     assert_eq!(strip(&straight), strip(&resumed));
-    assert_eq!(read_checkpoint(&straight.join("last.safetensors")).unwrap(), read_checkpoint(&resumed.join("last.safetensors")).unwrap());
+    assert_eq!(
+        read_checkpoint(&straight.join("last.safetensors")).unwrap(),
+        read_checkpoint(&resumed.join("last.safetensors")).unwrap()
+    );
 }
 
 #[test]
@@ -115,13 +153,23 @@ fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     cfg.run.checkpoint_every = 1;
     let dir = tmp.path().join("run");
     let err = train(&cfg, &dir, false, false).unwrap_err().to_string();
-    assert!(err.contains("non-finite loss") && err.contains("step") && err.contains("ce="), "{err}");
+    assert!(
+        err.contains("non-finite loss") && err.contains("step") && err.contains("ce="),
+        "{err}"
+    );
     // The last good checkpoint loads and its loss was finite.
     let (sd, state) = RunDir::open(&dir).unwrap().load_state().unwrap();
     assert!(state.step >= 1);
     assert!(sd.keys().any(|k| k.starts_with("model.")));
-    let g = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
-    Params::from_state_dict(&g, &read_checkpoint(&dir.join("last.safetensors")).unwrap(), Device::Cpu).unwrap();
+    let g = lkd_models::ModelConfig::preset("convnext_nano")
+        .build()
+        .unwrap();
+    Params::from_state_dict(
+        &g,
+        &read_checkpoint(&dir.join("last.safetensors")).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -143,7 +191,9 @@ fn teacher_is_frozen_and_receives_no_gradient() {
         cache_topk: 0,
     };
     let teacher = Teacher::load(&d, Device::Cpu).unwrap();
-    let student_graph = lkd_models::ModelConfig::preset("convnext_nano").build().unwrap();
+    let student_graph = lkd_models::ModelConfig::preset("convnext_nano")
+        .build()
+        .unwrap();
     let student = Params::init(&student_graph, Device::Cpu, 0);
     let exec = lkd_trainer::Executor::new(student_graph.clone());
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
@@ -159,7 +209,11 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     // Eval mode: running statistics untouched by the teacher's forward pass.
     let sd = read_checkpoint(&tmp.path().join("teacher/best.safetensors")).unwrap();
     let before = &sd["stages.0.0.large_kernel.LoRA1.bn.running_mean"];
-    let after = lkd_trainer::executor::tensor_to_host(teacher.params.get("stages.0.0.large_kernel.LoRA1.bn.running_mean"));
+    let after = lkd_trainer::executor::tensor_to_host(
+        teacher
+            .params
+            .get("stages.0.0.large_kernel.LoRA1.bn.running_mean"),
+    );
     assert_eq!(before, &after);
 }
 
@@ -170,7 +224,8 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     lkd_trainer::data::synthetic::write_jpeg_folder(&root, 3, 40, 10, 40, 36, 7).unwrap();
     std::fs::write(root.join("train/class_01/broken.jpg"), b"not a jpeg at all").unwrap();
     let mut cfg = config("convnext_nano", 1000, 1);
-    cfg.data.dataset = lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
+    cfg.data.dataset =
+        lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
     cfg.optim.batch_size = 16;
     let dir = tmp.path().join("run");
     let s = train(&cfg, &dir, false, false).unwrap();
@@ -179,9 +234,14 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     assert_eq!(epoch["skipped_files"], 1);
     // The model followed the dataset: 3 classes, RGB.
     let written = RunDir::open(&dir).unwrap().config().unwrap();
-    assert_eq!((written.model.num_classes, written.model.in_chans), (Some(3), Some(3)));
+    assert_eq!(
+        (written.model.num_classes, written.model.in_chans),
+        (Some(3), Some(3))
+    );
     // Strict mode stops with the file's path.
     cfg.data.dataset.strict = true;
-    let err = train(&cfg, &tmp.path().join("strict"), false, false).unwrap_err().to_string();
+    let err = train(&cfg, &tmp.path().join("strict"), false, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("broken.jpg"), "{err}");
 }

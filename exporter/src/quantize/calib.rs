@@ -39,7 +39,13 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self { lo: 0.0, hi: 0.0, bins: vec![], min: f32::INFINITY, max: f32::NEG_INFINITY }
+        Self {
+            lo: 0.0,
+            hi: 0.0,
+            bins: vec![],
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+        }
     }
 
     fn width(&self) -> f32 {
@@ -63,7 +69,11 @@ impl Histogram {
         if self.bins.is_empty() {
             self.lo = mn;
             // A constant tensor still needs a non-empty span.
-            self.hi = if mx > mn { mx } else { mn + mn.abs().max(1e-6) * 1e-3 };
+            self.hi = if mx > mn {
+                mx
+            } else {
+                mn + mn.abs().max(1e-6) * 1e-3
+            };
             self.bins = vec![0; BINS];
         } else if mn < self.lo || mx > self.hi {
             self.rebin(self.lo.min(mn), self.hi.max(mx));
@@ -119,7 +129,10 @@ impl Histogram {
         let (lo, hi) = match method {
             CalibMethod::MinMax => (self.min, self.max),
             CalibMethod::Percentile(p) => match act {
-                ActType::U8 => (self.quantile(1.0 - p / 100.0) - self.width(), self.quantile(p / 100.0)),
+                ActType::U8 => (
+                    self.quantile(1.0 - p / 100.0) - self.width(),
+                    self.quantile(p / 100.0),
+                ),
                 ActType::I8 => {
                     let (bins, amax) = self.abs_bins(BINS);
                     let total: f64 = bins.iter().sum();
@@ -202,10 +215,16 @@ pub fn kl_threshold(hist: &[f64], nq: usize) -> usize {
 }
 
 fn float_output(name: &str) -> ValueInfoProto {
-    let tensor = type_proto::Tensor { elem_type: DataType::FLOAT as i32, ..Default::default() };
+    let tensor = type_proto::Tensor {
+        elem_type: DataType::FLOAT as i32,
+        ..Default::default()
+    };
     ValueInfoProto {
         name: name.to_string(),
-        type_: MessageField::some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -215,7 +234,13 @@ fn ort(e: impl std::fmt::Display) -> QuantizeError {
 }
 
 /// Histograms of `tensors` over all `batches` of the float `model`.
-pub fn histograms(model: &ModelProto, tensors: &[String], batches: &[Batch], with_bins: bool, threads: Option<usize>) -> Result<BTreeMap<String, Histogram>> {
+pub fn histograms(
+    model: &ModelProto,
+    tensors: &[String],
+    batches: &[Batch],
+    with_bins: bool,
+    threads: Option<usize>,
+) -> Result<BTreeMap<String, Histogram>> {
     let mut m = model.clone();
     let existing: Vec<String> = m.graph.output.iter().map(|o| o.name.clone()).collect();
     for t in tensors.iter().filter(|t| !existing.contains(t)) {
@@ -224,13 +249,20 @@ pub fn histograms(model: &ModelProto, tensors: &[String], batches: &[Batch], wit
     let bytes = crate::proto::encode(&m).map_err(QuantizeError::Decode)?;
     drop(m);
     let mut s = crate::ortrun::session(&bytes, crate::Device::Cpu, threads).map_err(ort)?;
-    let mut hists: BTreeMap<String, Histogram> = tensors.iter().map(|t| (t.clone(), Histogram::new())).collect();
+    let mut hists: BTreeMap<String, Histogram> = tensors
+        .iter()
+        .map(|t| (t.clone(), Histogram::new()))
+        .collect();
     for b in batches {
         let x = TensorRef::from_array_view((b.shape.to_vec(), b.data.as_slice())).map_err(ort)?;
         let out = s.run(ort::inputs![x]).map_err(ort)?;
         for (name, h) in hists.iter_mut() {
-            let v = out.get(name.as_str()).ok_or_else(|| QuantizeError::Calibration(format!("ORT returned no tensor `{name}`")))?;
-            let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| QuantizeError::Calibration(format!("tensor `{name}` is not float32: {e}")))?;
+            let v = out.get(name.as_str()).ok_or_else(|| {
+                QuantizeError::Calibration(format!("ORT returned no tensor `{name}`"))
+            })?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| {
+                QuantizeError::Calibration(format!("tensor `{name}` is not float32: {e}"))
+            })?;
             h.add(data, with_bins);
         }
     }
@@ -238,17 +270,34 @@ pub fn histograms(model: &ModelProto, tensors: &[String], batches: &[Batch], wit
 }
 
 /// One range per tensor from `method`.
-pub fn collect(model: &ModelProto, tensors: &[String], batches: &[Batch], method: CalibMethod, act: ActType, threads: Option<usize>) -> Result<Ranges> {
+pub fn collect(
+    model: &ModelProto,
+    tensors: &[String],
+    batches: &[Batch],
+    method: CalibMethod,
+    act: ActType,
+    threads: Option<usize>,
+) -> Result<Ranges> {
     if let CalibMethod::Percentile(p) = method {
         if !(50.0..=100.0).contains(&p) {
-            return Err(QuantizeError::Options(format!("percentile must be in [50, 100], found {p}")));
+            return Err(QuantizeError::Options(format!(
+                "percentile must be in [50, 100], found {p}"
+            )));
         }
     }
-    let hists = histograms(model, tensors, batches, method != CalibMethod::MinMax, threads)?;
+    let hists = histograms(
+        model,
+        tensors,
+        batches,
+        method != CalibMethod::MinMax,
+        threads,
+    )?;
     let mut ranges = Ranges::new();
     for (name, h) in hists {
         if h.min > h.max {
-            return Err(QuantizeError::Calibration(format!("tensor `{name}` had no finite values over the calibration set")));
+            return Err(QuantizeError::Calibration(format!(
+                "tensor `{name}` had no finite values over the calibration set"
+            )));
         }
         ranges.insert(name, h.range(method, act));
     }
@@ -262,8 +311,16 @@ mod tests {
     #[test]
     fn rebinning_keeps_counts_and_quantiles() {
         let mut h = Histogram::new();
-        h.add(&(0..1000).map(|i| i as f32 / 1000.0).collect::<Vec<_>>(), true);
-        h.add(&(0..1000).map(|i| -1.0 + i as f32 / 1000.0).collect::<Vec<_>>(), true);
+        h.add(
+            &(0..1000).map(|i| i as f32 / 1000.0).collect::<Vec<_>>(),
+            true,
+        );
+        h.add(
+            &(0..1000)
+                .map(|i| -1.0 + i as f32 / 1000.0)
+                .collect::<Vec<_>>(),
+            true,
+        );
         assert_eq!(h.bins.iter().sum::<u64>(), 2000);
         assert!((h.quantile(0.5) - 0.0).abs() < 0.01, "{}", h.quantile(0.5));
         let (lo, hi) = h.range(CalibMethod::MinMax, ActType::U8);
@@ -273,7 +330,9 @@ mod tests {
     #[test]
     fn percentile_and_entropy_clip_outliers() {
         let mut h = Histogram::new();
-        let mut v: Vec<f32> = (0..100_000).map(|i| ((i % 2001) as f32 - 1000.0) / 1000.0).collect();
+        let mut v: Vec<f32> = (0..100_000)
+            .map(|i| ((i % 2001) as f32 - 1000.0) / 1000.0)
+            .collect();
         v.push(50.0);
         h.add(&v, true);
         let (_, hi) = h.range(CalibMethod::Percentile(99.9), ActType::U8);

@@ -32,7 +32,9 @@ pub mod keys {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("the model is already quantized ({0}); quantize the float model exported by `lkd export`")]
+    #[error(
+        "the model is already quantized ({0}); quantize the float model exported by `lkd export`"
+    )]
     AlreadyQuantized(String),
     #[error("not an image classifier: {0}")]
     NotClassifier(String),
@@ -130,7 +132,11 @@ pub fn prepare(bytes: &[u8], require_metadata: bool) -> Result<Prepared> {
     qdq::check_float(&model)?;
     qdq::check_classifier(&model)?;
     if require_metadata {
-        let meta: BTreeMap<String, String> = model.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let meta: BTreeMap<String, String> = model
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect();
         Preprocess::from_metadata(&meta).map_err(|e| {
             QuantizeError::NotClassifier(format!(
                 "no lkd preprocessing metadata ({e}); export with `lkd export`, or give --input-size, --channels, --mean and --std"
@@ -139,15 +145,27 @@ pub fn prepare(bytes: &[u8], require_metadata: bool) -> Result<Prepared> {
     }
     let layers = qdq::find_layers(&model)?;
     if layers.is_empty() {
-        return Err(QuantizeError::NotClassifier("no Conv, MatMul or Gemm with constant weights to quantize".into()));
+        return Err(QuantizeError::NotClassifier(
+            "no Conv, MatMul or Gemm with constant weights to quantize".into(),
+        ));
     }
-    Ok(Prepared { model, layers, bytes: bytes.len() })
+    Ok(Prepared {
+        model,
+        layers,
+        bytes: bytes.len(),
+    })
 }
 
 impl Prepared {
     /// Activation tensors that need a range: inputs and outputs of every quantizable layer.
     pub fn activation_tensors(&self) -> Vec<String> {
-        let outputs: BTreeSet<&str> = self.model.graph.output.iter().map(|o| o.name.as_str()).collect();
+        let outputs: BTreeSet<&str> = self
+            .model
+            .graph
+            .output
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
         let mut t = BTreeSet::new();
         for l in &self.layers {
             t.insert(l.input.clone());
@@ -160,31 +178,65 @@ impl Prepared {
 
     /// Runs the float model over `batches` and derives one range per activation tensor.
     pub fn calibrate(&self, batches: &[Batch], opts: &QuantizeOptions) -> Result<Ranges> {
-        calib::collect(&self.model, &self.activation_tensors(), batches, opts.method, opts.activation_type, opts.threads)
+        calib::collect(
+            &self.model,
+            &self.activation_tensors(),
+            batches,
+            opts.method,
+            opts.activation_type,
+            opts.threads,
+        )
     }
 
     /// The QDQ model with every layer quantized except `float` (node names).
-    pub fn quantize(&self, ranges: &Ranges, float: &BTreeSet<String>, opts: &QuantizeOptions, calib_size: usize) -> Result<Vec<u8>> {
+    pub fn quantize(
+        &self,
+        ranges: &Ranges,
+        float: &BTreeSet<String>,
+        opts: &QuantizeOptions,
+        calib_size: usize,
+    ) -> Result<Vec<u8>> {
         let mut m = qdq::rewrite(&self.model, &self.layers, float, ranges, opts)?;
-        let mut floats: Vec<&String> = self.layers.iter().map(|l| &l.name).filter(|n| float.contains(*n)).collect();
+        let mut floats: Vec<&String> = self
+            .layers
+            .iter()
+            .map(|l| &l.name)
+            .filter(|n| float.contains(*n))
+            .collect();
         floats.dedup();
         let method = match opts.method {
             CalibMethod::MinMax => "minmax".to_string(),
             CalibMethod::Percentile(p) => format!("percentile {p}"),
             CalibMethod::Entropy => "entropy".to_string(),
         };
-        let weight = if opts.reduce_range { "int8 symmetric per-channel, 7-bit range" } else { "int8 symmetric per-channel" };
+        let weight = if opts.reduce_range {
+            "int8 symmetric per-channel, 7-bit range"
+        } else {
+            "int8 symmetric per-channel"
+        };
         let entries = [
             (keys::FORMAT, "QDQ".to_string()),
             (keys::METHOD, method),
-            (keys::ACTIVATION_TYPE, opts.activation_type.as_str().to_string()),
+            (
+                keys::ACTIVATION_TYPE,
+                opts.activation_type.as_str().to_string(),
+            ),
             (keys::WEIGHT_TYPE, weight.to_string()),
             (keys::CALIB_SIZE, calib_size.to_string()),
-            (keys::FLOAT_LAYERS, serde_json::to_string(&floats).expect("strings serialize")),
+            (
+                keys::FLOAT_LAYERS,
+                serde_json::to_string(&floats).expect("strings serialize"),
+            ),
         ];
-        m.metadata_props.retain(|e| !e.key.starts_with("lkd.quant."));
+        m.metadata_props
+            .retain(|e| !e.key.starts_with("lkd.quant."));
         for (k, v) in entries {
-            m.metadata_props.push(onnx_protobuf::StringStringEntryProto { key: k.into(), value: v, ..Default::default() });
+            m.metadata_props
+                .push(onnx_protobuf::StringStringEntryProto {
+                    key: k.into(),
+                    value: v,
+                    ..Default::default()
+                });
         }
         crate::proto::encode(&m).map_err(QuantizeError::Decode)
     }
@@ -192,32 +244,56 @@ impl Prepared {
 
 /// Top-1 (percent) and the logits of `bytes` on `eval`.
 pub fn evaluate(bytes: &[u8], eval: &EvalSet, threads: Option<usize>) -> Result<(f64, Vec<f32>)> {
-    let mut s = crate::ortrun::session(bytes, crate::Device::Cpu, threads).map_err(|e| QuantizeError::Ort(e.to_string()))?;
+    let mut s = crate::ortrun::session(bytes, crate::Device::Cpu, threads)
+        .map_err(|e| QuantizeError::Ort(e.to_string()))?;
     let mut logits = Vec::new();
     for b in &eval.batches {
-        logits.extend(crate::ortrun::run(&mut s, &b.data, &b.shape).map_err(|e| QuantizeError::Ort(e.to_string()))?);
+        logits.extend(
+            crate::ortrun::run(&mut s, &b.data, &b.shape)
+                .map_err(|e| QuantizeError::Ort(e.to_string()))?,
+        );
     }
     if eval.is_empty() || logits.len() % eval.len() != 0 {
-        return Err(QuantizeError::Options(format!("{} logits for {} eval labels", logits.len(), eval.len())));
+        return Err(QuantizeError::Options(format!(
+            "{} logits for {} eval labels",
+            logits.len(),
+            eval.len()
+        )));
     }
     let classes = logits.len() / eval.len();
     let correct = logits
         .chunks(classes)
         .zip(&eval.labels)
-        .filter(|(row, &l)| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i) == Some(l))
+        .filter(|(row, &l)| {
+            row.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                == Some(l)
+        })
         .count();
     Ok((100.0 * correct as f64 / eval.len() as f64, logits))
 }
 
 fn relative_error(out: &[f32], reference: &[f32]) -> f64 {
-    let err: f64 = out.iter().zip(reference).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let err: f64 = out
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
     let norm: f64 = reference.iter().map(|b| (*b as f64).powi(2)).sum();
     err / norm.max(1e-30)
 }
 
 /// Calibrates, quantizes and, with `eval`, keeps the most sensitive layers float until the
 /// top-1 drop on `eval` is at most `budget` points.
-pub fn quantize(bytes: &[u8], calib: &[Batch], eval: Option<(&EvalSet, Option<f64>)>, opts: &QuantizeOptions, require_metadata: bool) -> Result<(Vec<u8>, QuantizeReport)> {
+pub fn quantize(
+    bytes: &[u8],
+    calib: &[Batch],
+    eval: Option<(&EvalSet, Option<f64>)>,
+    opts: &QuantizeOptions,
+    require_metadata: bool,
+) -> Result<(Vec<u8>, QuantizeReport)> {
     let prepared = prepare(bytes, require_metadata)?;
     let calib_size: usize = calib.iter().map(|b| b.shape[0]).sum();
     if calib_size == 0 {
@@ -247,12 +323,20 @@ pub fn quantize(bytes: &[u8], calib: &[Batch], eval: Option<(&EvalSet, Option<f6
         let (mut q_top1, _) = evaluate(&out, eval, opts.threads)?;
         report.float_top1 = Some(f_top1);
         report.eval_images = eval.len();
-        report.search.push(SearchStep { float_layers: float.len(), top1: q_top1 });
+        report.search.push(SearchStep {
+            float_layers: float.len(),
+            top1: q_top1,
+        });
         if let Some(budget) = budget.filter(|&b| f_top1 - q_top1 > b) {
             // Sensitivity: logit error with only that layer quantized.
             let mut sens = vec![];
             for l in prepared.layers.iter().filter(|l| !float.contains(&l.name)) {
-                let others: BTreeSet<String> = prepared.layers.iter().map(|o| o.name.clone()).filter(|n| n != &l.name).collect();
+                let others: BTreeSet<String> = prepared
+                    .layers
+                    .iter()
+                    .map(|o| o.name.clone())
+                    .filter(|n| n != &l.name)
+                    .collect();
                 let one = prepared.quantize(&ranges, &others, opts, calib_size)?;
                 let (_, lg) = evaluate(&one, eval, opts.threads)?;
                 sens.push((l.name.clone(), relative_error(&lg, &f_logits)));
@@ -263,7 +347,10 @@ pub fn quantize(bytes: &[u8], calib: &[Batch], eval: Option<(&EvalSet, Option<f6
                 float.insert(name);
                 out = prepared.quantize(&ranges, &float, opts, calib_size)?;
                 q_top1 = evaluate(&out, eval, opts.threads)?.0;
-                report.search.push(SearchStep { float_layers: float.len(), top1: q_top1 });
+                report.search.push(SearchStep {
+                    float_layers: float.len(),
+                    top1: q_top1,
+                });
                 if f_top1 - q_top1 <= budget {
                     break;
                 }
@@ -271,7 +358,12 @@ pub fn quantize(bytes: &[u8], calib: &[Batch], eval: Option<(&EvalSet, Option<f6
         }
         report.int8_top1 = Some(q_top1);
     }
-    report.float_layers = prepared.layers.iter().map(|l| l.name.clone()).filter(|n| float.contains(n)).collect();
+    report.float_layers = prepared
+        .layers
+        .iter()
+        .map(|l| l.name.clone())
+        .filter(|n| float.contains(n))
+        .collect();
     report.layers_quantized = report.layers_total - report.float_layers.len();
     report.int8_bytes = out.len();
     Ok((out, report))

@@ -27,10 +27,22 @@ pub const STATE_DICT_ENTRIES: [&str; 3] = ["model", "model_ema", "state_dict"];
 
 /// Reads a `torch.save` zip archive into a state dict (see the module doc for which one).
 pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
-    let err = |msg: String| ModelError::Checkpoint { path: path.display().to_string(), msg };
-    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    let err = |msg: String| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        msg,
+    };
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut head = Vec::with_capacity(4);
-    (&mut file).take(4).read_to_end(&mut head).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+    (&mut file)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
     if !head.starts_with(b"PK") {
         return Err(err(if head.first() == Some(&0x80) {
             "legacy (pre-1.6, non-zip) torch.save format; re-save it with torch>=1.6: \
@@ -40,9 +52,15 @@ pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
             "not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)".into()
         }));
     }
-    file.rewind().map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| err(format!("unreadable zip archive ({e}); the file may be truncated or corrupt")))?;
+    file.rewind().map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
+        err(format!(
+            "unreadable zip archive ({e}); the file may be truncated or corrupt"
+        ))
+    })?;
     read_archive(&mut zip).map_err(err)
 }
 
@@ -52,8 +70,9 @@ pub fn read_pth_bytes(bytes: &[u8]) -> Result<StateDict, String> {
     if !bytes.starts_with(b"PK") {
         return Err("not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)".into());
     }
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("unreadable zip archive ({e}); the file may be truncated or corrupt"))?;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        format!("unreadable zip archive ({e}); the file may be truncated or corrupt")
+    })?;
     read_archive(&mut zip)
 }
 
@@ -61,21 +80,31 @@ fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDic
     let root = archive_root(zip)?;
     if let Ok(order) = read_entry(zip, &format!("{root}byteorder"), 64) {
         if order.trim_ascii() != b"little" {
-            return Err(format!("byteorder `{}` is not supported (only little-endian archives)", String::from_utf8_lossy(&order)));
+            return Err(format!(
+                "byteorder `{}` is not supported (only little-endian archives)",
+                String::from_utf8_lossy(&order)
+            ));
         }
     }
     let pkl = read_entry(zip, &format!("{root}data.pkl"), 1 << 31)?;
-    let top = Unpickler::new(&pkl).load().map_err(|e| format!("{root}data.pkl: {e}"))?;
+    let top = Unpickler::new(&pkl)
+        .load()
+        .map_err(|e| format!("{root}data.pkl: {e}"))?;
     let (_, items) = select_state_dict(&top)?;
     let mut storages: HashMap<String, Rc<Vec<u8>>> = HashMap::new();
     let mut sd = StateDict::new();
     for (k, v) in items.iter() {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else { continue };
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
         let bytes = match storages.get(&t.storage.key) {
             Some(b) => b.clone(),
             None => {
                 let entry = format!("{root}data/{}", t.storage.key);
-                let b = Rc::new(read_entry(zip, &entry, u64::MAX).map_err(|e| format!("tensor `{name}`: {e}"))?);
+                let b = Rc::new(
+                    read_entry(zip, &entry, u64::MAX)
+                        .map_err(|e| format!("tensor `{name}`: {e}"))?,
+                );
                 storages.insert(t.storage.key.clone(), b.clone());
                 b
             }
@@ -84,7 +113,10 @@ fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDic
         sd.insert(name.to_string(), tensor);
     }
     if !sd.is_empty() && sd.keys().all(|k| k.starts_with("module.")) {
-        sd = sd.into_iter().map(|(k, v)| (k["module.".len()..].to_string(), v)).collect();
+        sd = sd
+            .into_iter()
+            .map(|(k, v)| (k["module.".len()..].to_string(), v))
+            .collect();
     }
     Ok(sd)
 }
@@ -96,28 +128,47 @@ fn archive_root<R: Read + Seek>(zip: &zip::ZipArchive<R>) -> Result<String, Stri
     let found = names
         .iter()
         .filter_map(|n| n.strip_suffix("data.pkl"))
-        .find(|root| root.is_empty() || (root.ends_with('/') && !root[..root.len() - 1].contains('/')));
+        .find(|root| {
+            root.is_empty() || (root.ends_with('/') && !root[..root.len() - 1].contains('/'))
+        });
     match found {
         Some(root) => Ok(root.to_string()),
         None => {
             let shown: Vec<_> = names.iter().take(8).collect();
-            Err(format!("no data.pkl in the zip archive, so not a torch.save file (entries: {shown:?})"))
+            Err(format!(
+                "no data.pkl in the zip archive, so not a torch.save file (entries: {shown:?})"
+            ))
         }
     }
 }
 
-fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, limit: u64) -> Result<Vec<u8>, String> {
-    let mut f = zip.by_name(name).map_err(|e| format!("archive entry `{name}` is missing or unreadable ({e})"))?;
+fn read_entry<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    let mut f = zip
+        .by_name(name)
+        .map_err(|e| format!("archive entry `{name}` is missing or unreadable ({e})"))?;
     if f.size() > limit {
-        return Err(format!("archive entry `{name}` is {} bytes, more than the {limit} allowed", f.size()));
+        return Err(format!(
+            "archive entry `{name}` is {} bytes, more than the {limit} allowed",
+            f.size()
+        ));
     }
     // Read at most one byte past the declared size: a deflate stream may inflate far beyond
     // what the header claims (a zip bomb), and the CRC check only runs at its end.
     let declared = f.size();
     let mut out = Vec::new();
-    (&mut f).take(declared.saturating_add(1)).read_to_end(&mut out).map_err(|e| format!("archive entry `{name}` is corrupt ({e})"))?;
+    (&mut f)
+        .take(declared.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("archive entry `{name}` is corrupt ({e})"))?;
     if out.len() as u64 != declared {
-        return Err(format!("archive entry `{name}` holds {} bytes, its header declares {declared}", out.len()));
+        return Err(format!(
+            "archive entry `{name}` holds {} bytes, its header declares {declared}",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -303,7 +354,10 @@ fn dict_items(v: &Value) -> Option<Vec<(Value, Value)>> {
 }
 
 fn count_tensors(items: &[(Value, Value)]) -> usize {
-    items.iter().filter(|(k, v)| matches!(k, Value::Str(_)) && matches!(v, Value::Tensor(_))).count()
+    items
+        .iter()
+        .filter(|(k, v)| matches!(k, Value::Str(_)) && matches!(v, Value::Tensor(_)))
+        .count()
 }
 
 fn select_state_dict(top: &Value) -> Result<(String, Vec<(Value, Value)>), String> {
@@ -312,7 +366,10 @@ fn select_state_dict(top: &Value) -> Result<(String, Vec<(Value, Value)>), Strin
             Value::Object(o) => {
                 format!("the checkpoint holds a pickled `{}` object, not a state dict; save `model.state_dict()` instead", o.borrow().class)
             }
-            other => format!("the checkpoint holds a {}, not a dict of tensors", other.kind()),
+            other => format!(
+                "the checkpoint holds a {}, not a dict of tensors",
+                other.kind()
+            ),
         });
     };
     if count_tensors(&items) > 0 {
@@ -320,15 +377,33 @@ fn select_state_dict(top: &Value) -> Result<(String, Vec<(Value, Value)>), Strin
     }
     let mut seen = vec![];
     for name in STATE_DICT_ENTRIES {
-        let Some((_, v)) = items.iter().rev().find(|(k, _)| matches!(k, Value::Str(s) if &**s == name)) else { continue };
+        let Some((_, v)) = items
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(k, Value::Str(s) if &**s == name))
+        else {
+            continue;
+        };
         match dict_items(v) {
             Some(inner) if count_tensors(&inner) > 0 => return Ok((name.to_string(), inner)),
             _ => seen.push(format!("`{name}` holds a {}", v.kind())),
         }
     }
-    let keys: Vec<String> = items.iter().take(20).map(|(k, _)| k.describe_key()).collect();
-    let more = if items.len() > 20 { format!(" and {} more", items.len() - 20) } else { String::new() };
-    let seen = if seen.is_empty() { String::new() } else { format!(" ({})", seen.join(", ")) };
+    let keys: Vec<String> = items
+        .iter()
+        .take(20)
+        .map(|(k, _)| k.describe_key())
+        .collect();
+    let more = if items.len() > 20 {
+        format!(" and {} more", items.len() - 20)
+    } else {
+        String::new()
+    };
+    let seen = if seen.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", seen.join(", "))
+    };
     Err(format!(
         "no state dict found: the top-level dict has no tensors and no {} entry holding tensors{seen}; top-level keys: [{}]{more}",
         STATE_DICT_ENTRIES.map(|s| format!("`{s}`")).join(" / "),
@@ -341,22 +416,40 @@ fn select_state_dict(top: &Value) -> Result<(String, Vec<(Value, Value)>), Strin
 const MAX_EXPANDED_NUMEL: usize = 1 << 26;
 
 fn materialise(t: &TensorRef, bytes: &[u8]) -> Result<HostTensor, String> {
-    let dtype = t.storage.dtype.clone().map_err(|class| format!("unsupported storage type {class}"))?;
+    let dtype = t
+        .storage
+        .dtype
+        .clone()
+        .map_err(|class| format!("unsupported storage type {class}"))?;
     let esize = dtype.size();
     let available = bytes.len() / esize;
     if available < t.storage.numel {
-        return Err(format!("storage `{}` holds {} bytes, expected {} elements of {esize} bytes", t.storage.key, bytes.len(), t.storage.numel));
+        return Err(format!(
+            "storage `{}` holds {} bytes, expected {} elements of {esize} bytes",
+            t.storage.key,
+            bytes.len(),
+            t.storage.numel
+        ));
     }
-    let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
     if numel > available.max(MAX_EXPANDED_NUMEL) {
-        return Err(format!("shape {:?} needs {numel} elements, storage has {available}", t.shape));
+        return Err(format!(
+            "shape {:?} needs {numel} elements, storage has {available}",
+            t.shape
+        ));
     }
     if numel > 0 {
         let last = t
             .shape
             .iter()
             .zip(&t.stride)
-            .try_fold(t.offset, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| x.checked_add(acc)))
+            .try_fold(t.offset, |acc, (&d, &s)| {
+                (d - 1).checked_mul(s).and_then(|x| x.checked_add(acc))
+            })
             .ok_or("offset overflows")?;
         if last >= available {
             return Err(format!(
@@ -368,17 +461,48 @@ fn materialise(t: &TensorRef, bytes: &[u8]) -> Result<HostTensor, String> {
     let offsets = StridedOffsets::new(t, numel);
     let at = |i: usize| &bytes[i * esize..(i + 1) * esize];
     let data = match dtype {
-        ElemType::F32 => HostData::F32(offsets.map(|i| f32::from_le_bytes(at(i).try_into().unwrap())).collect()),
-        ElemType::F64 => HostData::F32(offsets.map(|i| f64::from_le_bytes(at(i).try_into().unwrap()) as f32).collect()),
-        ElemType::F16 => HostData::F32(offsets.map(|i| half::f16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect()),
-        ElemType::BF16 => HostData::F32(offsets.map(|i| half::bf16::from_le_bytes(at(i).try_into().unwrap()).to_f32()).collect()),
-        ElemType::I64 => HostData::I64(offsets.map(|i| i64::from_le_bytes(at(i).try_into().unwrap())).collect()),
-        ElemType::I32 => HostData::I64(offsets.map(|i| i32::from_le_bytes(at(i).try_into().unwrap()) as i64).collect()),
-        ElemType::I16 => HostData::I64(offsets.map(|i| i16::from_le_bytes(at(i).try_into().unwrap()) as i64).collect()),
+        ElemType::F32 => HostData::F32(
+            offsets
+                .map(|i| f32::from_le_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        ElemType::F64 => HostData::F32(
+            offsets
+                .map(|i| f64::from_le_bytes(at(i).try_into().unwrap()) as f32)
+                .collect(),
+        ),
+        ElemType::F16 => HostData::F32(
+            offsets
+                .map(|i| half::f16::from_le_bytes(at(i).try_into().unwrap()).to_f32())
+                .collect(),
+        ),
+        ElemType::BF16 => HostData::F32(
+            offsets
+                .map(|i| half::bf16::from_le_bytes(at(i).try_into().unwrap()).to_f32())
+                .collect(),
+        ),
+        ElemType::I64 => HostData::I64(
+            offsets
+                .map(|i| i64::from_le_bytes(at(i).try_into().unwrap()))
+                .collect(),
+        ),
+        ElemType::I32 => HostData::I64(
+            offsets
+                .map(|i| i32::from_le_bytes(at(i).try_into().unwrap()) as i64)
+                .collect(),
+        ),
+        ElemType::I16 => HostData::I64(
+            offsets
+                .map(|i| i16::from_le_bytes(at(i).try_into().unwrap()) as i64)
+                .collect(),
+        ),
         ElemType::I8 => HostData::I64(offsets.map(|i| at(i)[0] as i8 as i64).collect()),
         ElemType::U8 | ElemType::Bool => HostData::I64(offsets.map(|i| at(i)[0] as i64).collect()),
     };
-    Ok(HostTensor { shape: t.shape.clone(), data })
+    Ok(HostTensor {
+        shape: t.shape.clone(),
+        data,
+    })
 }
 
 /// Storage element offsets of a strided view in row-major order (bounds checked by the caller).
@@ -392,7 +516,13 @@ struct StridedOffsets<'a> {
 
 impl<'a> StridedOffsets<'a> {
     fn new(t: &'a TensorRef, numel: usize) -> Self {
-        Self { shape: &t.shape, stride: &t.stride, index: vec![0; t.shape.len()], next: t.offset, remaining: numel }
+        Self {
+            shape: &t.shape,
+            stride: &t.stride,
+            index: vec![0; t.shape.len()],
+            next: t.offset,
+            remaining: numel,
+        }
     }
 }
 
@@ -436,12 +566,21 @@ type PResult<T> = Result<T, String>;
 
 impl<'a> Unpickler<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, stack: vec![], marks: vec![], memo: HashMap::new() }
+        Self {
+            data,
+            pos: 0,
+            stack: vec![],
+            marks: vec![],
+            memo: HashMap::new(),
+        }
     }
 
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
-        let end =
-            self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| format!("truncated: needs {n} bytes at byte {}", self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("truncated: needs {n} bytes at byte {}", self.pos))?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -469,7 +608,10 @@ impl<'a> Unpickler<'a> {
 
     fn line(&mut self) -> PResult<&'a str> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| format!("truncated: unterminated line at byte {}", self.pos))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| format!("truncated: unterminated line at byte {}", self.pos))?;
         self.pos += n + 1;
         std::str::from_utf8(&rest[..n]).map_err(|_| "non-UTF-8 text line".to_string())
     }
@@ -486,11 +628,15 @@ impl<'a> Unpickler<'a> {
         if self.stack.len() <= self.marks.last().copied().unwrap_or(0) && !self.marks.is_empty() {
             return Err("stack underflow: popped past a MARK".into());
         }
-        self.stack.pop().ok_or_else(|| "stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "stack underflow".to_string())
     }
 
     fn top(&mut self) -> PResult<&mut Value> {
-        self.stack.last_mut().ok_or_else(|| "stack underflow".to_string())
+        self.stack
+            .last_mut()
+            .ok_or_else(|| "stack underflow".to_string())
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
@@ -502,7 +648,10 @@ impl<'a> Unpickler<'a> {
     }
 
     fn memo_get(&self, i: u64) -> PResult<Value> {
-        self.memo.get(&i).cloned().ok_or_else(|| format!("memo entry {i} read before it was written"))
+        self.memo
+            .get(&i)
+            .cloned()
+            .ok_or_else(|| format!("memo entry {i} read before it was written"))
     }
 
     fn memo_put(&mut self, i: u64) -> PResult<()> {
@@ -514,10 +663,16 @@ impl<'a> Unpickler<'a> {
     fn load(mut self) -> PResult<Value> {
         loop {
             let at = self.pos;
-            let op = self.byte().map_err(|_| "truncated: ended before STOP".to_string())?;
-            self.step(op).map_err(|e| format!("{e} (opcode 0x{op:02x} at byte {at})"))?;
+            let op = self
+                .byte()
+                .map_err(|_| "truncated: ended before STOP".to_string())?;
+            self.step(op)
+                .map_err(|e| format!("{e} (opcode 0x{op:02x} at byte {at})"))?;
             if op == b'.' {
-                return self.stack.pop().ok_or_else(|| "empty stack at STOP".to_string());
+                return self
+                    .stack
+                    .pop()
+                    .ok_or_else(|| "empty stack at STOP".to_string());
             }
         }
     }
@@ -536,7 +691,9 @@ impl<'a> Unpickler<'a> {
             b'.' => {}
             b'(' => self.marks.push(self.stack.len()),
             b'0' => {
-                if self.stack.len() > self.marks.last().copied().unwrap_or(0) || self.marks.is_empty() {
+                if self.stack.len() > self.marks.last().copied().unwrap_or(0)
+                    || self.marks.is_empty()
+                {
                     self.pop()?;
                 } else {
                     self.pop_mark()?;
@@ -585,7 +742,11 @@ impl<'a> Unpickler<'a> {
             }
             b'L' => {
                 let line = self.line()?;
-                let v = line.trim_end_matches('L').parse().map(Value::Int).unwrap_or(Value::BigInt);
+                let v = line
+                    .trim_end_matches('L')
+                    .parse()
+                    .map(Value::Int)
+                    .unwrap_or(Value::BigInt);
                 self.stack.push(v);
             }
             b'F' => {
@@ -612,7 +773,8 @@ impl<'a> Unpickler<'a> {
                 self.stack.push(v);
             }
             b'T' => {
-                let n = usize::try_from(self.u32()? as i32).map_err(|_| "negative string length")?;
+                let n =
+                    usize::try_from(self.u32()? as i32).map_err(|_| "negative string length")?;
                 let v = self.string(n)?;
                 self.stack.push(v);
             }
@@ -723,14 +885,21 @@ impl<'a> Unpickler<'a> {
                 let name = self.pop()?;
                 let module = self.pop()?;
                 match (&module, &name) {
-                    (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(Rc::new((m.to_string(), n.to_string())))),
+                    (Value::Str(m), Value::Str(n)) => self
+                        .stack
+                        .push(Value::Global(Rc::new((m.to_string(), n.to_string())))),
                     _ => return Err("STACK_GLOBAL needs two strings".into()),
                 }
             }
             b'R' => {
                 let args = self.pop()?;
                 let func = self.pop()?;
-                let Value::Tuple(args) = &args else { return Err(format!("REDUCE arguments are a {}, not a tuple", args.kind())) };
+                let Value::Tuple(args) = &args else {
+                    return Err(format!(
+                        "REDUCE arguments are a {}, not a tuple",
+                        args.kind()
+                    ));
+                };
                 let v = call(&func, args, 0)?;
                 self.stack.push(v);
             }
@@ -757,7 +926,8 @@ impl<'a> Unpickler<'a> {
                 let module = self.line()?.to_string();
                 let name = self.line()?.to_string();
                 self.pop_mark()?;
-                self.stack.push(instantiate(&Value::Global(Rc::new((module, name)))));
+                self.stack
+                    .push(instantiate(&Value::Global(Rc::new((module, name)))));
             }
             b'b' => {
                 // The state only matters for classes we do not model (or `_metadata` on an
@@ -772,7 +942,9 @@ impl<'a> Unpickler<'a> {
             }
             b'P' => return Err("text persistent ids (PERSID) are not used by torch.save".into()),
             0x82..=0x84 => return Err("extension registry opcodes (EXT*) are not supported".into()),
-            0x97 | 0x98 => return Err("out-of-band buffers (protocol 5 NEXT_BUFFER) are not supported".into()),
+            0x97 | 0x98 => {
+                return Err("out-of-band buffers (protocol 5 NEXT_BUFFER) are not supported".into())
+            }
             other => return Err(format!("unknown opcode 0x{other:02x}")),
         }
         Ok(())
@@ -814,7 +986,11 @@ fn pairs(items: Vec<Value>) -> PResult<Vec<(Value, Value)>> {
 fn set_items(target: &mut Value, items: Vec<(Value, Value)>) -> PResult<()> {
     match target {
         Value::Dict(d) => d.try_borrow_mut().map_err(|_| "dict in use")?.extend(items),
-        Value::Object(o) => o.try_borrow_mut().map_err(|_| "object in use")?.items.extend(items),
+        Value::Object(o) => o
+            .try_borrow_mut()
+            .map_err(|_| "object in use")?
+            .items
+            .extend(items),
         other => return Err(format!("SETITEM on a {}", other.kind())),
     }
     Ok(())
@@ -822,7 +998,9 @@ fn set_items(target: &mut Value, items: Vec<(Value, Value)>) -> PResult<()> {
 
 fn append(target: &mut Value, items: Vec<Value>) -> PResult<()> {
     match target {
-        Value::List(l) | Value::Set(l) => l.try_borrow_mut().map_err(|_| "list in use")?.extend(items),
+        Value::List(l) | Value::Set(l) => {
+            l.try_borrow_mut().map_err(|_| "list in use")?.extend(items)
+        }
         // list subclasses we do not model: their items are not needed
         Value::Object(_) => {}
         other => return Err(format!("APPEND on a {}", other.kind())),
@@ -834,13 +1012,22 @@ fn append(target: &mut Value, items: Vec<Value>) -> PResult<()> {
 fn instantiate(cls: &Value) -> Value {
     match cls {
         Value::Global(g) if is_dict_class(g) => Value::Dict(Rc::default()),
-        Value::Global(g) => Value::Object(Rc::new(RefCell::new(Object { class: format!("{}.{}", g.0, g.1), items: vec![] }))),
-        other => Value::Object(Rc::new(RefCell::new(Object { class: other.kind(), items: vec![] }))),
+        Value::Global(g) => Value::Object(Rc::new(RefCell::new(Object {
+            class: format!("{}.{}", g.0, g.1),
+            items: vec![],
+        }))),
+        other => Value::Object(Rc::new(RefCell::new(Object {
+            class: other.kind(),
+            items: vec![],
+        }))),
     }
 }
 
 fn is_dict_class(g: &(String, String)) -> bool {
-    matches!((g.0.as_str(), g.1.as_str()), ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict"))
+    matches!(
+        (g.0.as_str(), g.1.as_str()),
+        ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict")
+    )
 }
 
 /// Maximum nesting of `_rebuild_from_type_v2` wrappers (a guard against crafted recursion).
@@ -848,34 +1035,72 @@ const MAX_CALL_DEPTH: usize = 4;
 
 /// REDUCE: the few callables torch.save emits are evaluated; any other becomes an opaque object.
 fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
-    let Value::Global(g) = func else { return Ok(instantiate(func)) };
-    let arg = |i: usize| args.get(i).ok_or_else(|| format!("{}.{} expects at least {} arguments, got {}", g.0, g.1, i + 1, args.len()));
+    let Value::Global(g) = func else {
+        return Ok(instantiate(func));
+    };
+    let arg = |i: usize| {
+        args.get(i).ok_or_else(|| {
+            format!(
+                "{}.{} expects at least {} arguments, got {}",
+                g.0,
+                g.1,
+                i + 1,
+                args.len()
+            )
+        })
+    };
     Ok(match (g.0.as_str(), g.1.as_str()) {
         ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
-            let Value::Storage(storage) = arg(0)? else { return Err(format!("tensor record without a storage (found {})", args[0].kind())) };
-            let offset = arg(1)?.as_usize().ok_or("tensor storage offset is not a non-negative int")?;
+            let Value::Storage(storage) = arg(0)? else {
+                return Err(format!(
+                    "tensor record without a storage (found {})",
+                    args[0].kind()
+                ));
+            };
+            let offset = arg(1)?
+                .as_usize()
+                .ok_or("tensor storage offset is not a non-negative int")?;
             let dims = |v: &Value, what: &str| -> PResult<Vec<usize>> {
                 match v {
-                    Value::Tuple(t) => {
-                        t.iter().map(|d| d.as_usize().ok_or_else(|| format!("tensor {what} has a non-integer or negative entry"))).collect()
-                    }
+                    Value::Tuple(t) => t
+                        .iter()
+                        .map(|d| {
+                            d.as_usize().ok_or_else(|| {
+                                format!("tensor {what} has a non-integer or negative entry")
+                            })
+                        })
+                        .collect(),
                     other => Err(format!("tensor {what} is a {}, not a tuple", other.kind())),
                 }
             };
             let shape = dims(arg(2)?, "size")?;
             let stride = dims(arg(3)?, "stride")?;
             if shape.len() != stride.len() {
-                return Err(format!("tensor size {shape:?} and stride {stride:?} differ in length"));
+                return Err(format!(
+                    "tensor size {shape:?} and stride {stride:?} differ in length"
+                ));
             }
-            Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, shape, stride }))
+            Value::Tensor(Rc::new(TensorRef {
+                storage: storage.clone(),
+                offset,
+                shape,
+                stride,
+            }))
         }
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => match arg(0)? {
             t @ Value::Tensor(_) => t.clone(),
-            other => return Err(format!("parameter record holds a {}, not a tensor", other.kind())),
+            other => {
+                return Err(format!(
+                    "parameter record holds a {}, not a tensor",
+                    other.kind()
+                ))
+            }
         },
         ("torch._tensor", "_rebuild_from_type_v2") => {
             // (func, subclass, args, state): rebuild the plain tensor the subclass wraps.
-            let (Value::Tuple(inner), true) = (arg(2)?, depth < MAX_CALL_DEPTH) else { return Ok(instantiate(func)) };
+            let (Value::Tuple(inner), true) = (arg(2)?, depth < MAX_CALL_DEPTH) else {
+                return Ok(instantiate(func));
+            };
             call(arg(0)?, inner, depth + 1)?
         }
         ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict") => {
@@ -901,7 +1126,12 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
         }
         ("_codecs", "encode") => match arg(0)? {
             // Protocol 2 pickles `bytes` as _codecs.encode(text, "latin1").
-            Value::Str(s) => Value::Bytes(s.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>().into()),
+            Value::Str(s) => Value::Bytes(
+                s.chars()
+                    .map(|c| c as u32 as u8)
+                    .collect::<Vec<u8>>()
+                    .into(),
+            ),
             other => other.clone(),
         },
         ("torch", "Size") => match args.first() {
@@ -914,7 +1144,9 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
 
 /// BINPERSID: torch.save's `('storage', torch.<Type>Storage, key, location, numel)`.
 fn persistent_load(pid: &Value) -> PResult<Value> {
-    let Value::Tuple(t) = pid else { return Err(format!("persistent id is a {}, not a tuple", pid.kind())) };
+    let Value::Tuple(t) = pid else {
+        return Err(format!("persistent id is a {}, not a tuple", pid.kind()));
+    };
     match t.as_slice() {
         [Value::Str(tag), Value::Global(cls), key, _location, numel, ..] if &**tag == "storage" => {
             let key = match key {
@@ -922,8 +1154,11 @@ fn persistent_load(pid: &Value) -> PResult<Value> {
                 Value::Int(i) => i.to_string(),
                 other => return Err(format!("storage key is a {}", other.kind())),
             };
-            let numel = numel.as_usize().ok_or("storage size is not a non-negative int")?;
-            let dtype = ElemType::from_storage_class(&cls.1).ok_or_else(|| format!("{}.{}", cls.0, cls.1));
+            let numel = numel
+                .as_usize()
+                .ok_or("storage size is not a non-negative int")?;
+            let dtype =
+                ElemType::from_storage_class(&cls.1).ok_or_else(|| format!("{}.{}", cls.0, cls.1));
             Ok(Value::Storage(Rc::new(Storage { dtype, key, numel })))
         }
         _ => Err("persistent id is not a ('storage', type, key, location, numel) record".into()),
@@ -940,10 +1175,22 @@ mod tests {
 
     #[test]
     fn long1_sign_extension() {
-        assert!(matches!(run(b"\x80\x02\x8a\x01\xff.").unwrap(), Value::Int(-1)));
-        assert!(matches!(run(b"\x80\x02\x8a\x02\x00\x01.").unwrap(), Value::Int(256)));
-        assert!(matches!(run(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap(), Value::BigInt));
-        assert!(matches!(run(b"\x80\x02\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff.").unwrap(), Value::Int(-1)));
+        assert!(matches!(
+            run(b"\x80\x02\x8a\x01\xff.").unwrap(),
+            Value::Int(-1)
+        ));
+        assert!(matches!(
+            run(b"\x80\x02\x8a\x02\x00\x01.").unwrap(),
+            Value::Int(256)
+        ));
+        assert!(matches!(
+            run(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap(),
+            Value::BigInt
+        ));
+        assert!(matches!(
+            run(b"\x80\x02\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff.").unwrap(),
+            Value::Int(-1)
+        ));
     }
 
     #[test]
@@ -958,23 +1205,49 @@ mod tests {
 
     #[test]
     fn strided_offsets_follow_the_view() {
-        let storage = Rc::new(Storage { dtype: Ok(ElemType::F32), key: "0".into(), numel: 6 });
+        let storage = Rc::new(Storage {
+            dtype: Ok(ElemType::F32),
+            key: "0".into(),
+            numel: 6,
+        });
         // A [3, 2] transposed view of a contiguous [2, 3]: strides (1, 3).
-        let t = TensorRef { storage, offset: 0, shape: vec![3, 2], stride: vec![1, 3] };
-        assert_eq!(StridedOffsets::new(&t, 6).collect::<Vec<_>>(), vec![0, 3, 1, 4, 2, 5]);
+        let t = TensorRef {
+            storage,
+            offset: 0,
+            shape: vec![3, 2],
+            stride: vec![1, 3],
+        };
+        assert_eq!(
+            StridedOffsets::new(&t, 6).collect::<Vec<_>>(),
+            vec![0, 3, 1, 4, 2, 5]
+        );
     }
 
     #[test]
     fn an_entry_inflating_past_its_declared_size_is_refused() {
         // Made by fuzz/make_seeds.py: data.pkl declares 16 bytes and inflates to 1 MiB.
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/pth/seed-declared-size-too-small");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/pth/seed-declared-size-too-small"
+        );
         let e = read_pth_bytes(&std::fs::read(path).unwrap()).unwrap_err();
-        assert_eq!(e, "archive entry `archive/data.pkl` holds 17 bytes, its header declares 16");
+        assert_eq!(
+            e,
+            "archive entry `archive/data.pkl` holds 17 bytes, its header declares 16"
+        );
     }
 
     #[test]
     fn malformed_pickles_are_errors() {
-        for bad in [&b""[..], b"\x80\x02", b"\x80\x02}q\x00(u", b"\x80\x02s.", b"\x80\x02h\x05.", b"\x80\x02(\x85.", b"\x80\x06."] {
+        for bad in [
+            &b""[..],
+            b"\x80\x02",
+            b"\x80\x02}q\x00(u",
+            b"\x80\x02s.",
+            b"\x80\x02h\x05.",
+            b"\x80\x02(\x85.",
+            b"\x80\x06.",
+        ] {
             assert!(run(bad).is_err(), "{bad:?}");
         }
     }

@@ -158,7 +158,10 @@ impl ModelSlot {
         match prepared {
             Ok(Ok(x)) => Ok(x),
             // Too many pixels or too extreme an aspect ratio (refused from the header).
-            Ok(Err(e)) if e.is_too_large() => Err(ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
+            Ok(Err(e)) if e.is_too_large() => Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                e.to_string(),
+            )),
             Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
             Err(e) => Err(ApiError::internal(format!(
                 "preprocessing task failed: {e}"

@@ -32,8 +32,17 @@ pub fn fixtures() -> &'static Path {
         required_env("ORT_DYLIB_PATH");
         // Regenerated on every run; the script overwrites its outputs.
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lkd-runtime-fixtures");
-        let out = Command::new(python()).arg(script()).arg("models").arg(&dir).output().expect("run $LKD_PYTHON");
-        assert!(out.status.success(), "make_models.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(python())
+            .arg(script())
+            .arg("models")
+            .arg(&dir)
+            .output()
+            .expect("run $LKD_PYTHON");
+        assert!(
+            out.status.success(),
+            "make_models.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -43,11 +52,21 @@ pub fn model(name: &str) -> PathBuf {
 }
 
 pub fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
 }
 
 pub fn write_f32(path: &Path, data: &[f32]) {
-    std::fs::write(path, data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        path,
+        data.iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
 }
 
 /// The script's NumPy logits for an NCHW input.
@@ -56,16 +75,27 @@ pub fn numpy_reference(model_name: &str, input: &[f32], shape: [usize; 4]) -> Ve
     let (i, o) = (dir.path().join("in.bin"), dir.path().join("out.bin"));
     write_f32(&i, input);
     let mut cmd = Command::new(python());
-    cmd.arg(script()).arg("ref").arg(model(model_name)).arg(&i).arg(&o);
+    cmd.arg(script())
+        .arg("ref")
+        .arg(model(model_name))
+        .arg(&i)
+        .arg(&o);
     cmd.args(shape.iter().map(|d| d.to_string()));
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "reference failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     read_f32(&o)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A deterministic "photo": smooth gradients with a few hard edges, so resampling matters.
@@ -92,11 +122,20 @@ pub struct HttpResponse {
 }
 
 /// Minimal HTTP/1.1 client: one request per connection.
-pub fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> HttpResponse {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if let Some(ct) = content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
     }
@@ -107,9 +146,22 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, content_type: Option<&st
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("malformed response: {text:?}"));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed response: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     HttpResponse { status, body }
 }
 

@@ -83,7 +83,9 @@ fn crop_without_resize_is_exact() {
     for y in 0..28 {
         for x in 0..28 {
             let px = rgb.get_pixel(x as u32 + 6, y as u32);
-            let l = ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000) >> 16) as f32 / 255.0;
+            let l = ((px[0] as u32 * 19595 + px[1] as u32 * 38470 + px[2] as u32 * 7471 + 0x8000)
+                >> 16) as f32
+                / 255.0;
             let want = (l - p.mean[0]) / p.std[0];
             assert!((out[y * 28 + x] - want).abs() < 1e-5);
         }

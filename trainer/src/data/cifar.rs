@@ -3,12 +3,23 @@
 use super::{io_err, DataError, Result, Split, Store};
 use std::path::{Path, PathBuf};
 
-pub const CIFAR10_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 const LAYOUT10: &str = "  data_batch_1.bin .. data_batch_5.bin\n  test_batch.bin\n  batches.meta.txt (optional class names)\n\
                         (or the same inside cifar-10-batches-bin/)";
-const LAYOUT100: &str = "  train.bin\n  test.bin\n  fine_label_names.txt, coarse_label_names.txt (optional)\n\
+const LAYOUT100: &str =
+    "  train.bin\n  test.bin\n  fine_label_names.txt, coarse_label_names.txt (optional)\n\
                          (or the same inside cifar-100-binary/)";
 
 fn read_names(path: &Path) -> Result<Option<Vec<String>>> {
@@ -16,20 +27,49 @@ fn read_names(path: &Path) -> Result<Option<Vec<String>>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()))
+    Ok(Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+    ))
 }
 
-pub(crate) fn open(root: &Path, hundred: bool, coarse: bool, split: Split) -> Result<(Vec<String>, Store)> {
+pub(crate) fn open(
+    root: &Path,
+    hundred: bool,
+    coarse: bool,
+    split: Split,
+) -> Result<(Vec<String>, Store)> {
     let layout = if hundred { LAYOUT100 } else { LAYOUT10 };
-    let missing = |what: String| DataError::Missing { root: root.into(), what, layout: layout.into() };
+    let missing = |what: String| DataError::Missing {
+        root: root.into(),
+        what,
+        layout: layout.into(),
+    };
     if !root.is_dir() {
         return Err(missing("directory does not exist".into()));
     }
-    let sub = root.join(if hundred { "cifar-100-binary" } else { "cifar-10-batches-bin" });
-    let probe = if hundred { "test.bin" } else { "test_batch.bin" };
-    let dir = if !root.join(probe).is_file() && sub.join(probe).is_file() { sub } else { root.to_path_buf() };
+    let sub = root.join(if hundred {
+        "cifar-100-binary"
+    } else {
+        "cifar-10-batches-bin"
+    });
+    let probe = if hundred {
+        "test.bin"
+    } else {
+        "test_batch.bin"
+    };
+    let dir = if !root.join(probe).is_file() && sub.join(probe).is_file() {
+        sub
+    } else {
+        root.to_path_buf()
+    };
     let files: Vec<PathBuf> = match (hundred, split) {
-        (false, Split::Train) => (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).collect(),
+        (false, Split::Train) => (1..=5)
+            .map(|i| dir.join(format!("data_batch_{i}.bin")))
+            .collect(),
         (false, Split::Val) => vec![dir.join("test_batch.bin")],
         (true, Split::Train) => vec![dir.join("train.bin")],
         (true, Split::Val) => vec![dir.join("test.bin")],
@@ -46,7 +86,10 @@ pub(crate) fn open(root: &Path, hundred: bool, coarse: bool, split: Split) -> Re
         if bytes.is_empty() || bytes.len() % rec != 0 {
             return Err(DataError::Format {
                 path: f.clone(),
-                msg: format!("size {} is not a multiple of the {rec}-byte record (truncated?)", bytes.len()),
+                msg: format!(
+                    "size {} is not a multiple of the {rec}-byte record (truncated?)",
+                    bytes.len()
+                ),
             });
         }
         pixels.reserve(bytes.len() / rec * 3072);
@@ -74,14 +117,29 @@ pub(crate) fn open(root: &Path, hundred: bool, coarse: bool, split: Split) -> Re
         Some(n) => {
             return Err(DataError::Format {
                 path: dir.clone(),
-                msg: format!("class-name file lists {} names, expected {n_classes}", n.len()),
+                msg: format!(
+                    "class-name file lists {} names, expected {n_classes}",
+                    n.len()
+                ),
             })
         }
         None if !hundred => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
         None => (0..n_classes).map(|i| i.to_string()).collect(),
     };
     if let Some(&l) = labels.iter().find(|&&l| l as usize >= n_classes) {
-        return Err(DataError::Format { path: dir, msg: format!("label {l} out of range for {n_classes} classes") });
+        return Err(DataError::Format {
+            path: dir,
+            msg: format!("label {l} out of range for {n_classes} classes"),
+        });
     }
-    Ok((classes, Store::Memory { width: 32, height: 32, channels: 3, pixels, labels }))
+    Ok((
+        classes,
+        Store::Memory {
+            width: 32,
+            height: 32,
+            channels: 3,
+            pixels,
+            labels,
+        },
+    ))
 }

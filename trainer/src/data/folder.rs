@@ -4,7 +4,8 @@ use super::{io_err, DataError, Image, Result, Split, Store};
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
-const LAYOUT: &str = "  train/<class>/<image>.{jpg,jpeg,png,webp}\n  val/<class>/<image>.{jpg,jpeg,png,webp}\n\
+const LAYOUT: &str =
+    "  train/<class>/<image>.{jpg,jpeg,png,webp}\n  val/<class>/<image>.{jpg,jpeg,png,webp}\n\
                       (classes are the sorted folder names of train/, one folder per class)";
 
 fn class_dirs(dir: &Path) -> Result<Vec<String>> {
@@ -22,8 +23,11 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).map_err(io_err(dir))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io_err(dir))?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -40,7 +44,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 pub(crate) fn open(root: &Path, split: Split) -> Result<(Vec<String>, Store)> {
-    let missing = |what: String| DataError::Missing { root: root.into(), what, layout: LAYOUT.into() };
+    let missing = |what: String| DataError::Missing {
+        root: root.into(),
+        what,
+        layout: LAYOUT.into(),
+    };
     if !root.is_dir() {
         return Err(missing("directory does not exist".into()));
     }
@@ -57,14 +65,20 @@ pub(crate) fn open(root: &Path, split: Split) -> Result<(Vec<String>, Store)> {
     let mut files = Vec::new();
     for name in class_dirs(&dir)? {
         let label = classes.binary_search(&name).map_err(|_| {
-            missing(format!("class folder `{}/{name}` has no counterpart in train/", split.as_str()))
+            missing(format!(
+                "class folder `{}/{name}` has no counterpart in train/",
+                split.as_str()
+            ))
         })?;
         let mut paths = Vec::new();
         collect(&dir.join(&name), &mut paths)?;
         files.extend(paths.into_iter().map(|p| (p, label as u32)));
     }
     if files.is_empty() {
-        return Err(missing(format!("no .jpg/.jpeg/.png/.webp files under `{}`", dir.display())));
+        return Err(missing(format!(
+            "no .jpg/.jpeg/.png/.webp files under `{}`",
+            dir.display()
+        )));
     }
     Ok((classes, Store::Files { files }))
 }
@@ -73,7 +87,12 @@ pub(crate) fn open(root: &Path, split: Split) -> Result<(Vec<String>, Store)> {
 /// from the header, truncated JPEGs refused): luma for grey sources, RGB for everything else.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let pixels = lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default())
-        .map_err(|e| DataError::Decode { path: path.into(), msg: e.to_string() })?;
+    let pixels =
+        lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default()).map_err(|e| {
+            DataError::Decode {
+                path: path.into(),
+                msg: e.to_string(),
+            }
+        })?;
     Ok(super::ops::from_pixels(pixels))
 }

@@ -32,17 +32,33 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self { batch_size: 128, workers: 0, prefetch: 2, shuffle: true, drop_last: true, seed: 0 }
+        Self {
+            batch_size: 128,
+            workers: 0,
+            prefetch: 2,
+            shuffle: true,
+            drop_last: true,
+            seed: 0,
+        }
     }
 }
 
 impl LoaderConfig {
     pub fn train(batch_size: usize, seed: u64) -> Self {
-        Self { batch_size, seed, ..Self::default() }
+        Self {
+            batch_size,
+            seed,
+            ..Self::default()
+        }
     }
 
     pub fn eval(batch_size: usize) -> Self {
-        Self { batch_size, shuffle: false, drop_last: false, ..Self::default() }
+        Self {
+            batch_size,
+            shuffle: false,
+            drop_last: false,
+            ..Self::default()
+        }
     }
 
     pub fn resolved_workers(&self) -> usize {
@@ -151,13 +167,21 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn new(dataset: Arc<Dataset>, transform: Transform, mixup: Option<Mixup>, cfg: LoaderConfig) -> Result<Self> {
+    pub fn new(
+        dataset: Arc<Dataset>,
+        transform: Transform,
+        mixup: Option<Mixup>,
+        cfg: LoaderConfig,
+    ) -> Result<Self> {
         transform.validate()?;
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch_size must be at least 1".into()));
         }
         if dataset.is_empty() {
-            return Err(DataError::Config(format!("dataset {} is empty", dataset.name())));
+            return Err(DataError::Config(format!(
+                "dataset {} is empty",
+                dataset.name()
+            )));
         }
         if cfg.drop_last && dataset.len() < cfg.batch_size {
             return Err(DataError::Config(format!(
@@ -178,8 +202,17 @@ impl Loader {
                 )));
             }
         }
-        let shared = Shared { dataset, transform, mixup, cfg, skipped: Mutex::new(BTreeMap::new()), totals: Mutex::default() };
-        Ok(Self { shared: Arc::new(shared) })
+        let shared = Shared {
+            dataset,
+            transform,
+            mixup,
+            cfg,
+            skipped: Mutex::new(BTreeMap::new()),
+            totals: Mutex::default(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
     }
 
     /// Train loader: per-sample augmentations from `aug`, optional Mixup/CutMix whose soft
@@ -192,13 +225,24 @@ impl Loader {
         label_smoothing: f64,
         cfg: LoaderConfig,
     ) -> Result<Self> {
-        let mixup = mixup.map(|m| m.clone().with_classes(dataset.num_classes(), label_smoothing));
+        let mixup = mixup.map(|m| {
+            m.clone()
+                .with_classes(dataset.num_classes(), label_smoothing)
+        });
         Self::new(dataset, Transform::train(aug, pre), mixup, cfg)
     }
 
     /// Eval loader: resize + centre crop, dataset order, every sample.
-    pub fn eval(dataset: Arc<Dataset>, pre: &lkd_models::preprocess::Preprocess, batch_size: usize, workers: usize) -> Result<Self> {
-        let cfg = LoaderConfig { workers, ..LoaderConfig::eval(batch_size) };
+    pub fn eval(
+        dataset: Arc<Dataset>,
+        pre: &lkd_models::preprocess::Preprocess,
+        batch_size: usize,
+        workers: usize,
+    ) -> Result<Self> {
+        let cfg = LoaderConfig {
+            workers,
+            ..LoaderConfig::eval(batch_size)
+        };
         Self::new(dataset, Transform::eval(pre), None, cfg)
     }
 
@@ -231,21 +275,34 @@ impl Loader {
 
     /// Skipped files so far, as `path: reason` lines.
     pub fn skipped(&self) -> Vec<String> {
-        self.shared.skipped.lock().unwrap().values().cloned().collect()
+        self.shared
+            .skipped
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Dataset order for `epoch`.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut perm: Vec<usize> = (0..self.shared.dataset.len()).collect();
         if self.shared.cfg.shuffle {
-            perm.shuffle(&mut rng::rng_for(&[self.shared.cfg.seed, epoch as u64, TAG_PERM]));
+            perm.shuffle(&mut rng::rng_for(&[
+                self.shared.cfg.seed,
+                epoch as u64,
+                TAG_PERM,
+            ]));
         }
         perm
     }
 
     /// Batches `start_batch..` of `epoch`, identical to those of the uninterrupted epoch.
     pub fn epoch(&self, epoch: usize, start_batch: usize) -> Result<Epoch> {
-        self.resume(LoaderState { epoch, next_batch: start_batch })
+        self.resume(LoaderState {
+            epoch,
+            next_batch: start_batch,
+        })
     }
 
     /// Totals over every epoch iterated so far (`epoch` is the latest one).
@@ -259,9 +316,17 @@ impl Loader {
     pub fn resume(&self, state: LoaderState) -> Result<Epoch> {
         let n = self.batches_per_epoch();
         if state.next_batch > n {
-            return Err(DataError::Loader(format!("resume at batch {} but an epoch has {n}", state.next_batch)));
+            return Err(DataError::Loader(format!(
+                "resume at batch {} but an epoch has {n}",
+                state.next_batch
+            )));
         }
-        Ok(Epoch::start(self.shared.clone(), state, self.order(state.epoch), n))
+        Ok(Epoch::start(
+            self.shared.clone(),
+            state,
+            self.order(state.epoch),
+            n,
+        ))
     }
 }
 
@@ -284,7 +349,11 @@ pub struct Epoch {
 
 impl Epoch {
     fn start(shared: Arc<Shared>, state: LoaderState, order: Vec<usize>, end: usize) -> Self {
-        let n_workers = shared.cfg.resolved_workers().min(end.saturating_sub(state.next_batch)).max(1);
+        let n_workers = shared
+            .cfg
+            .resolved_workers()
+            .min(end.saturating_sub(state.next_batch))
+            .max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let order = Arc::new(order);
         let mut receivers = Vec::new();
@@ -331,9 +400,15 @@ impl Epoch {
     /// Where to resume after the batches delivered so far.
     pub fn state(&self) -> LoaderState {
         if self.next >= self.end {
-            LoaderState { epoch: self.epoch + 1, next_batch: 0 }
+            LoaderState {
+                epoch: self.epoch + 1,
+                next_batch: 0,
+            }
         } else {
-            LoaderState { epoch: self.epoch, next_batch: self.next }
+            LoaderState {
+                epoch: self.epoch,
+                next_batch: self.next,
+            }
         }
     }
 
@@ -385,7 +460,10 @@ impl Iterator for Epoch {
             }
             Err(_) => {
                 self.failed = true;
-                Some(Err(DataError::Loader(format!("data worker for batch {} stopped unexpectedly (panic?)", self.next))))
+                Some(Err(DataError::Loader(format!(
+                    "data worker for batch {} stopped unexpectedly (panic?)",
+                    self.next
+                ))))
             }
         }
     }
@@ -422,12 +500,20 @@ fn load_sample(shared: &Shared, order: &[usize], pos: usize) -> Result<(usize, s
                 if ds.strict() {
                     return Err(e);
                 }
-                shared.skipped.lock().unwrap().entry(idx).or_insert_with(|| e.to_string());
+                shared
+                    .skipped
+                    .lock()
+                    .unwrap()
+                    .entry(idx)
+                    .or_insert_with(|| e.to_string());
             }
             Err(e) => return Err(e),
         }
     }
-    Err(DataError::Loader(format!("no decodable sample in {}", ds.name())))
+    Err(DataError::Loader(format!(
+        "no decodable sample in {}",
+        ds.name()
+    )))
 }
 
 fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Result<Batch> {
@@ -443,7 +529,9 @@ fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Resu
     for (j, pos) in (lo..hi).enumerate() {
         let (idx, s) = load_sample(shared, order, pos)?;
         let mut r = rng::rng_for(&[cfg.seed, epoch as u64, idx as u64]);
-        shared.transform.apply(s.image, &mut r, &mut buf[j * per..(j + 1) * per]);
+        shared
+            .transform
+            .apply(s.image, &mut r, &mut buf[j * per..(j + 1) * per]);
         labels.push(s.label as i64);
         samples.push(idx);
     }

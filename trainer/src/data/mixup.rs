@@ -2,8 +2,8 @@
 //! `correct_lam=True`): each sample is mixed with its mirror in the batch (`x.flip(0)`).
 
 use super::{rng, DataError, Result};
-use serde::{Deserialize, Serialize};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 /// Mixup/CutMix settings as written in a config; defaults are timm's ImageNet recipe
 /// (mixup 0.8, cutmix 1.0, applied to every batch, switching with probability 0.5).
@@ -22,19 +22,32 @@ pub struct MixupConfig {
 
 impl Default for MixupConfig {
     fn default() -> Self {
-        Self { mixup_alpha: 0.8, cutmix_alpha: 1.0, prob: 1.0, switch_prob: 0.5 }
+        Self {
+            mixup_alpha: 0.8,
+            cutmix_alpha: 1.0,
+            prob: 1.0,
+            switch_prob: 0.5,
+        }
     }
 }
 
 impl MixupConfig {
     /// Binds the config to a label space; soft targets use `label_smoothing`.
     pub fn with_classes(self, num_classes: usize, label_smoothing: f64) -> Mixup {
-        Mixup { cfg: self, num_classes, label_smoothing }
+        Mixup {
+            cfg: self,
+            num_classes,
+            label_smoothing,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         let ok = |p: f64| (0.0..=1.0).contains(&p);
-        if self.mixup_alpha < 0.0 || self.cutmix_alpha < 0.0 || !ok(self.prob) || !ok(self.switch_prob) {
+        if self.mixup_alpha < 0.0
+            || self.cutmix_alpha < 0.0
+            || !ok(self.prob)
+            || !ok(self.switch_prob)
+        {
             return Err(DataError::Config(format!(
                 "mixup: alphas must be >= 0 and prob/switch_prob in [0, 1], found {self:?}"
             )));
@@ -63,7 +76,12 @@ pub struct MixOutcome {
 }
 
 /// timm `rand_bbox` + lam correction by the clipped box area: returns the box and the new lam.
-pub fn cutmix_box<R: Rng + ?Sized>(h: usize, w: usize, lam: f64, rng: &mut R) -> ((usize, usize, usize, usize), f64) {
+pub fn cutmix_box<R: Rng + ?Sized>(
+    h: usize,
+    w: usize,
+    lam: f64,
+    rng: &mut R,
+) -> ((usize, usize, usize, usize), f64) {
     let ratio = (1.0 - lam).max(0.0).sqrt();
     let (cut_h, cut_w) = ((h as f64 * ratio) as isize, (w as f64 * ratio) as isize);
     let cy = rng.gen_range(0..h) as isize;
@@ -85,7 +103,11 @@ pub fn soft_targets(labels: &[i64], num_classes: usize, lam: f64, smoothing: f64
         let row = &mut t[i * num_classes..(i + 1) * num_classes];
         for (k, v) in row.iter_mut().enumerate() {
             let y1 = if k as i64 == labels[i] { on } else { off };
-            let y2 = if k as i64 == labels[b - 1 - i] { on } else { off };
+            let y2 = if k as i64 == labels[b - 1 - i] {
+                on
+            } else {
+                off
+            };
             *v = (y1 * lam + y2 * (1.0 - lam)) as f32;
         }
     }
@@ -94,7 +116,13 @@ pub fn soft_targets(labels: &[i64], num_classes: usize, lam: f64, smoothing: f64
 
 impl Mixup {
     /// Mixes `images` ([B, C, H, W] contiguous) in place and returns the soft targets.
-    pub fn apply<R: Rng + ?Sized>(&self, images: &mut [f32], shape: [usize; 4], labels: &[i64], rng: &mut R) -> MixOutcome {
+    pub fn apply<R: Rng + ?Sized>(
+        &self,
+        images: &mut [f32],
+        shape: [usize; 4],
+        labels: &[i64],
+        rng: &mut R,
+    ) -> MixOutcome {
         let c = &self.cfg;
         let [b, ch, h, w] = shape;
         let (mut lam, mut use_cutmix) = (1.0, false);
@@ -104,7 +132,11 @@ impl Mixup {
             } else {
                 c.cutmix_alpha > 0.0
             };
-            let a = if use_cutmix { c.cutmix_alpha } else { c.mixup_alpha };
+            let a = if use_cutmix {
+                c.cutmix_alpha
+            } else {
+                c.mixup_alpha
+            };
             lam = rng::beta(rng, a, a);
         }
         let mut cutmix_box = None;
@@ -141,6 +173,10 @@ impl Mixup {
                 }
             }
         }
-        MixOutcome { lam, cutmix_box, targets: soft_targets(labels, self.num_classes, lam, self.label_smoothing) }
+        MixOutcome {
+            lam,
+            cutmix_box,
+            targets: soft_targets(labels, self.num_classes, lam, self.label_smoothing),
+        }
     }
 }

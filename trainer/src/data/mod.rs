@@ -26,9 +26,16 @@ pub use transform::{AugmentConfig, RrcConfig, Transform};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("dataset not found: {what}\nexpected layout under {root}:\n{layout}")]
-    Missing { root: PathBuf, what: String, layout: String },
+    Missing {
+        root: PathBuf,
+        what: String,
+        layout: String,
+    },
     #[error("{path}: malformed file: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("{path}: cannot decode image: {msg} (set `strict = false` to skip such files)")]
@@ -46,7 +53,10 @@ pub enum DataError {
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io { path: path.to_path_buf(), source }
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An 8-bit image, rows of interleaved channels (HWC); `channels` is 1 (luma) or 3 (RGB).
@@ -61,11 +71,21 @@ pub struct Image {
 impl Image {
     pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Self {
         assert_eq!(data.len(), width * height * channels, "image buffer size");
-        Self { width, height, channels, data }
+        Self {
+            width,
+            height,
+            channels,
+            data,
+        }
     }
 
     pub fn filled(width: usize, height: usize, channels: usize, value: u8) -> Self {
-        Self { width, height, channels, data: vec![value; width * height * channels] }
+        Self {
+            width,
+            height,
+            channels,
+            data: vec![value; width * height * channels],
+        }
     }
 
     #[inline]
@@ -132,7 +152,14 @@ pub struct DatasetSpec {
 
 impl DatasetSpec {
     pub fn new(kind: DatasetKind, path: impl Into<PathBuf>) -> Self {
-        Self { kind, path: path.into(), limit: None, val_limit: None, coarse_labels: false, strict: false }
+        Self {
+            kind,
+            path: path.into(),
+            limit: None,
+            val_limit: None,
+            coarse_labels: false,
+            strict: false,
+        }
     }
 
     /// Fashion-MNIST at `$LKD_FASHION_MNIST`; the error says how to get it.
@@ -150,7 +177,13 @@ impl DatasetSpec {
 
 pub(crate) enum Store {
     /// Decoded up front (IDX, CIFAR): all images share one size.
-    Memory { width: usize, height: usize, channels: usize, pixels: Vec<u8>, labels: Vec<u32> },
+    Memory {
+        width: usize,
+        height: usize,
+        channels: usize,
+        pixels: Vec<u8>,
+        labels: Vec<u32>,
+    },
     /// Decoded lazily on the loader's worker threads.
     Files { files: Vec<(PathBuf, u32)> },
 }
@@ -169,7 +202,9 @@ pub struct Dataset {
 /// Opens one split of the dataset described by `spec`.
 pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
     let (classes, store) = match spec.kind {
-        DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Idx => idx::open(&spec.path, spec.kind, split)?,
+        DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Idx => {
+            idx::open(&spec.path, spec.kind, split)?
+        }
         DatasetKind::Cifar10 => cifar::open(&spec.path, false, false, split)?,
         DatasetKind::Cifar100 => cifar::open(&spec.path, true, spec.coarse_labels, split)?,
         DatasetKind::Folder => folder::open(&spec.path, split)?,
@@ -187,7 +222,10 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
         Some(n) if n < full_len => Some(rng::subset(full_len, n)),
         _ => None,
     };
-    let kind = serde_json::to_value(spec.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let kind = serde_json::to_value(spec.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
     Ok(Dataset {
         name: format!("{kind}/{}", split.as_str()),
         root: spec.path.clone(),
@@ -231,7 +269,12 @@ impl Dataset {
     /// (width, height, channels) when every sample has the same shape (IDX, CIFAR).
     pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
         match &self.store {
-            Store::Memory { width, height, channels, .. } => Some((*width, *height, *channels)),
+            Store::Memory {
+                width,
+                height,
+                channels,
+                ..
+            } => Some((*width, *height, *channels)),
             Store::Files { .. } => None,
         }
     }
@@ -264,7 +307,13 @@ impl Dataset {
             h.update([0]);
         }
         match &self.store {
-            Store::Memory { width, height, channels, pixels, labels } => {
+            Store::Memory {
+                width,
+                height,
+                channels,
+                pixels,
+                labels,
+            } => {
                 h.update(format!("{width}x{height}x{channels}").as_bytes());
                 h.update(pixels);
                 labels.iter().for_each(|l| h.update(l.to_le_bytes()));
@@ -273,7 +322,11 @@ impl Dataset {
                 for (path, label) in files {
                     let rel = path.strip_prefix(&self.root).unwrap_or(path);
                     h.update(rel.to_string_lossy().as_bytes());
-                    h.update(std::fs::metadata(path).map_or(u64::MAX, |m| m.len()).to_le_bytes());
+                    h.update(
+                        std::fs::metadata(path)
+                            .map_or(u64::MAX, |m| m.len())
+                            .to_le_bytes(),
+                    );
                     h.update(label.to_le_bytes());
                 }
             }
@@ -281,7 +334,11 @@ impl Dataset {
         if let Some(s) = &self.subset {
             s.iter().for_each(|i| h.update((*i as u64).to_le_bytes()));
         }
-        h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The label of sample `i` without decoding it.
@@ -306,16 +363,30 @@ impl Dataset {
     pub fn get(&self, i: usize) -> Result<Sample> {
         let r = self.raw_index(i)?;
         match &self.store {
-            Store::Memory { width, height, channels, pixels, labels } => {
+            Store::Memory {
+                width,
+                height,
+                channels,
+                pixels,
+                labels,
+            } => {
                 let n = width * height * channels;
                 Ok(Sample {
-                    image: Image::new(*width, *height, *channels, pixels[r * n..(r + 1) * n].to_vec()),
+                    image: Image::new(
+                        *width,
+                        *height,
+                        *channels,
+                        pixels[r * n..(r + 1) * n].to_vec(),
+                    ),
                     label: labels[r] as usize,
                 })
             }
             Store::Files { files } => {
                 let (path, label) = &files[r];
-                Ok(Sample { image: folder::decode(path)?, label: *label as usize })
+                Ok(Sample {
+                    image: folder::decode(path)?,
+                    label: *label as usize,
+                })
             }
         }
     }

@@ -105,17 +105,32 @@ impl RandAugment {
             interpolation,
         };
         for p in parts {
-            let split = p.find(|ch: char| !ch.is_ascii_alphabetic()).unwrap_or(p.len());
+            let split = p
+                .find(|ch: char| !ch.is_ascii_alphabetic())
+                .unwrap_or(p.len());
             let (key, val) = p.split_at(split);
-            let num = || val.parse::<f64>().map_err(|_| bad(format!("`{p}`: `{val}` is not a number")));
+            let num = || {
+                val.parse::<f64>()
+                    .map_err(|_| bad(format!("`{p}`: `{val}` is not a number")))
+            };
             match key {
                 "m" => ra.magnitude = num()?,
                 "mstd" => ra.magnitude_std = num()?,
                 "mmax" => ra.magnitude_max = num()?,
                 "n" => ra.num_ops = num()? as usize,
                 "p" => ra.prob = num()?,
-                "inc" => ra.ops = if num()? != 0.0 { INCREASING.to_vec() } else { STANDARD.to_vec() },
-                _ => return Err(bad(format!("unknown option `{p}` (supported: m, mstd, mmax, n, p, inc)"))),
+                "inc" => {
+                    ra.ops = if num()? != 0.0 {
+                        INCREASING.to_vec()
+                    } else {
+                        STANDARD.to_vec()
+                    }
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option `{p}` (supported: m, mstd, mmax, n, p, inc)"
+                    )))
+                }
             }
         }
         Ok(ra)
@@ -159,12 +174,29 @@ impl RandAugment {
                 let f = (lvl * 1.8 + 0.1) as f32;
                 enhance(op, &mut img, f)
             }
-            Op::ColorIncreasing | Op::ContrastIncreasing | Op::BrightnessIncreasing | Op::SharpnessIncreasing => {
+            Op::ColorIncreasing
+            | Op::ContrastIncreasing
+            | Op::BrightnessIncreasing
+            | Op::SharpnessIncreasing => {
                 let f = (1.0 + signed(lvl * 0.9)).max(0.1) as f32;
                 enhance(op, &mut img, f)
             }
-            Op::ShearX => img = ops::affine(&img, [1.0, signed(lvl * 0.3), 0.0, 0.0, 1.0, 0.0], interp, fill),
-            Op::ShearY => img = ops::affine(&img, [1.0, 0.0, 0.0, signed(lvl * 0.3), 1.0, 0.0], interp, fill),
+            Op::ShearX => {
+                img = ops::affine(
+                    &img,
+                    [1.0, signed(lvl * 0.3), 0.0, 0.0, 1.0, 0.0],
+                    interp,
+                    fill,
+                )
+            }
+            Op::ShearY => {
+                img = ops::affine(
+                    &img,
+                    [1.0, 0.0, 0.0, signed(lvl * 0.3), 1.0, 0.0],
+                    interp,
+                    fill,
+                )
+            }
             Op::TranslateXRel => {
                 let px = signed(lvl * TRANSLATE_PCT) * img.width as f64;
                 img = ops::affine(&img, [1.0, 0.0, px, 0.0, 1.0, 0.0], interp, fill)

@@ -12,7 +12,9 @@ fn splitmix(mut z: u64) -> u64 {
 
 /// One seed from several parts; order matters, so (seed, epoch, index) never collide.
 pub(crate) fn mix(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x6A09_E667_F3BC_C908, |h, &p| splitmix(h ^ splitmix(p)))
+    parts
+        .iter()
+        .fold(0x6A09_E667_F3BC_C908, |h, &p| splitmix(h ^ splitmix(p)))
 }
 
 pub(crate) fn rng_for(parts: &[u64]) -> StdRng {
