@@ -2,6 +2,7 @@
 //! seeds, each cell a run dir; results as mean ± std over seeds (markdown + CSV) and a bar
 //! chart, plus the students' ERF per teacher. Finished cells are skipped on re-runs.
 
+use crate::report::mean_std;
 use crate::train_cmds::measure_erf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -360,17 +361,6 @@ fn provenance(config: &Path, wall: f64) -> String {
         wall,
         wall / 3600.0
     )
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 /// Groups by (student, teacher, method) in first-seen order.
