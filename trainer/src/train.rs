@@ -972,6 +972,22 @@ pub fn train_or_reuse_shared(
     Ok((dir, outcome))
 }
 
+/// The finished teacher kept for `config`'s recipe under `$LKD_CACHE/teachers`, if any (what
+/// [`train_or_reuse_shared`] would reuse), without training anything.
+pub fn kept_teacher(config: &TrainConfig) -> Option<std::path::PathBuf> {
+    let teachers = crate::teacher_cache::lkd_cache_dir().join("teachers");
+    let digest = config.result_digest();
+    let dir = teachers.join(&digest);
+    let finished = RunDir::open(&dir)
+        .and_then(|r| r.load_state())
+        .is_ok_and(|(_, s)| s.finished);
+    if finished {
+        Some(dir)
+    } else {
+        find_kept_run(&teachers, &digest)
+    }
+}
+
 /// A finished run under `parent` whose stored config has the result digest `digest`.
 fn find_kept_run(parent: &Path, digest: &str) -> Option<std::path::PathBuf> {
     std::fs::read_dir(parent)
