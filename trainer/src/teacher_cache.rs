@@ -197,12 +197,15 @@ pub struct TeacherOutputs {
     classes: usize,
     store: Option<ShardStore>,
     /// Shard loaded for replay: (epoch, shard index, header, records); `None` records = absent.
-    loaded: Option<(usize, usize, Option<(ShardHeader, Vec<BatchRecord>)>)>,
+    loaded: Option<LoadedShard>,
     /// Shard being recorded: its header fields and records so far.
     recording: Option<(usize, usize, Vec<BatchRecord>)>,
     tap_shapes: Vec<[usize; 3]>,
     pub stats: CacheStats,
 }
+
+/// A shard read for replay: (epoch, shard index, header and records; `None` = absent).
+type LoadedShard = (usize, usize, Option<(ShardHeader, Vec<BatchRecord>)>);
 
 struct ShardStore {
     dir: PathBuf,
