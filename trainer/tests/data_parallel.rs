@@ -313,15 +313,15 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_killed_worker_ends_the_other_with_an_error() -> Result<()> {
+/// Kills rank `victim` of a 2-worker run once rank 0 has logged a few steps; the survivor must
+/// end with a c10d error (not hang).
+fn kill_one_worker(victim: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut cfg = config("convnext_nano", 16, 128);
     cfg.optim.epochs = 500;
     cfg.run.dist_timeout_s = 20;
     let out = tmp.path().join("run");
     let mut workers = spawn_workers(2, &cfg, &out, false)?;
-    // Kill rank 1 once rank 0 has logged a few steps.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !out.join("metrics.jsonl").is_file() || metric_lines(&out).len() < 3 {
         if Instant::now() > deadline {
@@ -332,23 +332,43 @@ fn a_killed_worker_ends_the_other_with_an_error() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut rank1 = workers.pop().context("rank 1")?;
-    rank1.kill()?;
-    rank1.wait()?;
+    let survivor_rank = 1 - victim;
+    let survivor = workers.remove(survivor_rank);
+    let mut killed_child = workers.pop().context("victim")?;
+    killed_child.kill()?;
+    killed_child.wait()?;
     let killed = Instant::now();
-    let rank0 = workers.pop().context("rank 0")?;
-    let output = finish("rank 0", rank0, killed + Duration::from_secs(60))?;
+    let output = finish(
+        &format!("rank {survivor_rank}"),
+        survivor,
+        killed + Duration::from_secs(60),
+    )?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!(
-        "rank 0 ended {:.1} s after rank 1 was killed",
+        "rank {survivor_rank} ended {:.1} s after rank {victim} was killed",
         killed.elapsed().as_secs_f64()
     );
-    ensure!(!output.status.success(), "rank 0 succeeded:\n{stderr}");
     ensure!(
-        stderr.contains("rank 0: c10d") && stderr.contains("failed on rank 0"),
-        "no c10d error on rank 0:\n{stderr}"
+        !output.status.success(),
+        "rank {survivor_rank} succeeded:\n{stderr}"
+    );
+    ensure!(
+        stderr.contains(&format!("rank {survivor_rank}: c10d"))
+            && stderr.contains(&format!("failed on rank {survivor_rank}")),
+        "no c10d error on rank {survivor_rank}:\n{stderr}"
     );
     Ok(())
+}
+
+#[test]
+fn a_killed_worker_ends_the_other_with_an_error() -> Result<()> {
+    kill_one_worker(1)
+}
+
+/// Rank 0 also serves the rendezvous store.
+#[test]
+fn a_killed_rank_0_ends_the_other_with_an_error() -> Result<()> {
+    kill_one_worker(0)
 }
 
 /// fp16 through the real training step on CPU: with a loss scale that overflows, every
