@@ -8,7 +8,7 @@
 
 mod common;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use lkd_models::checkpoint::{read_checkpoint, write_safetensors};
 use lkd_models::HostData;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
@@ -333,10 +333,9 @@ fn kill_one_worker(victim: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let survivor_rank = 1 - victim;
-    let survivor = workers.remove(survivor_rank);
-    let mut killed_child = workers.pop().context("victim")?;
-    killed_child.kill()?;
-    killed_child.wait()?;
+    workers[victim].kill()?;
+    workers[victim].wait()?;
+    let survivor = workers.swap_remove(survivor_rank);
     let killed = Instant::now();
     let output = finish(
         &format!("rank {survivor_rank}"),
