@@ -413,9 +413,12 @@ fn provenance(config: &Path, wall: f64, finished: bool) -> String {
     )
 }
 
+/// Cells sharing (student, teacher, method).
+type CellGroup<'a> = ((String, String, String), Vec<&'a CellResult>);
+
 /// Groups by (student, teacher, method) in first-seen order.
-fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellResult>)> {
-    let mut out: Vec<((String, String, String), Vec<&CellResult>)> = vec![];
+fn groups(results: &[CellResult]) -> Vec<CellGroup<'_>> {
+    let mut out: Vec<CellGroup<'_>> = vec![];
     for r in results {
         let key = (r.student.clone(), r.teacher.clone(), r.method.clone());
         match out.iter_mut().find(|(k, _)| *k == key) {
