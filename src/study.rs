@@ -321,7 +321,9 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     md.push_str(&provenance(&a.config, wall.total(), missing == 0));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    chart(&out.join("results.png"), &results)?;
+    if !results.is_empty() {
+        chart(&out.join("results.png"), &results)?;
+    }
     println!("{md}");
     println!(
         "wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)",
