@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod doctor;
 pub mod export_cmd;
+pub mod plots;
 pub mod quantize_cmd;
 pub mod report;
 pub mod runtime_cmds;

@@ -1,9 +1,10 @@
 //! The demo report: a markdown table of measured figures and PNG figures (plotters).
 
+use crate::plots::write_heatmaps;
 use anyhow::{Context, Result};
 use lkd_exporter::ExportReport;
 use lkd_runtime::{BenchConfig, BenchResult};
-use lkd_trainer::erf::{write_heatmaps, ErfResult};
+use lkd_trainer::erf::ErfResult;
 use lkd_trainer::rundir::RunDir;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};

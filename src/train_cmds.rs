@@ -1,11 +1,12 @@
 //! `lkd train`, `lkd distill`, `lkd eval`, `lkd erf`.
 
+use crate::plots::write_heatmaps;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::data::{self, Loader, LoaderConfig, Split, Transform};
-use lkd_trainer::erf::{write_heatmaps, ErfMeter};
+use lkd_trainer::erf::ErfMeter;
 use lkd_trainer::lkd_dist::LaunchEnv;
 use lkd_trainer::train::{evaluate, load_model, train, train_parallel, Summary};
 use lkd_trainer::{parse_device, rundir::RunDir};

@@ -2,12 +2,11 @@
 //! the ReLU'd centre pixel of the last stage's map w.r.t. the input, ReLU'd, summed over
 //! channels and averaged over images; then log10(x + 1), max-normalised, and the
 //! high-contribution area ratio: the smallest centred square holding a share t of the total.
+//! Numbers only: the `lkd` CLI draws the heatmaps.
 
 use crate::executor::{Executor, Params};
 use crate::TrainError;
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use tch::{Kind, Tensor};
 
 pub const THRESHOLDS: [f64; 4] = [0.2, 0.3, 0.5, 0.99];
@@ -141,71 +140,6 @@ pub fn area_ratio(map: &[f64], h: usize, w: usize, t: f64) -> f64 {
         }
     }
     1.0
-}
-
-/// A blue→yellow colour ramp (viridis-like) for v in [0, 1].
-fn ramp(v: f32) -> RGBColor {
-    const STOPS: [(f32, [f32; 3]); 5] = [
-        (0.0, [68., 1., 84.]),
-        (0.25, [59., 82., 139.]),
-        (0.5, [33., 145., 140.]),
-        (0.75, [94., 201., 98.]),
-        (1.0, [253., 231., 37.]),
-    ];
-    let v = v.clamp(0.0, 1.0);
-    let k = STOPS.iter().position(|(s, _)| *s >= v).unwrap_or(4).max(1);
-    let (s0, c0) = STOPS[k - 1];
-    let (s1, c1) = STOPS[k];
-    let f = (v - s0) / (s1 - s0);
-    let c = |i: usize| (c0[i] + f * (c1[i] - c0[i])) as u8;
-    RGBColor(c(0), c(1), c(2))
-}
-
-/// Draws one or more ERF maps side by side with titles into a PNG (temp file + rename).
-pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<(), TrainError> {
-    let cell = 280u32;
-    let title_h = 30u32;
-    let width = cell * maps.len().max(1) as u32;
-    let tmp = path.with_extension("png.tmp.png");
-    let err =
-        |e: String| TrainError::Other(format!("{}: cannot draw ERF heatmap: {e}", path.display()));
-    {
-        let root = BitMapBackend::new(&tmp, (width, cell + title_h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        for (k, (title, r)) in maps.iter().enumerate() {
-            let x0 = k as i32 * cell as i32;
-            let (ph, pw) = (cell as f32 / r.height as f32, cell as f32 / r.width as f32);
-            for y in 0..r.height {
-                for x in 0..r.width {
-                    let v = r.map[y * r.width + x];
-                    let rect = [
-                        (
-                            x0 + (x as f32 * pw) as i32,
-                            title_h as i32 + (y as f32 * ph) as i32,
-                        ),
-                        (
-                            x0 + ((x + 1) as f32 * pw) as i32,
-                            title_h as i32 + ((y + 1) as f32 * ph) as i32,
-                        ),
-                    ];
-                    root.draw(&Rectangle::new(rect, ramp(v).filled()))
-                        .map_err(|e| err(e.to_string()))?;
-                }
-            }
-            let label = format!("{title} (r@0.2={:.3})", r.area_ratios[0].1);
-            // Titles need a system font; a machine without one still gets the heatmap.
-            let _ = root.draw(&Text::new(
-                label,
-                (x0 + 6, 6),
-                ("sans-serif", 16).into_font().color(&BLACK),
-            ));
-        }
-        root.present().map_err(|e| err(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 #[cfg(test)]
