@@ -8,6 +8,7 @@ use lkd_models::graph::{DType, Init, NormAxis, ParamKind};
 use lkd_models::{Graph, HostData, HostTensor, Op};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use tch::{Device, Kind, Tensor};
@@ -19,11 +20,9 @@ pub fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// Standard normal by Box-Muller.
-pub fn normal(rng: &mut StdRng) -> f32 {
-    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.gen();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+/// A standard normal draw for parameter init.
+fn normal(rng: &mut StdRng) -> f32 {
+    rng.sample(StandardNormal)
 }
 
 /// All parameters and buffers of one model, keyed by upstream name.

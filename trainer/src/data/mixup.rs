@@ -43,13 +43,15 @@ impl MixupConfig {
 
     pub fn validate(&self) -> Result<()> {
         let ok = |p: f64| (0.0..=1.0).contains(&p);
-        if self.mixup_alpha < 0.0
-            || self.cutmix_alpha < 0.0
+        // Finite so Beta(alpha, alpha) is a distribution; NaN fails `>= 0.0` too.
+        let alpha_ok = |a: f64| a >= 0.0 && a.is_finite();
+        if !alpha_ok(self.mixup_alpha)
+            || !alpha_ok(self.cutmix_alpha)
             || !ok(self.prob)
             || !ok(self.switch_prob)
         {
             return Err(DataError::Config(format!(
-                "mixup: alphas must be >= 0 and prob/switch_prob in [0, 1], found {self:?}"
+                "mixup: alphas must be finite and >= 0 and prob/switch_prob in [0, 1], found {self:?}"
             )));
         }
         Ok(())

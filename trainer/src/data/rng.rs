@@ -1,7 +1,9 @@
-//! Seeding and the few distributions the pipeline needs (kept here to avoid a dependency).
+//! Seeding: one deterministic generator per (seed, epoch, sample, purpose), and the two
+//! distributions the augmentations draw from (rand_distr).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{Beta, Distribution, StandardNormal};
 
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -21,42 +23,16 @@ pub(crate) fn rng_for(parts: &[u64]) -> StdRng {
     StdRng::seed_from_u64(mix(parts))
 }
 
-/// Standard normal (Box-Muller).
+/// A standard normal draw (rand_distr's ziggurat).
 pub(crate) fn normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    let u1: f64 = 1.0 - rng.gen::<f64>(); // (0, 1]
-    let u2: f64 = rng.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    rng.sample(StandardNormal)
 }
 
-/// Gamma(shape, 1) by Marsaglia-Tsang, boosted for shape < 1.
-fn gamma<R: Rng + ?Sized>(rng: &mut R, shape: f64) -> f64 {
-    if shape < 1.0 {
-        let u: f64 = 1.0 - rng.gen::<f64>();
-        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
-    }
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let x = normal(rng);
-        let v = (1.0 + c * x).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u: f64 = rng.gen();
-        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
-            return d * v;
-        }
-    }
-}
-
+/// A Beta(a, b) draw; `a` and `b` must be finite and > 0 (configs are validated before use).
 pub(crate) fn beta<R: Rng + ?Sized>(rng: &mut R, a: f64, b: f64) -> f64 {
-    let x = gamma(rng, a);
-    let y = gamma(rng, b);
-    if x + y == 0.0 {
-        0.5
-    } else {
-        x / (x + y)
-    }
+    Beta::new(a, b)
+        .expect("Beta parameters validated finite and > 0")
+        .sample(rng)
 }
 
 /// `n` of `len` indices chosen with a fixed seed, in ascending order.
