@@ -47,8 +47,14 @@ pub enum ModelError {
     Graph(String),
     #[error("checkpoint does not match model `{preset}`:\n{details}")]
     Mismatch { preset: String, details: String },
+    /// Unreadable checkpoint bytes; `source` is the parser's error where one lies underneath.
     #[error("{path}: {msg}")]
-    Checkpoint { path: String, msg: String },
+    Checkpoint {
+        path: String,
+        msg: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -12,8 +12,21 @@ pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
 /// Largest model input side accepted from a config or metadata (bounds preprocessing work).
 pub const MAX_INPUT_SIDE: usize = 4096;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Spelled the same in configs (serde), ONNX metadata and flags (strum): lowercase names.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Interpolation {
     Nearest,
     Bilinear,
@@ -22,20 +35,11 @@ pub enum Interpolation {
 
 impl Interpolation {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Interpolation::Nearest => "nearest",
-            Interpolation::Bilinear => "bilinear",
-            Interpolation::Bicubic => "bicubic",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "nearest" => Some(Self::Nearest),
-            "bilinear" => Some(Self::Bilinear),
-            "bicubic" => Some(Self::Bicubic),
-            _ => None,
-        }
+        s.parse().ok()
     }
 }
 
@@ -214,6 +218,17 @@ mod tests {
         let p = Preprocess::imagenet(224);
         assert_eq!(Preprocess::from_metadata(&p.to_metadata()).unwrap(), p);
         assert_eq!(p.resize_size(), 256);
+    }
+
+    #[test]
+    fn interpolation_spellings_agree_across_serde_and_metadata() {
+        use strum::VariantNames;
+        for &name in Interpolation::VARIANTS {
+            let i = Interpolation::parse(name).unwrap();
+            assert_eq!(i.as_str(), name);
+            assert_eq!(serde_json::to_value(i).unwrap(), name);
+        }
+        assert_eq!(Interpolation::parse("Bilinear"), None);
     }
 
     #[test]

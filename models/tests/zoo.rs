@@ -192,11 +192,15 @@ fn truncated_checkpoint_is_a_clear_error() {
     write_safetensors(&path, &random_state("convnext_nano"), None).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = read_checkpoint(&path).unwrap_err().to_string();
+    let err = read_checkpoint(&path).unwrap_err();
+    let msg = err.to_string();
     assert!(
         msg.contains("w.safetensors") && msg.contains("not a valid safetensors"),
         "{msg}"
     );
+    // The parser's own reason stays reachable as the source, not pasted into the message.
+    let source = std::error::Error::source(&err).expect("the safetensors error as source");
+    assert!(!source.to_string().is_empty() && !msg.contains(&source.to_string()));
     let missing = read_checkpoint(&dir.path().join("nope.pth"))
         .unwrap_err()
         .to_string();

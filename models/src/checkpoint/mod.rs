@@ -20,6 +20,41 @@ use std::path::Path;
 
 pub type StateDict = BTreeMap<String, HostTensor>;
 
+/// Why checkpoint bytes are unreadable, before a file path is attached ([`FormatError::at`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a valid safetensors file")]
+    Safetensors(#[source] safetensors::SafeTensorError),
+    #[error("unreadable zip archive; the file may be truncated or corrupt")]
+    Zip(#[source] zip::result::ZipError),
+    /// A layout or content problem the parser found itself (no underlying error).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for FormatError {
+    fn from(msg: String) -> Self {
+        FormatError::Invalid(msg)
+    }
+}
+
+impl FormatError {
+    /// The error for the file at `path`, keeping the parser's error as its source.
+    pub fn at(self, path: &Path) -> ModelError {
+        let msg = self.to_string();
+        let source: Option<Box<dyn std::error::Error + Send + Sync>> = match self {
+            FormatError::Safetensors(e) => Some(Box::new(e)),
+            FormatError::Zip(e) => Some(Box::new(e)),
+            FormatError::Invalid(_) => None,
+        };
+        ModelError::Checkpoint {
+            path: path.display().to_string(),
+            msg,
+            source,
+        }
+    }
+}
+
 /// Reads any supported checkpoint, recognised by content: safetensors, or a `torch.save` zip
 /// archive holding a state dict or a dict with `model` / `model_ema` / `state_dict`.
 pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
@@ -32,18 +67,13 @@ pub fn read_checkpoint(path: &Path) -> Result<StateDict, ModelError> {
     if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
         read_pth(path)
     } else if bytes.len() >= 8 {
-        read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint {
-            path: path.display().to_string(),
-            msg,
-        })
+        read_safetensors_bytes(&bytes).map_err(|e| e.at(path))
     } else {
-        Err(ModelError::Checkpoint {
-            path: path.display().to_string(),
-            msg: format!(
-                "{} bytes is neither a safetensors file nor a PyTorch zip archive",
-                bytes.len()
-            ),
-        })
+        Err(FormatError::Invalid(format!(
+            "{} bytes is neither a safetensors file nor a PyTorch zip archive",
+            bytes.len()
+        ))
+        .at(path))
     }
 }
 

@@ -13,7 +13,7 @@
 //! when every key has it; non-tensor entries are skipped. Floats are widened to f32, integers
 //! and bools to i64; non-contiguous views are materialised contiguous.
 
-use super::StateDict;
+use super::{FormatError, StateDict};
 use crate::tensor::{HostData, HostTensor};
 use crate::ModelError;
 use std::cell::RefCell;
@@ -27,10 +27,7 @@ pub const STATE_DICT_ENTRIES: [&str; 3] = ["model", "model_ema", "state_dict"];
 
 /// Reads a `torch.save` zip archive into a state dict (see the module doc for which one).
 pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
-    let err = |msg: String| ModelError::Checkpoint {
-        path: path.display().to_string(),
-        msg,
-    };
+    let err = |msg: String| FormatError::Invalid(msg).at(path);
     let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,
@@ -56,24 +53,22 @@ pub fn read_pth(path: &Path) -> Result<StateDict, ModelError> {
         path: path.display().to_string(),
         source,
     })?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
-        err(format!(
-            "unreadable zip archive ({e}); the file may be truncated or corrupt"
-        ))
-    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| FormatError::Zip(e).at(path))?;
     read_archive(&mut zip).map_err(err)
 }
 
-/// [`read_pth`] on bytes already in memory (the fuzz target's entry point). `Err` is the message
-/// `read_pth` would attach to the file's path.
-pub fn read_pth_bytes(bytes: &[u8]) -> Result<StateDict, String> {
+/// [`read_pth`] on bytes already in memory (the fuzz target's entry point). `Err` is what
+/// `read_pth` reports for the file ([`FormatError::at`] attaches the path).
+pub fn read_pth_bytes(bytes: &[u8]) -> Result<StateDict, FormatError> {
     if !bytes.starts_with(b"PK") {
-        return Err("not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)".into());
+        return Err(FormatError::Invalid(
+            "not a PyTorch checkpoint: not a zip archive (torch.save writes zip archives since torch 1.6)"
+                .into(),
+        ));
     }
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
-        format!("unreadable zip archive ({e}); the file may be truncated or corrupt")
-    })?;
-    read_archive(&mut zip)
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(FormatError::Zip)?;
+    Ok(read_archive(&mut zip)?)
 }
 
 fn read_archive<R: Read + Seek>(zip: &mut zip::ZipArchive<R>) -> Result<StateDict, String> {
@@ -1232,7 +1227,7 @@ mod tests {
         );
         let e = read_pth_bytes(&std::fs::read(path).unwrap()).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "archive entry `archive/data.pkl` holds 17 bytes, its header declares 16"
         );
     }

@@ -1,4 +1,4 @@
-use super::{write_atomic, StateDict};
+use super::{write_atomic, FormatError, StateDict};
 use crate::tensor::{HostData, HostTensor};
 use crate::ModelError;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -10,15 +10,11 @@ pub fn read_safetensors(path: &Path) -> Result<StateDict, ModelError> {
         path: path.display().to_string(),
         source,
     })?;
-    read_safetensors_bytes(&bytes).map_err(|msg| ModelError::Checkpoint {
-        path: path.display().to_string(),
-        msg,
-    })
+    read_safetensors_bytes(&bytes).map_err(|e| e.at(path))
 }
 
-pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<StateDict, String> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a valid safetensors file ({e})"))?;
+pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<StateDict, FormatError> {
+    let st = SafeTensors::deserialize(bytes).map_err(FormatError::Safetensors)?;
     let mut out = StateDict::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -44,7 +40,11 @@ pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<StateDict, String> {
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
-            other => return Err(format!("tensor `{name}` has unsupported dtype {other:?}")),
+            other => {
+                return Err(FormatError::Invalid(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )))
+            }
         };
         out.insert(name, HostTensor { shape, data });
     }
@@ -54,7 +54,7 @@ pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<StateDict, String> {
 pub fn write_safetensors_bytes(
     sd: &StateDict,
     metadata: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, FormatError> {
     let bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = sd
         .iter()
         .map(|(k, t)| match &t.data {
@@ -77,10 +77,10 @@ pub fn write_safetensors_bytes(
         .map(|(k, dt, shape, b)| {
             TensorView::new(*dt, shape.clone(), b)
                 .map(|v| (k.clone(), v))
-                .map_err(|e| e.to_string())
+                .map_err(FormatError::Safetensors)
         })
         .collect::<Result<_, _>>()?;
-    safetensors::serialize(views, &metadata).map_err(|e| e.to_string())
+    safetensors::serialize(views, &metadata).map_err(FormatError::Safetensors)
 }
 
 /// Atomic write (temp file + rename).
@@ -89,9 +89,6 @@ pub fn write_safetensors(
     sd: &StateDict,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<(), ModelError> {
-    let bytes = write_safetensors_bytes(sd, metadata).map_err(|msg| ModelError::Checkpoint {
-        path: path.display().to_string(),
-        msg,
-    })?;
+    let bytes = write_safetensors_bytes(sd, metadata).map_err(|e| e.at(path))?;
     write_atomic(path, &bytes)
 }
