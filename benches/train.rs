@@ -128,7 +128,8 @@ impl Pair {
 
     fn teacher_logits(&self, x: &Tensor) -> Option<Tensor> {
         let teacher = self.teacher.as_ref()?;
-        let xt = renormalize(x, &self.student.graph.preprocess, teacher.preprocess());
+        let xt = renormalize(x, &self.student.graph.preprocess, teacher.preprocess())
+            .expect("renormalize");
         let logits = teacher
             .forward(&xt, &[])
             .expect("teacher forward")
@@ -153,7 +154,8 @@ impl Pair {
         let loss = match &t_logits {
             Some(t) => nkd(&logits, t, labels, NKD_TEMPERATURE, NKD_ALPHA),
             None => cross_entropy(&logits, &Target::Hard(labels), LABEL_SMOOTHING),
-        };
+        }
+        .expect("loss");
         assert!(loss.double_value(&[]).is_finite(), "non-finite loss");
         loss.backward();
         let t3 = Instant::now();

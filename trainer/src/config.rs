@@ -76,39 +76,54 @@ impl Default for OptimConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One spelling table (strum) for flags, configs and run dirs: serde goes through it too.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum KdMethod {
-    #[serde(rename = "none")]
+    #[strum(serialize = "none")]
     None,
-    #[serde(rename = "kd")]
+    #[strum(serialize = "kd")]
     Kd,
-    #[serde(rename = "nkd")]
+    #[strum(serialize = "nkd")]
     Nkd,
-    #[serde(rename = "fd")]
+    #[strum(serialize = "fd")]
     Fd,
-    #[serde(rename = "kd+fd")]
+    #[strum(serialize = "kd+fd")]
     KdFd,
-    #[serde(rename = "nkd+fd")]
+    #[strum(serialize = "nkd+fd")]
     NkdFd,
+}
+
+impl TryFrom<String> for KdMethod {
+    type Error = TrainError;
+    fn try_from(s: String) -> Result<Self, TrainError> {
+        Self::parse(&s)
+    }
 }
 
 impl KdMethod {
     pub fn parse(s: &str) -> Result<Self, TrainError> {
-        toml::Value::String(s.into()).try_into().map_err(|_| {
+        use strum::VariantNames;
+        s.parse().map_err(|_| {
             TrainError::Config(format!(
-                "unknown KD method `{s}`; use none, kd, nkd, fd, kd+fd or nkd+fd"
+                "unknown KD method `{s}`; use {}",
+                crate::choices(Self::VARIANTS, false)
             ))
         })
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            KdMethod::None => "none",
-            KdMethod::Kd => "kd",
-            KdMethod::Nkd => "nkd",
-            KdMethod::Fd => "fd",
-            KdMethod::KdFd => "kd+fd",
-            KdMethod::NkdFd => "nkd+fd",
-        }
+        self.into()
     }
     pub fn uses_logits(self) -> bool {
         !matches!(self, KdMethod::None | KdMethod::Fd)
@@ -517,5 +532,31 @@ impl TrainConfig {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(self.to_toml().as_bytes());
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KdMethod;
+    use strum::VariantNames;
+
+    /// Flags, configs and run dirs share one spelling per method, and a typo lists them all.
+    #[test]
+    fn kd_method_spellings_round_trip() {
+        for &name in KdMethod::VARIANTS {
+            let m = KdMethod::parse(name).unwrap();
+            assert_eq!(m.as_str(), name);
+            #[derive(serde::Serialize, serde::Deserialize)]
+            struct T {
+                method: KdMethod,
+            }
+            let text = toml::to_string(&T { method: m }).unwrap();
+            assert_eq!(text.trim(), format!("method = \"{name}\""));
+            assert_eq!(toml::from_str::<T>(&text).unwrap().method, m);
+        }
+        assert_eq!(
+            KdMethod::parse("kd+nkd").unwrap_err().to_string(),
+            "config: unknown KD method `kd+nkd`; use none, kd, nkd, fd, kd+fd or nkd+fd"
+        );
     }
 }

@@ -55,7 +55,7 @@ impl ErfMeter {
         tap: &str,
     ) -> Result<(), TrainError> {
         for i in 0..images.size()[0] {
-            let x = images.narrow(0, i, 1).detach().set_requires_grad(true);
+            let x = images.f_narrow(0, i, 1)?.detach().set_requires_grad(true);
             let out = exec.forward(params, &x, false, &[tap])?;
             let map = &out.taps[tap];
             let s = map.size();
@@ -65,22 +65,22 @@ impl ErfMeter {
                 )));
             }
             let centre = map
-                .select(3, s[3] / 2)
-                .select(2, s[2] / 2)
-                .relu()
-                .sum(Kind::Float);
-            let grad = Tensor::run_backward(&[centre], &[&x], false, false).remove(0);
+                .f_select(3, s[3] / 2)?
+                .f_select(2, s[2] / 2)?
+                .f_relu()?
+                .f_sum(Kind::Float)?;
+            let grad = Tensor::f_run_backward(&[centre], &[&x], false, false)?.remove(0);
             let contribution = grad
-                .relu()
-                .sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float)
-                .to_device(tch::Device::Cpu);
+                .f_relu()?
+                .f_sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float)?
+                .f_to_device(tch::Device::Cpu)?;
             // As the authors' script: an image whose gradient is not finite is skipped.
-            if !bool::try_from(contribution.isfinite().all()).map_err(TrainError::Torch)? {
+            if !bool::try_from(contribution.f_isfinite()?.f_all()?)? {
                 self.skipped += 1;
                 continue;
             }
             self.sum = Some(match self.sum.take() {
-                Some(acc) => acc + contribution,
+                Some(acc) => acc.f_add(&contribution)?,
                 None => contribution,
             });
             self.count += 1;
@@ -92,10 +92,9 @@ impl ErfMeter {
         let sum = self
             .sum
             .ok_or_else(|| TrainError::Input("ERF needs at least one image".into()))?;
-        let mean = sum / self.count as f64;
+        let mean = sum.f_div_scalar(self.count as f64)?;
         let (h, w) = (mean.size()[0] as usize, mean.size()[1] as usize);
-        let raw: Vec<f64> = Vec::<f32>::try_from(mean.reshape([-1]))
-            .unwrap()
+        let raw: Vec<f64> = Vec::<f32>::try_from(mean.f_reshape([-1])?)?
             .iter()
             .map(|&v| v as f64)
             .collect();

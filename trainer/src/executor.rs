@@ -249,7 +249,8 @@ impl Executor {
     }
 
     /// Runs the graph. `train` switches BatchNorm to batch statistics (updating running
-    /// stats) and enables drop path. `taps` names the feature maps to return.
+    /// stats) and enables drop path. `taps` names the feature maps to return. Every libtorch
+    /// call is the fallible one: a failure (e.g. device out of memory) is an error, not a panic.
     pub fn forward(
         &self,
         params: &Params,
@@ -288,14 +289,14 @@ impl Executor {
                     stride,
                     padding,
                     groups,
-                } => input(0).conv2d(
+                } => input(0).f_conv2d(
                     p(weight),
                     bias.as_deref().map(p),
                     [stride[0] as i64, stride[1] as i64],
                     [padding[0] as i64, padding[1] as i64],
                     [1, 1],
                     *groups as i64,
-                ),
+                )?,
                 Op::BatchNorm2d {
                     weight,
                     bias,
@@ -307,10 +308,13 @@ impl Executor {
                 } => {
                     if train {
                         tch::no_grad(|| {
-                            let _ = p(num_batches_tracked).shallow_clone().g_add_scalar_(1);
-                        });
+                            p(num_batches_tracked)
+                                .shallow_clone()
+                                .f_add_scalar_(1)
+                                .map(drop)
+                        })?;
                     }
-                    input(0).batch_norm(
+                    input(0).f_batch_norm(
                         Some(p(weight)),
                         Some(p(bias)),
                         Some(p(running_mean)),
@@ -319,7 +323,7 @@ impl Executor {
                         *momentum,
                         *eps,
                         true,
-                    )
+                    )?
                 }
                 Op::LayerNorm {
                     weight,
@@ -329,25 +333,30 @@ impl Executor {
                 } => match axis {
                     NormAxis::Last => {
                         let c = p(weight).size()[0];
-                        input(0).layer_norm([c], Some(p(weight)), Some(p(bias)), *eps, true)
+                        input(0).f_layer_norm([c], Some(p(weight)), Some(p(bias)), *eps, true)?
                     }
                     NormAxis::ChannelsFirst => {
                         // Same arithmetic as the upstream channels-first LayerNorm.
                         let x = input(0);
-                        let u = x.mean_dim([1i64].as_slice(), true, Kind::Float);
-                        let d = x - &u;
-                        let s = d.square().mean_dim([1i64].as_slice(), true, Kind::Float);
-                        let y = d / (s + *eps).sqrt();
-                        y * p(weight).view([-1, 1, 1]) + p(bias).view([-1, 1, 1])
+                        let u = x.f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
+                        let d = x.f_sub(&u)?;
+                        let s = d
+                            .f_square()?
+                            .f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
+                        let y = d.f_div(&s.f_add_scalar(*eps)?.f_sqrt()?)?;
+                        y.f_mul(&p(weight).f_view([-1, 1, 1])?)?
+                            .f_add(&p(bias).f_view([-1, 1, 1])?)?
                     }
                 },
-                Op::Linear { weight, bias } => input(0).linear(p(weight), bias.as_deref().map(p)),
-                Op::Gelu => input(0).gelu("none"),
-                Op::Relu => input(0).relu(),
-                Op::Add => input(0) + input(1),
-                Op::Scale { param } => input(0) * p(param),
+                Op::Linear { weight, bias } => {
+                    input(0).f_linear(p(weight), bias.as_deref().map(p))?
+                }
+                Op::Gelu => input(0).f_gelu("none")?,
+                Op::Relu => input(0).f_relu()?,
+                Op::Add => input(0).f_add(input(1))?,
+                Op::Scale { param } => input(0).f_mul(p(param))?,
                 Op::Permute { perm } => {
-                    input(0).permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>())
+                    input(0).f_permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>())?
                 }
                 Op::DropPath { rate } => {
                     let x = input(0);
@@ -367,31 +376,33 @@ impl Executor {
                                 }
                             })
                             .collect();
-                        let mask = Tensor::from_slice(&keep)
-                            .reshape(&shape[..])
-                            .to_device(x.device())
-                            .to_kind(x.kind());
-                        x * mask / keep_prob
+                        let mask = Tensor::f_from_slice(&keep)?
+                            .f_reshape(&shape[..])?
+                            .f_to_device(x.device())?
+                            .f_to_kind(x.kind())?;
+                        x.f_mul(&mask)?.f_div_scalar(keep_prob)?
                     } else {
                         x.shallow_clone()
                     }
                 }
-                Op::GlobalAvgPool => input(0).mean_dim([-2i64, -1].as_slice(), false, Kind::Float),
+                Op::GlobalAvgPool => {
+                    input(0).f_mean_dim([-2i64, -1].as_slice(), false, Kind::Float)?
+                }
                 Op::MaxPool2d {
                     kernel,
                     stride,
                     padding,
                 } => {
                     let (k, s, pd) = (*kernel as i64, *stride as i64, *padding as i64);
-                    input(0).max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)
+                    input(0).f_max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)?
                 }
-                Op::PatchTokens => input(0).flatten(2, -1).transpose(1, 2),
+                Op::PatchTokens => input(0).f_flatten(2, -1)?.f_transpose(1, 2)?,
                 Op::PrependToken { param } => {
                     let x = input(0);
-                    let tok = p(param).expand([x.size()[0], -1, -1], false);
-                    Tensor::cat(&[tok, x.shallow_clone()], 1)
+                    let tok = p(param).f_expand([x.size()[0], -1, -1], false)?;
+                    Tensor::f_cat(&[tok, x.shallow_clone()], 1)?
                 }
-                Op::AddParam { param } => input(0) + p(param),
+                Op::AddParam { param } => input(0).f_add(p(param))?,
                 Op::SelfAttention {
                     qkv_weight,
                     qkv_bias,
@@ -404,11 +415,11 @@ impl Executor {
                     let (n, l, d) = (s[0], s[1], s[2]);
                     let h = *heads as i64;
                     let qkv = x
-                        .linear(p(qkv_weight), qkv_bias.as_deref().map(p))
-                        .reshape([n, l, 3, h, d / h])
-                        .permute([2, 0, 3, 1, 4]);
-                    let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-                    let o = Tensor::scaled_dot_product_attention(
+                        .f_linear(p(qkv_weight), qkv_bias.as_deref().map(p))?
+                        .f_reshape([n, l, 3, h, d / h])?
+                        .f_permute([2, 0, 3, 1, 4])?;
+                    let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+                    let o = Tensor::f_scaled_dot_product_attention(
                         &q,
                         &k,
                         &v,
@@ -417,12 +428,12 @@ impl Executor {
                         false,
                         None,
                         false,
-                    );
-                    o.transpose(1, 2)
-                        .reshape([n, l, d])
-                        .linear(p(proj_weight), proj_bias.as_deref().map(p))
+                    )?;
+                    o.f_transpose(1, 2)?
+                        .f_reshape([n, l, d])?
+                        .f_linear(p(proj_weight), proj_bias.as_deref().map(p))?
                 }
-                Op::SelectToken { index } => input(0).select(1, *index as i64),
+                Op::SelectToken { index } => input(0).f_select(1, *index as i64)?,
                 Op::TokensToMap {
                     skip,
                     height,
@@ -430,9 +441,9 @@ impl Executor {
                 } => {
                     let x = input(0);
                     let (n, d) = (x.size()[0], x.size()[2]);
-                    x.narrow(1, *skip as i64, (height * width) as i64)
-                        .transpose(1, 2)
-                        .reshape([n, d, *height as i64, *width as i64])
+                    x.f_narrow(1, *skip as i64, (height * width) as i64)?
+                        .f_transpose(1, 2)?
+                        .f_reshape([n, d, *height as i64, *width as i64])?
                 }
             };
             values.push(Some(out));

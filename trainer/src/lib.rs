@@ -47,6 +47,24 @@ pub enum TrainError {
     Other(String),
 }
 
+/// `a, b or c` (quoted: `"a", "b" or "c"`), the choices an error message offers.
+pub(crate) fn choices(names: &[&str], quoted: bool) -> String {
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if quoted {
+                format!("{n:?}")
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 /// Parses `cpu`, `cuda` or `cuda:N`; an unavailable device is an error, never a fallback.
 pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
     let dev = match s {

@@ -21,8 +21,22 @@ use tch::{Device, Kind, Tensor};
 /// The shape of a 0-dimensional tensor (torch keeps the scale and tracker as scalars).
 const SCALAR: [i64; 0] = [];
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Precision {
     #[default]
     Fp32,
@@ -32,22 +46,17 @@ pub enum Precision {
 
 impl Precision {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16 => "bf16",
-            Precision::Fp16 => "fp16",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Result<Self, TrainError> {
-        match text {
-            "fp32" => Ok(Precision::Fp32),
-            "bf16" => Ok(Precision::Bf16),
-            "fp16" => Ok(Precision::Fp16),
-            other => Err(TrainError::Config(format!(
-                "run.precision = {other:?}: expected \"fp32\", \"bf16\" or \"fp16\""
-            ))),
-        }
+        use strum::VariantNames;
+        text.parse().map_err(|_| {
+            TrainError::Config(format!(
+                "run.precision = {text:?}: expected {}",
+                crate::choices(Self::VARIANTS, true)
+            ))
+        })
     }
 
     /// The dtype autocast must run in, or `None` for plain fp32.

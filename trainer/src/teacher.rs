@@ -10,7 +10,7 @@ use crate::TrainError;
 use lkd_models::checkpoint::read_checkpoint_for;
 use lkd_models::{Graph, ModelConfig, Preprocess};
 use std::path::PathBuf;
-use tch::{Device, Tensor};
+use tch::{Device, TchError, Tensor};
 
 /// A teacher described but not loaded.
 pub struct TeacherSpec {
@@ -113,14 +113,17 @@ impl Teacher {
 }
 
 /// Re-normalises a batch normalised with `from` into `to`'s normalisation (same pixels).
-pub fn renormalize(x: &Tensor, from: &Preprocess, to: &Preprocess) -> Tensor {
+pub fn renormalize(x: &Tensor, from: &Preprocess, to: &Preprocess) -> Result<Tensor, TchError> {
     if from.mean == to.mean && from.std == to.std {
-        return x.shallow_clone();
+        return Ok(x.shallow_clone());
     }
     let v = |a: &[f32]| {
-        Tensor::from_slice(a)
-            .view([1, -1, 1, 1])
-            .to_device(x.device())
+        Tensor::f_from_slice(a)?
+            .f_view([1, -1, 1, 1])?
+            .f_to_device(x.device())
     };
-    (x * v(&from.std) + v(&from.mean) - v(&to.mean)) / v(&to.std)
+    x.f_mul(&v(&from.std)?)?
+        .f_add(&v(&from.mean)?)?
+        .f_sub(&v(&to.mean)?)?
+        .f_div(&v(&to.std)?)
 }

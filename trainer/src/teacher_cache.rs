@@ -371,7 +371,7 @@ impl TeacherOutputs {
             self.stats.teacher_loaded = true;
         }
         let teacher = self.teacher.as_ref().expect("loaded above");
-        let xt = renormalize(x, student_pre, teacher.preprocess());
+        let xt = renormalize(x, student_pre, teacher.preprocess())?;
         let taps: Vec<&str> = self.taps.iter().map(String::as_str).collect();
         let (logits, maps) =
             crate::train::autocast(self.device, self.precision, || teacher.forward(&xt, &taps))??;
@@ -456,8 +456,9 @@ impl TeacherOutputs {
                 Ok(v) => Some(v),
                 Err(why) => {
                     eprintln!(
-                        "warning: teacher cache {} is corrupt ({why}); recomputing it",
-                        path.display()
+                        "warning: teacher cache {} is corrupt ({}); recomputing it",
+                        path.display(),
+                        with_causes(&why)
                     );
                     let _ = std::fs::remove_file(&path);
                     self.stats.corrupt_shards += 1;
@@ -631,37 +632,69 @@ fn serialize_shard(header: &ShardHeader, records: &[BatchRecord]) -> Vec<u8> {
     out
 }
 
+/// Why a shard on disk was refused (it is then recomputed, never used).
+#[derive(Debug, thiserror::Error)]
+enum ShardError {
+    #[error("{0} bytes is too short")]
+    TooShort(usize),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("truncated")]
+    Truncated,
+    #[error("not a teacher-cache shard")]
+    NotAShard,
+    #[error("header is not valid JSON")]
+    Header(#[source] serde_json::Error),
+    #[error("header {found} does not match {expected}")]
+    WrongHeader { found: String, expected: String },
+    #[error("class index out of range")]
+    ClassIndex,
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// `error: cause: cause`, for a one-line warning.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], ShardError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|e| *e <= self.bytes.len())
-            .ok_or("truncated")?;
+            .ok_or(ShardError::Truncated)?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u16s(&mut self, n: usize) -> Result<Vec<u16>, String> {
+    fn u16s(&mut self, n: usize) -> Result<Vec<u16>, ShardError> {
         Ok(self
             .take(2 * n)?
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect())
     }
-    fn u32s(&mut self, n: usize) -> Result<Vec<u32>, String> {
+    fn u32s(&mut self, n: usize) -> Result<Vec<u32>, ShardError> {
         Ok(self
             .take(4 * n)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, String> {
+    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, ShardError> {
         Ok(self.u32s(n)?.into_iter().map(f32::from_bits).collect())
     }
 }
@@ -676,24 +709,24 @@ fn parse_shard(
     classes: usize,
     topk: usize,
     tap_shapes: &[[usize; 3]],
-) -> Result<(ShardHeader, Vec<BatchRecord>), String> {
+) -> Result<(ShardHeader, Vec<BatchRecord>), ShardError> {
     if bytes.len() < MAGIC.len() + 4 + 32 {
-        return Err(format!("{} bytes is too short", bytes.len()));
+        return Err(ShardError::TooShort(bytes.len()));
     }
     let (body, sum) = bytes.split_at(bytes.len() - 32);
     if sha2::Sha256::digest(body).as_slice() != sum {
-        return Err("checksum mismatch".into());
+        return Err(ShardError::Checksum);
     }
     let mut r = Reader {
         bytes: body,
         pos: 0,
     };
     if r.take(MAGIC.len())? != MAGIC {
-        return Err("not a teacher-cache shard".into());
+        return Err(ShardError::NotAShard);
     }
     let head_len = u32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")) as usize;
     let header: ShardHeader =
-        serde_json::from_slice(r.take(head_len)?).map_err(|e| format!("header: {e}"))?;
+        serde_json::from_slice(r.take(head_len)?).map_err(ShardError::Header)?;
     let expected = (key, epoch, first, classes, topk, tap_shapes);
     let found = (
         header.key.as_str(),
@@ -704,7 +737,10 @@ fn parse_shard(
         header.tap_shapes.as_slice(),
     );
     if expected != found || header.sizes.len() != header.batches || header.batches > SHARD_BATCHES {
-        return Err(format!("header {found:?} does not match {expected:?}"));
+        return Err(ShardError::WrongHeader {
+            found: format!("{found:?}"),
+            expected: format!("{expected:?}"),
+        });
     }
     let mut records = Vec::with_capacity(header.batches);
     for &n in &header.sizes {
@@ -715,7 +751,7 @@ fn parse_shard(
             (r.u16s(n * topk)?, r.u16s(n * topk)?, r.f32s(n)?)
         };
         if indices.iter().any(|&i| i as usize >= classes) {
-            return Err("class index out of range".into());
+            return Err(ShardError::ClassIndex);
         }
         let features = tap_shapes
             .iter()
@@ -730,7 +766,7 @@ fn parse_shard(
         });
     }
     if r.pos != body.len() {
-        return Err(format!("{} trailing bytes", body.len() - r.pos));
+        return Err(ShardError::Trailing(body.len() - r.pos));
     }
     Ok((header, records))
 }
@@ -768,20 +804,35 @@ mod tests {
         // A flipped byte, a truncation and another key are all refused.
         let mut bad = bytes.clone();
         bad[20] ^= 1;
-        assert_eq!(
-            parse_shard(&bad, "k", 2, 64, 3, 3, &[]).unwrap_err(),
-            "checksum mismatch"
+        assert!(matches!(
+            parse_shard(&bad, "k", 2, 64, 3, 3, &[]),
+            Err(ShardError::Checksum)
+        ));
+        assert!(matches!(
+            parse_shard(&bytes[..bytes.len() - 5], "k", 2, 64, 3, 3, &[]),
+            Err(ShardError::Checksum)
+        ));
+        assert!(matches!(
+            parse_shard(&bytes, "other", 2, 64, 3, 3, &[]),
+            Err(ShardError::WrongHeader { .. })
+        ));
+        assert!(matches!(
+            parse_shard(&bytes, "k", 3, 64, 3, 3, &[]),
+            Err(ShardError::WrongHeader { .. })
+        ));
+        // A shard with a valid checksum around a broken header keeps serde's reason.
+        let mut body = MAGIC.to_vec();
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"{x}");
+        let digest = sha2::Sha256::digest(&body);
+        body.extend_from_slice(&digest);
+        let err = parse_shard(&body, "k", 2, 64, 3, 3, &[]).unwrap_err();
+        assert!(matches!(err, ShardError::Header(_)));
+        let text = with_causes(&err);
+        assert!(
+            text.starts_with("header is not valid JSON: key must be a string"),
+            "{text}"
         );
-        assert_eq!(
-            parse_shard(&bytes[..bytes.len() - 5], "k", 2, 64, 3, 3, &[]).unwrap_err(),
-            "checksum mismatch"
-        );
-        assert!(parse_shard(&bytes, "other", 2, 64, 3, 3, &[])
-            .unwrap_err()
-            .starts_with("header"));
-        assert!(parse_shard(&bytes, "k", 3, 64, 3, 3, &[])
-            .unwrap_err()
-            .starts_with("header"));
     }
 
     #[test]

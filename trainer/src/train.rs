@@ -146,7 +146,8 @@ pub fn evaluate(
             let y = batch.labels.to_device(device);
             let logits = exec.forward(params, &x, false, &[])?.logits;
             let b = y.size()[0] as usize;
-            loss_sum += cross_entropy(&logits, &Target::Hard(&y), 0.0).double_value(&[]) * b as f64;
+            loss_sum +=
+                cross_entropy(&logits, &Target::Hard(&y), 0.0)?.double_value(&[]) * b as f64;
             let k = logits.size()[1].min(5);
             let (_, top) = logits.topk(k, 1, true, true);
             let hit = top.eq_tensor(&y.unsqueeze(1));
@@ -1024,7 +1025,7 @@ fn step_loss(
             })??
             .logits
             .to_kind(Kind::Float);
-            return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing))]);
+            return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing)?)]);
         }
         Mode::Distill {
             cfg,
@@ -1051,15 +1052,27 @@ fn step_loss(
     let mut terms: Vec<(&'static str, Tensor)> = vec![];
     match cfg.method {
         KdMethod::Kd | KdMethod::KdFd => {
-            terms.push(("kd", kd_kl(&logits, &t_logits, cfg.temperature) * alpha));
+            terms.push((
+                "kd",
+                kd_kl(&logits, &t_logits, cfg.temperature)?.f_mul_scalar(alpha)?,
+            ));
             // Upstream's KD uses plain CE next to the teacher term.
-            terms.push(("ce", cross_entropy(&logits, &target, 0.0) * (1.0 - alpha)));
+            terms.push((
+                "ce",
+                cross_entropy(&logits, &target, 0.0)?.f_mul_scalar(1.0 - alpha)?,
+            ));
         }
         KdMethod::Nkd | KdMethod::NkdFd => terms.push((
             "nkd",
-            nkd(&logits, &t_logits, &target.labels(), cfg.temperature, alpha),
+            nkd(
+                &logits,
+                &t_logits,
+                &target.labels()?,
+                cfg.temperature,
+                alpha,
+            )?,
         )),
-        KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, smoothing))),
+        KdMethod::Fd => terms.push(("ce", cross_entropy(&logits, &target, smoothing)?)),
         KdMethod::None => {
             return Err(TrainError::Config(
                 "distillation method none has no teacher terms".into(),
@@ -1079,7 +1092,8 @@ fn step_loss(
         )?;
         terms.push((
             "fd",
-            feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss) * cfg.fd_weight,
+            feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss)?
+                .f_mul_scalar(cfg.fd_weight)?,
         ));
     }
     Ok(terms)

@@ -6,7 +6,7 @@ use lkd_models::checkpoint::read_safetensors;
 use lkd_trainer::executor::host_to_tensor;
 use lkd_trainer::losses::{cross_entropy, feature_distance, kd_kl, nkd, FeatureLoss, Target};
 use std::collections::BTreeMap;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 fn reference() -> BTreeMap<String, Tensor> {
     let dir = tempfile::tempdir().unwrap();
@@ -24,9 +24,14 @@ fn reference() -> BTreeMap<String, Tensor> {
         .collect()
 }
 
-fn check(r: &BTreeMap<String, Tensor>, name: &str, input: &str, f: impl Fn(&Tensor) -> Tensor) {
+fn check(
+    r: &BTreeMap<String, Tensor>,
+    name: &str,
+    input: &str,
+    f: impl Fn(&Tensor) -> Result<Tensor, TchError>,
+) {
     let x = r[input].copy().set_requires_grad(true);
-    let v = f(&x);
+    let v = f(&x).unwrap();
     v.backward();
     let want = r[&format!("{name}.value")].double_value(&[0]);
     let got = v.double_value(&[]);
@@ -54,15 +59,15 @@ fn losses_match_pytorch() {
         cross_entropy(s, &Target::Soft(&soft), 0.0)
     });
     let kd = |s: &Tensor, alpha: f64, t: f64| {
-        kd_kl(s, &teacher, t) * alpha
-            + cross_entropy(s, &Target::Hard(&labels), 0.0) * (1.0 - alpha)
+        Ok(kd_kl(s, &teacher, t)? * alpha
+            + cross_entropy(s, &Target::Hard(&labels), 0.0)? * (1.0 - alpha))
     };
     check(&r, "kd", "student", |s| kd(s, 0.1, 1.0));
     check(&r, "kd_t4", "student", |s| kd(s, 0.5, 4.0));
     check(&r, "nkd", "student", |s| {
         nkd(s, &r["teacher"], &labels, 1.0, 1.5)
     });
-    let soft_labels = Target::Soft(&soft).labels();
+    let soft_labels = Target::Soft(&soft).labels().unwrap();
     check(&r, "nkd_soft_t2", "student", |s| {
         nkd(s, &r["teacher"], &soft_labels, 2.0, 1.0)
     });
@@ -73,4 +78,18 @@ fn losses_match_pytorch() {
         feature_distance(s, &r["feat_t"], FeatureLoss::Mse)
     });
     assert_eq!(r["student"].kind(), Kind::Float);
+}
+
+/// Inputs libtorch refuses come back as errors that say why, never as a panic.
+#[test]
+fn bad_loss_inputs_are_errors_not_panics() {
+    let logits = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+    let out_of_range = Tensor::from_slice(&[0i64, 7]);
+    let e = cross_entropy(&logits, &Target::Hard(&out_of_range), 0.0).unwrap_err();
+    assert!(e.to_string().contains("out of bounds"), "{e}");
+    let other_classes = Tensor::zeros([2, 4], (Kind::Float, Device::Cpu));
+    assert!(kd_kl(&logits, &other_classes, 1.0).is_err());
+    let feats = Tensor::zeros([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+    let other_channels = Tensor::zeros([2, 5, 4, 4], (Kind::Float, Device::Cpu));
+    assert!(feature_distance(&feats, &other_channels, FeatureLoss::Mse).is_err());
 }

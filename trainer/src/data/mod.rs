@@ -101,8 +101,9 @@ pub struct Sample {
     pub label: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Split {
     Train,
     Val,
@@ -110,15 +111,13 @@ pub enum Split {
 
 impl Split {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Val => "val",
-        }
+        self.into()
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum DatasetKind {
     FashionMnist,
     Mnist,
@@ -223,10 +222,7 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
         Some(n) if n < full_len => Some(rng::subset(full_len, n)),
         _ => None,
     };
-    let kind = serde_json::to_value(spec.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
+    let kind: &str = spec.kind.into();
     Ok(Dataset {
         name: format!("{kind}/{}", split.as_str()),
         root: spec.path.clone(),
