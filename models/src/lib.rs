@@ -55,7 +55,8 @@ pub enum ModelError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("{path}: {source}")]
+    /// The display names the file only: the CLI prints the io error after it (as the source).
+    #[error("{path}")]
     Io {
         path: String,
         source: std::io::Error,

@@ -29,7 +29,8 @@ pub enum TrainError {
     Device(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
-    #[error("{path}: {source}")]
+    /// The display names the file only: the CLI prints the io error after it (as the source).
+    #[error("{path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -45,6 +46,18 @@ pub enum TrainError {
     NonFinite(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// `error: cause: root cause` on one line, as the CLI prints a chain; for warnings and
+/// records that are not printed by the CLI (displays never repeat their source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// `a, b or c` (quoted: `"a", "b" or "c"`), the choices an error message offers.

@@ -458,7 +458,7 @@ impl TeacherOutputs {
                     eprintln!(
                         "warning: teacher cache {} is corrupt ({}); recomputing it",
                         path.display(),
-                        with_causes(&why)
+                        crate::error_chain(&why)
                     );
                     let _ = std::fs::remove_file(&path);
                     self.stats.corrupt_shards += 1;
@@ -653,17 +653,6 @@ enum ShardError {
     Trailing(usize),
 }
 
-/// `error: cause: cause`, for a one-line warning.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -828,7 +817,7 @@ mod tests {
         body.extend_from_slice(&digest);
         let err = parse_shard(&body, "k", 2, 64, 3, 3, &[]).unwrap_err();
         assert!(matches!(err, ShardError::Header(_)));
-        let text = with_causes(&err);
+        let text = crate::error_chain(&err);
         assert!(
             text.starts_with("header is not valid JSON: key must be a string"),
             "{text}"

@@ -540,7 +540,7 @@ fn load_sample(shared: &Shared, order: &[usize], pos: usize) -> Result<(usize, s
                     .lock()
                     .unwrap()
                     .entry(idx)
-                    .or_insert_with(|| e.to_string());
+                    .or_insert_with(|| crate::error_chain(&e));
             }
             Err(e) => return Err(e),
         }

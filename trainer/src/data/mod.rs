@@ -26,7 +26,8 @@ pub use transform::{AugmentConfig, RrcConfig, Transform};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    /// The display names the file only; the io error is the source.
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
