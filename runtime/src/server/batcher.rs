@@ -14,7 +14,7 @@ use lkd_models::preprocess::Preprocess;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::api_error::ApiError;
-use super::metrics::Metrics;
+use super::metrics::{DecodeStage, Metrics};
 use crate::error::{Result, RuntimeError};
 use crate::predict::run_images;
 use crate::preprocess::{
@@ -137,14 +137,18 @@ impl ModelSlot {
         name_images: bool,
         decodes: &Arc<Semaphore>,
     ) -> std::result::Result<Vec<f32>, ApiError> {
+        // Beyond the cap a request waits here (its body is already bounded and buffered).
+        let stage = DecodeStage::waiting(&self.metrics);
         let permit = decodes
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+        let stage = stage.running();
         let p = self.preprocess.clone();
         let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
-            let _permit = permit;
+            // Fields drop in order: the gauge falls before the slot is released.
+            let _held = (stage, permit);
             let len = image_len(&p);
             let mut out = vec![0f32; len * images.len()];
             for (i, (bytes, dst)) in images.iter().zip(out.chunks_mut(len)).enumerate() {
