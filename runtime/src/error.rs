@@ -31,6 +31,29 @@ pub enum RuntimeError {
     Output { expected: String, found: String },
 
     #[error(
+        "model `{model}` produced a non-finite logit ({value} for image {image}, class {class}), so \
+         no prediction is reported. Its weights or this input are broken (e.g. a model trained \
+         into NaN); check the model with `lkd eval` before exporting it"
+    )]
+    NonFinite {
+        model: String,
+        image: usize,
+        class: usize,
+        value: f32,
+    },
+
+    #[error(
+        "model `{model}` names {labels} classes in its `lkd.labels` metadata but outputs {classes}, \
+         so predictions would carry the wrong names. Re-export it with `lkd export` (labels come \
+         from the run's dataset) or fix `lkd.labels` to list exactly {classes} names"
+    )]
+    LabelCount {
+        model: String,
+        labels: usize,
+        classes: usize,
+    },
+
+    #[error(
         "{model} has no usable preprocessing metadata ({reason}). Pass the preprocessing explicitly: \
          --mean and --std (one value per channel), plus --input-size and --channels when the \
          model's input shape is dynamic"

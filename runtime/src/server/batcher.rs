@@ -66,6 +66,8 @@ pub(super) fn start(
         1,
     )?;
     let info = model.info().clone();
+    // A label list that does not match the output is refused before serving, not per request.
+    info.check_labels(probe.classes)?;
     let (tx, rx) = sync_channel(settings.queue);
     let (p, m, wait, max_batch) = (
         preprocess.clone(),
