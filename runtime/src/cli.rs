@@ -89,12 +89,12 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     .ok_or_else(|| format!("expected `N` or `H,W` with positive integers, found `{s}`"))
 }
 
-pub fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse::<Device>().map_err(|e| e.to_string())
+pub fn parse_device(s: &str) -> Result<Device, lkd_ort::OrtError> {
+    s.parse::<Device>()
 }
 
-pub fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
-    s.parse::<OptLevel>().map_err(|e| e.to_string())
+pub fn parse_opt_level(s: &str) -> Result<OptLevel, lkd_ort::OrtError> {
+    s.parse::<OptLevel>()
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Ort(#[from] lkd_ort::OrtError),
 
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -65,7 +65,7 @@ pub enum RuntimeError {
 
     /// A rejected or undecodable image; `source.is_too_large()` tells a size refusal (413) from
     /// bad content (400).
-    #[error("cannot decode image{}: {source}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
+    #[error("cannot decode image{}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
     Image {
         name: Option<String>,
         #[source]
@@ -90,3 +90,17 @@ impl RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, `outer: cause: root cause`, as `{:#}` prints an
+/// `anyhow::Error`. Displays never repeat their source (the CLI prints the chain), so a message
+/// sent anywhere else (an HTTP body) is built with this.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

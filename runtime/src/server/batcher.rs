@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use super::api_error::ApiError;
 use super::metrics::{DecodeStage, Metrics};
-use crate::error::{Result, RuntimeError};
+use crate::error::{error_chain, Result, RuntimeError};
 use crate::predict::run_images;
 use crate::preprocess::{
     decode, image_len, preprocess_into, resolve_preprocess, PreprocessOverrides,
@@ -166,9 +166,9 @@ impl ModelSlot {
             // Too many pixels or too extreme an aspect ratio (refused from the header).
             Ok(Err(e)) if e.is_too_large() => Err(ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                e.to_string(),
+                error_chain(&e),
             )),
-            Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
+            Ok(Err(e)) => Err(ApiError::bad_request(error_chain(&e))),
             Err(e) => Err(ApiError::internal(format!(
                 "preprocessing task failed: {e}"
             ))),
@@ -228,7 +228,7 @@ fn batcher(
             }
             Err(e) => {
                 for j in jobs.drain(..) {
-                    let _ = j.reply.send(Err(e.to_string()));
+                    let _ = j.reply.send(Err(error_chain(&e)));
                 }
             }
         }
