@@ -95,7 +95,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub no_bench: bool,
     /// Preprocessing for models without lkd metadata: input size `H,W`.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = lkd_runtime::cli::parse_size)]
     pub input_size: Option<[usize; 2]>,
     #[arg(long)]
     pub channels: Option<usize>,
@@ -104,22 +104,6 @@ pub struct QuantizeArgs {
     pub mean: Option<Vec<f32>>,
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
-}
-
-fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not H,W or N"))
-        })
-        .collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [n] => Ok([*n, *n]),
-        [h, w] => Ok([*h, *w]),
-        _ => Err(format!("`{s}` is not H,W or N")),
-    }
 }
 
 /// Images read from a dataset split, preprocessed into batches.

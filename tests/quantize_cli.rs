@@ -318,7 +318,7 @@ fn the_calibration_line_is_printed_once() {
         .collect();
     assert_eq!(
         lines,
-        ["calibration: 32 images from fashion-mnist (0 corrupt skipped)"],
+        ["calibration: 32 images from fashion-mnist/train (0 corrupt skipped)"],
         "{all}"
     );
 }

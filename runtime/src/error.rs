@@ -80,6 +80,13 @@ pub enum RuntimeError {
 
     #[error("server error: {0}")]
     Server(String),
+
+    /// A command-line value that does not parse.
+    #[error("expected {expected}, found `{found}`")]
+    Flag {
+        expected: &'static str,
+        found: String,
+    },
 }
 
 impl RuntimeError {

@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
+use super::conn::{MAX_HEADERS, MAX_HEADER_BYTES};
+
 #[derive(Debug)]
 pub(super) struct ApiError {
     pub status: StatusCode,
@@ -107,13 +109,16 @@ pub(super) fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
         .split(' ')
         .next()?;
     let message = match code {
-        "400" => {
-            "malformed HTTP/1.1 request: the request line or a header could not be parsed \
-             (expected `METHOD /path HTTP/1.1`, `Name: value` headers and a valid Content-Length \
-             or Transfer-Encoding)"
-        }
-        "414" => "the request URI is too long",
-        "431" => "the request headers are too large or too many",
+        "400" => "malformed HTTP/1.1 request: the request line or a header could not be parsed \
+                  (expected `METHOD /path HTTP/1.1`, `Name: value` headers and a valid \
+                  Content-Length or Transfer-Encoding)"
+            .to_string(),
+        "414" => "the request URI is too long".to_string(),
+        "431" => format!(
+            "the request line and headers exceed the server's limits ({} KiB, {} headers)",
+            MAX_HEADER_BYTES / 1024,
+            MAX_HEADERS
+        ),
         _ => return None,
     };
     let mut kept = Vec::new();
@@ -131,7 +136,7 @@ pub(super) fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
     if !empty_body {
         return None;
     }
-    let body = error_body(message);
+    let body = error_body(&message);
     let mut out = format!("{status_line}\r\n");
     for line in kept {
         out.push_str(line);

@@ -154,6 +154,12 @@ struct WatchedStream {
     pending: Vec<u8>,
 }
 
+/// Request line plus headers; more is answered 431. Bounds what a half-sent request can make
+/// the server hold (hyper's own default is its ~400 KB read buffer) at `max_connections` × 64 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Headers per request; more are answered 431.
+pub const MAX_HEADERS: usize = 100;
+
 /// Longest head checked for being one of hyper's automatic error answers (they are ~100 bytes).
 const MAX_AUTOMATIC_HEAD: usize = 1024;
 
@@ -327,6 +333,8 @@ async fn serve_connection(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let period = watchdog_period(&limits);

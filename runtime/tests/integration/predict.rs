@@ -368,3 +368,56 @@ fn a_label_list_not_matching_the_classes_is_an_error() {
         .to_string();
     assert!(e.starts_with("model `labels9` names 9 classes"), "{e}");
 }
+
+#[test]
+fn error_causes_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.png");
+    let garbage = dir.path().join("garbage.png");
+    std::fs::write(&garbage, b"not an image at all").unwrap();
+    let truncated = dir.path().join("truncated.png");
+    let png = encode(&photo(64, 64, 2), ImageFormat::Png);
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let stderr = |image: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lkd-run"))
+            .arg("predict")
+            .arg(model("gray28"))
+            .arg(image)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).trim_end().to_string()
+    };
+    assert_eq!(
+        stderr(&missing),
+        format!(
+            "error: cannot read image `{}`: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    assert_eq!(
+        stderr(&garbage),
+        format!(
+            "error: cannot decode image `{}`: unrecognised image format: expected a JPEG, PNG, \
+             WebP, BMP or GIF file",
+            garbage.display()
+        )
+    );
+    // The decoder's own message comes once, after ours.
+    let line = stderr(&truncated);
+    let prefix = format!(
+        "error: cannot decode image `{}`: corrupt image data: ",
+        truncated.display()
+    );
+    let cause = line
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        !cause.is_empty() && !cause.contains(": corrupt image data"),
+        "{line}"
+    );
+    let parts: Vec<&str> = line.split(": ").collect();
+    let mut unique = parts.clone();
+    unique.dedup();
+    assert_eq!(parts, unique, "a cause is repeated: {line}");
+}

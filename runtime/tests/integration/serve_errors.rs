@@ -74,16 +74,23 @@ fn every_http_layer_error_is_json() {
             malformed,
         ),
         (
-            "URI of 70 000 bytes",
+            "URI of 70 000 bytes (over the 64 KiB head limit)",
             long_uri.into_bytes(),
-            414,
-            "the request URI is too long",
+            431,
+            "the request line and headers exceed the server's limits (64 KiB, 100 headers)",
+        ),
+        (
+            "100 KB header",
+            format!("GET /v2/health/live HTTP/1.1\r\nX-Big: {}\r\n\r\n", "y".repeat(100_000))
+                .into_bytes(),
+            431,
+            "the request line and headers exceed the server's limits (64 KiB, 100 headers)",
         ),
         (
             "200 headers",
             many_headers.into_bytes(),
             431,
-            "the request headers are too large or too many",
+            "the request line and headers exceed the server's limits (64 KiB, 100 headers)",
         ),
         // Body and routing errors from the middleware and axum.
         (
