@@ -49,7 +49,7 @@ def loadavg():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", default="nano,tiny")
+    ap.add_argument("--cases", default="nano,slak_train,tiny")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=10, help="measured nano steps per run")
@@ -67,7 +67,7 @@ def main():
     print(f"load average at start: {loadavg()}", file=sys.stderr)
     for r in range(a.rounds):
         for case in cases:
-            iters, warmup = (a.iters, 2) if case == "nano" else (a.tiny_iters, a.tiny_warmup)
+            iters, warmup = (a.tiny_iters, a.tiny_warmup) if case == "tiny" else (a.iters, 2)
             args = [case, "--iters", str(iters), "--warmup", str(warmup)] + common
             cmds = {"lkd": [exe, "--raw"] + args, "torch": [py, os.path.join(HERE, "train_step_torch.py")] + args}
             order = ["lkd", "torch"] if r % 2 == 0 else ["torch", "lkd"]
@@ -95,7 +95,7 @@ def main():
             statistics.median(t["step_s"]) / statistics.median(o["step_s"])
             for o, t in zip(runs[(case, "lkd")], runs[(case, "torch")])
         ]
-        share = {i: statistics.median(pooled(case, i, "teacher_s")) / med[i] for i in ("lkd", "torch")}
+        share = {i: statistics.median(pooled(case, i, "teacher_s") or [0.0]) / med[i] for i in ("lkd", "torch")}
         print(
             f"| {case} | {batch} | {batch / med['lkd']:.3g} | {batch / med['torch']:.3g} | "
             f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}) | "
@@ -108,7 +108,7 @@ def main():
         cells = []
         for key in ("forward_s", "teacher_s", "backward_s", "optim_s"):
             o, t = (statistics.median(pooled(case, i, key)) for i in ("lkd", "torch"))
-            cells.append(f"{o:.4f} / {t:.4f} ({o / t:.2f}x)")
+            cells.append(f"{o:.4f} / {t:.4f} ({o / t:.2f}x)" if t > 0 else f"{o:.4f} / {t:.4f}")
         print(f"| {case} | " + " | ".join(cells) + " |")
     if ("loader", "lkd") in runs:
         batch = runs[("loader", "lkd")][0]["batch"]

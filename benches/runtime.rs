@@ -9,7 +9,10 @@ use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lkd_runtime::image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use lkd_runtime::{bench::synthetic_input, preprocess_batch, Model, Preprocess, SessionConfig};
+use lkd_runtime::{
+    bench::{bench_ab, synthetic_input},
+    preprocess_batch, Model, Preprocess, SessionConfig,
+};
 
 fn models() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("LKD_BENCH_MODEL") {
@@ -84,6 +87,24 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
         .expect("encode");
     buf.into_inner()
 }
+/// The A/B method's own bias: the same model loaded twice, as A and as B, should measure a
+/// ratio near 1 (a timing figure, so it lives here rather than in the tests).
+fn same_model_ab(_: &mut Criterion) {
+    let cfg = SessionConfig {
+        intra_threads: Some(2),
+        inter_threads: Some(1),
+        ..SessionConfig::default()
+    };
+    for path in models() {
+        let (Ok(mut a), Ok(mut b)) = (Model::load(&path, &cfg), Model::load(&path, &cfg)) else {
+            continue;
+        };
+        match bench_ab(&mut a, &mut b, 8, 2, 100, 5) {
+            Ok((_, _, ab)) => println!("same_model_ab/{}: B/A {}", a.info().name, ab.ratio),
+            Err(e) => eprintln!("skipping same_model_ab for {}: {e}", path.display()),
+        }
+    }
+}
 
 fn preprocessing(c: &mut Criterion) {
     let p = Preprocess::imagenet(224);
@@ -102,5 +123,5 @@ fn preprocessing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, latency, preprocessing);
+criterion_group!(benches, latency, same_model_ab, preprocessing);
 criterion_main!(benches);

@@ -8,13 +8,16 @@
 //!
 //! Each group also times the teacher's forward alone, so teacher share = teacher / step.
 //!
+//! - `train_step_cpu/slak_train_ce_b128`: the large-kernel teacher's own supervised step
+//!   (slak_nano forward in train mode, cross-entropy with label smoothing 0.1, backward, AdamW).
+//!
 //! - `kd_epoch_cpu/nano_6400`: one whole NKD epoch through `lkd_trainer::train` (6 400
 //!   Fashion-MNIST images, loader, evaluation on 500) with the teacher computed live vs replayed
 //!   from the teacher-output cache. `--raw kd_epoch [--iters N]` alternates the two N times and
 //!   prints the per-round ratio with its spread.
 //!
 //! `--raw CASE [--iters N] [--warmup N] [--threads N] [--batch N] [--workers N]` skips criterion
-//! and prints one JSON line of per-step times (cases: nano, tiny, loader, nano_fed). The PyTorch
+//! and prints one JSON line of per-step times (cases: nano, tiny, slak_train, loader, nano_fed). The PyTorch
 //! twin `benches/train_step_torch.py` prints the same line; `benches/compare_train_step.py`
 //! interleaves the two and prints the table.
 
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lkd_models::ModelConfig;
 use lkd_trainer::data::{self, AugmentConfig, DatasetSpec, Loader, LoaderConfig, Split};
-use lkd_trainer::losses::nkd;
+use lkd_trainer::losses::{cross_entropy, nkd, Target};
 use lkd_trainer::optim::{slots, zero_grad, AdamW, Slot};
 use lkd_trainer::tch::{self, Device, Kind, Tensor};
 use lkd_trainer::teacher::{renormalize, Teacher};
@@ -38,27 +41,35 @@ const WEIGHT_DECAY: f64 = 0.05;
 struct Case {
     name: &'static str,
     student: &'static str,
-    teacher: &'static str,
+    /// `None`: a supervised step (cross-entropy) instead of distillation.
+    teacher: Option<&'static str>,
     batch: usize,
 }
 
 const NANO: Case = Case {
     name: "nano",
     student: "convnext_nano",
-    teacher: "slak_nano",
+    teacher: Some("slak_nano"),
     batch: 128,
 };
+const SLAK_TRAIN: Case = Case {
+    name: "slak_train",
+    student: "slak_nano",
+    teacher: None,
+    batch: 128,
+};
+const LABEL_SMOOTHING: f64 = 0.1;
 const TINY: Case = Case {
     name: "tiny",
     student: "convnext_tiny",
-    teacher: "slak_tiny",
+    teacher: Some("slak_tiny"),
     batch: 8,
 };
 
 struct Pair {
     student: Executor,
     params: Params,
-    teacher: Teacher,
+    teacher: Option<Teacher>,
     x: Tensor,
     labels: Tensor,
 }
@@ -70,19 +81,21 @@ impl Pair {
             .build()
             .expect("student graph");
         let params = Params::init(&graph, Device::Cpu, 0);
-        let t_model = ModelConfig::preset(case.teacher);
-        let t_graph = t_model.build().expect("teacher graph");
-        let t_params = Params::init(&t_graph, Device::Cpu, 1);
-        // Frozen as `Teacher::load` leaves a loaded teacher.
-        for t in t_params.tensors.values() {
-            let _ = t.shallow_clone().set_requires_grad(false);
-        }
-        let teacher = Teacher {
-            exec: Executor::new(t_graph),
-            params: t_params,
-            model: t_model,
-            source: "random init".into(),
-        };
+        let teacher = case.teacher.map(|name| {
+            let t_model = ModelConfig::preset(name);
+            let t_graph = t_model.build().expect("teacher graph");
+            let t_params = Params::init(&t_graph, Device::Cpu, 1);
+            // Frozen as `Teacher::load` leaves a loaded teacher.
+            for t in t_params.tensors.values() {
+                let _ = t.shallow_clone().set_requires_grad(false);
+            }
+            Teacher {
+                exec: Executor::new(t_graph),
+                params: t_params,
+                model: t_model,
+                source: "random init".into(),
+            }
+        });
         let [h, w] = graph.input_size;
         let x = Tensor::randn(
             [batch as i64, graph.in_chans as i64, h as i64, w as i64],
@@ -106,13 +119,15 @@ impl Pair {
         slots(&self.student.graph, &self.params, "")
     }
 
-    fn teacher_logits(&self, x: &Tensor) -> Tensor {
-        let xt = renormalize(x, &self.student.graph.preprocess, self.teacher.preprocess());
-        self.teacher
+    fn teacher_logits(&self, x: &Tensor) -> Option<Tensor> {
+        let teacher = self.teacher.as_ref()?;
+        let xt = renormalize(x, &self.student.graph.preprocess, teacher.preprocess());
+        let logits = teacher
             .forward(&xt, &[])
             .expect("teacher forward")
             .0
-            .to_kind(Kind::Float)
+            .to_kind(Kind::Float);
+        Some(logits)
     }
 
     /// One optimisation step as the training loop does it; returns the seconds of its phases:
@@ -128,7 +143,10 @@ impl Pair {
         let t1 = Instant::now();
         let t_logits = self.teacher_logits(x);
         let t2 = Instant::now();
-        let loss = nkd(&logits, &t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA);
+        let loss = match &t_logits {
+            Some(t) => nkd(&logits, t, labels, NKD_TEMPERATURE, NKD_ALPHA),
+            None => cross_entropy(&logits, &Target::Hard(labels), LABEL_SMOOTHING),
+        };
         assert!(loss.double_value(&[]).is_finite(), "non-finite loss");
         loss.backward();
         let t3 = Instant::now();
@@ -143,7 +161,11 @@ fn step_group(c: &mut Criterion, case: &Case, samples: usize, slow: bool) {
     let pair = Pair::new(case, case.batch);
     let slots = pair.slots();
     let mut opt = AdamW::new(WEIGHT_DECAY);
-    let mut g = c.benchmark_group(format!("train_step_cpu/{}_nkd_b{}", case.name, case.batch));
+    let loss = if case.teacher.is_some() { "nkd" } else { "ce" };
+    let mut g = c.benchmark_group(format!(
+        "train_step_cpu/{}_{loss}_b{}",
+        case.name, case.batch
+    ));
     g.sample_size(samples);
     if slow {
         // One warm-up step and the minimum of samples; criterion's default timings would take minutes.
@@ -151,18 +173,24 @@ fn step_group(c: &mut Criterion, case: &Case, samples: usize, slow: bool) {
             .measurement_time(Duration::from_secs(1));
     }
     g.throughput(Throughput::Elements(case.batch as u64));
-    g.bench_function(
-        BenchmarkId::new("step", format!("{}<-{}", case.student, case.teacher)),
-        |b| b.iter(|| pair.step(&pair.x, &pair.labels, &slots, &mut opt)),
-    );
-    g.bench_function(BenchmarkId::new("teacher_forward", case.teacher), |b| {
-        b.iter(|| pair.teacher_logits(&pair.x))
+    let id = match case.teacher {
+        Some(t) => format!("{}<-{t}", case.student),
+        None => case.student.to_string(),
+    };
+    g.bench_function(BenchmarkId::new("step", id), |b| {
+        b.iter(|| pair.step(&pair.x, &pair.labels, &slots, &mut opt))
     });
+    if let Some(t) = case.teacher {
+        g.bench_function(BenchmarkId::new("teacher_forward", t), |b| {
+            b.iter(|| pair.teacher_logits(&pair.x))
+        });
+    }
     g.finish();
 }
 
 fn nano(c: &mut Criterion) {
     step_group(c, &NANO, 20, false);
+    step_group(c, &SLAK_TRAIN, 20, false);
 }
 
 fn tiny(c: &mut Criterion) {
@@ -277,7 +305,7 @@ fn parse_raw(args: &[String]) -> RawArgs {
         case: args
             .first()
             .cloned()
-            .expect("--raw needs a case: nano, tiny, loader, nano_fed"),
+            .expect("--raw needs a case: nano, tiny, slak_train, loader, nano_fed, kd_epoch"),
         iters: 10,
         warmup: 2,
         threads: 2,
@@ -335,8 +363,12 @@ fn raw(args: &[String]) {
         )
     };
     match a.case.as_str() {
-        "nano" | "tiny" => {
-            let case = if a.case == "nano" { &NANO } else { &TINY };
+        "nano" | "tiny" | "slak_train" => {
+            let case = match a.case.as_str() {
+                "nano" => &NANO,
+                "tiny" => &TINY,
+                _ => &SLAK_TRAIN,
+            };
             let batch = a.batch.unwrap_or(case.batch);
             let pair = Pair::new(case, batch);
             let slots = pair.slots();
@@ -450,7 +482,9 @@ fn raw(args: &[String]) {
                 ratios[ratios.len() - 1]
             );
         }
-        other => panic!("unknown case {other}; known: nano, tiny, loader, nano_fed, kd_epoch"),
+        other => panic!(
+            "unknown case {other}; known: nano, tiny, slak_train, loader, nano_fed, kd_epoch"
+        ),
     }
 }
 

@@ -1,10 +1,12 @@
-"""The distillation step of benches/train.rs written in PyTorch eager, on the same libtorch.
+"""The training steps of benches/train.rs written in PyTorch eager, on the same libtorch.
 
-Student forward in train mode, teacher forward in eval mode under no_grad, NKD loss
-(T = 1, alpha = 1.5), backward, AdamW (decay on weights of rank >= 2), zero_grad. Models are
-the official-structure references in tests/reference/models.py with the same presets.
+nano, tiny: the distillation step — student forward in train mode, teacher forward in eval mode
+under no_grad, NKD loss (T = 1, alpha = 1), backward, AdamW (decay on weights of rank >= 2),
+zero_grad. slak_train: the large-kernel teacher's own supervised step — forward in train mode,
+cross-entropy with label smoothing 0.1, backward, AdamW, zero_grad. Models are the
+official-structure references in tests/reference/models.py with the same presets.
 
-Usage: python train_step_torch.py {nano,tiny} [--iters N] [--warmup N] [--threads N] [--batch N]
+Usage: python train_step_torch.py {nano,tiny,slak_train} [--iters N] [--warmup N] [--threads N] [--batch N]
 Prints one JSON line of per-step seconds, the format `train --raw` prints.
 """
 
@@ -23,8 +25,10 @@ from losses import nkd  # noqa: E402
 CASES = {
     "nano": ("convnext_nano", "slak_nano", 128),
     "tiny": ("convnext_tiny", "slak_tiny", 8),
+    "slak_train": ("slak_nano", None, 128),
 }
-NKD_TEMPERATURE, NKD_ALPHA = 1.0, 1.5
+NKD_TEMPERATURE, NKD_ALPHA = 1.0, 1.0
+LABEL_SMOOTHING = 0.1
 LR, WEIGHT_DECAY = 1e-3, 0.05
 
 
@@ -42,7 +46,7 @@ def main():
     batch = a.batch or batch
 
     student = models.build(s_name).train()
-    teacher = models.build(t_name).eval().requires_grad_(False)
+    teacher = models.build(t_name).eval().requires_grad_(False) if t_name else None
     c, h, w = models.input_shape(s_name)
     x = torch.randn(batch, c, h, w)
     labels = torch.randint(0, models.resolve(s_name)["num_classes"], (batch,))
@@ -58,10 +62,14 @@ def main():
         t0 = time.perf_counter()
         logits = student(x)
         t1 = time.perf_counter()
-        with torch.no_grad():
-            t_logits = teacher(x)
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
         t2 = time.perf_counter()
-        loss = nkd(logits, t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA)
+        if teacher is not None:
+            loss = nkd(logits, t_logits, labels, NKD_TEMPERATURE, NKD_ALPHA)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
         assert torch.isfinite(loss).item(), "non-finite loss"
         loss.backward()
         t3 = time.perf_counter()

@@ -39,6 +39,10 @@ pub struct TeacherSpec {
     /// Label in the tables, e.g. "SLaK (large kernel)".
     pub label: String,
     pub model: ModelConfig,
+    /// Epochs for this teacher (default: the study's `teacher_epochs`); Transformers without
+    /// convolutions' inductive bias need longer to reach the ConvNets' accuracy.
+    #[serde(default)]
+    pub epochs: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -163,8 +167,11 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
         for t in &study.teachers {
             let mut cfg = study.base.clone();
             cfg.model = t.model.clone();
-            cfg.optim.epochs = study.teacher_epochs;
-            println!("teacher {} ({})", t.label, t.model.preset);
+            cfg.optim.epochs = t.epochs.unwrap_or(study.teacher_epochs);
+            println!(
+                "teacher {} ({}, {} epochs)",
+                t.label, t.model.preset, cfg.optim.epochs
+            );
             let t_start = Instant::now();
             let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true)
                 .with_context(|| format!("training teacher {}", t.label))?;
@@ -213,8 +220,20 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     );
                     let dir = out.join("cells").join(&name);
                     let result_path = dir.join("result.json");
+                    let mut cfg = study.base.clone();
+                    cfg.model = student.clone();
+                    cfg.optim.epochs = study.student_epochs;
+                    cfg.run.seed = seed;
+                    cfg.distill =
+                        teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
+                    // A cell counts as done only for the recipe asked now (a changed teacher,
+                    // budget or base config trains it again).
+                    let same_recipe = RunDir::open(&dir)
+                        .and_then(|r| r.config())
+                        .is_ok_and(|c| c.result_digest() == cfg.result_digest());
                     if let Some(r) = std::fs::read(&result_path)
                         .ok()
+                        .filter(|_| same_recipe)
                         .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
                     {
                         println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
@@ -223,12 +242,6 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         continue;
                     }
                     println!("cell {name}");
-                    let mut cfg = study.base.clone();
-                    cfg.model = student.clone();
-                    cfg.optim.epochs = study.student_epochs;
-                    cfg.run.seed = seed;
-                    cfg.distill =
-                        teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
                     let erf_r20 = if study.erf_images > 0 {
@@ -269,6 +282,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     }
     wall.save()?;
     let (mut md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
+    md.push_str(&claims(&study, &results));
     md.push_str(&provenance(&a.config, wall.total()));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
@@ -385,12 +399,13 @@ fn tables(
 ) -> (String, String) {
     let mut md = format!("# Study `{}`\n\n", study.name);
     if !teacher_acc.is_empty() {
-        md.push_str("| teacher | preset | top-1 (%) | run |\n|---|---|---:|---|\n");
+        md.push_str("| teacher | preset | epochs | top-1 (%) | run |\n|---|---|---:|---:|---|\n");
         for t in &study.teachers {
             md.push_str(&format!(
-                "| {} | {} | {:.2} | {} |\n",
+                "| {} | {} | {} | {:.2} | {} |\n",
                 t.label,
                 t.model.preset,
+                t.epochs.unwrap_or(study.teacher_epochs),
                 teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN),
                 teacher_origin
                     .get(&t.label)
@@ -460,6 +475,100 @@ fn tables(
         String::from_utf8(csv_out.into_inner().expect("in-memory csv"))
             .expect("csv of utf-8 strings"),
     )
+}
+
+/// The paper's claims checked on this grid, each as a per-seed paired difference (mean ± std over
+/// seeds): (a) a large-kernel teacher vs a Transformer teacher, same student, method and seed;
+/// (c) the student's ERF under the large-kernel teacher vs without distillation. A difference
+/// counts as holding when mean − std > 0, as reversed when mean + std < 0, otherwise as noise.
+fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
+    let family = |prefix: &str| {
+        study
+            .teachers
+            .iter()
+            .find(|t| t.model.preset.starts_with(prefix))
+            .map(|t| t.label.clone())
+    };
+    let (Some(large), vit) = (family("slak"), family("vit")) else {
+        return String::new();
+    };
+    let cell = |student: &str, teacher: &str, method: &str, seed: u64| {
+        results.iter().find(|r| {
+            r.student == student && r.teacher == teacher && r.method == method && r.seed == seed
+        })
+    };
+    let verdict = |m: f64, s: f64| {
+        if m - s > 0.0 {
+            "holds"
+        } else if m + s < 0.0 {
+            "reversed"
+        } else {
+            "within seed noise"
+        }
+    };
+    let mut md = String::from(
+        "\n## The paper's claims on this grid\n\nPaired by seed; mean ± std of the per-seed differences.\n\n| claim | student | KD | difference | seeds | verdict |\n|---|---|---|---:|---:|---|\n",
+    );
+    let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut students: Vec<&str> = results.iter().map(|r| r.student.as_str()).collect();
+    students.dedup();
+    let methods: Vec<&str> = study
+        .methods
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != "none")
+        .collect();
+    for student in students {
+        for method in &methods {
+            let mut rows: Vec<(&str, String, Vec<f64>)> = vec![];
+            if let Some(vit) = &vit {
+                let d: Vec<f64> = study
+                    .seeds
+                    .iter()
+                    .filter_map(|&s| {
+                        Some(
+                            cell(student, &large, method, s)?.top1
+                                - cell(student, vit, method, s)?.top1,
+                        )
+                    })
+                    .collect();
+                rows.push(("(a) top-1", format!("{large} − {vit} (pts)"), d));
+            }
+            let d: Vec<f64> = study
+                .seeds
+                .iter()
+                .filter_map(|&s| {
+                    Some(
+                        cell(student, &large, method, s)?.erf_r20?
+                            - cell(student, "—", "none", s)?.erf_r20?,
+                    )
+                })
+                .collect();
+            rows.push(("(c) ERF r@0.2", format!("{large} − no KD"), d));
+            for (claim, what, d) in rows {
+                if d.is_empty() {
+                    continue;
+                }
+                let (m, s) = mean_std(&d);
+                let v = verdict(m, s);
+                let t = tally.entry(claim).or_default();
+                t.1 += 1;
+                t.0 += usize::from(v == "holds");
+                let digits = if claim.starts_with("(c)") { 4 } else { 2 };
+                md.push_str(&format!(
+                    "| {claim}: {what} | {student} | {method} | {m:+.digits$} ± {s:.digits$} | {} | {v} |\n",
+                    d.len()
+                ));
+            }
+        }
+    }
+    md.push('\n');
+    for (claim, (held, of)) in tally {
+        md.push_str(&format!(
+            "- {claim}: holds in {held} of {of} student × KD pairs.\n"
+        ));
+    }
+    md
 }
 
 fn chart(path: &Path, results: &[CellResult]) -> Result<()> {

@@ -58,6 +58,18 @@ fn quick_demo_writes_a_complete_report() {
             && report.contains("teacher trained in this run"),
         "{report}"
     );
+    // The proxy's regime on a short run: the large-kernel teacher is clearly ahead of the
+    // student it teaches (the default demo asks ≥ 2 points; this run measured about 7).
+    let lead: f64 = report
+        .split(" points over the no-KD student")
+        .next()
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|v| v.trim_start_matches('+').parse().ok())
+        .unwrap_or_else(|| panic!("no teacher lead in the report:\n{report}"));
+    assert!(
+        lead >= 2.0,
+        "the teacher leads by only {lead} points:\n{report}"
+    );
     for png in ["accuracy.png", "latency.png", "erf.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
@@ -179,6 +191,37 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
         std::fs::read_to_string(out.join("results.csv")).unwrap(),
         csv
     );
+    assert!(
+        md.contains("(c) ERF r@0.2: SLaK − no KD") && md.contains("holds in"),
+        "{md}"
+    );
+    // A changed teacher budget is another recipe: a new teacher, and the distilled cell trains
+    // again while the no-KD cell stays done.
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
+        "model = { preset = \"slak_nano\" }",
+        "model = { preset = \"slak_nano\" }\nepochs = 2",
+    );
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let o = lkd_in(
+        &cache,
+        &[
+            "study",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let t = text(&o);
+    assert!(
+        o.status.success()
+            && t.contains("teacher SLaK (slak_nano, 2 epochs)")
+            && !t.contains("reusing the kept teacher")
+            && t.matches("done before").count() == 1
+            && t.contains("holds a run of another recipe: training again"),
+        "{t}"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| SLaK | slak_nano | 2 |"), "{md}");
 }
 
 #[test]

@@ -907,15 +907,27 @@ pub enum RunOutcome {
     Trained { resumed: bool, summary: Summary },
 }
 
-/// Trains `config` into `dir` unless a finished run is there. An interrupted run (one with a
-/// state file) is resumed; a directory without a checkpoint is replaced.
+/// Trains `config` into `dir` unless a finished run of the same recipe is there. An interrupted
+/// run (one with a state file) is resumed; a directory without a checkpoint, or holding a run
+/// of another recipe (its stored config has another [`TrainConfig::result_digest`]), is replaced.
 pub fn train_or_reuse(
     config: &TrainConfig,
     dir: &Path,
     progress: bool,
 ) -> Result<RunOutcome, TrainError> {
-    let state = RunDir::open(dir)
-        .ok()
+    let run = RunDir::open(dir).ok();
+    let same_recipe = run
+        .as_ref()
+        .and_then(|r| r.config().ok())
+        .is_some_and(|stored| stored.result_digest() == config.result_digest());
+    if run.is_some() && !same_recipe && progress {
+        println!(
+            "  {} holds a run of another recipe: training again",
+            dir.display()
+        );
+    }
+    let state = run
+        .filter(|_| same_recipe)
         .and_then(|r| r.load_state().ok())
         .map(|(_, s)| s);
     if state.as_ref().is_some_and(|s| s.finished) {
@@ -940,9 +952,16 @@ pub fn train_or_reuse_shared(
     retrain: bool,
     progress: bool,
 ) -> Result<(std::path::PathBuf, RunOutcome), TrainError> {
-    let dir = crate::teacher_cache::lkd_cache_dir()
-        .join("teachers")
-        .join(config.result_digest());
+    let teachers = crate::teacher_cache::lkd_cache_dir().join("teachers");
+    let digest = config.result_digest();
+    let mut dir = teachers.join(&digest);
+    if !retrain && !dir.exists() {
+        // A teacher kept by an older build sits under the digest that build computed; its stored
+        // config, read by this build, tells whether it is the same recipe.
+        if let Some(kept) = find_kept_run(&teachers, &digest) {
+            dir = kept;
+        }
+    }
     if retrain && dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|source| TrainError::Io {
             path: dir.display().to_string(),
@@ -951,6 +970,19 @@ pub fn train_or_reuse_shared(
     }
     let outcome = train_or_reuse(config, &dir, progress)?;
     Ok((dir, outcome))
+}
+
+/// A finished run under `parent` whose stored config has the result digest `digest`.
+fn find_kept_run(parent: &Path, digest: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            RunDir::open(p).ok().is_some_and(|r| {
+                r.config().is_ok_and(|c| c.result_digest() == digest)
+                    && r.load_state().is_ok_and(|(_, s)| s.finished)
+            })
+        })
 }
 
 /// Waits for queued CUDA kernels so wall-clock phases are attributed correctly.
