@@ -337,7 +337,7 @@ fn decodes_beyond_the_cap_wait_for_a_slot() {
     loop {
         assert!(
             images <= MAX_IMAGES_PER_REQUEST,
-            "A's decode never outlasted B's arrival"
+            "B was never seen waiting for the decode slot while A held it"
         );
         let body = serde_json::json!({"inputs": [{
             "name": "encoded_image", "shape": [images], "datatype": "BYTES",
