@@ -229,10 +229,11 @@ fn float_output(name: &str) -> ValueInfoProto {
     }
 }
 
-fn ort<R>(what: &'static str) -> impl FnOnce(ort::Error<R>) -> QuantizeError
+fn ort<R>(what: impl Into<String>) -> impl FnOnce(ort::Error<R>) -> QuantizeError
 where
     ort::Error<()>: From<ort::Error<R>>,
 {
+    let what = what.into();
     move |e| QuantizeError::OrtCall {
         what,
         source: e.into(),
@@ -269,9 +270,9 @@ pub fn histograms(
             let v = out.get(name.as_str()).ok_or_else(|| {
                 QuantizeError::Calibration(format!("ORT returned no tensor `{name}`"))
             })?;
-            let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| {
-                QuantizeError::Calibration(format!("tensor `{name}` is not float32: {e}"))
-            })?;
+            let (_, data) = v
+                .try_extract_tensor::<f32>()
+                .map_err(ort(format!("reading tensor `{name}` as float32")))?;
             h.add(data, with_bins);
         }
     }

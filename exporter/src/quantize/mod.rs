@@ -52,7 +52,7 @@ pub enum QuantizeError {
     Ort(#[from] lkd_ort::OrtError),
     #[error("ONNX Runtime failed while {what}")]
     OrtCall {
-        what: &'static str,
+        what: String,
         #[source]
         source: ort::Error,
     },
