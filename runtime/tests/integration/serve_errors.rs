@@ -113,6 +113,27 @@ fn every_http_layer_error_is_json() {
             "Invalid URL: Invalid UTF-8 in `name`",
         ),
         (
+            "multipart without a boundary",
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data\r\nContent-Length: 3\r\n\r\nabc"
+                .to_vec(),
+            400,
+            "Invalid `boundary` for `multipart/form-data` request",
+        ),
+        (
+            "query not a number",
+            b"POST /v1/classify?top_k=%ZZ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+            400,
+            "Failed to deserialize query string: top_k: invalid digit found in string",
+        ),
+        (
+            "Expect: 100-continue with a body over the limit",
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n"
+                .to_vec(),
+            413,
+            "the request body is larger than the server's limit of 4096 bytes (--max-body-bytes)",
+        ),
+        (
             "wrong method",
             b"DELETE /v1/classify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
             405,
