@@ -98,7 +98,8 @@ pub(super) async fn json_error(resp: Response) -> Response {
 /// supply a body. The connection's writer passes that head through here: it is recognised (a
 /// 4xx head with `content-length: 0` and no content type; every response of ours carries JSON)
 /// and replaced by the same status and headers with the JSON error body.
-pub(super) fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
+/// Returns the status and the rewritten response.
+pub(super) fn rewrite_automatic_error(head: &[u8]) -> Option<(u16, Vec<u8>)> {
     let text = std::str::from_utf8(head).ok()?;
     let text = text.strip_suffix("\r\n\r\n")?;
     let mut lines = text.split("\r\n");
@@ -148,7 +149,7 @@ pub(super) fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
     ));
     let mut out = out.into_bytes();
     out.extend_from_slice(&body);
-    Some(out)
+    Some((code.parse().ok()?, out))
 }
 
 #[cfg(test)]
@@ -159,7 +160,9 @@ mod tests {
     fn hypers_automatic_answers_get_a_json_body_and_nothing_else_changes() {
         let hyper_400 =
             b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
-        let out = String::from_utf8(rewrite_automatic_error(hyper_400).unwrap()).unwrap();
+        let (status, out) = rewrite_automatic_error(hyper_400).unwrap();
+        assert_eq!(status, 400);
+        let out = String::from_utf8(out).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
         assert_eq!(
             head,

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::api_error::{error_body, json_error, rewrite_automatic_error};
-use super::metrics::{route_label, Closed};
+use super::metrics::{route_label, Closed, Metrics};
 use super::{AppState, Limits};
 
 const IDLE: u8 = 0;
@@ -152,6 +152,7 @@ struct WatchedStream {
     tracker: Arc<Tracker>,
     /// A rewritten response accepted from hyper but not yet written to the socket.
     pending: Vec<u8>,
+    metrics: Arc<Metrics>,
 }
 
 /// Request line plus headers; more is answered 431. Bounds what a half-sent request can make
@@ -183,7 +184,10 @@ impl WatchedStream {
             return false;
         }
         match rewrite_automatic_error(head) {
-            Some(json) => {
+            Some((status, json)) => {
+                // Counted like routed requests, under the route label `malformed`.
+                self.metrics
+                    .record_request("malformed", status, Duration::ZERO);
                 self.pending = json;
                 true
             }
@@ -320,6 +324,7 @@ async fn serve_connection(
         state: state.clone(),
         tracker: tracker.clone(),
         pending: Vec::new(),
+        metrics: app.metrics.clone(),
     };
     let (svc_app, svc_state, svc_tracker) = (app.clone(), state.clone(), tracker.clone());
     let service = hyper::service::service_fn(move |req| {

@@ -169,7 +169,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP lkd_requests_total HTTP requests by route and status code.\n");
+        out.push_str("# HELP lkd_requests_total HTTP requests by route and status code (route `malformed`: requests that could not be parsed).\n");
         out.push_str("# TYPE lkd_requests_total counter\n");
         for ((path, code), n) in lock(&self.requests).iter() {
             let _ = writeln!(

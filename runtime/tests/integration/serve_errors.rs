@@ -161,6 +161,13 @@ fn every_http_layer_error_is_json() {
         assert_eq!(reply.error(), message, "{what}");
     }
 
+    // hyper's own answers are counted too.
+    let metrics = get(addr, "/metrics").text();
+    for (code, n) in [(400, 5), (431, 3)] {
+        let series = format!("lkd_requests_total{{path=\"malformed\",code=\"{code}\"}} {n}");
+        assert!(metrics.contains(&series), "no `{series}` in {metrics}");
+    }
+
     // An HTTP/2 prior-knowledge preface is closed without an answer: such a client cannot read
     // an HTTP/1.1 response, and hyper (HTTP/1 only here) writes none.
     assert!(raw(addr, "HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_empty());
