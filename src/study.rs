@@ -9,7 +9,9 @@ use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train_or_reuse, train_or_reuse_shared, RunOutcome};
+use lkd_trainer::train::{
+    kept_teacher, load_model, train_or_reuse, train_or_reuse_shared, RunOutcome,
+};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,6 +62,10 @@ pub struct StudyArgs {
     /// Train the teachers again instead of reusing those kept for the same recipes.
     #[arg(long)]
     retrain_teachers: bool,
+    /// Train nothing: write the tables from the cells finished so far (for a look at a study
+    /// still running, or one stopped part-way), stating how many are missing.
+    #[arg(long, conflicts_with = "retrain_teachers")]
+    report_only: bool,
 }
 
 /// What a finished cell recorded (written atomically when it completes).
@@ -173,8 +179,18 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 t.label, t.model.preset, cfg.optim.epochs
             );
             let t_start = Instant::now();
-            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true)
-                .with_context(|| format!("training teacher {}", t.label))?;
+            let (dir, outcome) = if a.report_only {
+                match kept_teacher(&cfg) {
+                    Some(dir) => (dir, RunOutcome::Reused),
+                    None => {
+                        println!("  not trained yet: its cells are left out");
+                        continue;
+                    }
+                }
+            } else {
+                train_or_reuse_shared(&cfg, a.retrain_teachers, true)
+                    .with_context(|| format!("training teacher {}", t.label))?
+            };
             let origin = match outcome {
                 RunOutcome::Reused => {
                     println!("  reusing the kept teacher {}", dir.display());
@@ -198,6 +214,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
 
     // Cells.
     let mut results: Vec<CellResult> = vec![];
+    let mut missing = 0usize;
     for student in &study.students {
         for &method in &methods {
             let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None {
@@ -220,12 +237,18 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     );
                     let dir = out.join("cells").join(&name);
                     let result_path = dir.join("result.json");
+                    let teacher_dir = teacher.map(|t| teacher_dirs.get(&t.label));
+                    if teacher_dir == Some(None) {
+                        missing += 1;
+                        continue;
+                    }
                     let mut cfg = study.base.clone();
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill =
-                        teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
+                    cfg.distill = teacher_dir
+                        .flatten()
+                        .map(|dir| DistillConfig::new(method, dir.clone()));
                     // A cell counts as done only for the recipe asked now (a changed teacher,
                     // budget or base config trains it again).
                     let same_recipe = RunDir::open(&dir)
@@ -239,6 +262,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
                         compute += r.seconds;
                         results.push(r);
+                        continue;
+                    }
+                    if a.report_only {
+                        missing += 1;
                         continue;
                     }
                     println!("cell {name}");
@@ -280,10 +307,18 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             }
         }
     }
-    wall.save()?;
+    if !a.report_only {
+        wall.save()?;
+    }
     let (mut md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
     md.push_str(&claims(&study, &results));
-    md.push_str(&provenance(&a.config, wall.total()));
+    if missing > 0 {
+        md.push_str(&format!(
+            "\n**Partial: {missing} of {} cells not finished yet**; the tables hold the finished ones.\n",
+            missing + results.len()
+        ));
+    }
+    md.push_str(&provenance(&a.config, wall.total(), missing == 0));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     chart(&out.join("results.png"), &results)?;
@@ -329,7 +364,7 @@ impl WallClock {
 }
 
 /// Command, commit, machine, date and wall time, stated under the tables.
-fn provenance(config: &Path, wall: f64) -> String {
+fn provenance(config: &Path, wall: f64, finished: bool) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -367,19 +402,23 @@ fn provenance(config: &Path, wall: f64) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!(
-        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. Finished {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
+        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. {} {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
         config.display(),
         env!("CARGO_PKG_VERSION"),
         env!("LKD_GIT_COMMIT"),
         flags.join(" "),
+        if finished { "Finished" } else { "Reported" },
         wall,
         wall / 3600.0
     )
 }
 
+/// Cells sharing (student, teacher, method).
+type CellGroup<'a> = ((String, String, String), Vec<&'a CellResult>);
+
 /// Groups by (student, teacher, method) in first-seen order.
-fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellResult>)> {
-    let mut out: Vec<((String, String, String), Vec<&CellResult>)> = vec![];
+fn groups(results: &[CellResult]) -> Vec<CellGroup<'_>> {
+    let mut out: Vec<CellGroup<'_>> = vec![];
     for r in results {
         let key = (r.student.clone(), r.teacher.clone(), r.method.clone());
         match out.iter_mut().find(|(k, _)| *k == key) {

@@ -70,6 +70,30 @@ fn bench_refuses_impossible_settings() {
     assert!(bench(&model("rgb32"), None, &cfg).is_err());
 }
 
+/// The same model as A and as B must measure as equal: with spinning on and a fixed order, two
+/// sessions in one process measured 1.25x apart (and 1.37x the other way round when swapped).
+/// A model of some milliseconds on one thread keeps scheduler noise small next to a run; a
+/// loaded machine can still push one attempt out, so a bias must show in three attempts.
+#[test]
+fn same_model_as_a_and_b_measures_equal() {
+    let cfg = SessionConfig {
+        intra_threads: Some(1),
+        inter_threads: Some(1),
+        ..SessionConfig::default()
+    };
+    let mut a = Model::load(model("slow"), &cfg).unwrap();
+    let mut b = Model::load(model("slow"), &cfg).unwrap();
+    let mut seen = vec![];
+    for _ in 0..3 {
+        let (_, _, ab) = bench_ab(&mut a, &mut b, 1, 1, 40, 3).unwrap();
+        if (0.9..=1.1).contains(&ab.ratio.median) {
+            return;
+        }
+        seen.push(ab.ratio.to_string());
+    }
+    panic!("same model, A/B ratio outside 0.9-1.1 in every attempt: {seen:?}");
+}
+
 #[test]
 fn ab_refuses_spinning_sessions() {
     let spinning = SessionConfig {
