@@ -106,3 +106,33 @@ fn wrong_input_shape_is_an_error() {
         .to_string();
     assert!(err.contains("stage9"), "{err}");
 }
+
+/// A checkpoint file with one tensor of the wrong shape is refused with its name and both
+/// shapes before any tensor reaches libtorch (no panic in a later conv).
+#[test]
+fn wrong_shaped_checkpoint_tensor_is_an_error() {
+    let graph = ModelConfig::preset("resnet_nano").build().unwrap();
+    let mut sd = Params::init(&graph, Device::Cpu, 0).to_state_dict();
+    sd.insert(
+        "conv1.weight".into(),
+        lkd_models::HostTensor {
+            shape: vec![3, 3],
+            data: lkd_models::HostData::F32(vec![0.0; 9]),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    lkd_models::checkpoint::write_safetensors(&path, &sd, None).unwrap();
+    let loaded = lkd_models::checkpoint::read_checkpoint_for(&graph, &path);
+    let err = match loaded {
+        Ok(sd) => Params::from_state_dict(&graph, &sd, Device::Cpu)
+            .err()
+            .expect("a wrong-shaped tensor must be refused")
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("conv1.weight") && err.contains("[3, 3]") && err.contains("wrong shapes"),
+        "{err}"
+    );
+}
