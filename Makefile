@@ -30,6 +30,17 @@ release:
 bench:
 	$(CARGO) bench --workspace
 
+# The paper's comparison (hours on 2 cores). Resumable: run it again to continue where it
+# stopped. Publishes the tables, CSV and chart under docs/results/.
+STUDY ?= fmnist
+.PHONY: study
+study: release
+	./target/release/lkd study configs/study-$(STUDY).toml --out runs/study-$(STUDY)
+	mkdir -p docs/results
+	cp runs/study-$(STUDY)/results.md docs/results/study-$(STUDY).md
+	cp runs/study-$(STUDY)/results.csv docs/results/study-$(STUDY).csv
+	cp runs/study-$(STUDY)/results.png docs/results/study-$(STUDY).png
+
 doctor: build
 	./target/debug/lkd doctor
 

@@ -16,6 +16,13 @@
 //!   from the teacher-output cache. `--raw kd_epoch [--iters N]` alternates the two N times and
 //!   prints the per-round ratio with its spread.
 //!
+//! - `--raw ddp [--iters N] [--batch B]`: data-parallel scaling of an NKD run of
+//!   convnext_nano ← slak_nano (teacher live, 2 560 Fashion-MNIST images): one process × 1
+//!   thread vs 2 workers × 1 thread each (Gloo on loopback, batch B per worker, so the same
+//!   images per epoch), alternated N times; prints images/s of both (training steps, from the
+//!   run summary), the per-round ratio, and the CPU seconds of each whole run (all its
+//!   processes), which shows the data-parallel overhead even on a machine too busy to scale.
+//!
 //! `--raw CASE [--iters N] [--warmup N] [--threads N] [--batch N] [--workers N]` skips criterion
 //! and prints one JSON line of per-step times (cases: nano, tiny, slak_train, loader, nano_fed). The PyTorch
 //! twin `benches/train_step_torch.py` prints the same line; `benches/compare_train_step.py`
@@ -305,7 +312,7 @@ fn parse_raw(args: &[String]) -> RawArgs {
         case: args
             .first()
             .cloned()
-            .expect("--raw needs a case: nano, tiny, slak_train, loader, nano_fed, kd_epoch"),
+            .expect("--raw needs a case: nano, tiny, slak_train, loader, nano_fed, kd_epoch, ddp"),
         iters: 10,
         warmup: 2,
         threads: 2,
@@ -482,10 +489,157 @@ fn raw(args: &[String]) {
                 ratios[ratios.len() - 1]
             );
         }
+        "ddp" => ddp_scaling(a.iters, a.batch.unwrap_or(64)),
+        "ddp_worker" => ddp_worker(),
         other => panic!(
-            "unknown case {other}; known: nano, tiny, slak_train, loader, nano_fed, kd_epoch"
+            "unknown case {other}; known: nano, tiny, slak_train, loader, nano_fed, kd_epoch, ddp"
         ),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data-parallel scaling: worker processes are this binary again (`--raw ddp_worker`).
+
+const DDP_CONFIG: &str = "LKD_BENCH_DDP_CONFIG";
+const DDP_OUT: &str = "LKD_BENCH_DDP_OUT";
+
+/// One NKD run (rank 0 of a launch, or a plain process without one); rank 0 writes its
+/// summary's images/s to `$LKD_BENCH_DDP_OUT.ips`.
+fn ddp_worker() {
+    use lkd_trainer::lkd_dist::LaunchEnv;
+    let cfg = lkd_trainer::config::TrainConfig::load(std::path::Path::new(
+        &std::env::var(DDP_CONFIG).expect("config"),
+    ))
+    .expect("config");
+    let out = std::path::PathBuf::from(std::env::var(DDP_OUT).expect("out"));
+    let s = match LaunchEnv::from_env().expect("launch env") {
+        Some(l) => lkd_trainer::train::train_parallel(&cfg, &out, false, false, &l),
+        None => lkd_trainer::train::train(&cfg, &out, false, false),
+    }
+    .expect("ddp bench run");
+    // CPU seconds of this process (user + system), whatever else the machine runs.
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    std::fs::write(
+        out.with_extension(format!("r{}", s.rank)),
+        format!("{} {}", s.images_per_s, ticks / 100.0),
+    )
+    .expect("write");
+}
+
+/// Runs `world` worker processes (0: one plain process) on `config`; rank 0's images/s and the
+/// CPU seconds of all workers together.
+fn ddp_run(config: &std::path::Path, out: &std::path::Path, world: usize) -> (f64, f64) {
+    use lkd_trainer::lkd_dist::LaunchEnv;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let children: Vec<_> = (0..world.max(1))
+        .map(|rank| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
+            cmd.args(["--raw", "ddp_worker"])
+                .env(DDP_CONFIG, config)
+                .env(DDP_OUT, out);
+            if world > 0 {
+                cmd.envs(
+                    LaunchEnv {
+                        rank,
+                        world_size: world,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                    }
+                    .vars(),
+                );
+            }
+            cmd.spawn().expect("spawn worker")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success(), "a worker failed");
+    }
+    let _ = std::fs::remove_dir_all(out);
+    let (mut ips, mut cpu) = (0.0, 0.0);
+    for rank in 0..world.max(1) {
+        let text =
+            std::fs::read_to_string(out.with_extension(format!("r{rank}"))).expect("summary");
+        let (i, c) = text.split_once(' ').expect("summary");
+        if rank == 0 {
+            ips = i.parse().expect("images/s");
+        }
+        cpu += c.parse::<f64>().expect("cpu seconds");
+    }
+    (ips, cpu)
+}
+
+fn ddp_scaling(rounds: usize, batch: usize) {
+    use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t_graph = ModelConfig::preset("slak_nano")
+        .build()
+        .expect("teacher graph");
+    let teacher = tmp.path().join("teacher.safetensors");
+    lkd_models::checkpoint::write_safetensors(
+        &teacher,
+        &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(),
+        None,
+    )
+    .expect("write teacher");
+    let mut cfg =
+        TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml"))
+            .expect("config");
+    cfg.data.dataset =
+        DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
+    cfg.data.dataset.limit = Some(2560);
+    cfg.data.dataset.val_limit = Some(100);
+    cfg.data.workers = 1;
+    cfg.optim.epochs = 1;
+    cfg.optim.batch_size = batch;
+    cfg.run.threads = 1;
+    cfg.run.checkpoint_every = 0;
+    let mut d = DistillConfig::new(KdMethod::Nkd, teacher);
+    d.teacher_model = Some(ModelConfig::preset("slak_nano"));
+    d.cache = lkd_trainer::teacher_cache::CacheSetting::Off;
+    cfg.distill = Some(d);
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, cfg.to_toml()).expect("write config");
+    let (mut one, mut two, mut one_cpu, mut two_cpu) = (vec![], vec![], vec![], vec![]);
+    for round in 0..rounds.max(1) {
+        let order: &[usize] = if round % 2 == 0 { &[0, 2] } else { &[2, 0] };
+        for &world in order {
+            let (ips, cpu) = ddp_run(
+                &config,
+                &tmp.path().join(format!("r{round}w{world}")),
+                world,
+            );
+            if world == 0 {
+                one.push(ips);
+                one_cpu.push(cpu);
+            } else {
+                two.push(ips);
+                two_cpu.push(cpu);
+            }
+        }
+    }
+    let mut ratios: Vec<f64> = two.iter().zip(&one).map(|(t, o)| t / o).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{{\"impl\":\"lkd\",\"case\":\"ddp\",\"batch_per_worker\":{batch},\"threads_per_worker\":1,\"images\":2560,\"one_worker_img_s\":{},\"two_workers_img_s\":{},\"ratio_median\":{:.3},\"ratio_min\":{:.3},\"ratio_max\":{:.3},\"one_worker_cpu_s\":{},\"two_workers_cpu_s\":{}}}",
+        json_list(&one),
+        json_list(&two),
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        json_list(&one_cpu),
+        json_list(&two_cpu)
+    );
 }
 
 fn main() {

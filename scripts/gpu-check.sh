@@ -130,8 +130,8 @@ else
   record teacher fail "$(json_str <"$OUT/teacher.log")"
 fi
 
-# 5. Distillation in each precision; clip_grad (huge) makes the loop log grad_norm. fp32 is the
-# default and is not named, so that run (and the export below) works before run.precision exists.
+# 5. Distillation in each precision (run.precision; fp32 is the default and is not named);
+# clip_grad (huge) makes the loop log grad_norm. fp16 logs loss_scale and skipped_steps.
 distill() { # name precision extra-args...
   local name=$1 p=$2
   shift 2
@@ -166,10 +166,19 @@ ref, got = rows(sys.argv[1]), rows(sys.argv[2])
 pairs = [(a["loss"], b["loss"]) for a, b in zip(ref, got) if a["step"] == b["step"]]
 norms = [r.get("grad_norm") for r in got]
 rel = max(abs(a - b) / max(abs(a), 1e-8) for a, b in pairs) if pairs else float("nan")
-bad_norm = [n for n in norms if n is None or not math.isfinite(n) or n == 0.0]
+# fp16: a non-finite norm (JSON null) is expected on a step the loss scaler skipped
+# (skipped_steps grew); a zero norm never is.
+bad_norm, skipped = [], 0
+for r in got:
+    n, s = r.get("grad_norm"), r.get("skipped_steps", 0)
+    if n == 0.0 or ((n is None or not math.isfinite(n)) and s == skipped):
+        bad_norm.append(n)
+    skipped = s
+scales = [r["loss_scale"] for r in got if "loss_scale" in r]
 ok = bool(pairs) and rel <= 0.05 and not bad_norm
 print(json.dumps({"points": len(pairs), "max_rel_loss_diff_vs_fp32": rel, "tolerance": 0.05,
                   "grad_norms": norms, "zero_or_nonfinite_grad_norms": len(bad_norm),
+                  "loss_scales": scales, "skipped_steps": skipped,
                   "losses": [b for _, b in pairs], "losses_fp32": [a for a, _ in pairs], "pass": ok}))
 sys.exit(0 if ok else 1)
 PY

@@ -78,6 +78,9 @@ pub struct QuantizeArgs {
     /// Output file (default: MODEL with `.int8.onnx`).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
+    /// Allow --out to be the input model itself (replacing the float model).
+    #[arg(long)]
+    pub force: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -92,7 +95,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub no_bench: bool,
     /// Preprocessing for models without lkd metadata: input size `H,W`.
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = lkd_runtime::cli::parse_size)]
     pub input_size: Option<[usize; 2]>,
     #[arg(long)]
     pub channels: Option<usize>,
@@ -101,22 +104,6 @@ pub struct QuantizeArgs {
     pub mean: Option<Vec<f32>>,
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
-}
-
-fn parse_size(s: &str) -> Result<[usize; 2], String> {
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not H,W or N"))
-        })
-        .collect::<Result<_, _>>()?;
-    match v.as_slice() {
-        [n] => Ok([*n, *n]),
-        [h, w] => Ok([*h, *w]),
-        _ => Err(format!("`{s}` is not H,W or N")),
-    }
 }
 
 /// Images read from a dataset split, preprocessed into batches.
@@ -208,6 +195,39 @@ fn default_out(model: &Path) -> PathBuf {
     model.with_file_name(format!("{stem}.int8.onnx"))
 }
 
+/// Whether `a` and `b` name the same existing file, however spelled (`./`, `..`, symlinks, hard
+/// links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            (x.dev(), x.ino()) == (y.dev(), y.ino())
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Refuses an --out that is the input model unless `force`: the float model would be replaced.
+fn check_out(model: &Path, out: &Path, force: bool) -> Result<()> {
+    if !force && same_file(model, out) {
+        bail!(
+            "--out `{}` is the input model `{}`: writing there would replace the float model with \
+             its int8 version. Choose another --out (the default is `{}`), or pass --force to \
+             replace it",
+            out.display(),
+            model.display(),
+            default_out(model).display()
+        );
+    }
+    Ok(())
+}
+
 /// What `run_quantize` measured, for printing or JSON.
 pub struct Outcome {
     pub out: PathBuf,
@@ -223,6 +243,8 @@ pub struct Outcome {
 
 pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
     let t0 = Instant::now();
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    check_out(&args.model, &out, args.force)?;
     let bytes = std::fs::read(&args.model)
         .with_context(|| format!("reading `{}`", args.model.display()))?;
     let overrides = PreprocessOverrides {
@@ -253,12 +275,6 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         &p,
         batch,
     )?;
-    eprintln!(
-        "calibration: {} images from {} ({} corrupt skipped)",
-        calib.labels.len(),
-        calib.name,
-        calib.skipped
-    );
     let eval = match &args.eval {
         Some(root) => Some(read_images(
             root,
@@ -309,9 +325,13 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         &opts,
         overrides.is_empty(),
     )?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
-    lkd_models::checkpoint::write_atomic(&out, &qbytes)
-        .with_context(|| format!("writing `{}`", out.display()))?;
+    lkd_models::checkpoint::write_atomic(&out, &qbytes).map_err(|e| match e {
+        // The io error alone: `ModelError::Io` repeats its source in its message.
+        lkd_models::ModelError::Io { source, .. } => {
+            anyhow::Error::new(source).context(format!("cannot write `{}`", out.display()))
+        }
+        other => anyhow::Error::new(other),
+    })?;
 
     let latency = if args.no_bench {
         None

@@ -151,7 +151,7 @@ impl Report {
     /// Top-1 gain of a distilled student over the no-KD student of the same preset and seed.
     pub fn kd_gain(&self, row: &ModelRow) -> Option<f64> {
         let base = self.baseline(row)?;
-        (row.kd != "none").then(|| row.best_top1 - base.best_top1)
+        (row.kd != "none").then_some(row.best_top1 - base.best_top1)
     }
 
     /// The verdict under the table: teacher vs student, and the KD gain as mean ± std over

@@ -9,7 +9,9 @@ use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::{load_model, train_or_reuse, train_or_reuse_shared, RunOutcome};
+use lkd_trainer::train::{
+    kept_teacher, load_model, train_or_reuse, train_or_reuse_shared, RunOutcome,
+};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,6 +62,10 @@ pub struct StudyArgs {
     /// Train the teachers again instead of reusing those kept for the same recipes.
     #[arg(long)]
     retrain_teachers: bool,
+    /// Train nothing: write the tables from the cells finished so far (for a look at a study
+    /// still running, or one stopped part-way), stating how many are missing.
+    #[arg(long, conflicts_with = "retrain_teachers")]
+    report_only: bool,
 }
 
 /// What a finished cell recorded (written atomically when it completes).
@@ -74,7 +80,39 @@ struct CellResult {
     run_dir: String,
     #[serde(default)]
     erf_r20: Option<f64>,
+    /// ERF area ratio per contribution threshold (0.2, 0.3, 0.5, 0.99), as the papers report.
+    #[serde(default)]
+    erf: Vec<(f64, f64)>,
 }
+
+impl CellResult {
+    fn erf_at(&self, threshold: f64) -> Option<f64> {
+        self.erf
+            .iter()
+            .find(|(t, _)| (t - threshold).abs() < 1e-9)
+            .map(|r| r.1)
+            .or(self.erf_r20.filter(|_| (threshold - 0.2).abs() < 1e-9))
+    }
+}
+
+/// The student's ERF area ratios (threshold, ratio) measured on `images` validation images.
+fn cell_erf(dir: &Path, cfg: &TrainConfig, images: usize) -> Result<Vec<(f64, f64)>> {
+    let device = lkd_trainer::parse_device(&cfg.run.device)?;
+    let (exec, params) = load_model(dir, None, device)?;
+    let erf = measure_erf(
+        &exec,
+        &params,
+        &cfg.data.dataset,
+        images,
+        None,
+        None,
+        device,
+    )?;
+    Ok(erf.area_ratios)
+}
+
+/// Thresholds whose ERF area ratio the tables and claim (c) report.
+const ERF_THRESHOLDS: [f64; 4] = [0.2, 0.3, 0.5, 0.99];
 
 fn slug(s: &str) -> String {
     s.chars()
@@ -173,8 +211,18 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 t.label, t.model.preset, cfg.optim.epochs
             );
             let t_start = Instant::now();
-            let (dir, outcome) = train_or_reuse_shared(&cfg, a.retrain_teachers, true)
-                .with_context(|| format!("training teacher {}", t.label))?;
+            let (dir, outcome) = if a.report_only {
+                match kept_teacher(&cfg) {
+                    Some(dir) => (dir, RunOutcome::Reused),
+                    None => {
+                        println!("  not trained yet: its cells are left out");
+                        continue;
+                    }
+                }
+            } else {
+                train_or_reuse_shared(&cfg, a.retrain_teachers, true)
+                    .with_context(|| format!("training teacher {}", t.label))?
+            };
             let origin = match outcome {
                 RunOutcome::Reused => {
                     println!("  reusing the kept teacher {}", dir.display());
@@ -198,6 +246,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
 
     // Cells.
     let mut results: Vec<CellResult> = vec![];
+    let mut missing = 0usize;
     for student in &study.students {
         for &method in &methods {
             let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None {
@@ -220,47 +269,55 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     );
                     let dir = out.join("cells").join(&name);
                     let result_path = dir.join("result.json");
+                    let teacher_dir = teacher.map(|t| teacher_dirs.get(&t.label));
+                    if teacher_dir == Some(None) {
+                        missing += 1;
+                        continue;
+                    }
                     let mut cfg = study.base.clone();
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill =
-                        teacher.map(|t| DistillConfig::new(method, teacher_dirs[&t.label].clone()));
+                    cfg.distill = teacher_dir
+                        .flatten()
+                        .map(|dir| DistillConfig::new(method, dir.clone()));
                     // A cell counts as done only for the recipe asked now (a changed teacher,
                     // budget or base config trains it again).
                     let same_recipe = RunDir::open(&dir)
                         .and_then(|r| r.config())
                         .is_ok_and(|c| c.result_digest() == cfg.result_digest());
-                    if let Some(r) = std::fs::read(&result_path)
+                    if let Some(mut r) = std::fs::read(&result_path)
                         .ok()
                         .filter(|_| same_recipe)
                         .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
                     {
                         println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
+                        if study.erf_images > 0 && r.erf.is_empty() {
+                            // Cells recorded before every threshold was kept: measure again.
+                            r.erf = cell_erf(&dir, &cfg, study.erf_images)?;
+                            r.erf_r20 = r.erf_at(0.2);
+                            lkd_models::checkpoint::write_atomic(
+                                &result_path,
+                                serde_json::to_string_pretty(&r)?.as_bytes(),
+                            )?;
+                        }
                         compute += r.seconds;
                         results.push(r);
+                        continue;
+                    }
+                    if a.report_only {
+                        missing += 1;
                         continue;
                     }
                     println!("cell {name}");
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
-                    let erf_r20 = if study.erf_images > 0 {
-                        let device = lkd_trainer::parse_device(&cfg.run.device)?;
-                        let (exec, params) = load_model(&dir, None, device)?;
-                        let erf = measure_erf(
-                            &exec,
-                            &params,
-                            &cfg.data.dataset,
-                            study.erf_images,
-                            None,
-                            None,
-                            device,
-                        )?;
-                        erf.area_ratios.first().map(|r| r.1)
+                    let erf = if study.erf_images > 0 {
+                        cell_erf(&dir, &cfg, study.erf_images)?
                     } else {
-                        None
+                        vec![]
                     };
-                    let r = CellResult {
+                    let mut r = CellResult {
                         student: student.preset.clone(),
                         teacher: tlabel,
                         method: method.as_str().into(),
@@ -268,8 +325,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         top1: best_top1(&dir)?,
                         seconds,
                         run_dir: dir.display().to_string(),
-                        erf_r20,
+                        erf_r20: None,
+                        erf,
                     };
+                    r.erf_r20 = r.erf_at(0.2);
                     lkd_models::checkpoint::write_atomic(
                         &result_path,
                         serde_json::to_string_pretty(&r)?.as_bytes(),
@@ -280,13 +339,23 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             }
         }
     }
-    wall.save()?;
+    if !a.report_only {
+        wall.save()?;
+    }
     let (mut md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
     md.push_str(&claims(&study, &results));
-    md.push_str(&provenance(&a.config, wall.total()));
+    if missing > 0 {
+        md.push_str(&format!(
+            "\n**Partial: {missing} of {} cells not finished yet**; the tables hold the finished ones.\n",
+            missing + results.len()
+        ));
+    }
+    md.push_str(&provenance(&a.config, wall.total(), missing == 0));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    chart(&out.join("results.png"), &results)?;
+    if !results.is_empty() {
+        chart(&out.join("results.png"), &results)?;
+    }
     println!("{md}");
     println!(
         "wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)",
@@ -329,7 +398,7 @@ impl WallClock {
 }
 
 /// Command, commit, machine, date and wall time, stated under the tables.
-fn provenance(config: &Path, wall: f64) -> String {
+fn provenance(config: &Path, wall: f64, finished: bool) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -367,19 +436,23 @@ fn provenance(config: &Path, wall: f64) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!(
-        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. Finished {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
+        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. {} {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
         config.display(),
         env!("CARGO_PKG_VERSION"),
         env!("LKD_GIT_COMMIT"),
         flags.join(" "),
+        if finished { "Finished" } else { "Reported" },
         wall,
         wall / 3600.0
     )
 }
 
+/// Cells sharing (student, teacher, method).
+type CellGroup<'a> = ((String, String, String), Vec<&'a CellResult>);
+
 /// Groups by (student, teacher, method) in first-seen order.
-fn groups(results: &[CellResult]) -> Vec<((String, String, String), Vec<&CellResult>)> {
-    let mut out: Vec<((String, String, String), Vec<&CellResult>)> = vec![];
+fn groups(results: &[CellResult]) -> Vec<CellGroup<'_>> {
+    let mut out: Vec<CellGroup<'_>> = vec![];
     for r in results {
         let key = (r.student.clone(), r.teacher.clone(), r.method.clone());
         match out.iter_mut().find(|(k, _)| *k == key) {
@@ -415,7 +488,7 @@ fn tables(
         }
         md.push('\n');
     }
-    md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 mean ± std |\n|---|---|---|---:|---:|---:|---:|\n");
+    md.push_str("| student | teacher | KD | top-1 mean ± std (%) | seeds | gain vs no-KD | ERF r@0.2 mean ± std | ERF r@0.99 mean ± std |\n|---|---|---|---:|---:|---:|---:|---:|\n");
     // The csv crate quotes labels holding commas or quotes ("ConvNeXt (3x3, small)").
     let mut csv_out = csv::Writer::from_writer(vec![]);
     csv_out
@@ -428,6 +501,9 @@ fn tables(
             "seeds",
             "gain_vs_none",
             "erf_r20",
+            "erf_r30",
+            "erf_r50",
+            "erf_r99",
             "run_dirs",
         ])
         .expect("in-memory csv");
@@ -442,30 +518,38 @@ fn tables(
         let gain = baseline(student)
             .filter(|_| method != "none")
             .map(|b| m - b);
-        let erfs: Vec<f64> = cells.iter().filter_map(|r| r.erf_r20).collect();
-        let erf = (!erfs.is_empty()).then(|| mean_std(&erfs));
+        let erf = |t: f64| {
+            let v: Vec<f64> = cells.iter().filter_map(|r| r.erf_at(t)).collect();
+            (!v.is_empty()).then(|| mean_std(&v))
+        };
+        let erf_cell = |t: f64| {
+            erf(t)
+                .map(|(e, s)| format!("{e:.4} ± {s:.4}"))
+                .unwrap_or_else(|| "—".into())
+        };
         md.push_str(&format!(
-            "| {student} | {teacher} | {method} | {m:.2} ± {s:.2} | {} | {} | {} |\n",
+            "| {student} | {teacher} | {method} | {m:.2} ± {s:.2} | {} | {} | {} | {} |\n",
             cells.len(),
             gain.map(|g| format!("{g:+.2}"))
                 .unwrap_or_else(|| "—".into()),
-            erf.map(|(e, s)| format!("{e:.4} ± {s:.4}"))
-                .unwrap_or_else(|| "—".into())
+            erf_cell(0.2),
+            erf_cell(0.99)
         ));
         let dirs: Vec<&str> = cells.iter().map(|r| r.run_dir.as_str()).collect();
-        csv_out
-            .write_record([
-                student.clone(),
-                teacher.clone(),
-                method.clone(),
-                format!("{m:.4}"),
-                format!("{s:.4}"),
-                cells.len().to_string(),
-                gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
-                erf.map(|(e, _)| format!("{e:.6}")).unwrap_or_default(),
-                dirs.join(";"),
-            ])
-            .expect("in-memory csv");
+        let mut record = vec![
+            student.clone(),
+            teacher.clone(),
+            method.clone(),
+            format!("{m:.4}"),
+            format!("{s:.4}"),
+            cells.len().to_string(),
+            gain.map(|g| format!("{g:.4}")).unwrap_or_default(),
+        ];
+        record.extend(
+            ERF_THRESHOLDS.map(|t| erf(t).map(|(e, _)| format!("{e:.6}")).unwrap_or_default()),
+        );
+        record.push(dirs.join(";"));
+        csv_out.write_record(record).expect("in-memory csv");
     }
     md.push_str(&format!(
         "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Run dirs: results.csv.\n"
@@ -534,17 +618,24 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
                     .collect();
                 rows.push(("(a) top-1", format!("{large} − {vit} (pts)"), d));
             }
-            let d: Vec<f64> = study
-                .seeds
-                .iter()
-                .filter_map(|&s| {
-                    Some(
-                        cell(student, &large, method, s)?.erf_r20?
-                            - cell(student, "—", "none", s)?.erf_r20?,
-                    )
-                })
-                .collect();
-            rows.push(("(c) ERF r@0.2", format!("{large} − no KD"), d));
+            for (t, claim) in ERF_THRESHOLDS.iter().zip([
+                "(c) ERF r@0.2",
+                "(c) ERF r@0.3",
+                "(c) ERF r@0.5",
+                "(c) ERF r@0.99",
+            ]) {
+                let d: Vec<f64> = study
+                    .seeds
+                    .iter()
+                    .filter_map(|&s| {
+                        Some(
+                            cell(student, &large, method, s)?.erf_at(*t)?
+                                - cell(student, "—", "none", s)?.erf_at(*t)?,
+                        )
+                    })
+                    .collect();
+                rows.push((claim, format!("{large} − no KD"), d));
+            }
             for (claim, what, d) in rows {
                 if d.is_empty() {
                     continue;

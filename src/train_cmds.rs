@@ -6,10 +6,14 @@ use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::data::{self, Loader, LoaderConfig, Split, Transform};
 use lkd_trainer::erf::{write_heatmaps, ErfMeter};
-use lkd_trainer::train::{evaluate, load_model, train, Summary};
+use lkd_trainer::lkd_dist::LaunchEnv;
+use lkd_trainer::train::{evaluate, load_model, train, train_parallel, Summary};
 use lkd_trainer::{parse_device, rundir::RunDir};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags shared by `train` and `distill`.
 #[derive(Args, Debug)]
@@ -49,6 +53,12 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Data parallel on this machine: run N workers of this command (torchrun's environment
+    /// on loopback with a free MASTER_PORT; the cores are split between them). Without it, a
+    /// torchrun-style environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)
+    /// makes this process one worker. optim.batch_size is per worker.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    nproc_per_node: Option<u16>,
 }
 
 #[derive(Args, Debug)]
@@ -170,9 +180,123 @@ fn execute(cfg: &TrainConfig, a: &RunArgs) -> Result<()> {
         (None, Some(o)) => (o.clone(), false),
         (None, None) => bail!("give --out RUN_DIR for a new run or --resume RUN_DIR"),
     };
-    let s = train(cfg, &dir, resume, !a.quiet).with_context(|| format!("run {}", dir.display()))?;
-    print_summary(&dir, &s);
+    let launch = LaunchEnv::from_env()?;
+    if let Some(n) = a.nproc_per_node {
+        if launch.is_some() {
+            bail!(
+                "--nproc-per-node starts its own workers, but this process already is one (WORLD_SIZE is set): \
+                 use either the launcher's environment or --nproc-per-node"
+            );
+        }
+        return launch_local_workers(usize::from(n));
+    }
+    let s = match &launch {
+        None => train(cfg, &dir, resume, !a.quiet),
+        Some(l) => train_parallel(cfg, &dir, resume, !a.quiet && l.rank == 0, l),
+    }
+    .with_context(|| match &launch {
+        Some(l) => format!(
+            "run {} (rank {} of {})",
+            dir.display(),
+            l.rank,
+            l.world_size
+        ),
+        None => format!("run {}", dir.display()),
+    })?;
+    if s.rank == 0 {
+        print_summary(&dir, &s);
+    }
     Ok(())
+}
+
+/// This command line without `--nproc-per-node N` (what each worker runs).
+fn worker_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--nproc-per-node" {
+            skip_value = true;
+        } else if !arg.to_string_lossy().starts_with("--nproc-per-node=") {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Runs `n` local workers of this command line, as `torchrun --nproc-per-node n` does: rank r
+/// gets RANK=r, LOCAL_RANK=r, WORLD_SIZE=n and a free loopback MASTER_PORT. When a worker fails,
+/// the others are stopped and the error names the rank and its exit status.
+fn launch_local_workers(n: usize) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this executable to start workers")?;
+    let args = worker_args(std::env::args_os().skip(1));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for the workers' rendezvous")?
+        .port();
+    let mut workers: Vec<Option<Child>> = Vec::with_capacity(n);
+    for rank in 0..n {
+        let launch = LaunchEnv {
+            rank,
+            world_size: n,
+            local_rank: rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        };
+        let spawned = Command::new(&exe).args(&args).envs(launch.vars()).spawn();
+        match spawned {
+            Ok(child) => workers.push(Some(child)),
+            Err(e) => {
+                stop_workers(&mut workers);
+                return Err(e).with_context(|| format!("starting worker rank {rank}"));
+            }
+        }
+    }
+    loop {
+        let mut running = 0;
+        for rank in 0..n {
+            let Some(child) = workers[rank].as_mut() else {
+                continue;
+            };
+            match child.try_wait().context("waiting for a worker")? {
+                None => running += 1,
+                Some(status) if status.success() => workers[rank] = None,
+                Some(status) => {
+                    workers[rank] = None;
+                    let stopped = stop_workers(&mut workers);
+                    bail!(
+                        "worker rank {rank} of {n} failed ({status}){}",
+                        if stopped > 0 {
+                            format!("; stopped the other {stopped} running worker(s)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+        }
+        if running == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Kills and reaps every worker still running; returns how many there were.
+fn stop_workers(workers: &mut [Option<Child>]) -> usize {
+    let mut stopped = 0;
+    for slot in workers.iter_mut() {
+        if let Some(mut child) = slot.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                stopped += 1;
+            }
+            let _ = child.wait();
+        }
+    }
+    stopped
 }
 
 fn print_summary(dir: &Path, s: &Summary) {
@@ -190,6 +314,18 @@ fn print_summary(dir: &Path, s: &Summary) {
         100.0 * s.teacher_share,
         if s.skipped_files > 0 { format!(", {} corrupt files skipped", s.skipped_files) } else { String::new() }
     );
+    if s.world_size > 1 {
+        println!(
+            "data parallel: {} workers (img/s counts all of them; evaluation on rank 0)",
+            s.world_size
+        );
+    }
+    if s.skipped_steps > 0 {
+        println!(
+            "fp16 loss scaling skipped {} step(s) with inf/NaN gradients",
+            s.skipped_steps
+        );
+    }
     if let Some(c) = &s.teacher_cache {
         println!(
             "teacher outputs: {} batches replayed from the cache, {} computed live{}{}",

@@ -144,6 +144,25 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     write_tiny_study(&cfg);
     let out = dir.path().join("study");
     let cache = dir.path().join("cache");
+    // A look before anything ran trains nothing and says what is missing.
+    let o = lkd_in(
+        &cache,
+        &[
+            "study",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--report-only",
+        ],
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap_or_default();
+    assert!(
+        o.status.success()
+            && md.contains("Partial: 2 of 2 cells not finished yet")
+            && !cache.join("teachers").exists(),
+        "{}\n{md}",
+        text(&o)
+    );
     let o = lkd_in(
         &cache,
         &[

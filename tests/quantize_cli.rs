@@ -236,3 +236,89 @@ fn measure_model_from_env() {
     .unwrap();
     o.print();
 }
+
+#[test]
+fn quantizing_onto_the_input_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.onnx");
+    let original = b"stands in for a float model: the refusal comes before it is read";
+    std::fs::write(&m, original).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(&m, dir.path().join("link.onnx")).unwrap();
+    std::fs::hard_link(&m, dir.path().join("hard.onnx")).unwrap();
+    let m_str = m.to_str().unwrap();
+    for out in [
+        m.clone(),
+        dir.path().join(".").join("m.onnx"),
+        dir.path().join("sub/../m.onnx"),
+        dir.path().join("link.onnx"),
+        dir.path().join("hard.onnx"),
+    ] {
+        let out_str = out.to_str().unwrap();
+        let e = quantize_cmd::quantize(&args(&[m_str, "--calib", "unused", "--out", out_str]))
+            .err()
+            .unwrap();
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "--out `{out_str}` is the input model `{m_str}`: writing there would replace the \
+                 float model with its int8 version. Choose another --out (the default is \
+                 `{}`), or pass --force to replace it",
+                dir.path().join("m.int8.onnx").display()
+            )
+        );
+        assert_eq!(std::fs::read(&m).unwrap(), original);
+    }
+    // --force lets it through to the next check (this file is no model).
+    let e = quantize_cmd::quantize(&args(&[
+        m_str, "--calib", "unused", "--out", m_str, "--force",
+    ]))
+    .err()
+    .unwrap();
+    assert!(
+        format!("{e:#}").starts_with("the file is not a readable ONNX model"),
+        "{e:#}"
+    );
+    assert_eq!(std::fs::read(&m).unwrap(), original);
+}
+
+#[test]
+fn the_calibration_line_is_printed_once() {
+    let lkd = env!("CARGO_BIN_EXE_lkd");
+    let m = model();
+    let out = m.with_file_name("once.int8.onnx");
+    let res = Command::new(lkd)
+        .arg("quantize")
+        .arg(m)
+        .args([
+            "--calib",
+            &fashion(),
+            "--calib-size",
+            "32",
+            "--eval-size",
+            "64",
+        ])
+        .args(["--no-bench", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("calibration:"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["calibration: 32 images from fashion-mnist/train (0 corrupt skipped)"],
+        "{all}"
+    );
+}

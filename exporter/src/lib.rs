@@ -39,6 +39,14 @@ pub enum ExportError {
     CheckFailed { detail: String, report: CheckReport },
     #[error("cannot write `{path}`: {reason}")]
     Output { path: PathBuf, reason: String },
+    #[error("cannot write `{path}`")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serialize the ONNX model")]
+    Encode(#[source] protobuf::Error),
 }
 
 /// What `--reparam` asks for, applied to every [`KernelGroup`].
@@ -214,12 +222,22 @@ pub fn metadata(
     Ok(m)
 }
 
+/// A graph after the deploy passes, with what each pass did.
+pub struct Deployed {
+    pub graph: Graph,
+    pub weights: StateDict,
+    pub stats: Vec<PassStat>,
+    pub reparam_choices: Vec<ReparamChoice>,
+    /// Time spent timing kernel forms for `--reparam auto`.
+    pub tune_ms: f64,
+}
+
 /// Runs the deploy passes selected by `opts` on copies of `graph` and `weights`.
 pub fn apply_passes(
     graph: &Graph,
     weights: &StateDict,
     opts: &ExportOptions,
-) -> Result<(Graph, StateDict, Vec<PassStat>, Vec<ReparamChoice>, f64), ExportError> {
+) -> Result<Deployed, ExportError> {
     let (mut g, mut w) = (graph.clone(), weights.clone());
     let mut stats = vec![
         passes::prune(&mut g, &mut w),
@@ -282,7 +300,13 @@ pub fn apply_passes(
         stats.push(passes::pointwise_to_conv(&mut g, &mut w));
     }
     g.validate()?;
-    Ok((g, w, stats, choices, tune_ms))
+    Ok(Deployed {
+        graph: g,
+        weights: w,
+        stats,
+        reparam_choices: choices,
+        tune_ms,
+    })
 }
 
 /// Micro model of one kernel group in `form`, timed in ORT on the target.
@@ -376,12 +400,18 @@ fn time_kernel_form(
         output: vec![value_info("y", fdt, &[Ok(batch), Ok(c), Ok(oh), Ok(ow)])],
         ..Default::default()
     };
-    let bytes = proto::encode(&proto::model(g, &BTreeMap::new())).map_err(ExportError::Lowering)?;
+    let bytes = proto::encode(&proto::model(g, &BTreeMap::new())).map_err(ExportError::Encode)?;
     let mut s = ortrun::session(&bytes, opts.target, opts.threads)?;
     let input: Vec<f32> = (0..batch * c * h * w)
         .map(|_| rng.gen_range(-1.0..1.0))
         .collect();
-    ortrun::median_ms(&mut s, &input, &[batch, c, h, w], 150.0, give_up_above)
+    Ok(ortrun::median_ms(
+        &mut s,
+        &input,
+        &[batch, c, h, w],
+        150.0,
+        give_up_above,
+    )?)
 }
 
 fn deploy_summary(opts: &ExportOptions, choices: &[ReparamChoice]) -> String {
@@ -421,7 +451,13 @@ pub fn export_bytes(
     }
     let mut report = ExportReport::default();
     let t = Instant::now();
-    let (g, w, stats, choices, tune_ms) = apply_passes(graph, weights, opts)?;
+    let Deployed {
+        graph: g,
+        weights: w,
+        stats,
+        reparam_choices: choices,
+        tune_ms,
+    } = apply_passes(graph, weights, opts)?;
     report.timings.passes_ms = t.elapsed().as_secs_f64() * 1e3;
     report.timings.tune_ms = tune_ms;
     report.passes = stats;
@@ -439,7 +475,7 @@ pub fn export_bytes(
     report.onnx_nodes = model.graph.node.len();
     report.timings.lower_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let bytes = proto::encode(&model).map_err(ExportError::Lowering)?;
+    let bytes = proto::encode(&model).map_err(ExportError::Encode)?;
     drop(model);
     report.bytes = bytes.len();
     report.timings.encode_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -487,9 +523,12 @@ pub fn export(
     let t0 = Instant::now();
     let (bytes, mut report) = export_bytes(graph, weights, opts)?;
     let t = Instant::now();
-    write_atomic(out, &bytes).map_err(|e| ExportError::Output {
-        path: out.to_path_buf(),
-        reason: e.to_string(),
+    write_atomic(out, &bytes).map_err(|e| match e {
+        ModelError::Io { source, .. } => ExportError::Write {
+            path: out.to_path_buf(),
+            source,
+        },
+        other => ExportError::Model(other),
     })?;
     report.timings.write_ms = t.elapsed().as_secs_f64() * 1e3;
     report.timings.total_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -506,7 +545,7 @@ pub fn reference_bytes(
         static_batch,
         ..Default::default()
     };
-    proto::encode(&lower::lower(graph, weights, &lopts)?).map_err(ExportError::Lowering)
+    proto::encode(&lower::lower(graph, weights, &lopts)?).map_err(ExportError::Encode)
 }
 
 /// Seeded standard-normal inputs `[batch, C, H, W]` at the graph's input size.

@@ -240,9 +240,7 @@ pub fn lower(
     opts: &LowerOptions,
 ) -> Result<ModelProto, ExportError> {
     let [h, w] = graph.input_size;
-    let shapes = graph
-        .infer_shapes(1, h, w)
-        .map_err(|e| ExportError::Lowering(e.to_string()))?;
+    let shapes = graph.infer_shapes(1, h, w)?;
     let live = live_nodes(graph);
     let elem = if opts.fp16 { Elem::F16 } else { Elem::F32 };
     let mut l = Lowerer {

@@ -6,14 +6,8 @@ use std::time::Instant;
 
 pub use lkd_ort::{Device, Session, SessionConfig};
 
-use crate::ExportError;
-
 /// A session over ONNX `bytes` on `device` with `threads` intra-op threads (spinning off).
-pub fn session(
-    bytes: &[u8],
-    device: Device,
-    threads: Option<usize>,
-) -> Result<Session, ExportError> {
+pub fn session(bytes: &[u8], device: Device, threads: Option<usize>) -> lkd_ort::Result<Session> {
     let cfg = SessionConfig {
         device,
         intra_threads: threads,
@@ -23,7 +17,7 @@ pub fn session(
 }
 
 /// One forward pass of a single-input f32 model: the first output's values.
-pub fn run(s: &mut Session, input: &[f32], shape: &[usize]) -> Result<Vec<f32>, ExportError> {
+pub fn run(s: &mut Session, input: &[f32], shape: &[usize]) -> lkd_ort::Result<Vec<f32>> {
     Ok(lkd_ort::run_f32(s, input, shape)?.1)
 }
 
@@ -35,7 +29,7 @@ pub fn median_ms(
     shape: &[usize],
     budget_ms: f64,
     give_up_above: Option<f64>,
-) -> Result<f64, ExportError> {
+) -> lkd_ort::Result<f64> {
     let t = Instant::now();
     run(s, input, shape)?;
     let warm = t.elapsed().as_secs_f64() * 1e3;

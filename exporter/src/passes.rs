@@ -187,6 +187,8 @@ pub fn fold_batchnorm(g: &mut Graph, w: &mut StateDict) -> Result<PassStat, Expo
     let users = consumers(g);
     let mut fate = vec![Fate::Keep; g.nodes.len()];
     let mut rewrites = 0;
+    // Node ids index `g.nodes` and `fate` alike (the producer `src` too), so loop over ids.
+    #[allow(clippy::needless_range_loop)]
     for i in 0..g.nodes.len() {
         let Op::BatchNorm2d {
             weight: gamma,
@@ -259,6 +261,8 @@ pub fn fold_layer_scale(g: &mut Graph, w: &mut StateDict) -> Result<PassStat, Ex
     let users = consumers(g);
     let mut fate = vec![Fate::Keep; g.nodes.len()];
     let mut rewrites = 0;
+    // Node ids index `g.nodes` and `fate` alike (the producer `src` too), so loop over ids.
+    #[allow(clippy::needless_range_loop)]
     for i in 0..g.nodes.len() {
         let Op::Scale { param } = g.nodes[i].op.clone() else {
             continue;

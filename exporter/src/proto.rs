@@ -158,10 +158,10 @@ pub fn model(
     }
 }
 
-pub fn encode(m: &ModelProto) -> Result<Vec<u8>, String> {
-    m.write_to_bytes().map_err(|e| e.to_string())
+pub fn encode(m: &ModelProto) -> Result<Vec<u8>, protobuf::Error> {
+    m.write_to_bytes()
 }
 
-pub fn decode(bytes: &[u8]) -> Result<ModelProto, String> {
-    ModelProto::parse_from_bytes(bytes).map_err(|e| e.to_string())
+pub fn decode(bytes: &[u8]) -> Result<ModelProto, protobuf::Error> {
+    ModelProto::parse_from_bytes(bytes)
 }

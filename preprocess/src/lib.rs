@@ -50,13 +50,13 @@ pub enum PreprocessError {
     #[error("unrecognised image format: expected a JPEG, PNG, WebP, BMP or GIF file")]
     UnknownFormat,
 
-    #[error("cannot read the image header: {source}")]
+    #[error("unreadable image header")]
     Header {
         #[source]
         source: image::ImageError,
     },
 
-    #[error("cannot decode the image: {source}")]
+    #[error("corrupt image data")]
     Decode {
         #[source]
         source: image::ImageError,

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{
     resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Interpolation, Model,
-    OptLevel, PreprocessOverrides, SessionConfig,
+    OptLevel, PreprocessOverrides, RuntimeError, SessionConfig,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -78,7 +78,7 @@ impl PreprocessArgs {
     }
 }
 
-pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
+pub fn parse_size(s: &str) -> Result<[usize; 2], RuntimeError> {
     let parts: Vec<&str> = s.split([',', 'x']).collect();
     let num = |p: &str| p.trim().parse::<usize>().ok().filter(|&v| v > 0);
     match parts.as_slice() {
@@ -86,15 +86,18 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
         [h, w] => num(h).zip(num(w)).map(|(h, w)| [h, w]),
         _ => None,
     }
-    .ok_or_else(|| format!("expected `N` or `H,W` with positive integers, found `{s}`"))
+    .ok_or_else(|| RuntimeError::Flag {
+        expected: "`N` or `H,W` with positive integers",
+        found: s.to_string(),
+    })
 }
 
-pub fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse::<Device>().map_err(|e| e.to_string())
+pub fn parse_device(s: &str) -> Result<Device, lkd_ort::OrtError> {
+    s.parse::<Device>()
 }
 
-pub fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
-    s.parse::<OptLevel>().map_err(|e| e.to_string())
+pub fn parse_opt_level(s: &str) -> Result<OptLevel, lkd_ort::OrtError> {
+    s.parse::<OptLevel>()
 }
 
 #[derive(Args, Debug)]

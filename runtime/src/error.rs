@@ -8,7 +8,7 @@ pub enum RuntimeError {
     #[error(transparent)]
     Ort(#[from] lkd_ort::OrtError),
 
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -31,6 +31,29 @@ pub enum RuntimeError {
     Output { expected: String, found: String },
 
     #[error(
+        "model `{model}` produced a non-finite logit ({value} for image {image}, class {class}), so \
+         no prediction is reported. Its weights or this input are broken (e.g. a model trained \
+         into NaN); check the model with `lkd eval` before exporting it"
+    )]
+    NonFinite {
+        model: String,
+        image: usize,
+        class: usize,
+        value: f32,
+    },
+
+    #[error(
+        "model `{model}` names {labels} classes in its `lkd.labels` metadata but outputs {classes}, \
+         so predictions would carry the wrong names. Re-export it with `lkd export` (labels come \
+         from the run's dataset) or fix `lkd.labels` to list exactly {classes} names"
+    )]
+    LabelCount {
+        model: String,
+        labels: usize,
+        classes: usize,
+    },
+
+    #[error(
         "{model} has no usable preprocessing metadata ({reason}). Pass the preprocessing explicitly: \
          --mean and --std (one value per channel), plus --input-size and --channels when the \
          model's input shape is dynamic"
@@ -42,7 +65,7 @@ pub enum RuntimeError {
 
     /// A rejected or undecodable image; `source.is_too_large()` tells a size refusal (413) from
     /// bad content (400).
-    #[error("cannot decode image{}: {source}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
+    #[error("cannot decode image{}", .name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default())]
     Image {
         name: Option<String>,
         #[source]
@@ -57,6 +80,13 @@ pub enum RuntimeError {
 
     #[error("server error: {0}")]
     Server(String),
+
+    /// A command-line value that does not parse.
+    #[error("expected {expected}, found `{found}`")]
+    Flag {
+        expected: &'static str,
+        found: String,
+    },
 }
 
 impl RuntimeError {
@@ -67,3 +97,17 @@ impl RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, `outer: cause: root cause`, as `{:#}` prints an
+/// `anyhow::Error`. Displays never repeat their source (the CLI prints the chain), so a message
+/// sent anywhere else (an HTTP body) is built with this.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -18,7 +18,7 @@ pub mod server;
 pub mod session;
 
 pub use bench::{bench, bench_ab, bench_model, AbResult, BenchConfig, BenchReport, BenchResult};
-pub use error::{Result, RuntimeError};
+pub use error::{error_chain, Result, RuntimeError};
 /// The `image` version this crate decodes with, for callers that encode test inputs.
 pub use image;
 pub use lkd_models::preprocess::{Interpolation, Preprocess};

@@ -112,6 +112,9 @@ impl Classifier {
             &batch.data,
             batch.shape[0],
         )?;
+        let info = self.model.info();
+        info.check_labels(logits.classes)?;
+        logits.check_finite(&info.name)?;
         Ok((0..logits.batch)
             .map(|i| top_k(&softmax(logits.row(i)), k, self.model.info()))
             .collect())

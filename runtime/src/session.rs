@@ -44,6 +44,19 @@ impl ModelInfo {
             .map(|b| b as usize)
     }
 
+    /// Checks the metadata's class names against the `classes` the model outputs: none (then
+    /// predictions say `class N`) or exactly one per class.
+    pub fn check_labels(&self, classes: usize) -> Result<()> {
+        if self.labels.is_empty() || self.labels.len() == classes {
+            return Ok(());
+        }
+        Err(RuntimeError::LabelCount {
+            model: self.name.clone(),
+            labels: self.labels.len(),
+            classes,
+        })
+    }
+
     /// Label of class `i`, or `class i` when the model carries no names.
     pub fn label(&self, i: usize) -> String {
         self.labels
@@ -64,6 +77,19 @@ pub struct Logits {
 impl Logits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// `Err` naming the first NaN or infinite logit of `model`'s output.
+    pub fn check_finite(&self, model: &str) -> Result<()> {
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(RuntimeError::NonFinite {
+                model: model.to_string(),
+                image: i / self.classes.max(1),
+                class: i % self.classes.max(1),
+                value: self.data[i],
+            }),
+        }
     }
 }
 

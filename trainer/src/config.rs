@@ -2,6 +2,7 @@
 
 use crate::data::{AugmentConfig, DatasetSpec, MixupConfig};
 use crate::losses::FeatureLoss;
+use crate::precision::{Precision, ScalerConfig};
 use crate::teacher_cache::CacheSetting;
 use crate::TrainError;
 use lkd_models::ModelConfig;
@@ -197,8 +198,42 @@ pub struct RunConfig {
     pub checkpoint_every: usize,
     /// Stop after this many optimizer steps in this invocation (used to test resume).
     pub max_steps: Option<usize>,
-    /// libtorch intra-op threads (0: libtorch's default).
+    /// libtorch intra-op threads (0: libtorch's default, or the cores split between the
+    /// workers of a data-parallel launch on one node).
     pub threads: usize,
+    /// "fp32" (default, as the paper's authors trained), "bf16" (autocast; the fast choice on
+    /// CUDA) or "fp16" (autocast with dynamic loss scaling). See [`crate::precision`].
+    #[serde(skip_serializing_if = "is_fp32")]
+    pub precision: String,
+    /// Dynamic loss scaling for `precision = "fp16"` (torch.amp.GradScaler's defaults).
+    #[serde(skip_serializing_if = "is_default_scaler")]
+    pub grad_scaler: ScalerConfig,
+    /// Data-parallel runs: seconds a collective (or the rendezvous) may wait for the other
+    /// workers before the run stops with an error naming the operation (torch's default: 1800).
+    #[serde(skip_serializing_if = "is_default_dist_timeout")]
+    pub dist_timeout_s: u64,
+}
+
+// Fields added after run dirs existed are left out of `config.toml` at their defaults, so
+// older configs and `result_digest`s stay as they were.
+fn is_fp32(p: &String) -> bool {
+    p == "fp32"
+}
+fn is_default_scaler(s: &ScalerConfig) -> bool {
+    *s == ScalerConfig::default()
+}
+fn is_default_dist_timeout(t: &u64) -> bool {
+    *t == DEFAULT_DIST_TIMEOUT_S
+}
+
+/// torch.distributed's default collective timeout.
+pub const DEFAULT_DIST_TIMEOUT_S: u64 = 1800;
+
+impl RunConfig {
+    /// The parsed `precision` (validated by [`TrainConfig::validate`]).
+    pub fn precision(&self) -> Result<Precision, TrainError> {
+        Precision::parse(&self.precision)
+    }
 }
 
 impl Default for RunConfig {
@@ -210,6 +245,9 @@ impl Default for RunConfig {
             checkpoint_every: 0,
             max_steps: None,
             threads: 0,
+            precision: "fp32".into(),
+            grad_scaler: ScalerConfig::default(),
+            dist_timeout_s: DEFAULT_DIST_TIMEOUT_S,
         }
     }
 }
@@ -393,6 +431,14 @@ impl TrainConfig {
         if let Some(m) = self.run.max_steps {
             check("run.max_steps", m as f64, m >= 1, "at least 1")?;
         }
+        self.run.precision()?;
+        self.run.grad_scaler.validate()?;
+        check(
+            "run.dist_timeout_s",
+            self.run.dist_timeout_s as f64,
+            (1..=86_400).contains(&self.run.dist_timeout_s),
+            "in 1..=86400 (seconds)",
+        )?;
         Ok(())
     }
 
@@ -444,7 +490,7 @@ impl TrainConfig {
     }
 
     /// Digest of what determines a run's result — model, data, optimisation, distillation,
-    /// EMA, seed, device — and not of logging, checkpoint cadence, thread or worker counts. Two
+    /// EMA, seed, device, precision — and not of logging, checkpoint cadence, thread or worker counts. Two
     /// configs with the same digest train the same model, so a finished run can stand in for
     /// the other (trained teachers are kept under `$LKD_CACHE/teachers/<digest>`).
     pub fn result_digest(&self) -> String {
@@ -453,6 +499,8 @@ impl TrainConfig {
         c.run = RunConfig {
             seed: self.run.seed,
             device: self.run.device.clone(),
+            precision: self.run.precision.clone(),
+            grad_scaler: self.run.grad_scaler.clone(),
             ..RunConfig::default()
         };
         c.data.workers = 0;

@@ -1,6 +1,7 @@
 //! lkd-trainer executes model graphs with libtorch (tch): parameters and checkpoints, the data
 //! pipeline, distillation losses, the training loop and the ERF analysis. It is the only
-//! library crate that links libtorch; it never names a specific architecture.
+//! library crate that links libtorch (with lkd-dist, its data-parallel collectives); it never
+//! names a specific architecture.
 
 pub mod config;
 pub mod data;
@@ -15,6 +16,7 @@ pub mod teacher_cache;
 pub mod train;
 
 pub use executor::{Executor, Forward, Params};
+pub use lkd_dist;
 pub use tch;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum TrainError {
     Config(String),
     #[error(transparent)]
     Data(#[from] data::DataError),
+    /// Data-parallel launch or collective failure (a worker died, a timeout, a bad launch).
+    #[error(transparent)]
+    Dist(#[from] lkd_dist::DistError),
     #[error("non-finite loss: {0}")]
     NonFinite(String),
     #[error("{0}")]

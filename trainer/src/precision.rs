@@ -2,11 +2,14 @@
 //! semantics.
 //!
 //! - `fp32` (default, as the paper's authors trained): no autocast, no scaling.
-//! - `bf16`: CUDA autocast in bfloat16, the fast choice; bf16 has fp32's exponent range, so no
-//!   loss scaling. tch cannot set the autocast dtype (CUDA's default is fp16):
+//! - `bf16`: autocast in bfloat16, the fast choice on CUDA; bf16 has fp32's exponent range, so
+//!   no loss scaling. tch cannot set the autocast dtype (CUDA's default is fp16):
 //!   `lkd_dist::set_autocast_dtype` does, on the thread that runs the forward pass.
-//! - `fp16`: CUDA autocast in float16, only with a [`GradScaler`]: small gradients (the loss is
+//! - `fp16`: autocast in float16, only with a [`GradScaler`]: small gradients (the loss is
 //!   divided by `update_freq`, layer scale starts at 1e-6) underflow fp16 to zero otherwise.
+//!
+//! CPU autocast (bf16 or fp16) is real ATen autocast too, so the whole path runs in CPU tests;
+//! it is rarely faster than fp32 on a CPU.
 //!
 //! The scaler runs torch's own kernels (`_amp_foreach_non_finite_check_and_unscale_`,
 //! `_amp_update_scale_`) on its state tensors, as `torch.amp.GradScaler` does.
@@ -61,12 +64,12 @@ impl Precision {
         self == Precision::Fp16
     }
 
-    /// Mixed precision is a CUDA feature here; asking for it on another device is an error, not
-    /// a silent fp32 run.
+    /// Autocast runs on CUDA and on CPU (ATen's CPU autocast: real, but rarely faster than fp32
+    /// except on CPUs with bf16/fp16 units); another device is an error, not a silent fp32 run.
     pub fn check_device(self, device: Device) -> Result<(), TrainError> {
-        if self != Precision::Fp32 && !matches!(device, Device::Cuda(_)) {
+        if self != Precision::Fp32 && !matches!(device, Device::Cuda(_) | Device::Cpu) {
             return Err(TrainError::Config(format!(
-                "run.precision = \"{}\" needs a CUDA device (got {device:?}); use \"fp32\" on CPU",
+                "run.precision = \"{}\" needs a CUDA or CPU device (got {device:?}); use \"fp32\"",
                 self.as_str()
             )));
         }
@@ -338,9 +341,13 @@ mod tests {
         assert!(Precision::Fp16.needs_loss_scaling() && !Precision::Bf16.needs_loss_scaling());
         Precision::Fp32.check_device(CPU).unwrap();
         Precision::Fp16.check_device(Device::Cuda(0)).unwrap();
+        Precision::Bf16.check_device(CPU).unwrap();
         assert_eq!(
-            Precision::Bf16.check_device(CPU).unwrap_err().to_string(),
-            "config: run.precision = \"bf16\" needs a CUDA device (got Cpu); use \"fp32\" on CPU"
+            Precision::Bf16
+                .check_device(Device::Mps)
+                .unwrap_err()
+                .to_string(),
+            "config: run.precision = \"bf16\" needs a CUDA or CPU device (got Mps); use \"fp32\""
         );
         let parsed: std::collections::BTreeMap<String, Precision> =
             toml::from_str("precision = \"fp16\"").unwrap();

@@ -36,6 +36,15 @@ pub struct TrainerState {
     pub pending_loss: std::collections::BTreeMap<String, f64>,
     #[serde(default)]
     pub pending_count: usize,
+    /// Samples per global micro-batch (workers × per-worker batch) the run trains with; 0 in
+    /// checkpoints written before data parallelism (then the config's batch, one worker). A
+    /// resume with another world size keeps it, so the sample stream continues unchanged.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub global_batch: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 pub struct RunDir {
@@ -150,6 +159,29 @@ impl RunDir {
                 TrainError::Other(format!("{}: no trainer state in metadata", path.display()))
             })?;
         Ok((read_safetensors(&path)?, state))
+    }
+
+    /// The trainer state of the checkpoint without reading its tensors (the header only).
+    pub fn load_trainer_state(&self) -> Result<TrainerState, TrainError> {
+        use std::io::Read;
+        let path = self.file(STATE);
+        let bad = |what: &str| TrainError::Other(format!("{}: {what}", path.display()));
+        let mut f = std::fs::File::open(&path).map_err(io(&path))?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).map_err(io(&path))?;
+        let n = u64::from_le_bytes(len);
+        // safetensors caps its own header at 100 MB.
+        if n > 100_000_000 {
+            return Err(bad("not a valid state file (header too large)"));
+        }
+        let mut header = vec![0u8; n as usize];
+        f.read_exact(&mut header).map_err(io(&path))?;
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| bad(&format!("not a valid state file ({e})")))?;
+        header["__metadata__"]["state"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("no trainer state in metadata"))
     }
 
     pub fn metrics_len(&self) -> u64 {

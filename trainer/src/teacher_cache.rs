@@ -18,6 +18,7 @@
 //! a truncated or corrupt shard is reported, deleted and recomputed, never replayed. Each batch
 //! also stores its sample indices, which must equal the loader's.
 
+use crate::precision::Precision;
 use crate::teacher::{renormalize, Teacher, TeacherSpec};
 use crate::TrainError;
 use half::f16;
@@ -126,6 +127,14 @@ pub struct CacheKey {
     /// Classes kept per sample; equal to the class count when all are kept.
     pub topk: usize,
     pub classes: usize,
+    /// The teacher's autocast precision; absent for fp32 (keys from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// A data-parallel worker's stream: its rank and the world size. Every rank records and
+    /// replays its own rows of each global batch under its own key, so ranks never share (or
+    /// race on) a shard file; absent for one worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<[usize; 2]>,
 }
 
 impl CacheKey {
@@ -181,18 +190,22 @@ pub struct CacheStats {
 pub struct TeacherOutputs {
     pub spec: TeacherSpec,
     device: Device,
+    precision: Precision,
     teacher: Option<Teacher>,
     taps: Vec<String>,
     topk: usize,
     classes: usize,
     store: Option<ShardStore>,
     /// Shard loaded for replay: (epoch, shard index, header, records); `None` records = absent.
-    loaded: Option<(usize, usize, Option<(ShardHeader, Vec<BatchRecord>)>)>,
+    loaded: Option<LoadedShard>,
     /// Shard being recorded: its header fields and records so far.
     recording: Option<(usize, usize, Vec<BatchRecord>)>,
     tap_shapes: Vec<[usize; 3]>,
     pub stats: CacheStats,
 }
+
+/// A shard read for replay: (epoch, shard index, header and records; `None` = absent).
+type LoadedShard = (usize, usize, Option<(ShardHeader, Vec<BatchRecord>)>);
 
 struct ShardStore {
     dir: PathBuf,
@@ -217,6 +230,10 @@ pub struct StreamSpec<'a> {
     pub student_preprocess: &'a Preprocess,
     pub batch_size: usize,
     pub seed: u64,
+    /// Autocast precision of the teacher's forward pass.
+    pub precision: Precision,
+    /// This worker's place in a data-parallel group (`Shard::whole()` for one worker).
+    pub shard: crate::data::Shard,
 }
 
 impl TeacherOutputs {
@@ -257,6 +274,9 @@ impl TeacherOutputs {
                     taps: stream.taps.clone(),
                     topk,
                     classes,
+                    precision: (stream.precision != Precision::Fp32).then_some(stream.precision),
+                    shard: (stream.shard.world_size > 1)
+                        .then_some([stream.shard.rank, stream.shard.world_size]),
                 };
                 let digest = key.digest();
                 let dir = root.join(&digest);
@@ -289,6 +309,7 @@ impl TeacherOutputs {
         Ok(Self {
             spec: teacher,
             device,
+            precision: stream.precision,
             teacher: None,
             taps: stream.taps,
             topk,
@@ -352,7 +373,8 @@ impl TeacherOutputs {
         let teacher = self.teacher.as_ref().expect("loaded above");
         let xt = renormalize(x, student_pre, teacher.preprocess());
         let taps: Vec<&str> = self.taps.iter().map(String::as_str).collect();
-        let (logits, maps) = crate::train::autocast(self.device, || teacher.forward(&xt, &taps))?;
+        let (logits, maps) =
+            crate::train::autocast(self.device, self.precision, || teacher.forward(&xt, &taps))??;
         let rec = self.encode(samples, &logits.to_kind(Kind::Float), &maps)?;
         let out = self.decode(&rec)?;
         if self.store.is_some() {

@@ -5,10 +5,12 @@ use crate::data::{self, Loader, LoaderConfig, Split, Transform};
 use crate::executor::{host_to_tensor, Executor, Params};
 use crate::losses::{cross_entropy, feature_distance, kd_kl, nkd, Target};
 use crate::optim::{clip_grad_norm, cosine_lr, zero_grad, AdamW, Ema, Slot};
+use crate::precision::{GradScaler, Precision, ScalerState, StepOutcome};
 use crate::rundir::{RunDir, TrainerState, BEST, LAST};
 use crate::teacher::TeacherSpec;
 use crate::teacher_cache::{CacheStats, StreamSpec, TeacherOutputs};
 use crate::{parse_device, TrainError};
+use lkd_dist::{LaunchEnv, ProcessGroup, ReduceOp, DEFAULT_BUCKET_BYTES};
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{Graph, ModelConfig};
 use rand::rngs::StdRng;
@@ -34,9 +36,20 @@ pub struct Summary {
     pub data_wait_share: f64,
     pub teacher_share: f64,
     pub finished: bool,
-    /// Teacher-output cache use (distillation runs).
+    /// Teacher-output cache use (distillation runs; this worker's stream).
     pub teacher_cache: Option<CacheStats>,
+    /// Data-parallel workers (1 for a single process) and this process's rank. With several
+    /// workers `images_per_s` counts the whole group's images; evaluation figures are rank
+    /// 0's (the other ranks do not evaluate).
+    pub world_size: usize,
+    pub rank: usize,
+    /// Optimizer steps skipped by the fp16 loss scaler (inf/NaN gradients) in this call.
+    pub skipped_steps: usize,
 }
+
+/// State-file entries of the fp16 loss scaler.
+const AMP_SCALE: &str = "amp.scale";
+const AMP_TRACKER: &str = "amp.growth_tracker";
 
 /// Accuracy of one model on a split.
 #[derive(Clone, Copy, Debug)]
@@ -191,6 +204,8 @@ fn take_prefixed(sd: &StateDict, prefix: &str) -> StateDict {
 
 /// How a step's loss is formed: plain supervision, or distillation from a teacher's output
 /// stream (live or replayed from the cache) with optional feature taps (student, teacher).
+// One value per run, never moved in a loop: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     Supervised,
     Distill {
@@ -207,6 +222,8 @@ struct Trainee {
     opt: AdamW,
     ema: Option<Ema>,
     state: TrainerState,
+    /// The fp16 loss scaler's state when the checkpoint holds one.
+    scaler_state: Option<ScalerState>,
 }
 
 /// Wall-clock accounting for the summary.
@@ -229,13 +246,174 @@ pub fn train(
     resume: bool,
     progress: bool,
 ) -> Result<Summary, TrainError> {
-    let (run, config, train_set, val_set, resume) = open_run(config, run_dir, resume)?;
-    let device = parse_device(&config.run.device)?;
+    run_training(config, run_dir, resume, progress, None)
+}
+
+/// One worker of a data-parallel run described by `launch` (torchrun's variables), with
+/// PyTorch DDP's semantics: the workers join a c10d group (Gloo on CPU, NCCL on CUDA with
+/// `cuda:LOCAL_RANK`), start from rank 0's parameters and buffers, train on their rows of each
+/// global batch (`optim.batch_size` per worker, so the global batch is `world_size` times it)
+/// and average gradients before the optimizer step. BatchNorm normalises with each worker's
+/// own batch statistics; running statistics are rank 0's, broadcast before every forward pass
+/// (DDP's `broadcast_buffers`). Only rank 0 writes the run dir and evaluates. Every rank
+/// records and replays its own teacher-output stream (the key holds rank and world size).
+///
+/// Resuming with another world size keeps the checkpoint's global batch: the per-worker batch
+/// becomes `global / world_size` (an error when that is not a whole number), so the sample
+/// stream, step count and learning-rate schedule continue unchanged.
+pub fn train_parallel(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+    launch: &LaunchEnv,
+) -> Result<Summary, TrainError> {
+    run_training(config, run_dir, resume, progress, Some(launch))
+}
+
+/// Cores per worker when several workers share a node (torchrun's `LOCAL_WORLD_SIZE`).
+fn cores_per_worker(launch: &LaunchEnv) -> usize {
+    let local_world = std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(launch.world_size);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / local_world).max(1)
+}
+
+/// Rank 0's small integer, given to every rank.
+fn share_from_main(group: &ProcessGroup, value: i64) -> Result<i64, TrainError> {
+    let t = Tensor::from_slice(&[value]).to_device(group.device());
+    group.broadcast(&t, 0)?;
+    Ok(t.to_device(Device::Cpu).int64_value(&[0]))
+}
+
+/// Averages the loss sums waiting for the next metric line over the workers, so rank 0 logs
+/// the global batch's mean loss (as one worker with the global batch would). Averaging is
+/// linear, so doing it again later (another line, a checkpoint) stays correct.
+fn average_pending(
+    group: Option<&ProcessGroup>,
+    state: &mut TrainerState,
+) -> Result<(), TrainError> {
+    let Some(g) = group.filter(|g| g.world_size() > 1) else {
+        return Ok(());
+    };
+    if state.pending_loss.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<f64> = state.pending_loss.values().copied().collect();
+    let t = Tensor::from_slice(&values).to_device(g.device());
+    g.allreduce(&t, ReduceOp::Average)?;
+    let averaged = Vec::<f64>::try_from(t.to_device(Device::Cpu))?;
+    for (v, a) in state.pending_loss.values_mut().zip(averaged) {
+        *v = a;
+    }
+    Ok(())
+}
+
+fn run_training(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    progress: bool,
+    launch: Option<&LaunchEnv>,
+) -> Result<Summary, TrainError> {
+    // A data-parallel run joins its group before touching the run dir; a resumed run's device
+    // and timeout are its stored config's (read only here).
+    let group = match launch {
+        None => None,
+        Some(launch) => {
+            let setup = if resume {
+                RunDir::open(run_dir)
+                    .and_then(|r| r.config())
+                    .unwrap_or_else(|_| config.clone())
+            } else {
+                config.clone()
+            };
+            setup.validate()?;
+            let device = worker_device(&setup.run.device, launch)?;
+            let timeout = std::time::Duration::from_secs(setup.run.dist_timeout_s);
+            Some(ProcessGroup::init(launch, device, timeout)?)
+        }
+    };
+    let main = match &group {
+        Some(g) => g.is_main(),
+        None => true,
+    };
+    let world = group.as_ref().map_or(1, |g| g.world_size());
+    let rank = group.as_ref().map_or(0, |g| g.rank());
+
+    // Rank 0 opens (or creates) the run; the others then read what it holds.
+    let opened = match &group {
+        None => open_run(config, run_dir, resume),
+        Some(g) if g.is_main() => {
+            let opened = open_run(config, run_dir, resume);
+            let code = opened.as_ref().map_or(0, |o| 1 + i64::from(o.4));
+            share_from_main(g, code)?;
+            opened
+        }
+        Some(g) => match share_from_main(g, 0)? {
+            0 => {
+                return Err(TrainError::Other(format!(
+                    "rank {rank}: rank 0 could not open the run {} (its error says why)",
+                    run_dir.display()
+                )))
+            }
+            code => open_run_follower(run_dir, code == 2),
+        },
+    };
+    let (run, mut config, train_set, val_set, resume) = opened?;
+    let mut device = parse_device(&config.run.device)?;
+    if let (Some(g), Device::Cuda(_)) = (&group, device) {
+        device = g.device();
+    }
+    let precision = config.run.precision()?;
+    precision.check_device(device)?;
     if config.run.threads > 0 {
         tch::set_num_threads(config.run.threads as i32);
+    } else if let Some(l) = launch {
+        // As torchrun: workers sharing a node split its cores unless told otherwise.
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            tch::set_num_threads(cores_per_worker(l) as i32);
+        }
+    }
+    if let Some(l) = launch {
+        if config.data.workers == 0 {
+            config.data.workers = cores_per_worker(l);
+        }
     }
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
+    }
+
+    // The global batch is the run's: a resumed run keeps its checkpoint's, whatever the world.
+    let global_batch = if resume {
+        match run.load_trainer_state()?.global_batch {
+            0 => config.optim.batch_size,
+            g => g,
+        }
+    } else {
+        config.optim.batch_size * world
+    };
+    if global_batch % world != 0 {
+        return Err(TrainError::Config(format!(
+            "run {} trains with a global batch of {global_batch}, which {world} workers cannot split evenly: \
+             resume it with a world size that divides {global_batch}",
+            run.path.display()
+        )));
+    }
+    if global_batch / world != config.optim.batch_size {
+        if main {
+            eprintln!(
+                "resuming {} with {world} worker(s): batch {} per worker keeps the run's global batch of \
+                 {global_batch} (the config's {} was per worker for another world size)",
+                run.path.display(),
+                global_batch / world,
+                config.optim.batch_size
+            );
+        }
+        config.optim.batch_size = global_batch / world;
     }
     let o = &config.optim;
 
@@ -249,7 +427,8 @@ pub fn train(
             train_set.num_classes()
         )));
     }
-    let train_loader = training_loader(&config, &graph, train_set.clone())?;
+    let shard = data::Shard::new(rank, world)?;
+    let train_loader = training_loader_sharded(&config, &graph, train_set.clone(), shard)?;
     let val_loader = Loader::new(
         val_set.clone(),
         Transform::eval(&graph.preprocess),
@@ -259,22 +438,29 @@ pub fn train(
     let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
     if steps_per_epoch == 0 {
         return Err(TrainError::Config(format!(
-            "{} training samples give no full batch of {} x update_freq {}",
+            "{} training samples give no full batch of {} x update_freq {}{}",
             train_set.len(),
             o.batch_size,
-            o.update_freq
+            o.update_freq,
+            if world > 1 {
+                format!(" x {world} workers")
+            } else {
+                String::new()
+            }
         )));
     }
     let total_steps = steps_per_epoch * o.epochs;
     let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
 
-    let (mut mode, projector_shape) = Mode::new(&config, &graph, &train_set, device)?;
+    let (mut mode, projector_shape) =
+        Mode::new(&config, &graph, &train_set, device, precision, shard)?;
     tch::manual_seed(config.run.seed as i64);
     let Trainee {
         student,
         mut opt,
         mut ema,
         mut state,
+        scaler_state,
     } = Trainee::load_or_init(
         &run,
         &config,
@@ -282,8 +468,38 @@ pub fn train(
         projector_shape,
         resume,
         device,
+        main,
     )?;
+    state.global_batch = global_batch;
+    let mut scaler = GradScaler::new(precision, config.run.grad_scaler.clone(), device)?;
+    if let Some(s) = scaler_state.filter(|_| scaler.is_enabled()) {
+        scaler.load_state(s)?;
+    }
     let slots = student.slots();
+    let slot_tensors: Vec<&Tensor> = slots.iter().map(|s| s.tensor).collect();
+    let grad_params: Vec<Tensor> = slots.iter().map(|s| s.tensor.shallow_clone()).collect();
+    let buffers: Vec<Tensor> = student
+        .exec
+        .graph
+        .params
+        .iter()
+        .filter(|p| !p.is_trainable())
+        .map(|p| student.params.get(&p.name).shallow_clone())
+        .collect();
+    if let Some(g) = &group {
+        // As DDP: every worker starts from rank 0's parameters, buffers and projector.
+        let mut all: Vec<Tensor> = student
+            .params
+            .tensors
+            .values()
+            .map(Tensor::shallow_clone)
+            .collect();
+        if let Some((w, b)) = &student.projector {
+            all.push(w.shallow_clone());
+            all.push(b.shallow_clone());
+        }
+        g.broadcast_tensors(&all, DEFAULT_BUCKET_BYTES)?;
+    }
     if state.finished {
         return Err(TrainError::Config(format!(
             "run {} already finished all {} epochs",
@@ -295,19 +511,39 @@ pub fn train(
     let t0 = Instant::now();
     let mut clock = Clock::default();
     let mut steps_this_call = 0usize;
+    let mut skipped_steps = 0usize;
     let mut last_eval: (Option<f64>, Option<f64>) = (None, None);
     let mut stopped = false;
-    let save_checkpoint =
-        |state: &mut TrainerState, opt: &AdamW, ema: Option<&Ema>| -> Result<(), TrainError> {
-            state.metrics_len = run.metrics_len();
-            state.adam_step = opt.step;
-            run.save_weights(LAST, &student.params.to_state_dict())?;
-            run.save_state(&state_tensors(&student, opt, ema), state)
-        };
+    let save_checkpoint = |state: &mut TrainerState,
+                           opt: &AdamW,
+                           ema: Option<&Ema>,
+                           scaler: &GradScaler|
+     -> Result<(), TrainError> {
+        average_pending(group.as_ref(), state)?;
+        if !main {
+            return Ok(());
+        }
+        state.metrics_len = run.metrics_len();
+        state.adam_step = opt.step;
+        run.save_weights(LAST, &student.params.to_state_dict())?;
+        let mut tensors = state_tensors(&student, opt, ema);
+        if scaler.is_enabled() {
+            let s = scaler.state();
+            tensors.insert(
+                AMP_SCALE.into(),
+                lkd_models::HostTensor::f32(vec![1], vec![s.scale as f32]),
+            );
+            tensors.insert(
+                AMP_TRACKER.into(),
+                lkd_models::HostTensor::i64(vec![1], vec![s.growth_tracker]),
+            );
+        }
+        run.save_state(&tensors, state)
+    };
 
     'epochs: while state.epoch < o.epochs {
         let epoch = state.epoch;
-        let bar = progress_bar(progress, steps_per_epoch as u64, epoch, o.epochs);
+        let bar = progress_bar(progress && main, steps_per_epoch as u64, epoch, o.epochs);
         bar.set_position(state.next_batch as u64 / o.update_freq as u64);
         let mut batches = train_loader.epoch(epoch, state.next_batch)?;
         let mut micro = 0usize;
@@ -320,14 +556,19 @@ pub fn train(
             if state.next_batch / o.update_freq >= steps_per_epoch {
                 break;
             }
-            // Per-step seeding makes drop path reproducible across resume.
+            // Per-step seeding makes drop path reproducible across resume; each rank draws
+            // its own masks.
             student.exec.set_step_seed(
                 config
                     .run
                     .seed
                     .wrapping_mul(1_000_003)
-                    .wrapping_add((state.step * o.update_freq + micro) as u64),
+                    .wrapping_add((state.step * o.update_freq + micro) as u64)
+                    ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
+            if let (Some(g), false) = (&group, buffers.is_empty()) {
+                g.broadcast_tensors(&buffers, DEFAULT_BUCKET_BYTES)?;
+            }
             let terms = step_loss(
                 &mut mode,
                 &student,
@@ -335,6 +576,7 @@ pub fn train(
                 epoch,
                 o.label_smoothing,
                 device,
+                precision,
                 &mut clock,
             )?;
             let loss = terms
@@ -355,12 +597,13 @@ pub fn train(
                     .collect::<Vec<_>>()
                     .join(", ");
                 return Err(TrainError::NonFinite(format!(
-                    "loss is {loss_value} at epoch {epoch}, step {} ({detail}); training stopped, the last good checkpoint in {} is kept",
+                    "loss is {loss_value} at epoch {epoch}, step {}{} ({detail}); training stopped, the last good checkpoint in {} is kept",
                     state.step,
+                    if world > 1 { format!(" on rank {rank}") } else { String::new() },
                     run.path.display()
                 )));
             }
-            (loss / o.update_freq as f64).f_backward()?;
+            scaler.scale(&(loss / o.update_freq as f64))?.f_backward()?;
             micro += 1;
             clock.images += batch.len();
             *state.pending_loss.entry("loss".into()).or_default() += loss_value;
@@ -373,24 +616,34 @@ pub fn train(
                 continue;
             }
             micro = 0;
+            // DDP's order: average gradients, then unscale, clip and step.
+            if let Some(g) = &group {
+                g.allreduce_gradients(&grad_params, DEFAULT_BUCKET_BYTES)?;
+            }
             let lr = cosine_lr(state.step, total_steps, warmup_steps, o.lr, o.min_lr);
+            scaler.unscale(&slot_tensors)?;
             let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c));
-            opt.step(&slots, lr);
+            let outcome = scaler.step(&slot_tensors, || opt.step(&slots, lr))?;
             zero_grad(&slots);
-            if let Some(e) = ema.as_mut() {
-                e.update(&student.exec.graph, &student.params);
+            if outcome == StepOutcome::Applied {
+                if let Some(e) = ema.as_mut() {
+                    e.update(&student.exec.graph, &student.params);
+                }
+            } else {
+                skipped_steps += 1;
             }
             state.step += 1;
             steps_this_call += 1;
             sync(device);
             let dt = step_start.elapsed().as_secs_f64();
             clock.step += dt;
-            let ips = (o.batch_size * o.update_freq) as f64 / dt.max(1e-9);
+            let ips = (o.batch_size * o.update_freq * world) as f64 / dt.max(1e-9);
             step_start = Instant::now();
             let mean_loss = state.pending_loss["loss"] / state.pending_count as f64;
             bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
             bar.inc(1);
             if state.step % config.run.log_every.max(1) == 0 {
+                average_pending(group.as_ref(), &mut state)?;
                 let mut line =
                     json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
                 for (n, v) in &state.pending_loss {
@@ -399,7 +652,16 @@ pub fn train(
                 if let Some(g) = grad_norm {
                     line["grad_norm"] = json!(g);
                 }
-                run.log(&line)?;
+                if scaler.is_enabled() {
+                    line["loss_scale"] = json!(scaler.scale_value());
+                    line["skipped_steps"] = json!(skipped_steps);
+                }
+                if world > 1 {
+                    line["world_size"] = json!(world);
+                }
+                if main {
+                    run.log(&line)?;
+                }
                 state.pending_loss.clear();
                 state.pending_count = 0;
             }
@@ -407,7 +669,7 @@ pub fn train(
             if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
                 || at_limit
             {
-                save_checkpoint(&mut state, &opt, ema.as_ref())?;
+                save_checkpoint(&mut state, &opt, ema.as_ref(), &scaler)?;
             }
             if at_limit {
                 mode.flush()?;
@@ -429,8 +691,16 @@ pub fn train(
             device,
             progress,
             o.epochs,
+            main,
         )?;
-        save_checkpoint(&mut state, &opt, ema.as_ref())?;
+        save_checkpoint(&mut state, &opt, ema.as_ref(), &scaler)?;
+        if let Some(g) = &group {
+            // The others wait here for rank 0's evaluation and checkpoint.
+            g.barrier()?;
+        }
+    }
+    if let Some(g) = &group {
+        g.barrier()?;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let skipped = train_loader.stats().skipped + val_loader.stats().skipped;
@@ -440,7 +710,7 @@ pub fn train(
         best_top1: state.best_top1,
         last_top1: last_eval.0,
         last_ema_top1: last_eval.1,
-        images_per_s: clock.images as f64 / clock.step.max(1e-9),
+        images_per_s: (clock.images * world) as f64 / clock.step.max(1e-9),
         seconds,
         skipped_files: skipped,
         data_wait_share: clock.data_wait / clock.step.max(1e-9),
@@ -450,7 +720,19 @@ pub fn train(
             Mode::Distill { teacher, .. } => Some(teacher.stats),
             Mode::Supervised => None,
         },
+        world_size: world,
+        rank,
+        skipped_steps,
     })
+}
+
+/// The device of a data-parallel worker: CPU, or `cuda:LOCAL_RANK` whatever CUDA index the
+/// config names (one GPU per worker, as torchrun launches).
+fn worker_device(configured: &str, launch: &LaunchEnv) -> Result<Device, TrainError> {
+    match parse_device(configured)? {
+        Device::Cuda(_) => parse_device(&format!("cuda:{}", launch.local_rank)),
+        other => Ok(other),
+    }
 }
 
 /// The run directory and the config to train with, and the datasets it names. A new run
@@ -501,6 +783,30 @@ fn open_run(
     Ok((run, config, train_set, val_set, resume))
 }
 
+/// [`open_run`] for a data-parallel rank other than 0, once rank 0 has opened (or created)
+/// the run: reads its config and datasets and writes nothing.
+#[allow(clippy::type_complexity)]
+fn open_run_follower(
+    run_dir: &Path,
+    resume: bool,
+) -> Result<
+    (
+        RunDir,
+        TrainConfig,
+        Arc<data::Dataset>,
+        Arc<data::Dataset>,
+        bool,
+    ),
+    TrainError,
+> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.config()?;
+    config.validate()?;
+    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
+    let val_set = Arc::new(data::open(&config.data.dataset, Split::Val)?);
+    Ok((run, config, train_set, val_set, resume))
+}
+
 impl Mode {
     /// Supervised, or the teacher described (not loaded: the output cache may hold all it
     /// needs) and its output stream opened. Also returns the feature projector's (student,
@@ -510,6 +816,8 @@ impl Mode {
         graph: &Graph,
         train_set: &data::Dataset,
         device: Device,
+        precision: Precision,
+        shard: data::Shard,
     ) -> Result<(Self, Option<(usize, usize)>), TrainError> {
         let Some(d) = config
             .distill
@@ -550,6 +858,8 @@ impl Mode {
             student_preprocess: &graph.preprocess,
             batch_size: config.optim.batch_size,
             seed: config.run.seed,
+            precision,
+            shard,
         };
         let teacher = Box::new(TeacherOutputs::open(spec, stream, device)?);
         Ok((
@@ -572,7 +882,8 @@ impl Mode {
 }
 
 impl Trainee {
-    /// Fresh weights (seeded), or everything back from the run's state file.
+    /// Fresh weights (seeded), or everything back from the run's state file. Only the run's
+    /// `writer` (rank 0) drops metric lines past the checkpoint.
     fn load_or_init(
         run: &RunDir,
         config: &TrainConfig,
@@ -580,6 +891,7 @@ impl Trainee {
         projector_shape: Option<(usize, usize)>,
         resume: bool,
         device: Device,
+        writer: bool,
     ) -> Result<Self, TrainError> {
         let mut opt = AdamW::new(config.optim.weight_decay);
         if !resume {
@@ -612,10 +924,13 @@ impl Trainee {
                 opt,
                 ema,
                 state: TrainerState::default(),
+                scaler_state: None,
             });
         }
         let (sd, state) = run.load_state()?;
-        run.truncate_metrics(state.metrics_len)?;
+        if writer {
+            run.truncate_metrics(state.metrics_len)?;
+        }
         let params = Params::from_state_dict(&exec.graph, &take_prefixed(&sd, "model."), device)?;
         let tensor = |name: &str| -> Result<Tensor, TrainError> {
             let t = sd.get(name).ok_or_else(|| {
@@ -647,6 +962,25 @@ impl Trainee {
             }),
             None => None,
         };
+        let scaler_state = match (sd.get(AMP_SCALE), sd.get(AMP_TRACKER)) {
+            (Some(scale), Some(tracker)) => match (&scale.data, &tracker.data) {
+                (lkd_models::HostData::F32(s), lkd_models::HostData::I64(t))
+                    if s.len() == 1 && t.len() == 1 =>
+                {
+                    Some(ScalerState {
+                        scale: f64::from(s[0]),
+                        growth_tracker: t[0],
+                    })
+                }
+                _ => {
+                    return Err(TrainError::Other(format!(
+                        "{}: malformed loss-scaler state ({AMP_SCALE}, {AMP_TRACKER})",
+                        run.file(crate::rundir::STATE).display()
+                    )))
+                }
+            },
+            _ => None,
+        };
         Ok(Self {
             student: Student {
                 exec,
@@ -656,12 +990,14 @@ impl Trainee {
             opt,
             ema,
             state,
+            scaler_state,
         })
     }
 }
 
 /// The named loss terms of one micro-batch: student forward, then the teacher's outputs from
 /// its stream and the method's terms.
+#[allow(clippy::too_many_arguments)]
 fn step_loss(
     mode: &mut Mode,
     student: &Student,
@@ -669,6 +1005,7 @@ fn step_loss(
     epoch: usize,
     label_smoothing: f64,
     device: Device,
+    precision: Precision,
     clock: &mut Clock,
 ) -> Result<Vec<(&'static str, Tensor)>, TrainError> {
     let x = batch.images.to_device(device);
@@ -682,9 +1019,9 @@ fn step_loss(
     let smoothing = if soft.is_some() { 0.0 } else { label_smoothing };
     let (cfg, teacher, fd_taps) = match mode {
         Mode::Supervised => {
-            let logits = autocast(device, || {
+            let logits = autocast(device, precision, || {
                 student.exec.forward(&student.params, &x, true, &[])
-            })?
+            })??
             .logits
             .to_kind(Kind::Float);
             return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing))]);
@@ -696,9 +1033,9 @@ fn step_loss(
         } => (cfg, teacher, fd_taps),
     };
     let stage_tap: Vec<&str> = fd_taps.iter().map(|(s, _)| s.as_str()).collect();
-    let out = autocast(device, || {
+    let out = autocast(device, precision, || {
         student.exec.forward(&student.params, &x, true, &stage_tap)
-    })?;
+    })??;
     let logits = out.logits.to_kind(Kind::Float);
     let tt = Instant::now();
     let (t_logits, t_maps) = teacher.get(
@@ -749,7 +1086,8 @@ fn step_loss(
 }
 
 /// Epoch end: evaluates the student and its EMA, logs, keeps the better as best weights, and
-/// advances the state. Returns (student, EMA) top-1.
+/// advances the state. Returns (student, EMA) top-1. Only the run's writer (rank 0) evaluates;
+/// the other ranks only advance their state.
 #[allow(clippy::too_many_arguments)]
 fn end_epoch(
     run: &RunDir,
@@ -761,8 +1099,15 @@ fn end_epoch(
     device: Device,
     progress: bool,
     epochs: usize,
+    writer: bool,
 ) -> Result<(Option<f64>, Option<f64>), TrainError> {
     let epoch = state.epoch;
+    if !writer {
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.finished = state.epoch >= epochs;
+        return Ok((None, None));
+    }
     let res = evaluate(&student.exec, &student.params, val_loader, device)?;
     let ema_res = ema
         .map(|e| evaluate(&student.exec, &e.params, val_loader, device))
@@ -824,7 +1169,17 @@ pub fn training_loader(
     graph: &Graph,
     train_set: Arc<data::Dataset>,
 ) -> Result<Loader, TrainError> {
-    Ok(Loader::new(
+    training_loader_sharded(config, graph, train_set, data::Shard::whole())
+}
+
+/// [`training_loader`] for one data-parallel worker: its rows of each global batch.
+pub fn training_loader_sharded(
+    config: &TrainConfig,
+    graph: &Graph,
+    train_set: Arc<data::Dataset>,
+    shard: data::Shard,
+) -> Result<Loader, TrainError> {
+    Ok(Loader::sharded(
         train_set,
         Transform::train(&config.data.augment, &graph.preprocess),
         config
@@ -833,6 +1188,7 @@ pub fn training_loader(
             .clone()
             .map(|m| m.with_classes(graph.num_classes, config.optim.label_smoothing)),
         loader_config(config, config.optim.batch_size, true, true),
+        shard,
     )?)
 }
 
@@ -878,6 +1234,8 @@ pub fn precompute_teacher_outputs(
         student_preprocess: &pre,
         batch_size: o.batch_size,
         seed: config.run.seed,
+        precision: config.run.precision()?,
+        shard: data::Shard::whole(),
     };
     let mut outputs = TeacherOutputs::open(spec, stream, device)?;
     let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| {
@@ -972,6 +1330,22 @@ pub fn train_or_reuse_shared(
     Ok((dir, outcome))
 }
 
+/// The finished teacher kept for `config`'s recipe under `$LKD_CACHE/teachers`, if any (what
+/// [`train_or_reuse_shared`] would reuse), without training anything.
+pub fn kept_teacher(config: &TrainConfig) -> Option<std::path::PathBuf> {
+    let teachers = crate::teacher_cache::lkd_cache_dir().join("teachers");
+    let digest = config.result_digest();
+    let dir = teachers.join(&digest);
+    let finished = RunDir::open(&dir)
+        .and_then(|r| r.load_state())
+        .is_ok_and(|(_, s)| s.finished);
+    if finished {
+        Some(dir)
+    } else {
+        find_kept_run(&teachers, &digest)
+    }
+}
+
 /// A finished run under `parent` whose stored config has the result digest `digest`.
 fn find_kept_run(parent: &Path, digest: &str) -> Option<std::path::PathBuf> {
     std::fs::read_dir(parent)
@@ -992,13 +1366,21 @@ fn sync(device: Device) {
     }
 }
 
-/// bf16 autocast on CUDA; plain fp32 on CPU.
-pub(crate) fn autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
-    if device.is_cuda() {
-        tch::autocast(true, f)
-    } else {
-        f()
-    }
+/// Runs `f` under autocast in `precision`'s dtype on `device` (plain fp32: no autocast). The
+/// dtype is set through lkd-dist on this thread each time: tch cannot set it, and CUDA's
+/// default would be fp16 whatever was asked.
+pub(crate) fn autocast<T>(
+    device: Device,
+    precision: Precision,
+    f: impl FnOnce() -> T,
+) -> Result<T, TrainError> {
+    let dtype = match precision {
+        Precision::Fp32 => return Ok(f()),
+        Precision::Bf16 => lkd_dist::AutocastDtype::BFloat16,
+        Precision::Fp16 => lkd_dist::AutocastDtype::Float16,
+    };
+    lkd_dist::set_autocast_dtype(device, dtype)?;
+    Ok(lkd_dist::with_autocast(device, f)?)
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: usize, epochs: usize) -> indicatif::ProgressBar {

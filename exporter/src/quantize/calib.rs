@@ -229,8 +229,15 @@ fn float_output(name: &str) -> ValueInfoProto {
     }
 }
 
-fn ort(e: impl std::fmt::Display) -> QuantizeError {
-    QuantizeError::Ort(e.to_string())
+fn ort<R>(what: impl Into<String>) -> impl FnOnce(ort::Error<R>) -> QuantizeError
+where
+    ort::Error<()>: From<ort::Error<R>>,
+{
+    let what = what.into();
+    move |e| QuantizeError::OrtCall {
+        what,
+        source: e.into(),
+    }
 }
 
 /// Histograms of `tensors` over all `batches` of the float `model`.
@@ -246,23 +253,26 @@ pub fn histograms(
     for t in tensors.iter().filter(|t| !existing.contains(t)) {
         m.graph.mut_or_insert_default().output.push(float_output(t));
     }
-    let bytes = crate::proto::encode(&m).map_err(QuantizeError::Decode)?;
+    let bytes = crate::proto::encode(&m).map_err(QuantizeError::Encode)?;
     drop(m);
-    let mut s = crate::ortrun::session(&bytes, crate::Device::Cpu, threads).map_err(ort)?;
+    let mut s = crate::ortrun::session(&bytes, crate::Device::Cpu, threads)?;
     let mut hists: BTreeMap<String, Histogram> = tensors
         .iter()
         .map(|t| (t.clone(), Histogram::new()))
         .collect();
     for b in batches {
-        let x = TensorRef::from_array_view((b.shape.to_vec(), b.data.as_slice())).map_err(ort)?;
-        let out = s.run(ort::inputs![x]).map_err(ort)?;
+        let x = TensorRef::from_array_view((b.shape.to_vec(), b.data.as_slice()))
+            .map_err(ort("building a calibration input"))?;
+        let out = s
+            .run(ort::inputs![x])
+            .map_err(ort("running the calibration model"))?;
         for (name, h) in hists.iter_mut() {
             let v = out.get(name.as_str()).ok_or_else(|| {
                 QuantizeError::Calibration(format!("ORT returned no tensor `{name}`"))
             })?;
-            let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| {
-                QuantizeError::Calibration(format!("tensor `{name}` is not float32: {e}"))
-            })?;
+            let (_, data) = v
+                .try_extract_tensor::<f32>()
+                .map_err(ort(format!("reading tensor `{name}` as float32")))?;
             h.add(data, with_bins);
         }
     }

@@ -38,14 +38,24 @@ pub enum QuantizeError {
     AlreadyQuantized(String),
     #[error("not an image classifier: {0}")]
     NotClassifier(String),
-    #[error("cannot read the ONNX model: {0}")]
-    Decode(String),
+    #[error("the file is not a readable ONNX model (its protobuf does not parse)")]
+    Decode(#[source] protobuf::Error),
+    #[error("cannot serialize the quantized ONNX model")]
+    Encode(#[source] protobuf::Error),
     #[error("calibration: {0}")]
     Calibration(String),
     #[error("invalid quantization options: {0}")]
     Options(String),
-    #[error("ONNX Runtime: {0} (is ORT_DYLIB_PATH set to libonnxruntime.so?)")]
-    Ort(String),
+    /// Environment, session building and runs through the shared ONNX Runtime core (its
+    /// messages carry their own hints).
+    #[error(transparent)]
+    Ort(#[from] lkd_ort::OrtError),
+    #[error("ONNX Runtime failed while {what}")]
+    OrtCall {
+        what: String,
+        #[source]
+        source: ort::Error,
+    },
 }
 
 pub type Result<T, E = QuantizeError> = std::result::Result<T, E>;
@@ -238,20 +248,16 @@ impl Prepared {
                     ..Default::default()
                 });
         }
-        crate::proto::encode(&m).map_err(QuantizeError::Decode)
+        crate::proto::encode(&m).map_err(QuantizeError::Encode)
     }
 }
 
 /// Top-1 (percent) and the logits of `bytes` on `eval`.
 pub fn evaluate(bytes: &[u8], eval: &EvalSet, threads: Option<usize>) -> Result<(f64, Vec<f32>)> {
-    let mut s = crate::ortrun::session(bytes, crate::Device::Cpu, threads)
-        .map_err(|e| QuantizeError::Ort(e.to_string()))?;
+    let mut s = crate::ortrun::session(bytes, crate::Device::Cpu, threads)?;
     let mut logits = Vec::new();
     for b in &eval.batches {
-        logits.extend(
-            crate::ortrun::run(&mut s, &b.data, &b.shape)
-                .map_err(|e| QuantizeError::Ort(e.to_string()))?,
-        );
+        logits.extend(crate::ortrun::run(&mut s, &b.data, &b.shape)?);
     }
     if eval.is_empty() || logits.len() % eval.len() != 0 {
         return Err(QuantizeError::Options(format!(

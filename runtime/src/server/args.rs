@@ -10,13 +10,18 @@ use crate::cli::{parse_device, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
 use crate::session::{Device, SessionConfig};
 
-fn parse_named_model(s: &str) -> std::result::Result<ModelSpec, String> {
-    let (name, path) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=PATH, found `{s}`"))?;
-    super::validate_model_name(name).map_err(|e| e.to_string())?;
+fn flag(expected: &'static str, found: &str) -> RuntimeError {
+    RuntimeError::Flag {
+        expected,
+        found: found.to_string(),
+    }
+}
+
+fn parse_named_model(s: &str) -> Result<ModelSpec> {
+    let (name, path) = s.split_once('=').ok_or_else(|| flag("NAME=PATH", s))?;
+    super::validate_model_name(name)?;
     if path.is_empty() {
-        return Err(format!("`{s}` names no file after `=`"));
+        return Err(flag("a file after `=` in NAME=PATH", s));
     }
     Ok(ModelSpec {
         name: name.to_string(),
@@ -25,20 +30,18 @@ fn parse_named_model(s: &str) -> std::result::Result<ModelSpec, String> {
 }
 
 /// Milliseconds, at least 1.
-fn parse_ms(s: &str) -> std::result::Result<Duration, String> {
+fn parse_ms(s: &str) -> Result<Duration> {
     match s.parse::<u64>() {
         Ok(ms) if ms >= 1 => Ok(Duration::from_millis(ms)),
-        _ => Err(format!(
-            "expected a whole number of milliseconds ≥ 1, found `{s}`"
-        )),
+        _ => Err(flag("a whole number of milliseconds ≥ 1", s)),
     }
 }
 
-fn parse_positive(s: &str) -> std::result::Result<usize, String> {
+fn parse_positive(s: &str) -> Result<usize> {
     s.parse::<usize>()
         .ok()
         .filter(|&n| n >= 1)
-        .ok_or_else(|| format!("expected an integer ≥ 1, found `{s}`"))
+        .ok_or_else(|| flag("an integer ≥ 1", s))
 }
 
 #[derive(Args, Clone, Debug)]

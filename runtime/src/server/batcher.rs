@@ -14,8 +14,8 @@ use lkd_models::preprocess::Preprocess;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::api_error::ApiError;
-use super::metrics::Metrics;
-use crate::error::{Result, RuntimeError};
+use super::metrics::{DecodeStage, Metrics};
+use crate::error::{error_chain, Result, RuntimeError};
 use crate::predict::run_images;
 use crate::preprocess::{
     decode, image_len, preprocess_into, resolve_preprocess, PreprocessOverrides,
@@ -66,6 +66,8 @@ pub(super) fn start(
         1,
     )?;
     let info = model.info().clone();
+    // A label list that does not match the output is refused before serving, not per request.
+    info.check_labels(probe.classes)?;
     let (tx, rx) = sync_channel(settings.queue);
     let (p, m, wait, max_batch) = (
         preprocess.clone(),
@@ -137,14 +139,18 @@ impl ModelSlot {
         name_images: bool,
         decodes: &Arc<Semaphore>,
     ) -> std::result::Result<Vec<f32>, ApiError> {
+        // Beyond the cap a request waits here (its body is already bounded and buffered).
+        let stage = DecodeStage::waiting(&self.metrics);
         let permit = decodes
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("the server is shutting down"))?;
+        let stage = stage.running();
         let p = self.preprocess.clone();
         let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<f32>> {
-            let _permit = permit;
+            // Fields drop in order: the gauge falls before the slot is released.
+            let _held = (stage, permit);
             let len = image_len(&p);
             let mut out = vec![0f32; len * images.len()];
             for (i, (bytes, dst)) in images.iter().zip(out.chunks_mut(len)).enumerate() {
@@ -160,9 +166,9 @@ impl ModelSlot {
             // Too many pixels or too extreme an aspect ratio (refused from the header).
             Ok(Err(e)) if e.is_too_large() => Err(ApiError::new(
                 axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                e.to_string(),
+                error_chain(&e),
             )),
-            Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
+            Ok(Err(e)) => Err(ApiError::bad_request(error_chain(&e))),
             Err(e) => Err(ApiError::internal(format!(
                 "preprocessing task failed: {e}"
             ))),
@@ -222,7 +228,7 @@ fn batcher(
             }
             Err(e) => {
                 for j in jobs.drain(..) {
-                    let _ = j.reply.send(Err(e.to_string()));
+                    let _ = j.reply.send(Err(error_chain(&e)));
                 }
             }
         }

@@ -6,13 +6,21 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
 use super::api_error::ApiError;
 use super::AppState;
+
+/// The rest of a refused body is never read, so the connection cannot carry another request.
+fn closing(error: ApiError) -> Response {
+    let mut resp = error.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
 
 pub(super) async fn buffer_body(
     State(app): State<Arc<AppState>>,
@@ -21,8 +29,7 @@ pub(super) async fn buffer_body(
 ) -> Response {
     let max = app.limits.max_body_bytes;
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the server's limit of {max} bytes (--max-body-bytes)"))
-            .into_response()
+        closing(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the server's limit of {max} bytes (--max-body-bytes)")))
     };
     let declared = req
         .headers()
@@ -39,13 +46,12 @@ pub(super) async fn buffer_body(
         read = read => match read {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(),
-            Ok(Err(e)) => return ApiError::bad_request(format!("cannot read the request body: {e}")).into_response(),
+            Ok(Err(e)) => return closing(ApiError::bad_request(format!("cannot read the request body: {e}"))),
             Err(_) => {
-                return ApiError::new(
+                return closing(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     format!("the request body did not arrive within {} ms (--body-timeout-ms)", timeout.as_millis()),
-                )
-                .into_response()
+                ))
             }
         },
         _ = shutdown.wait_for(|stopping| *stopping) => {

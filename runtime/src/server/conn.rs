@@ -9,7 +9,9 @@
 //!   grace period, and then whatever is left is dropped.
 //!
 //! hyper serves HTTP/1.1 on each connection; the watchdog here owns the timing, so it does not
-//! depend on when a hyper version starts its own header timer.
+//! depend on when a hyper version starts its own header timer. hyper answers unparsable requests
+//! itself (bodyless 400/414/431, no hook for a body); the stream wrapper gives those answers the
+//! JSON error body on their way to the socket.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -31,8 +33,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::api_error::{error_body, json_error};
-use super::metrics::{route_label, Closed};
+use super::api_error::{error_body, json_error, rewrite_automatic_error};
+use super::metrics::{route_label, Closed, Metrics};
 use super::{AppState, Limits};
 
 const IDLE: u8 = 0;
@@ -142,11 +144,56 @@ impl Drop for Busy {
     }
 }
 
-/// The TCP stream, noting when the first byte of a new request arrives on an idle connection.
+/// The TCP stream, noting when the first byte of a new request arrives on an idle connection,
+/// and giving hyper's own answers to unparsable requests the JSON error body.
 struct WatchedStream {
     inner: TcpStream,
     state: Arc<ConnState>,
     tracker: Arc<Tracker>,
+    /// A rewritten response accepted from hyper but not yet written to the socket.
+    pending: Vec<u8>,
+    metrics: Arc<Metrics>,
+}
+
+/// Request line plus headers; more is answered 431. Bounds what a half-sent request can make
+/// the server hold (hyper's own default is its ~400 KB read buffer) at `max_connections` × 64 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Headers per request; more are answered 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest head checked for being one of hyper's automatic error answers (they are ~100 bytes).
+const MAX_AUTOMATIC_HEAD: usize = 1024;
+
+impl WatchedStream {
+    /// Writes what is left of a rewritten response; Ready(Ok) once nothing is pending.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `head` as written when it is one of hyper's bodyless parse-error answers, queueing
+    /// its JSON form instead.
+    fn take_automatic_error(&mut self, head: &[u8]) -> bool {
+        if head.len() > MAX_AUTOMATIC_HEAD || !head.starts_with(b"HTTP/1.") {
+            return false;
+        }
+        match rewrite_automatic_error(head) {
+            Some((status, json)) => {
+                // Counted like routed requests, under the route label `malformed`.
+                self.metrics
+                    .record_request("malformed", status, Duration::ZERO);
+                self.pending = json;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl AsyncRead for WatchedStream {
@@ -178,14 +225,22 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_pending(cx))?;
+        if self.take_automatic_error(buf) {
+            // Accepted: the JSON form is written now or on the next poll.
+            let _ = self.poll_pending(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -194,6 +249,16 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_pending(cx))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if total <= MAX_AUTOMATIC_HEAD && first.is_some_and(|b| b.starts_with(b"HTTP/1.")) {
+            let head: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if self.take_automatic_error(&head) {
+                let _ = self.poll_pending(cx)?;
+                return Poll::Ready(Ok(total));
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -258,6 +323,8 @@ async fn serve_connection(
         inner: stream,
         state: state.clone(),
         tracker: tracker.clone(),
+        pending: Vec::new(),
+        metrics: app.metrics.clone(),
     };
     let (svc_app, svc_state, svc_tracker) = (app.clone(), state.clone(), tracker.clone());
     let service = hyper::service::service_fn(move |req| {
@@ -271,6 +338,8 @@ async fn serve_connection(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let period = watchdog_period(&limits);

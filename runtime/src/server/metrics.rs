@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LATENCY_BUCKETS_S: [f64; 12] = [
@@ -66,6 +66,50 @@ pub struct Metrics {
     pub(super) queue_depth: AtomicI64,
     pub(super) open_connections: AtomicI64,
     closed: [AtomicU64; 4],
+    decodes_waiting: AtomicI64,
+    decodes_running: AtomicI64,
+    /// The most decodes ever running at once (at most `--max-decodes`).
+    decodes_running_max: AtomicI64,
+}
+
+/// A request's place in the decode gate, counted in the gauges while it is held.
+pub(super) struct DecodeStage {
+    metrics: Arc<Metrics>,
+    running: bool,
+}
+
+impl DecodeStage {
+    /// Waiting for a decode slot.
+    pub(super) fn waiting(metrics: &Arc<Metrics>) -> Self {
+        metrics.decodes_waiting.fetch_add(1, Ordering::Relaxed);
+        Self {
+            metrics: metrics.clone(),
+            running: false,
+        }
+    }
+
+    /// Holding a slot: decoding.
+    pub(super) fn running(self) -> Self {
+        let m = self.metrics.clone();
+        drop(self);
+        let now = m.decodes_running.fetch_add(1, Ordering::Relaxed) + 1;
+        m.decodes_running_max.fetch_max(now, Ordering::Relaxed);
+        Self {
+            metrics: m,
+            running: true,
+        }
+    }
+}
+
+impl Drop for DecodeStage {
+    fn drop(&mut self) {
+        let gauge = if self.running {
+            &self.metrics.decodes_running
+        } else {
+            &self.metrics.decodes_waiting
+        };
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +146,9 @@ impl Metrics {
             queue_depth: AtomicI64::new(0),
             open_connections: AtomicI64::new(0),
             closed: Default::default(),
+            decodes_waiting: AtomicI64::new(0),
+            decodes_running: AtomicI64::new(0),
+            decodes_running_max: AtomicI64::new(0),
         }
     }
 
@@ -122,7 +169,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP lkd_requests_total HTTP requests by route and status code.\n");
+        out.push_str("# HELP lkd_requests_total HTTP requests by route and status code (route `malformed`: requests that could not be parsed).\n");
         out.push_str("# TYPE lkd_requests_total counter\n");
         for ((path, code), n) in lock(&self.requests).iter() {
             let _ = writeln!(
@@ -147,6 +194,29 @@ impl Metrics {
              lkd_open_connections {}",
             self.open_connections.load(Ordering::Relaxed)
         );
+        for (name, help, gauge) in [
+            (
+                "lkd_decodes_running",
+                "Requests decoding images now (at most --max-decodes).",
+                &self.decodes_running,
+            ),
+            (
+                "lkd_decodes_running_max",
+                "The most requests ever decoding images at once.",
+                &self.decodes_running_max,
+            ),
+            (
+                "lkd_decodes_waiting",
+                "Requests waiting for a decode slot.",
+                &self.decodes_waiting,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                gauge.load(Ordering::Relaxed)
+            );
+        }
         out.push_str(
             "# HELP lkd_connections_closed_total Connections the server closed, by reason.\n",
         );

@@ -35,6 +35,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use auth::{BearerToken, MIN_TOKEN_LEN};
 pub use batcher::MAX_IMAGES_PER_REQUEST;
+pub use conn::{MAX_HEADERS, MAX_HEADER_BYTES};
 pub use metrics::Metrics;
 pub use v1::ClassifyResponse;
 

@@ -7,6 +7,7 @@ mod common;
 mod edge;
 mod predict;
 mod serve;
+mod serve_errors;
 mod serve_hardening;
 mod serve_kserve;
 mod serve_process;

@@ -298,3 +298,126 @@ fn devices_parse_and_cuda_never_falls_back() {
         Ok(m) => assert_eq!(m.info().provider, "CUDAExecutionProvider"),
     }
 }
+
+#[test]
+fn nan_logits_are_an_error_not_a_null_probability() {
+    let img = vec![(
+        "a.png".to_string(),
+        encode(&photo(28, 28, 0), ImageFormat::Png),
+    )];
+    let mut c = Classifier::load(model("nan"), &cpu(), &PreprocessOverrides::default()).unwrap();
+    let e = c.classify(&img, 3).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "model `nan` produced a non-finite logit (NaN for image 0, class 3), so no prediction is \
+         reported. Its weights or this input are broken (e.g. a model trained into NaN); check \
+         the model with `lkd eval` before exporting it"
+    );
+
+    // The binary: exit status 1, the error on stderr, nothing on stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.png");
+    std::fs::write(&path, &img[0].1).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lkd-run"))
+        .args(["predict", "--json"])
+        .arg(model("nan"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().next().unwrap(),
+        format!("error: {e}")
+    );
+}
+
+#[test]
+fn a_label_list_not_matching_the_classes_is_an_error() {
+    let img = vec![(
+        "a.png".to_string(),
+        encode(&photo(28, 28, 0), ImageFormat::Png),
+    )];
+    for (name, labels) in [("labels9", 9), ("labels11", 11)] {
+        let mut c = Classifier::load(model(name), &cpu(), &PreprocessOverrides::default()).unwrap();
+        let e = c.classify(&img, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "model `{name}` names {labels} classes in its `lkd.labels` metadata but outputs 10, \
+                 so predictions would carry the wrong names. Re-export it with `lkd export` (labels \
+                 come from the run's dataset) or fix `lkd.labels` to list exactly 10 names"
+            )
+        );
+    }
+    // The server refuses to start with it rather than answering with wrong names.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut cfg = lkd_runtime::ServeConfig::new(model("labels9"));
+    cfg.addr = "127.0.0.1:0".into();
+    let e = rt
+        .block_on(lkd_runtime::bind(cfg))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.starts_with("model `labels9` names 9 classes"), "{e}");
+}
+
+#[test]
+fn error_causes_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.png");
+    let garbage = dir.path().join("garbage.png");
+    std::fs::write(&garbage, b"not an image at all").unwrap();
+    let truncated = dir.path().join("truncated.png");
+    let png = encode(&photo(64, 64, 2), ImageFormat::Png);
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let stderr = |image: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lkd-run"))
+            .arg("predict")
+            .arg(model("gray28"))
+            .arg(image)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).trim_end().to_string()
+    };
+    assert_eq!(
+        stderr(&missing),
+        format!(
+            "error: cannot read image `{}`: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    assert_eq!(
+        stderr(&garbage),
+        format!(
+            "error: cannot decode image `{}`: unrecognised image format: expected a JPEG, PNG, \
+             WebP, BMP or GIF file",
+            garbage.display()
+        )
+    );
+    // The decoder's own message comes once, after ours.
+    let line = stderr(&truncated);
+    let prefix = format!(
+        "error: cannot decode image `{}`: corrupt image data: ",
+        truncated.display()
+    );
+    let cause = line
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        !cause.is_empty() && !cause.contains(": corrupt image data"),
+        "{line}"
+    );
+    let parts: Vec<&str> = line.split(": ").collect();
+    let mut unique = parts.clone();
+    unique.dedup();
+    assert_eq!(parts, unique, "a cause is repeated: {line}");
+}

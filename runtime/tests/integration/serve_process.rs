@@ -25,9 +25,13 @@ struct Server {
 
 /// Starts `lkd-run serve ARGS --addr 127.0.0.1:0` and reads its address from the start-up line.
 fn spawn(args: &[&str]) -> Server {
+    spawn_at(args, "127.0.0.1:0")
+}
+
+fn spawn_at(args: &[&str], addr: &str) -> Server {
     let mut child = lkd_run()
         .args(args)
-        .args(["--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(["--addr", addr, "--threads", "1"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -126,4 +130,14 @@ fn a_public_address_without_a_token_is_refused() {
             && stderr.contains("--insecure-no-auth"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_host_name_address_is_resolved() {
+    let m = model("gray28");
+    let mut server = spawn_at(&[m.to_str().unwrap()], "localhost:0");
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    assert_eq!(get(server.addr, "/v2/health/ready").status, 200);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

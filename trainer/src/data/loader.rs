@@ -3,7 +3,7 @@
 //! (seed, epoch, sample index), each batch's Mixup RNG by (seed, epoch, batch index); batch k
 //! is built by worker k mod W and delivered in order through that worker's bounded queue.
 
-use super::{rng, DataError, Dataset, Mixup, Result, Transform};
+use super::{rng, DataError, Dataset, Mixup, Result, Shard, Transform};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -156,6 +156,8 @@ struct Shared {
     transform: Transform,
     mixup: Option<Mixup>,
     cfg: LoaderConfig,
+    /// This worker's share of each global batch (the whole batch for one worker).
+    shard: Shard,
     /// Undecodable samples: index -> error message (with path).
     skipped: Mutex<BTreeMap<usize, String>>,
     totals: Mutex<LoaderStats>,
@@ -173,7 +175,25 @@ impl Loader {
         mixup: Option<Mixup>,
         cfg: LoaderConfig,
     ) -> Result<Self> {
+        Self::sharded(dataset, transform, mixup, cfg, Shard::whole())
+    }
+
+    /// A loader for one data-parallel worker: batch k is this rank's `cfg.batch_size` rows of
+    /// global batch k (see [`Shard`]), so `world_size` such loaders together deliver what one
+    /// loader with batch `world_size · batch_size` does. Needs a shuffled, `drop_last` stream.
+    pub fn sharded(
+        dataset: Arc<Dataset>,
+        transform: Transform,
+        mixup: Option<Mixup>,
+        cfg: LoaderConfig,
+        shard: Shard,
+    ) -> Result<Self> {
         transform.validate()?;
+        if shard.world_size > 1 && !cfg.drop_last {
+            return Err(DataError::Config(
+                "a sharded loader drops the last incomplete global batch (drop_last)".into(),
+            ));
+        }
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch_size must be at least 1".into()));
         }
@@ -183,10 +203,15 @@ impl Loader {
                 dataset.name()
             )));
         }
-        if cfg.drop_last && dataset.len() < cfg.batch_size {
+        if cfg.drop_last && dataset.len() < cfg.batch_size * shard.world_size {
             return Err(DataError::Config(format!(
-                "drop_last with batch_size {} but {} has only {} samples: no batch would be produced",
+                "drop_last with batch_size {}{} but {} has only {} samples: no batch would be produced",
                 cfg.batch_size,
+                if shard.world_size > 1 {
+                    format!(" x {} workers", shard.world_size)
+                } else {
+                    String::new()
+                },
                 dataset.name(),
                 dataset.len()
             )));
@@ -207,6 +232,7 @@ impl Loader {
             transform,
             mixup,
             cfg,
+            shard,
             skipped: Mutex::new(BTreeMap::new()),
             totals: Mutex::default(),
         };
@@ -254,10 +280,16 @@ impl Loader {
         &self.shared.cfg
     }
 
+    pub fn shard(&self) -> Shard {
+        self.shared.shard
+    }
+
+    /// Batches per epoch; for a sharded loader, the global batches (each rank delivers its
+    /// share of every one).
     pub fn batches_per_epoch(&self) -> usize {
         let (n, b) = (self.shared.dataset.len(), self.shared.cfg.batch_size);
         if self.shared.cfg.drop_last {
-            n / b
+            self.shared.shard.global_batches(n, b)
         } else {
             n.div_ceil(b)
         }
@@ -284,7 +316,7 @@ impl Loader {
             .collect()
     }
 
-    /// Dataset order for `epoch`.
+    /// Dataset order for `epoch` (the global order: every rank computes the same one).
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut perm: Vec<usize> = (0..self.shared.dataset.len()).collect();
         if self.shared.cfg.shuffle {
@@ -321,12 +353,15 @@ impl Loader {
                 state.next_batch
             )));
         }
-        Ok(Epoch::start(
-            self.shared.clone(),
-            state,
-            self.order(state.epoch),
-            n,
-        ))
+        let order = self.order(state.epoch);
+        let order = if self.shared.shard.world_size > 1 {
+            self.shared
+                .shard
+                .rank_order(&order, self.shared.cfg.batch_size)?
+        } else {
+            order
+        };
+        Ok(Epoch::start(self.shared.clone(), state, order, n))
     }
 }
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderState, LoaderStats};
 pub use mixup::{Mixup, MixupConfig};
 pub use randaug::RandAugment;
+pub use shard::Shard;
 pub use transform::{AugmentConfig, RrcConfig, Transform};
 
 #[derive(Debug, thiserror::Error)]
