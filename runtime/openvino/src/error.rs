@@ -59,6 +59,9 @@ pub enum OvError {
         source: openvino::InferenceError,
     },
 
+    #[error("cannot read ONNX metadata from `{path}`: {reason}")]
+    Metadata { path: PathBuf, reason: String },
+
     #[error("the model is unusable by this engine: {0}")]
     Model(String),
 

@@ -198,3 +198,32 @@ fn bad_models_and_inputs_are_clear_errors() {
         "input does not fit the model: shape [0, 3, 32, 32] is empty or larger than 1073741824 elements"
     );
 }
+
+#[test]
+fn metadata_scan_matches_onnx_runtime() {
+    let dir = fixtures();
+    for name in ["rgb32", "gray28", "nometa"] {
+        let path = dir.join(format!("{name}.onnx"));
+        let ours = lkd_openvino::onnx_metadata(&path).unwrap();
+        assert_eq!(ours, ort_metadata(&path), "{name}");
+        assert_eq!(ours.is_empty(), name == "nometa");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = export("slak_nano", ReparamMode::Decomposed, tmp.path());
+    let ours = lkd_openvino::onnx_metadata(&path).unwrap();
+    assert!(ours.len() >= 5, "{ours:?}");
+    assert_eq!(ours, ort_metadata(&path));
+    // A file cut inside the graph is an error that says so, not a panic.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = tmp.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = lkd_openvino::onnx_metadata(&cut).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "cannot read ONNX metadata from `{}`: ",
+            cut.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+}

@@ -128,3 +128,18 @@ pub fn cpu_has_bf16() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// ONNX Runtime's view of the file's custom metadata.
+pub fn ort_metadata(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let (s, _) = lkd_ort::session_from_file(path, &lkd_ort::SessionConfig::cpu(Some(1)))
+        .expect("ORT session");
+    let meta = s.metadata().expect("ORT metadata");
+    meta.custom_keys()
+        .expect("ORT metadata keys")
+        .into_iter()
+        .map(|k| {
+            let v = meta.custom(&k).expect("ORT metadata value");
+            (k, v)
+        })
+        .collect()
+}
