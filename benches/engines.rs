@@ -127,7 +127,8 @@ impl Runner {
     }
 }
 
-fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner)>> {
+/// Each engine with its load time (read + compile / session build) in ms.
+fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner, f64)>> {
     let mut out = Vec::new();
     for spin in [false, true] {
         let cfg = SessionConfig {
@@ -135,9 +136,10 @@ fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner)>> {
             spin,
             ..SessionConfig::default()
         };
+        let t = Instant::now();
         let (s, _) = lkd_ort::session_from_file(path, &cfg)?;
         let name = format!("ort spin {}", if spin { "on" } else { "off" });
-        out.push((name, Runner::Ort(s)));
+        out.push((name, Runner::Ort(s), t.elapsed().as_secs_f64() * 1e3));
     }
     let mut ov = vec![
         ("openvino f32", Precision::F32, None),
@@ -155,7 +157,13 @@ fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner)>> {
             precision,
             static_batch,
         };
-        out.push((name.to_string(), Runner::Ov(Engine::from_file(path, &cfg)?)));
+        let t = Instant::now();
+        let engine = Engine::from_file(path, &cfg)?;
+        out.push((
+            name.to_string(),
+            Runner::Ov(engine),
+            t.elapsed().as_secs_f64() * 1e3,
+        ));
     }
     Ok(out)
 }
@@ -208,7 +216,7 @@ fn bench(preset: &str, form: &str, threads: usize, rounds: usize) -> AnyResult<(
     let n = engines.len();
     // Warm-up, and parity against the first engine (ORT, spinning off).
     let mut outputs = Vec::new();
-    for (_, e) in engines.iter_mut() {
+    for (_, e, _) in engines.iter_mut() {
         for _ in 0..2 {
             e.run(input, &shape)?;
         }
@@ -228,10 +236,10 @@ fn bench(preset: &str, form: &str, threads: usize, rounds: usize) -> AnyResult<(
         shape[2], shape[3]
     );
     println!(
-        "{:<22} {:>9} {:>17}  {:<52} {:>10}",
-        "engine", "median ms", "IQR ms", "ratio to ort spin off (per round)", "max |Δ|"
+        "{:<22} {:>9} {:>17}  {:<52} {:>10} {:>8}",
+        "engine", "median ms", "IQR ms", "ratio to ort spin off (per round)", "max |Δ|", "load ms"
     );
-    for (i, (name, _)) in engines.iter().enumerate() {
+    for (i, (name, _, load_ms)) in engines.iter().enumerate() {
         let mut sorted = ms[i].clone();
         sorted.sort_by(f64::total_cmp);
         let ratio = if i == 0 {
@@ -249,7 +257,7 @@ fn bench(preset: &str, form: &str, threads: usize, rounds: usize) -> AnyResult<(
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         println!(
-            "{name:<22} {:>9.1} {:>7.1}–{:<9.1}  {ratio:<52} {delta:>10.2e}",
+            "{name:<22} {:>9.1} {:>7.1}–{:<9.1}  {ratio:<52} {delta:>10.2e} {load_ms:>8.0}",
             quantile(&sorted, 0.5),
             quantile(&sorted, 0.25),
             quantile(&sorted, 0.75),

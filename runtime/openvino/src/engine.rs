@@ -71,6 +71,8 @@ pub struct EngineInfo {
     pub input_name: String,
     /// The input shape; `-1` marks a dynamic dimension.
     pub input_shape: Vec<i64>,
+    /// The first output's name (the one `run_f32` returns).
+    pub output_name: String,
 }
 
 /// A compiled model and its one inference request. Fields drop in order: the request before the
@@ -244,6 +246,10 @@ impl Engine {
             .iter()
             .map(|d| if d.is_dynamic() { -1 } else { d.get_min() })
             .collect();
+        let output_name = compiled
+            .get_output_by_index(0)
+            .and_then(|n| n.get_name())
+            .map_err(OvError::run("read the compiled output"))?;
         let mut compiled = compiled;
         let request = compiled
             .create_infer_request()
@@ -256,6 +262,7 @@ impl Engine {
             threads,
             input_name,
             input_shape,
+            output_name,
         };
         Ok(Self {
             request,

@@ -31,6 +31,13 @@ fn fixtures_match_onnx_runtime_and_numpy() {
         assert_eq!(ov.info().precision, "f32");
         assert_eq!(ov.info().threads, "2");
         assert_eq!(
+            (
+                ov.info().input_name.as_str(),
+                ov.info().output_name.as_str()
+            ),
+            ("image", "logits")
+        );
+        assert_eq!(
             ov.info().input_shape,
             vec![-1, channels as i64, size as i64, size as i64]
         );
