@@ -371,6 +371,13 @@ fn validate(cfg: &EngineConfig) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A server's batcher thread owns its model: the engine must move between threads.
+    #[test]
+    fn engine_is_send() {
+        fn send<T: Send>() {}
+        send::<Engine>();
+    }
+
     #[test]
     fn precision_parses_and_rejects() {
         assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
