@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{BearerToken, Limits, ModelSpec, ServeConfig};
-use crate::cli::{parse_device, PreprocessArgs};
+use crate::cli::{parse_device, EngineArgs, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
 use crate::session::{Device, SessionConfig};
 
@@ -106,6 +106,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
 
@@ -121,6 +123,7 @@ impl ServeArgs {
             warmup: 2,
             ..SessionConfig::default()
         };
+        cfg.engine = self.engine.engine()?;
         cfg.preprocess = self.preprocess.overrides();
         cfg.addr = self.addr.clone();
         cfg.max_batch = self.max_batch;
