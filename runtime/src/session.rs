@@ -309,7 +309,11 @@ impl Model {
         info.provider = provider;
         info.device = device;
         info.spin = spin;
-        info.engine_version = ort_build_info()?.0;
+        let build = ort_build_info()?.0;
+        info.engine_version = build
+            .strip_prefix("ORT Build Info: ")
+            .unwrap_or(&build)
+            .to_string();
         Ok(Self {
             backend: Backend::Ort(session),
             info,

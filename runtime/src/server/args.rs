@@ -201,6 +201,33 @@ mod tests {
     }
 
     #[test]
+    fn engine_flags_reach_the_config() {
+        let cfg = parse(&["m.onnx"]).unwrap().config().unwrap();
+        assert_eq!(cfg.engine, crate::Engine::Ort);
+        let cfg = parse(&["m.onnx", "--engine", "openvino", "--precision", "bf16"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            cfg.engine,
+            crate::Engine::OpenVino {
+                precision: crate::Precision::Bf16
+            }
+        );
+        let e = parse(&["m.onnx", "--precision", "f32"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid engine setting: {}",
+                crate::cli::PRECISION_NEEDS_OPENVINO
+            )
+        );
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
         assert!(parse(&[]).unwrap_err().contains("required"));
         let e = parse(&["--model", "a/b=x.onnx"]).unwrap_err();
