@@ -239,13 +239,27 @@ pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<Bench
             scfg.spin = false;
         }
         let b_engine = cfg.vs_engine.unwrap_or(cfg.engine);
-        let mut a = Model::load_with(model, &scfg, cfg.engine)?;
+        let b_path = vs.unwrap_or(model);
+        // OpenVINO is compiled for each measured batch (static shapes, as a deployment at that
+        // batch would be); ONNX Runtime sessions are loaded once per thread count.
+        let per_batch = |e: Engine| matches!(e, Engine::OpenVino { .. });
+        let load = |path: &Path, engine: Engine, n: usize| {
+            Model::load_for_batch(path, &scfg, engine, per_batch(engine).then_some(n))
+        };
+        let first = cfg.batch_sizes[0];
+        let mut a = load(model, cfg.engine, first)?;
         let mut b = if ab {
-            Some(Model::load_with(vs.unwrap_or(model), &scfg, b_engine)?)
+            Some(load(b_path, b_engine, first)?)
         } else {
             None
         };
         for &n in &cfg.batch_sizes {
+            if n != first && per_batch(cfg.engine) {
+                a = load(model, cfg.engine, n)?;
+            }
+            if let Some(b) = b.as_mut().filter(|_| n != first && per_batch(b_engine)) {
+                *b = load(b_path, b_engine, n)?;
+            }
             match b.as_mut() {
                 None => report
                     .results

@@ -156,7 +156,18 @@ impl Model {
     /// Loads `path` on `engine`. OpenVINO takes the thread count and warm-up from `cfg`; CUDA
     /// and spinning threads are ONNX Runtime settings and an error with it.
     pub fn load_with(path: impl AsRef<Path>, cfg: &SessionConfig, engine: Engine) -> Result<Self> {
-        let path = path.as_ref();
+        Self::load_for_batch(path.as_ref(), cfg, engine, None)
+    }
+
+    /// [`Model::load_with`], with OpenVINO compiling the graph for exactly `openvino_batch`
+    /// images (static shapes run faster; the benchmark measures one batch size per model).
+    /// ONNX Runtime keeps the graph's own shape.
+    pub(crate) fn load_for_batch(
+        path: &Path,
+        cfg: &SessionConfig,
+        engine: Engine,
+        openvino_batch: Option<usize>,
+    ) -> Result<Self> {
         std::fs::metadata(path).map_err(|source| RuntimeError::Io {
             path: path.to_path_buf(),
             source,
@@ -173,13 +184,20 @@ impl Model {
                     })?;
                 Self::wrap(session, path, provider, cfg.device, cfg.spin)?
             }
-            Engine::OpenVino { precision } => Self::load_openvino(path, cfg, precision)?,
+            Engine::OpenVino { precision } => {
+                Self::load_openvino(path, cfg, precision, openvino_batch)?
+            }
         };
         model.warm_up(cfg.warmup)?;
         Ok(model)
     }
 
-    fn load_openvino(path: &Path, cfg: &SessionConfig, precision: Precision) -> Result<Self> {
+    fn load_openvino(
+        path: &Path,
+        cfg: &SessionConfig,
+        precision: Precision,
+        static_batch: Option<usize>,
+    ) -> Result<Self> {
         if cfg.device != Device::Cpu {
             return Err(RuntimeError::EngineSetting(format!(
                 "the OpenVINO engine runs on the CPU only, but device {} was asked for; use \
@@ -202,7 +220,7 @@ impl Model {
         let ov_cfg = lkd_openvino::EngineConfig {
             threads: cfg.intra_threads,
             precision,
-            static_batch: None,
+            static_batch,
         };
         let engine = lkd_openvino::Engine::from_file(path, &ov_cfg)?;
         let ov = engine.info().clone();

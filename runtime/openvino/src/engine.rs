@@ -179,6 +179,14 @@ impl Engine {
                     "a static batch needs fixed C, H, W, but input `{input_name}` has dynamic ones"
                 )));
             }
+            // A graph exported with a fixed batch keeps it: compiling it for another would
+            // run a model its exporter did not check.
+            if !dims[0].is_dynamic() && dims[0].get_min() != n as i64 {
+                return Err(OvError::Setting(format!(
+                    "input `{input_name}` has a fixed batch of {}; it cannot be compiled for a batch of {n}",
+                    dims[0].get_min()
+                )));
+            }
             let fixed: Vec<i64> = std::iter::once(n as i64)
                 .chain(dims[1..].iter().map(|d| d.get_min()))
                 .collect();

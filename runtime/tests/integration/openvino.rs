@@ -321,6 +321,44 @@ fn bench_vs_engine_measures_both_engines_on_one_file() {
         .map(|r| r["provider"].as_str().unwrap())
         .collect();
     assert_eq!(providers, ["OpenVINO CPU (f32)", "CPUExecutionProvider"]);
+    // OpenVINO is compiled per measured batch; a graph with a fixed batch keeps it.
+    let out = lkd_run(&[
+        "bench",
+        m.to_str().unwrap(),
+        "--engine",
+        "openvino",
+        "--batch",
+        "1,3",
+        "--iters",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let batches: Vec<u64> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(batches, [1, 3]);
+    let fixed = model("fixed1");
+    let out = lkd_run(&[
+        "bench",
+        fixed.to_str().unwrap(),
+        "--engine",
+        "openvino",
+        "--batch",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid engine setting: input `image` has a fixed batch of 1; it cannot be \
+         compiled for a batch of 2\n"
+    );
     // The table form prints the ratio with its spread.
     let out = lkd_run(&[
         "bench",
