@@ -303,6 +303,15 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if precision.is_some() && !any_openvino {
         return Err(RuntimeError::EngineSetting(PRECISION_NEEDS_OPENVINO.into()).into());
     }
+    let any_ort = args.engine.engine == EngineArg::Ort || args.vs_engine == Some(EngineArg::Ort);
+    if args.opt_level != OptLevel::All && !any_ort {
+        return Err(RuntimeError::EngineSetting(
+            "--opt-level is an ONNX Runtime setting; OpenVINO optimizes the graph itself \
+             (drop --opt-level or measure an --engine ort side)"
+                .into(),
+        )
+        .into());
+    }
     let cfg = BenchConfig {
         engine: args.engine.engine.with_precision(precision),
         vs_engine: args.vs_engine.map(|e| e.with_precision(precision)),

@@ -180,6 +180,13 @@ fn engine_flags_are_refused_with_exact_errors() {
         "{}",
         stderr(&out)
     );
+    let out = lkd_run(&["bench", m, "--engine", "openvino", "--opt-level", "basic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid engine setting: --opt-level is an ONNX Runtime setting; OpenVINO \
+         optimizes the graph itself (drop --opt-level or measure an --engine ort side)\n"
+    );
     let out = lkd_run(&["predict", m, img, "--engine", "onnx"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
