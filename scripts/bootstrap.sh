@@ -50,6 +50,11 @@ torch_dir="$site/torch"
 ort_lib=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n1)
 [ -n "$ort_lib" ] || { echo "[bootstrap] libonnxruntime not found under $site/onnxruntime/capi" >&2; exit 1; }
 
+# OpenVINO (the lkd-openvino engine) opens libopenvino_c by path; the wheel ships only the
+# versioned name, so point at that file. Missing is not fatal here: the engine then says so.
+ov_lib=$(ls "$site"/openvino/libs/libopenvino_c.so.* 2>/dev/null | sort -V | tail -n1)
+[ -n "$ov_lib" ] || echo "[bootstrap] warning: libopenvino_c.so.* not found under $site/openvino/libs; the OpenVINO engine will not load" >&2
+
 # CUDA headers the wheel lacks (CCCL's nv/target, crt/), so lkd-dist compiles its NCCL path; headers only.
 cuda_hdr="$LKD_CACHE/cuda-headers"
 if [ -f "$torch_dir/lib/libtorch_cuda.so" ] && [ ! -f "$cuda_hdr/.lkd-cccl13.0.85-crt13.0.88" ]; then
@@ -69,5 +74,6 @@ export LIBTORCH_BYPASS_VERSION_CHECK := 1
 export LD_LIBRARY_PATH := $torch_dir/lib:$(dirname "$ort_lib")
 export ORT_DYLIB_PATH := $ort_lib
 export LKD_FASHION_MNIST := $DATASET_DIR
+export LKD_OPENVINO_LIB := $ov_lib
 MK
 echo "$LKD_CACHE/env.mk"

@@ -237,7 +237,8 @@ pub struct Outcome {
     pub eval_name: Option<String>,
     pub eval_skipped: usize,
     /// (float p50 ms, int8 p50 ms, threads).
-    pub latency: Option<(f64, f64, usize)>,
+    /// Float and int8 p50 (ms), threads, and the per-round int8/float time ratio with its spread.
+    pub latency: Option<(f64, f64, usize, lkd_runtime::RatioSpread)>,
     pub seconds: f64,
 }
 
@@ -343,9 +344,9 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         };
         let mut a = Model::load(&args.model, &cfg)?;
         let mut b = Model::load(&out, &cfg)?;
-        let (ra, rb, _) =
+        let (ra, rb, ab) =
             lkd_runtime::bench_ab(&mut a, &mut b, 1, args.bench_threads, args.bench_iters, 5)?;
-        Some((ra.p50_ms, rb.p50_ms, args.bench_threads))
+        Some((ra.p50_ms, rb.p50_ms, args.bench_threads, ab.ratio))
     };
     Ok(Outcome {
         out,
@@ -376,7 +377,8 @@ impl Outcome {
             "top1_drop": r.float_top1.zip(r.int8_top1).map(|(f, q)| f - q),
             "latency_ms_float": self.latency.map(|l| l.0),
             "latency_ms_int8": self.latency.map(|l| l.1),
-            "speedup": self.latency.map(|l| l.0 / l.1),
+            "speedup": self.latency.map(|l| 1.0 / l.3.median),
+            "int8_over_float_time": self.latency.map(|l| l.3),
             "bench_threads": self.latency.map(|l| l.2),
             "bytes_float": r.float_bytes,
             "bytes_int8": r.int8_bytes,
@@ -409,8 +411,10 @@ impl Outcome {
                 f - q
             );
         }
-        if let Some((a, b, t)) = self.latency {
-            println!("latency batch 1, {t} thread(s), interleaved: float {a:.3} ms, int8 {b:.3} ms ({:.2}× faster)", a / b);
+        if let Some((a, b, t, ratio)) = self.latency {
+            println!(
+                "latency batch 1, {t} thread(s), order alternated, spinning off: float p50 {a:.3} ms, int8 p50 {b:.3} ms; int8/float time per round {ratio}"
+            );
         }
         println!(
             "size: float {:.2} MB, int8 {:.2} MB ({:.2}×)",

@@ -1,5 +1,8 @@
 //! The `lkd` binary end to end: the quick demo, a resumable two-cell study, and clear errors.
 
+mod common;
+
+use common::{lkd_in, text};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -8,23 +11,6 @@ fn lkd(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run lkd")
-}
-
-/// `lkd` with its own `$LKD_CACHE` (kept teachers, teacher outputs), not the user's.
-fn lkd_in(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lkd"))
-        .env("LKD_CACHE", cache)
-        .args(args)
-        .output()
-        .expect("run lkd")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -144,17 +130,23 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     write_tiny_study(&cfg);
     let out = dir.path().join("study");
     let cache = dir.path().join("cache");
+    let study = |extra: &[&str]| {
+        lkd_in(
+            &cache,
+            &[
+                &[
+                    "study",
+                    cfg.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                extra,
+            ]
+            .concat(),
+        )
+    };
     // A look before anything ran trains nothing and says what is missing.
-    let o = lkd_in(
-        &cache,
-        &[
-            "study",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--report-only",
-        ],
-    );
+    let o = study(&["--report-only"]);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap_or_default();
     assert!(
         o.status.success()
@@ -163,15 +155,7 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
         "{}\n{md}",
         text(&o)
     );
-    let o = lkd_in(
-        &cache,
-        &[
-            "study",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = study(&[]);
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
@@ -189,15 +173,7 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     };
     let cell = out.join("cells/convnext_nano-slak-kd-s0");
     let before = stamp(&cell);
-    let o = lkd_in(
-        &cache,
-        &[
-            "study",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = study(&[]);
     let t = text(&o);
     assert!(
         o.status.success()
@@ -221,15 +197,7 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
         "model = { preset = \"slak_nano\" }\nepochs = 2",
     );
     std::fs::write(&cfg, text_cfg).unwrap();
-    let o = lkd_in(
-        &cache,
-        &[
-            "study",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = study(&[]);
     let t = text(&o);
     assert!(
         o.status.success()

@@ -1,24 +1,11 @@
 //! `lkd train --nproc-per-node N` end to end: local workers over Gloo on loopback, one run dir
 //! written by rank 0, a failed worker reported with its rank, and clear config errors.
 
+mod common;
+
+use common::{lkd_in as lkd, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn lkd(cache: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lkd"))
-        .env("LKD_CACHE", cache)
-        .args(args)
-        .output()
-        .expect("run lkd")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Command;
 
 /// A tiny supervised run: 128 images, batch 16 per worker, one epoch.
 fn tiny_run(out: &Path) -> Vec<String> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::preprocess::{resolve_preprocess, PreprocessOverrides};
-use crate::session::{Model, SessionConfig};
+use crate::session::{Engine, Model, SessionConfig};
 
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
@@ -21,6 +21,11 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Device, optimization level etc.; its thread count is replaced by each of `threads`.
     pub session: SessionConfig,
+    /// The engine of the measured model (A).
+    pub engine: Engine,
+    /// Measure the same file on this engine too, as B of an A/B (with `vs`, B is that file on
+    /// this engine).
+    pub vs_engine: Option<Engine>,
 }
 
 impl Default for BenchConfig {
@@ -31,6 +36,8 @@ impl Default for BenchConfig {
             iters: 50,
             warmup: 5,
             session: SessionConfig::default(),
+            engine: Engine::Ort,
+            vs_engine: None,
         }
     }
 }
@@ -209,7 +216,8 @@ pub fn bench_ab(
     Ok((ra, rb, ab))
 }
 
-/// Every (threads × batch) combination for `model`, and for `vs` interleaved with it.
+/// Every (threads × batch) combination for `model`, and for `vs` (or `model` on
+/// `cfg.vs_engine`) interleaved with it.
 pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<BenchReport> {
     if cfg.batch_sizes.is_empty() || cfg.threads.is_empty() {
         return Err(RuntimeError::Bench(
@@ -226,18 +234,43 @@ pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<Bench
             inter_threads: Some(1),
             ..cfg.session.clone()
         };
-        if vs.is_some() {
+        let ab = vs.is_some() || cfg.vs_engine.is_some();
+        if ab {
             scfg.spin = false;
         }
-        let mut a = Model::load(model, &scfg)?;
-        let mut b = vs.map(|p| Model::load(p, &scfg)).transpose()?;
+        let b_engine = cfg.vs_engine.unwrap_or(cfg.engine);
+        let b_path = vs.unwrap_or(model);
+        // OpenVINO is compiled for each measured batch (static shapes, as a deployment at that
+        // batch would be); ONNX Runtime sessions are loaded once per thread count.
+        let per_batch = |e: Engine| matches!(e, Engine::OpenVino { .. });
+        let load = |path: &Path, engine: Engine, n: usize| {
+            Model::load_for_batch(path, &scfg, engine, per_batch(engine).then_some(n))
+        };
+        let first = cfg.batch_sizes[0];
+        let mut a = load(model, cfg.engine, first)?;
+        let mut b = if ab {
+            Some(load(b_path, b_engine, first)?)
+        } else {
+            None
+        };
         for &n in &cfg.batch_sizes {
+            if n != first && per_batch(cfg.engine) {
+                a = load(model, cfg.engine, n)?;
+            }
+            if let Some(b) = b.as_mut().filter(|_| n != first && per_batch(b_engine)) {
+                *b = load(b_path, b_engine, n)?;
+            }
             match b.as_mut() {
                 None => report
                     .results
                     .push(bench_model(&mut a, n, t, cfg.iters, cfg.warmup)?),
                 Some(b) => {
-                    let (ra, rb, ab) = bench_ab(&mut a, b, n, t, cfg.iters, cfg.warmup)?;
+                    let (ra, rb, mut ab) = bench_ab(&mut a, b, n, t, cfg.iters, cfg.warmup)?;
+                    if b_engine != cfg.engine {
+                        // Same file on two engines: the names alone would not tell A from B.
+                        ab.a = format!("{} [{}]", ab.a, ra.provider);
+                        ab.b = format!("{} [{}]", ab.b, rb.provider);
+                    }
                     report.results.extend([ra, rb]);
                     report.ab.push(ab);
                 }

@@ -8,9 +8,74 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::{
-    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Interpolation, Model,
-    OptLevel, PreprocessOverrides, RuntimeError, SessionConfig,
+    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Engine, Interpolation, Model,
+    OptLevel, Precision, PreprocessOverrides, RuntimeError, SessionConfig,
 };
+
+/// `--engine`: what runs the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// ONNX Runtime (CPU or CUDA).
+    #[default]
+    Ort,
+    /// OpenVINO's CPU runtime (`LKD_OPENVINO_LIB`).
+    #[value(name = "openvino")]
+    OpenVino,
+}
+
+/// `--precision`: OpenVINO's inference precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
+}
+
+/// The message for `--precision` given without an OpenVINO engine.
+pub const PRECISION_NEEDS_OPENVINO: &str =
+    "--precision applies to --engine openvino only (ONNX Runtime computes in the model's own f32)";
+
+impl EngineArg {
+    fn with_precision(self, precision: Option<PrecisionArg>) -> Engine {
+        match self {
+            EngineArg::Ort => Engine::Ort,
+            EngineArg::OpenVino => Engine::OpenVino {
+                precision: precision.map(Into::into).unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// Engine flags shared by predict, bench, info and serve.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EngineArgs {
+    /// Inference engine: `ort` (ONNX Runtime, CPU or CUDA) or `openvino` (OpenVINO, CPU only).
+    /// An engine that cannot load is an error, never replaced by the other.
+    #[arg(long, value_enum, default_value_t = EngineArg::Ort)]
+    pub engine: EngineArg,
+    /// OpenVINO's arithmetic: `f32` (default; logits match ONNX Runtime) or `bf16` (an error
+    /// where the CPU lacks it). Only with --engine openvino.
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+}
+
+impl EngineArgs {
+    /// The engine these flags choose; `--precision` without `--engine openvino` is an error.
+    pub fn engine(&self) -> Result<Engine, RuntimeError> {
+        if self.precision.is_some() && self.engine != EngineArg::OpenVino {
+            return Err(RuntimeError::EngineSetting(PRECISION_NEEDS_OPENVINO.into()));
+        }
+        Ok(self.engine.with_precision(self.precision))
+    }
+}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum InterpolationArg {
@@ -122,6 +187,8 @@ pub struct PredictArgs {
     /// burn cores other processes need).
     #[arg(long, value_enum, default_value_t = Spin::Off)]
     pub spin: Spin,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Images per session run.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -133,6 +200,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     if args.top_k == 0 || args.batch == 0 {
         bail!("--top-k and --batch must be at least 1");
     }
+    let engine = args.engine.engine()?;
     let start = Instant::now();
     let cfg = SessionConfig {
         device: args.device,
@@ -140,7 +208,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         spin: args.spin.enabled(),
         ..SessionConfig::default()
     };
-    let mut clf = Classifier::load(&args.model, &cfg, &args.preprocess.overrides())?;
+    let mut clf = Classifier::load_with(&args.model, &cfg, engine, &args.preprocess.overrides())?;
     let mut results = Vec::with_capacity(args.images.len());
     for chunk in args.images.chunks(args.batch) {
         let images = chunk
@@ -191,6 +259,13 @@ pub struct BenchArgs {
     /// ratio reported with its spread over rounds.
     #[arg(long)]
     pub vs: Option<PathBuf>,
+    /// Measure the same file (or --vs's) on this engine too, as B of the A/B: the engines
+    /// side by side in one loop, the ratio B/A with its spread. --precision applies to the
+    /// OpenVINO side.
+    #[arg(long, value_enum)]
+    pub vs_engine: Option<EngineArg>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Batch sizes, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub batch: Vec<usize>,
@@ -216,13 +291,30 @@ pub struct BenchArgs {
 }
 
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    if args.vs.is_some() && args.spin.enabled() {
+    if (args.vs.is_some() || args.vs_engine.is_some()) && args.spin.enabled() {
         bail!(
-            "--spin on cannot be used with --vs: two spinning thread pools in one process steal the cores \
+            "--spin on cannot be used with --vs or --vs-engine: two spinning thread pools in one process steal the cores \
              from each other and the ratio then measures the order, not the models"
         );
     }
+    let precision = args.engine.precision;
+    let any_openvino =
+        args.engine.engine == EngineArg::OpenVino || args.vs_engine == Some(EngineArg::OpenVino);
+    if precision.is_some() && !any_openvino {
+        return Err(RuntimeError::EngineSetting(PRECISION_NEEDS_OPENVINO.into()).into());
+    }
+    let any_ort = args.engine.engine == EngineArg::Ort || args.vs_engine == Some(EngineArg::Ort);
+    if args.opt_level != OptLevel::All && !any_ort {
+        return Err(RuntimeError::EngineSetting(
+            "--opt-level is an ONNX Runtime setting; OpenVINO optimizes the graph itself \
+             (drop --opt-level or measure an --engine ort side)"
+                .into(),
+        )
+        .into());
+    }
     let cfg = BenchConfig {
+        engine: args.engine.engine.with_precision(precision),
+        vs_engine: args.vs_engine.map(|e| e.with_precision(precision)),
         batch_sizes: args.batch,
         threads: args.threads,
         iters: args.iters,
@@ -277,6 +369,8 @@ pub fn print_bench(report: &BenchReport) {
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     pub model: PathBuf,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -316,6 +410,15 @@ pub fn model_info(model: &Model) -> serde_json::Value {
         "path": info.path.display().to_string(),
         "input": { "name": info.input_name, "shape": info.input_shape },
         "output": info.output_name,
+        "engine": {
+            "name": info.engine.name(),
+            "provider": info.provider,
+            "version": info.engine_version,
+            "precision": match info.engine {
+                Engine::Ort => "model",
+                Engine::OpenVino { precision } => precision.as_str(),
+            },
+        },
         "preprocess": preprocess,
         "labels": info.labels,
         "provenance": provenance,
@@ -323,7 +426,11 @@ pub fn model_info(model: &Model) -> serde_json::Value {
 }
 
 pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
-    let model = Model::load(&args.model, &SessionConfig::cpu(Some(1)))?;
+    let model = Model::load_with(
+        &args.model,
+        &SessionConfig::cpu(Some(1)),
+        args.engine.engine()?,
+    )?;
     let v = model_info(&model);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -352,6 +459,13 @@ pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
         dims(&v["input"]["shape"])
     );
     println!("output      {}", v["output"].as_str().unwrap_or_default());
+    println!(
+        "engine      {} {} (version {}, precision {})",
+        v["engine"]["name"].as_str().unwrap_or_default(),
+        v["engine"]["provider"].as_str().unwrap_or_default(),
+        v["engine"]["version"].as_str().unwrap_or_default(),
+        v["engine"]["precision"].as_str().unwrap_or_default()
+    );
     match &v["preprocess"] {
         serde_json::Value::Object(p) => {
             let list = |k: &str| {

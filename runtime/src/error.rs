@@ -8,6 +8,15 @@ pub enum RuntimeError {
     #[error(transparent)]
     Ort(#[from] lkd_ort::OrtError),
 
+    /// Loading, compiling or configuring the OpenVINO engine: its errors as they are (a runtime
+    /// that cannot be found says how to install it).
+    #[error(transparent)]
+    OpenVino(#[from] lkd_openvino::OvError),
+
+    /// An engine asked for with a setting it does not have (CUDA or spinning on OpenVINO).
+    #[error("invalid engine setting: {0}")]
+    EngineSetting(String),
+
     #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,

@@ -1,12 +1,13 @@
-//! `lkd-runtime`: runs exported LKD classifiers with ONNX Runtime — prediction, benchmarking and
-//! an HTTP service with dynamic batching, on CPU or CUDA.
+//! `lkd-runtime`: runs exported LKD classifiers with ONNX Runtime (CPU or CUDA) or OpenVINO
+//! (CPU, `lkd-openvino`) — prediction, benchmarking and an HTTP service with dynamic batching.
 //!
 //! It owns the classifier wrapper over a session, image decoding and the tensor layout, but not
 //! the preprocessing values: those come from the model's ONNX metadata through
 //! `lkd_models::preprocess` (or explicit flags). Environment, devices, session building and A/B
 //! timing are the ONNX Runtime core's (`lkd-ort`, shared with the exporter). It must not depend
 //! on libtorch: the `lkd-run` binary built from it needs only libc and libonnxruntime, which is
-//! loaded at run time from `ORT_DYLIB_PATH` or from beside the executable.
+//! loaded at run time from `ORT_DYLIB_PATH` or from beside the executable (OpenVINO's C library
+//! likewise, from `LKD_OPENVINO_LIB`, only when that engine is chosen).
 
 pub mod bench;
 #[cfg(feature = "cli")]
@@ -28,4 +29,4 @@ pub use preprocess::{
     decode, preprocess_batch, preprocess_into, resolve_preprocess, Batch, PreprocessOverrides,
 };
 pub use server::{bind, serve, serve_blocking, shutdown_signal, BoundServer, ServeConfig};
-pub use session::{Device, Logits, Model, ModelInfo, OptLevel, SessionConfig};
+pub use session::{Device, Engine, Logits, Model, ModelInfo, OptLevel, Precision, SessionConfig};

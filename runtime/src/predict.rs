@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::preprocess::{
     image_len, preprocess_batch, resolve_preprocess, Batch, PreprocessOverrides,
 };
-use crate::session::{Logits, Model, ModelInfo, SessionConfig};
+use crate::session::{Engine, Logits, Model, ModelInfo, SessionConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -83,7 +83,17 @@ impl Classifier {
         cfg: &SessionConfig,
         overrides: &PreprocessOverrides,
     ) -> Result<Self> {
-        let model = Model::load(path, cfg)?;
+        Self::load_with(path, cfg, Engine::Ort, overrides)
+    }
+
+    /// [`Classifier::load`] on a chosen engine.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        cfg: &SessionConfig,
+        engine: Engine,
+        overrides: &PreprocessOverrides,
+    ) -> Result<Self> {
+        let model = Model::load_with(path, cfg, engine)?;
         let preprocess = resolve_preprocess(model.info(), overrides)?;
         Ok(Self { model, preprocess })
     }

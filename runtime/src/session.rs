@@ -1,4 +1,6 @@
-//! ONNX Runtime sessions: loading, execution-provider selection and checked runs.
+//! Model sessions: loading on ONNX Runtime (CPU/CUDA) or OpenVINO (CPU), execution-provider
+//! selection and checked runs. The engine is the caller's choice and is never swapped silently:
+//! one that cannot load is an error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +12,43 @@ pub use lkd_ort::{environment, ort_build_info, Device, OptLevel, SessionConfig};
 use lkd_ort::{OrtError, Session};
 
 use crate::error::{Result, RuntimeError};
+
+pub use lkd_openvino::Precision;
+
+/// Which inference engine runs a model. ONNX Runtime is the default; OpenVINO is CPU only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    #[default]
+    Ort,
+    OpenVino {
+        precision: Precision,
+    },
+}
+
+impl Engine {
+    /// Short name as the `--engine` flag spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Ort => "ort",
+            Engine::OpenVino { .. } => "openvino",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Engine::Ort => f.write_str("ONNX Runtime"),
+            Engine::OpenVino { precision } => write!(f, "OpenVINO ({precision})"),
+        }
+    }
+}
+
+/// What runs the graph.
+enum Backend {
+    Ort(Session),
+    OpenVino(Box<lkd_openvino::Engine>),
+}
 
 /// What the runtime knows about a loaded model.
 #[derive(Clone, Debug)]
@@ -32,6 +71,9 @@ pub struct ModelInfo {
     pub device: Device,
     /// Whether the session's idle threads spin (see [`SessionConfig::spin`]).
     pub spin: bool,
+    pub engine: Engine,
+    /// The engine library's version (ONNX Runtime's or OpenVINO's build number).
+    pub engine_version: String,
 }
 
 impl ModelInfo {
@@ -95,7 +137,7 @@ impl Logits {
 
 /// A session with its checked input/output description.
 pub struct Model {
-    session: Session,
+    backend: Backend,
     info: ModelInfo,
 }
 
@@ -106,23 +148,108 @@ impl fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads `path` and checks that it is a single-input float image classifier.
+    /// Loads `path` on ONNX Runtime and checks that it is a single-input float image classifier.
     pub fn load(path: impl AsRef<Path>, cfg: &SessionConfig) -> Result<Self> {
-        let path = path.as_ref();
+        Self::load_with(path, cfg, Engine::Ort)
+    }
+
+    /// Loads `path` on `engine`. OpenVINO takes the thread count and warm-up from `cfg`; CUDA
+    /// and spinning threads are ONNX Runtime settings and an error with it.
+    pub fn load_with(path: impl AsRef<Path>, cfg: &SessionConfig, engine: Engine) -> Result<Self> {
+        Self::load_for_batch(path.as_ref(), cfg, engine, None)
+    }
+
+    /// [`Model::load_with`], with OpenVINO compiling the graph for exactly `openvino_batch`
+    /// images (static shapes run faster; the benchmark measures one batch size per model).
+    /// ONNX Runtime keeps the graph's own shape.
+    pub(crate) fn load_for_batch(
+        path: &Path,
+        cfg: &SessionConfig,
+        engine: Engine,
+        openvino_batch: Option<usize>,
+    ) -> Result<Self> {
         std::fs::metadata(path).map_err(|source| RuntimeError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let (session, provider) = lkd_ort::session_from_file(path, cfg).map_err(|e| match e {
-            OrtError::Load { source } => RuntimeError::BadModel {
-                path: path.to_path_buf(),
-                reason: source.to_string(),
-            },
-            other => other.into(),
-        })?;
-        let mut model = Self::wrap(session, path, provider, cfg.device, cfg.spin)?;
+        let mut model = match engine {
+            Engine::Ort => {
+                let (session, provider) =
+                    lkd_ort::session_from_file(path, cfg).map_err(|e| match e {
+                        OrtError::Load { source } => RuntimeError::BadModel {
+                            path: path.to_path_buf(),
+                            reason: source.to_string(),
+                        },
+                        other => other.into(),
+                    })?;
+                Self::wrap(session, path, provider, cfg.device, cfg.spin)?
+            }
+            Engine::OpenVino { precision } => {
+                Self::load_openvino(path, cfg, precision, openvino_batch)?
+            }
+        };
         model.warm_up(cfg.warmup)?;
         Ok(model)
+    }
+
+    fn load_openvino(
+        path: &Path,
+        cfg: &SessionConfig,
+        precision: Precision,
+        static_batch: Option<usize>,
+    ) -> Result<Self> {
+        if cfg.device != Device::Cpu {
+            return Err(RuntimeError::EngineSetting(format!(
+                "the OpenVINO engine runs on the CPU only, but device {} was asked for; use \
+                 --engine ort for CUDA",
+                cfg.device
+            )));
+        }
+        if cfg.spin {
+            return Err(RuntimeError::EngineSetting(
+                "--spin on is an ONNX Runtime setting; the OpenVINO engine has no spinning \
+                 thread pool to turn on (drop --spin or use --engine ort)"
+                    .into(),
+            ));
+        }
+        // Parse the metadata first: a file that is not ONNX gets the same error as on ORT.
+        let metadata = lkd_openvino::onnx_metadata(path).map_err(|e| RuntimeError::BadModel {
+            path: path.to_path_buf(),
+            reason: crate::error::error_chain(&e),
+        })?;
+        let ov_cfg = lkd_openvino::EngineConfig {
+            threads: cfg.intra_threads,
+            precision,
+            static_batch,
+        };
+        let engine = lkd_openvino::Engine::from_file(path, &ov_cfg)?;
+        let ov = engine.info().clone();
+        if ov.input_shape.len() != 4 {
+            return Err(RuntimeError::Input {
+                expected: "a rank-4 NCHW input".into(),
+                found: format!("rank {} shape {:?}", ov.input_shape.len(), ov.input_shape),
+                hint: "Export the classifier with an image input [N, C, H, W]".into(),
+            });
+        }
+        let provider = match precision {
+            Precision::F32 => "OpenVINO CPU (f32)",
+            Precision::Bf16 => "OpenVINO CPU (bf16)",
+        };
+        let mut info = describe(
+            path,
+            metadata,
+            ov.input_name,
+            ov.input_shape,
+            ov.output_name,
+        )?;
+        info.provider = provider;
+        info.device = Device::Cpu;
+        info.engine = Engine::OpenVino { precision };
+        info.engine_version = ov.version;
+        Ok(Self {
+            backend: Backend::OpenVino(Box::new(engine)),
+            info,
+        })
     }
 
     fn wrap(
@@ -190,36 +317,25 @@ impl Model {
                 expected: "at least one output".into(),
                 found: "none".into(),
             })?;
-        let labels = match metadata.get(keys::LABELS) {
-            Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
-                bad(format!(
-                    "metadata `{}` must be a JSON array of strings: {e}",
-                    keys::LABELS
-                ))
-            })?,
-            None => Vec::new(),
-        };
-        let gflops = metadata
-            .get(keys::GFLOPS)
-            .and_then(|s| s.trim().parse::<f64>().ok());
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
-        let info = ModelInfo {
-            name,
-            path: path.to_path_buf(),
+        let mut info = describe(
+            path,
             metadata,
-            input_name: input.name().to_string(),
+            input.name().to_string(),
             input_shape,
             output_name,
-            labels,
-            gflops,
-            provider,
-            device,
-            spin,
-        };
-        Ok(Self { session, info })
+        )?;
+        info.provider = provider;
+        info.device = device;
+        info.spin = spin;
+        let build = ort_build_info()?.0;
+        info.engine_version = build
+            .strip_prefix("ORT Build Info: ")
+            .unwrap_or(&build)
+            .to_string();
+        Ok(Self {
+            backend: Backend::Ort(session),
+            info,
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -293,12 +409,23 @@ impl Model {
                 hint: "This is a bug in the caller's batch assembly".into(),
             });
         }
-        let (dims, data) =
-            lkd_ort::run_f32(&mut self.session, input, &shape).map_err(|e| match e {
-                OrtError::Output { expected, found } => RuntimeError::Output { expected, found },
-                OrtError::Run { source } => RuntimeError::Run(source.to_string()),
-                other => other.into(),
-            })?;
+        let (dims, data) = match &mut self.backend {
+            Backend::Ort(session) => {
+                lkd_ort::run_f32(session, input, &shape).map_err(|e| match e {
+                    OrtError::Output { expected, found } => {
+                        RuntimeError::Output { expected, found }
+                    }
+                    OrtError::Run { source } => RuntimeError::Run(source.to_string()),
+                    other => other.into(),
+                })?
+            }
+            Backend::OpenVino(engine) => engine.run_f32(input, &shape).map_err(|e| match e {
+                lkd_openvino::OvError::Output { expected, found } => {
+                    RuntimeError::Output { expected, found }
+                }
+                other => RuntimeError::Run(crate::error::error_chain(&other)),
+            })?,
+        };
         let classes = match dims.as_slice() {
             [b, c] if *b as usize == shape[0] => *c as usize,
             [b, c, 1, 1] if *b as usize == shape[0] => *c as usize,
@@ -315,4 +442,47 @@ impl Model {
             classes,
         })
     }
+}
+
+/// The engine-independent part of [`ModelInfo`]: name, metadata, labels and FLOPs, with the
+/// input/output as the engine reported them. The engine fields are filled in by the caller.
+fn describe(
+    path: &Path,
+    metadata: BTreeMap<String, String>,
+    input_name: String,
+    input_shape: Vec<i64>,
+    output_name: String,
+) -> Result<ModelInfo> {
+    let labels = match metadata.get(keys::LABELS) {
+        Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| RuntimeError::BadModel {
+            path: path.to_path_buf(),
+            reason: format!(
+                "metadata `{}` must be a JSON array of strings: {e}",
+                keys::LABELS
+            ),
+        })?,
+        None => Vec::new(),
+    };
+    let gflops = metadata
+        .get(keys::GFLOPS)
+        .and_then(|s| s.trim().parse::<f64>().ok());
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Ok(ModelInfo {
+        name,
+        path: path.to_path_buf(),
+        metadata,
+        input_name,
+        input_shape,
+        output_name,
+        labels,
+        gflops,
+        provider: "",
+        device: Device::Cpu,
+        spin: false,
+        engine: Engine::Ort,
+        engine_version: String::new(),
+    })
 }

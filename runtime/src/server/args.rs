@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{BearerToken, Limits, ModelSpec, ServeConfig};
-use crate::cli::{parse_device, PreprocessArgs};
+use crate::cli::{parse_device, EngineArgs, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
 use crate::session::{Device, SessionConfig};
 
@@ -106,6 +106,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
 
@@ -121,6 +123,7 @@ impl ServeArgs {
             warmup: 2,
             ..SessionConfig::default()
         };
+        cfg.engine = self.engine.engine()?;
         cfg.preprocess = self.preprocess.overrides();
         cfg.addr = self.addr.clone();
         cfg.max_batch = self.max_batch;
@@ -195,6 +198,33 @@ mod tests {
             .config()
             .unwrap();
         assert_eq!(only_named.limits.shutdown_grace, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn engine_flags_reach_the_config() {
+        let cfg = parse(&["m.onnx"]).unwrap().config().unwrap();
+        assert_eq!(cfg.engine, crate::Engine::Ort);
+        let cfg = parse(&["m.onnx", "--engine", "openvino", "--precision", "bf16"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            cfg.engine,
+            crate::Engine::OpenVino {
+                precision: crate::Precision::Bf16
+            }
+        );
+        let e = parse(&["m.onnx", "--precision", "f32"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid engine setting: {}",
+                crate::cli::PRECISION_NEEDS_OPENVINO
+            )
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::predict::run_images;
 use crate::preprocess::{
     decode, image_len, preprocess_into, resolve_preprocess, PreprocessOverrides,
 };
-use crate::session::{Model, ModelInfo, SessionConfig};
+use crate::session::{Engine, Model, ModelInfo, SessionConfig};
 
 /// Most images one request may carry (a KServe tensor's first dimension).
 pub const MAX_IMAGES_PER_REQUEST: usize = 256;
@@ -53,11 +53,12 @@ pub(super) fn start(
     name: &str,
     path: &std::path::Path,
     session: &SessionConfig,
+    engine: Engine,
     overrides: &PreprocessOverrides,
     settings: &BatchSettings,
     metrics: Arc<Metrics>,
 ) -> Result<(ModelSlot, JoinHandle<()>)> {
-    let mut model = Model::load(path, session)?;
+    let mut model = Model::load_with(path, session, engine)?;
     let preprocess = resolve_preprocess(model.info(), overrides)?;
     let probe = run_images(
         &mut model,

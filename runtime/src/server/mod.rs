@@ -41,7 +41,7 @@ pub use v1::ClassifyResponse;
 
 use crate::error::{Result, RuntimeError};
 use crate::preprocess::PreprocessOverrides;
-use crate::session::SessionConfig;
+use crate::session::{Engine, SessionConfig};
 use api_error::ApiError;
 use batcher::{BatchSettings, ModelSlot};
 
@@ -120,6 +120,8 @@ impl Default for Limits {
 pub struct ServeConfig {
     pub models: Vec<ModelSpec>,
     pub session: SessionConfig,
+    /// ONNX Runtime (default) or OpenVINO; every model is served on it.
+    pub engine: Engine,
     /// Applies to the model when there is exactly one (several models need their metadata).
     pub preprocess: PreprocessOverrides,
     /// `HOST:PORT`, host names resolved; loopback by default: exposing the service is an
@@ -149,6 +151,7 @@ impl ServeConfig {
                 warmup: 1,
                 ..SessionConfig::default()
             },
+            engine: Engine::Ort,
             preprocess: PreprocessOverrides::default(),
             addr: "127.0.0.1:8080".into(),
             max_batch: 8,
@@ -311,6 +314,7 @@ pub async fn bind(cfg: ServeConfig) -> Result<BoundServer> {
             &spec.name,
             &spec.path,
             &cfg.session,
+            cfg.engine,
             &cfg.preprocess,
             &settings,
             metrics.clone(),

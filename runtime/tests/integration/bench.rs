@@ -10,6 +10,7 @@ fn bench_reports_percentiles_throughput_and_gflops() {
         iters: 12,
         warmup: 2,
         session: SessionConfig::default(),
+        ..BenchConfig::default()
     };
     let report = bench(&model("rgb32"), None, &cfg).unwrap();
     assert_eq!(report.results.len(), 2);
@@ -38,6 +39,7 @@ fn ab_mode_interleaves_and_reports_ratio() {
         iters: 10,
         warmup: 1,
         session: SessionConfig::default(),
+        ..BenchConfig::default()
     };
     let report = bench(&model("gray28"), Some(&model("slow")), &cfg).unwrap();
     assert_eq!(report.results.len(), 2);
@@ -63,6 +65,7 @@ fn bench_refuses_impossible_settings() {
         iters: 2,
         warmup: 0,
         session: SessionConfig::default(),
+        ..BenchConfig::default()
     };
     let e = bench(&model("fixed1"), None, &cfg).unwrap_err();
     assert!(e.to_string().contains("fixed batch"), "{e}");

@@ -5,6 +5,7 @@
 mod bench;
 mod common;
 mod edge;
+mod openvino;
 mod predict;
 mod serve;
 mod serve_errors;
