@@ -736,26 +736,22 @@ fn worker_device(configured: &str, launch: &LaunchEnv) -> Result<Device, TrainEr
     }
 }
 
+/// An opened run: its directory, the config it runs (stored or resolved), the train and
+/// validation sets, and whether it resumes.
+type OpenedRun = (
+    RunDir,
+    TrainConfig,
+    Arc<data::Dataset>,
+    Arc<data::Dataset>,
+    bool,
+);
+
 /// The run directory and the config to train with, and the datasets it names. A new run
 /// stores its config resolved against the dataset (classes, channels, size); a resumed run
 /// reads its own. A run that stopped before its first checkpoint holds only its config (and
 /// maybe metric lines): it has nothing to resume, so it starts over from step 0 with the stored
 /// config when resumed, or with the given one when started again.
-#[allow(clippy::type_complexity)]
-fn open_run(
-    config: &TrainConfig,
-    run_dir: &Path,
-    resume: bool,
-) -> Result<
-    (
-        RunDir,
-        TrainConfig,
-        Arc<data::Dataset>,
-        Arc<data::Dataset>,
-        bool,
-    ),
-    TrainError,
-> {
+fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainError> {
     let never_checkpointed =
         RunDir::open(run_dir).is_ok_and(|r| !r.file(crate::rundir::STATE).exists());
     let (config, resume) = if never_checkpointed {
@@ -786,20 +782,7 @@ fn open_run(
 
 /// [`open_run`] for a data-parallel rank other than 0, once rank 0 has opened (or created)
 /// the run: reads its config and datasets and writes nothing.
-#[allow(clippy::type_complexity)]
-fn open_run_follower(
-    run_dir: &Path,
-    resume: bool,
-) -> Result<
-    (
-        RunDir,
-        TrainConfig,
-        Arc<data::Dataset>,
-        Arc<data::Dataset>,
-        bool,
-    ),
-    TrainError,
-> {
+fn open_run_follower(run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainError> {
     let run = RunDir::open(run_dir)?;
     let config = run.config()?;
     config.validate()?;
