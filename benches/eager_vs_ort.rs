@@ -25,14 +25,14 @@ fn main() {
     let iters: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     tch::set_num_threads(threads as i32);
     let graph = ModelConfig::preset(preset).build().unwrap();
-    let params = Params::init(&graph, Device::Cpu, 0);
+    let params = Params::init(&graph, Device::Cpu, 0).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("m.onnx");
     let opts = ExportOptions {
         check: false,
         ..Default::default()
     };
-    export(&graph, &params.to_state_dict(), &opts, &onnx).unwrap();
+    export(&graph, &params.to_state_dict().unwrap(), &opts, &onnx).unwrap();
     let cfg = SessionConfig {
         intra_threads: Some(threads),
         inter_threads: Some(1),

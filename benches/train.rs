@@ -87,11 +87,11 @@ impl Pair {
         let graph = ModelConfig::preset(case.student)
             .build()
             .expect("student graph");
-        let params = Params::init(&graph, Device::Cpu, 0);
+        let params = Params::init(&graph, Device::Cpu, 0).unwrap();
         let teacher = case.teacher.map(|name| {
             let t_model = ModelConfig::preset(name);
             let t_graph = t_model.build().expect("teacher graph");
-            let t_params = Params::init(&t_graph, Device::Cpu, 1);
+            let t_params = Params::init(&t_graph, Device::Cpu, 1).unwrap();
             // Frozen as `Teacher::load` leaves a loaded teacher.
             for t in t_params.tensors.values() {
                 let _ = t.shallow_clone().set_requires_grad(false);
@@ -159,8 +159,8 @@ impl Pair {
         assert!(loss.double_value(&[]).is_finite(), "non-finite loss");
         loss.backward();
         let t3 = Instant::now();
-        opt.step(slots, LR);
-        zero_grad(slots);
+        opt.step(slots, LR).unwrap();
+        zero_grad(slots).unwrap();
         let t4 = Instant::now();
         [t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64())
     }
@@ -233,7 +233,10 @@ impl KdEpoch {
         let teacher = root.join("teacher.safetensors");
         lkd_models::checkpoint::write_safetensors(
             &teacher,
-            &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(),
+            &Params::init(&t_graph, Device::Cpu, 1)
+                .unwrap()
+                .to_state_dict()
+                .unwrap(),
             None,
         )
         .expect("write teacher");
@@ -590,7 +593,10 @@ fn ddp_scaling(rounds: usize, batch: usize) {
     let teacher = tmp.path().join("teacher.safetensors");
     lkd_models::checkpoint::write_safetensors(
         &teacher,
-        &Params::init(&t_graph, Device::Cpu, 1).to_state_dict(),
+        &Params::init(&t_graph, Device::Cpu, 1)
+            .unwrap()
+            .to_state_dict()
+            .unwrap(),
         None,
     )
     .expect("write teacher");

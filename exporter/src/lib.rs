@@ -553,12 +553,8 @@ pub fn random_input(graph: &Graph, batch: usize, seed: u64) -> HostTensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let [h, w] = graph.input_size;
     let n = batch * graph.in_chans * h * w;
-    // Box-Muller: rand 0.8 without rand_distr.
     let data = (0..n)
-        .map(|_| {
-            let (u, v): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen());
-            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-        })
+        .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
         .collect();
     HostTensor::f32(vec![batch, graph.in_chans, h, w], data)
 }

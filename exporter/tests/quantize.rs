@@ -269,8 +269,17 @@ fn refuses_quantized_and_non_classifier_models() {
     let mut m = proto::decode(&bytes).unwrap();
     m.metadata_props.clear();
     let bare = proto::encode(&m).unwrap();
-    let e = quantize::prepare(&bare, true).unwrap_err().to_string();
-    assert!(e.contains("metadata") && e.contains("--mean"), "{e}");
+    let e = quantize::prepare(&bare, true).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the model has no usable lkd preprocessing metadata; export it with `lkd export`, or give \
+         --input-size, --channels, --mean and --std"
+    );
+    let reason = std::error::Error::source(&e).map(|s| s.to_string());
+    assert_eq!(
+        reason.as_deref(),
+        Some("metadata key `lkd.input_size` is missing")
+    );
     assert!(quantize::prepare(&bare, false).is_ok());
 
     // A feature extractor ([N, C, H, W] output) is not a classifier.

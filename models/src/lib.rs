@@ -15,7 +15,7 @@ pub use families::{
     find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS,
 };
 pub use graph::{Graph, Op, ParamSpec, ValueId};
-pub use preprocess::Preprocess;
+pub use preprocess::{Preprocess, PreprocessSpecError};
 pub use tensor::{HostData, HostTensor};
 
 #[derive(Debug, thiserror::Error)]

@@ -130,37 +130,57 @@ impl Preprocess {
         ])
     }
 
-    /// Reads preprocessing back from metadata; `Err` names the missing or malformed key.
-    pub fn from_metadata(meta: &BTreeMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| format!("metadata key `{k}` is missing"))
+    /// Reads preprocessing back from metadata; the error names the missing or malformed key.
+    pub fn from_metadata(meta: &BTreeMap<String, String>) -> Result<Self, PreprocessSpecError> {
+        let get = |key: &'static str| {
+            meta.get(key)
+                .map(String::as_str)
+                .ok_or(PreprocessSpecError::MissingKey { key })
         };
-        let floats = |k: &str| -> Result<Vec<f32>, String> {
-            get(k)?
+        let malformed = |key: &'static str, value: &str, expected: &'static str| {
+            PreprocessSpecError::MalformedKey {
+                key,
+                value: value.to_string(),
+                expected,
+            }
+        };
+        let floats = |key: &'static str| -> Result<Vec<f32>, PreprocessSpecError> {
+            let value = get(key)?;
+            value
                 .split(',')
                 .map(|s| {
                     s.trim()
                         .parse::<f32>()
-                        .map_err(|_| format!("metadata `{k}`: `{s}` is not a number"))
+                        .map_err(|_| malformed(key, value, "comma-separated numbers"))
                 })
                 .collect()
         };
-        let size = floats(keys::INPUT_SIZE)?;
-        if size.len() != 2 {
-            return Err(format!("metadata `{}` must be `H,W`", keys::INPUT_SIZE));
-        }
-        let channels: usize = get(keys::CHANNELS)?
+        let size = get(keys::INPUT_SIZE)?;
+        let input_size = match size
+            .split(',')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .as_deref()
+        {
+            Ok(&[h, w]) => [h, w],
+            _ => return Err(malformed(keys::INPUT_SIZE, size, "`H,W` (two integers)")),
+        };
+        let channels = get(keys::CHANNELS)?;
+        let channels = channels
+            .trim()
             .parse()
-            .map_err(|_| format!("metadata `{}` is not an integer", keys::CHANNELS))?;
-        let crop_pct: f32 = get(keys::CROP_PCT)?
+            .map_err(|_| malformed(keys::CHANNELS, channels, "an integer"))?;
+        let crop_pct = get(keys::CROP_PCT)?;
+        let crop_pct = crop_pct
+            .trim()
             .parse()
-            .map_err(|_| format!("metadata `{}` is not a number", keys::CROP_PCT))?;
+            .map_err(|_| malformed(keys::CROP_PCT, crop_pct, "a number"))?;
         let interp = get(keys::INTERPOLATION)?;
-        let interpolation = Interpolation::parse(interp)
-            .ok_or_else(|| format!("metadata `{}`: unknown `{interp}`", keys::INTERPOLATION))?;
+        let interpolation = Interpolation::parse(interp).ok_or_else(|| {
+            malformed(keys::INTERPOLATION, interp, "nearest, bilinear or bicubic")
+        })?;
         let p = Self {
-            input_size: [size[0] as usize, size[1] as usize],
+            input_size,
             channels,
             crop_pct,
             interpolation,
@@ -171,42 +191,64 @@ impl Preprocess {
         Ok(p)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PreprocessSpecError> {
         if self
             .input_size
             .iter()
             .any(|&s| s == 0 || s > MAX_INPUT_SIDE)
         {
-            return Err(format!(
-                "input_size sides must be in 1..={MAX_INPUT_SIDE}, found {:?}",
-                self.input_size
-            ));
+            return Err(PreprocessSpecError::InputSize(self.input_size));
         }
         if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) {
-            return Err("mean/std values must be finite".into());
+            return Err(PreprocessSpecError::NotFinite);
         }
         if self.channels != 1 && self.channels != 3 {
-            return Err(format!("channels must be 1 or 3, found {}", self.channels));
+            return Err(PreprocessSpecError::Channels(self.channels));
         }
         if self.mean.len() != self.channels || self.std.len() != self.channels {
-            return Err(format!(
-                "mean/std need {} values each, found {} and {}",
-                self.channels,
-                self.mean.len(),
-                self.std.len()
-            ));
+            return Err(PreprocessSpecError::MeanStdLength {
+                channels: self.channels,
+                mean: self.mean.len(),
+                std: self.std.len(),
+            });
         }
         if !(self.crop_pct > 0.0 && self.crop_pct <= 1.0) {
-            return Err(format!(
-                "crop_pct must be in (0, 1], found {}",
-                self.crop_pct
-            ));
+            return Err(PreprocessSpecError::CropPct(self.crop_pct));
         }
         if self.std.iter().any(|&s| s <= 0.0) {
-            return Err("std values must be positive".into());
+            return Err(PreprocessSpecError::StdNotPositive);
         }
         Ok(())
     }
+}
+
+/// Why a preprocessing description (config or ONNX metadata) is unusable.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PreprocessSpecError {
+    #[error("metadata key `{key}` is missing")]
+    MissingKey { key: &'static str },
+    #[error("metadata key `{key}` = `{value}` is malformed: expected {expected}")]
+    MalformedKey {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("input_size sides must be in 1..={MAX_INPUT_SIDE}, found {0:?}")]
+    InputSize([usize; 2]),
+    #[error("mean/std values must be finite")]
+    NotFinite,
+    #[error("channels must be 1 or 3, found {0}")]
+    Channels(usize),
+    #[error("mean/std need {channels} values each, found {mean} and {std}")]
+    MeanStdLength {
+        channels: usize,
+        mean: usize,
+        std: usize,
+    },
+    #[error("crop_pct must be in (0, 1], found {0}")]
+    CropPct(f32),
+    #[error("std values must be positive")]
+    StdNotPositive,
 }
 
 #[cfg(test)]
@@ -255,7 +297,7 @@ mod tests {
             ..Preprocess::fashion_mnist()
         };
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "input_size sides must be in 1..=4096, found [0, 28]"
         );
         let bad = Preprocess {
@@ -263,17 +305,48 @@ mod tests {
             ..Preprocess::fashion_mnist()
         };
         assert_eq!(
-            bad.validate().unwrap_err(),
+            bad.validate().unwrap_err().to_string(),
             "mean/std values must be finite"
         );
     }
 
     #[test]
-    fn missing_key_is_named() {
-        let mut m = Preprocess::fashion_mnist().to_metadata();
+    fn missing_and_malformed_keys_are_named() {
+        let good = Preprocess::fashion_mnist().to_metadata();
+        let mut m = good.clone();
         m.remove(keys::STD);
-        assert!(Preprocess::from_metadata(&m)
-            .unwrap_err()
-            .contains("lkd.std"));
+        assert_eq!(
+            Preprocess::from_metadata(&m).unwrap_err().to_string(),
+            "metadata key `lkd.std` is missing"
+        );
+        let with = |key: &str, value: &str| {
+            let mut m = good.clone();
+            m.insert(key.into(), value.into());
+            Preprocess::from_metadata(&m).unwrap_err().to_string()
+        };
+        assert_eq!(
+            with(keys::INPUT_SIZE, "28"),
+            "metadata key `lkd.input_size` = `28` is malformed: expected `H,W` (two integers)"
+        );
+        assert_eq!(
+            with(keys::INPUT_SIZE, "28.5,28"),
+            "metadata key `lkd.input_size` = `28.5,28` is malformed: expected `H,W` (two integers)"
+        );
+        assert_eq!(
+            with(keys::MEAN, "0.5,x"),
+            "metadata key `lkd.mean` = `0.5,x` is malformed: expected comma-separated numbers"
+        );
+        assert_eq!(
+            with(keys::INTERPOLATION, "lanczos"),
+            "metadata key `lkd.interpolation` = `lanczos` is malformed: expected nearest, bilinear or bicubic"
+        );
+        assert_eq!(
+            with(keys::CHANNELS, "2"),
+            "channels must be 1 or 3, found 2"
+        );
+        assert_eq!(
+            with(keys::CROP_PCT, "1.5"),
+            "crop_pct must be in (0, 1], found 1.5"
+        );
     }
 }

@@ -29,7 +29,7 @@ pub use decode::{
 };
 pub use resample::resize_window;
 
-use lkd_models::preprocess::{Interpolation, Preprocess};
+use lkd_models::preprocess::{Interpolation, Preprocess, PreprocessSpecError};
 
 /// Everything that can go wrong between encoded bytes and the input tensor.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +71,8 @@ pub enum PreprocessError {
     #[error("images with {0} channels are not supported (expected 1 or 3)")]
     Channels(usize),
 
-    #[error("invalid preprocessing: {0}")]
-    BadPreprocess(String),
+    #[error("invalid preprocessing")]
+    BadPreprocess(#[from] PreprocessSpecError),
 
     #[error("the output buffer holds {found} values; the preprocessing writes {expected}")]
     OutputLen { expected: usize, found: usize },
@@ -334,11 +334,12 @@ pub fn normalize_into(img: View<'_>, mean: &[f32], std: &[f32], out: &mut [f32])
         });
     }
     if mean.len() != c || std.len() != c {
-        return Err(PreprocessError::BadPreprocess(format!(
-            "{c} channels need {c} mean and std values, found {} and {}",
-            mean.len(),
-            std.len()
-        )));
+        return Err(PreprocessSpecError::MeanStdLength {
+            channels: c,
+            mean: mean.len(),
+            std: std.len(),
+        }
+        .into());
     }
     for k in 0..c {
         let mut lut = [0f32; 256];

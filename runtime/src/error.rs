@@ -63,14 +63,18 @@ pub enum RuntimeError {
     },
 
     #[error(
-        "{model} has no usable preprocessing metadata ({reason}). Pass the preprocessing explicitly: \
-         --mean and --std (one value per channel), plus --input-size and --channels when the \
-         model's input shape is dynamic"
+        "{model} has no usable preprocessing metadata. Pass the preprocessing explicitly: --mean \
+         and --std (one value per channel), plus --input-size and --channels when the model's \
+         input shape is dynamic"
     )]
-    NoPreprocess { model: String, reason: String },
+    NoPreprocess {
+        model: String,
+        #[source]
+        reason: NoPreprocessReason,
+    },
 
-    #[error("invalid preprocessing: {0}")]
-    BadPreprocess(String),
+    #[error("invalid preprocessing")]
+    BadPreprocess(#[source] lkd_models::PreprocessSpecError),
 
     /// A rejected or undecodable image; `source.is_too_large()` tells a size refusal (413) from
     /// bad content (400).
@@ -96,6 +100,17 @@ pub enum RuntimeError {
         expected: &'static str,
         found: String,
     },
+}
+
+/// Why a model's preprocessing cannot be taken from it.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPreprocessReason {
+    #[error(transparent)]
+    Metadata(#[from] lkd_models::PreprocessSpecError),
+    #[error("the channel dimension is dynamic and --channels was not given")]
+    DynamicChannels,
+    #[error("the spatial dimensions are dynamic and --input-size was not given")]
+    DynamicSize,
 }
 
 impl RuntimeError {

@@ -7,7 +7,7 @@ use lkd_models::preprocess::{Interpolation, Preprocess};
 use lkd_preprocess::Pixels;
 pub use lkd_preprocess::{Limits, PreprocessError};
 
-use crate::error::{Result, RuntimeError};
+use crate::error::{NoPreprocessReason, Result, RuntimeError};
 use crate::session::ModelInfo;
 
 /// Explicit preprocessing flags; each one overrides (or, without metadata, supplies) a field.
@@ -62,7 +62,7 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
             let (Some(mean), Some(std)) = (&overrides.mean, &overrides.std) else {
                 return Err(RuntimeError::NoPreprocess {
                     model: info.name.clone(),
-                    reason,
+                    reason: reason.into(),
                 });
             };
             let dim = |i: usize| {
@@ -76,16 +76,14 @@ pub fn resolve_preprocess(info: &ModelInfo, overrides: &PreprocessOverrides) -> 
                     .or(dim(1))
                     .ok_or_else(|| RuntimeError::NoPreprocess {
                         model: info.name.clone(),
-                        reason: "the channel dimension is dynamic and --channels was not given"
-                            .into(),
+                        reason: NoPreprocessReason::DynamicChannels,
                     })?;
             let input_size = overrides
                 .input_size
                 .or_else(|| Some([dim(2)?, dim(3)?]))
                 .ok_or_else(|| RuntimeError::NoPreprocess {
                     model: info.name.clone(),
-                    reason: "the spatial dimensions are dynamic and --input-size was not given"
-                        .into(),
+                    reason: NoPreprocessReason::DynamicSize,
                 })?;
             Preprocess {
                 input_size,

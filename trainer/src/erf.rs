@@ -55,7 +55,10 @@ impl ErfMeter {
         tap: &str,
     ) -> Result<(), TrainError> {
         for i in 0..images.size()[0] {
-            let x = images.f_narrow(0, i, 1)?.detach().set_requires_grad(true);
+            let x = images
+                .f_narrow(0, i, 1)?
+                .f_detach()?
+                .f_set_requires_grad(true)?;
             let out = exec.forward(params, &x, false, &[tap])?;
             let map = &out.taps[tap];
             let s = map.size();

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 /// FNV-1a of a name: stable across runs and platforms, unlike std's hasher.
 pub fn name_hash(name: &str) -> u64 {
@@ -38,44 +38,42 @@ fn fan_in_out(shape: &[usize]) -> (f64, f64) {
     (fan_in as f64, fan_out as f64)
 }
 
-pub fn host_to_tensor(t: &HostTensor, device: Device) -> Tensor {
+pub fn host_to_tensor(t: &HostTensor, device: Device) -> Result<Tensor, TchError> {
     let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
     let out = match &t.data {
-        HostData::F32(v) => Tensor::from_slice(v),
-        HostData::I64(v) => Tensor::from_slice(v),
+        HostData::F32(v) => Tensor::f_from_slice(v)?,
+        HostData::I64(v) => Tensor::f_from_slice(v)?,
     };
-    out.reshape(&shape[..]).to_device(device)
+    out.f_reshape(&shape[..])?.f_to_device(device)
 }
 
-pub fn tensor_to_host(t: &Tensor) -> HostTensor {
+pub fn tensor_to_host(t: &Tensor) -> Result<HostTensor, TchError> {
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-    let flat = t.detach().to_device(Device::Cpu).contiguous().reshape([-1]);
-    match t.kind() {
+    let flat = t
+        .f_detach()?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?
+        .f_reshape([-1])?;
+    Ok(match t.kind() {
         Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8 | Kind::Bool => {
-            HostTensor::i64(
-                shape,
-                Vec::<i64>::try_from(flat.to_kind(Kind::Int64)).expect("int tensor to vec"),
-            )
+            HostTensor::i64(shape, Vec::<i64>::try_from(flat.f_to_kind(Kind::Int64)?)?)
         }
-        _ => HostTensor::f32(
-            shape,
-            Vec::<f32>::try_from(flat.to_kind(Kind::Float)).expect("float tensor to vec"),
-        ),
-    }
+        _ => HostTensor::f32(shape, Vec::<f32>::try_from(flat.f_to_kind(Kind::Float)?)?),
+    })
 }
 
 impl Params {
     /// Fresh parameters drawn from the graph's init specs (PyTorch semantics). Values come from
     /// a per-parameter RNG seeded by (`seed`, name), so they never depend on libtorch's global
     /// generator or on what else the process is doing.
-    pub fn init(graph: &Graph, device: Device, seed: u64) -> Self {
+    pub fn init(graph: &Graph, device: Device, seed: u64) -> Result<Self, TchError> {
         let mut tensors = BTreeMap::new();
         for p in &graph.params {
             let shape: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
             let n = p.numel();
             let mut rng = StdRng::seed_from_u64(seed ^ name_hash(&p.name));
             let t = match p.dtype {
-                DType::I64 => Tensor::zeros(&shape[..], (Kind::Int64, device)),
+                DType::I64 => Tensor::f_zeros(&shape[..], (Kind::Int64, device))?,
                 DType::F32 => {
                     let values: Vec<f32> = match &p.init {
                         Init::Zeros => vec![0.0; n],
@@ -103,16 +101,16 @@ impl Params {
                             (0..n).map(|_| rng.gen_range(-bound..bound)).collect()
                         }
                     };
-                    Tensor::from_slice(&values)
-                        .reshape(&shape[..])
-                        .to_device(device)
+                    Tensor::f_from_slice(&values)?
+                        .f_reshape(&shape[..])?
+                        .f_to_device(device)?
                 }
             };
             tensors.insert(p.name.clone(), t);
         }
         let mut params = Self { tensors, device };
-        params.set_requires_grad(graph);
-        params
+        params.set_requires_grad(graph)?;
+        Ok(params)
     }
 
     /// Strict load: the state dict must hold exactly the graph's parameters with their shapes.
@@ -125,31 +123,33 @@ impl Params {
         let mut tensors = BTreeMap::new();
         for p in &graph.params {
             let host = &sd[&p.name];
-            let t = host_to_tensor(host, device);
+            let t = host_to_tensor(host, device)?;
             let t = match p.dtype {
-                DType::F32 => t.to_kind(Kind::Float),
-                DType::I64 => t.to_kind(Kind::Int64),
+                DType::F32 => t.f_to_kind(Kind::Float)?,
+                DType::I64 => t.f_to_kind(Kind::Int64)?,
             };
             tensors.insert(p.name.clone(), t);
         }
         let mut params = Self { tensors, device };
-        params.set_requires_grad(graph);
+        params.set_requires_grad(graph)?;
         Ok(params)
     }
 
-    fn set_requires_grad(&mut self, graph: &Graph) {
+    fn set_requires_grad(&mut self, graph: &Graph) -> Result<(), TchError> {
         for p in &graph.params {
             if p.is_trainable() {
-                let t = self.tensors.get_mut(&p.name).unwrap();
-                *t = t.detach().set_requires_grad(true);
+                if let Some(t) = self.tensors.get_mut(&p.name) {
+                    *t = t.f_detach()?.f_set_requires_grad(true)?;
+                }
             }
         }
+        Ok(())
     }
 
-    pub fn to_state_dict(&self) -> StateDict {
+    pub fn to_state_dict(&self) -> Result<StateDict, TchError> {
         self.tensors
             .iter()
-            .map(|(k, t)| (k.clone(), tensor_to_host(t)))
+            .map(|(k, t)| Ok((k.clone(), tensor_to_host(t)?)))
             .collect()
     }
 
@@ -168,17 +168,21 @@ impl Params {
     }
 
     /// Copies every tensor (a detached snapshot, e.g. for EMA).
-    pub fn deep_copy(&self) -> Self {
+    pub fn deep_copy(&self) -> Result<Self, tch::TchError> {
         let tensors = tch::no_grad(|| {
             self.tensors
                 .iter()
-                .map(|(k, t)| (k.clone(), t.detach().copy()))
-                .collect()
-        });
-        Self {
+                .map(|(k, t)| {
+                    let mut copy = t.f_zeros_like()?;
+                    copy.f_copy_(t)?;
+                    Ok((k.clone(), copy))
+                })
+                .collect::<Result<_, tch::TchError>>()
+        })?;
+        Ok(Self {
             tensors,
             device: self.device,
-        }
+        })
     }
 
     pub fn get(&self, name: &str) -> &Tensor {

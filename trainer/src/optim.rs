@@ -5,7 +5,7 @@
 use crate::executor::Params;
 use lkd_models::Graph;
 use std::collections::BTreeMap;
-use tch::Tensor;
+use tch::{TchError, Tensor};
 
 pub struct AdamW {
     pub beta1: f64,
@@ -38,79 +38,88 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` (PyTorch AdamW semantics).
-    pub fn step(&mut self, slots: &[Slot], lr: f64) {
+    pub fn step(&mut self, slots: &[Slot], lr: f64) -> Result<(), TchError> {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         tch::no_grad(|| {
             for s in slots {
-                let grad = s.tensor.grad();
+                let grad = s.tensor.f_grad()?;
                 if !grad.defined() {
                     continue;
                 }
                 let mut p = s.tensor.shallow_clone();
-                let m = self
-                    .exp_avg
-                    .entry(s.name.clone())
-                    .or_insert_with(|| p.zeros_like());
-                let v = self
-                    .exp_avg_sq
-                    .entry(s.name.clone())
-                    .or_insert_with(|| p.zeros_like());
+                let m = state_for(&mut self.exp_avg, &s.name, &p)?;
+                let v = state_for(&mut self.exp_avg_sq, &s.name, &p)?;
                 if s.decay && self.weight_decay > 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                    let _ = p.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
                 }
-                let _ = m.lerp_(&grad, 1.0 - self.beta1);
+                let _ = m.f_lerp_(&grad, 1.0 - self.beta1)?;
                 let _ = v
-                    .g_mul_scalar_(self.beta2)
-                    .addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
-                let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(self.eps);
+                    .f_mul_scalar_(self.beta2)?
+                    .f_addcmul_(&grad.f_mul_scalar(1.0 - self.beta2)?, &grad)?;
+                let mut denom = v.f_sqrt()?;
+                let _ = denom.f_div_scalar_(bc2.sqrt())?.f_add_scalar_(self.eps)?;
                 // addcdiv_ has no scale argument in tch: fold -lr/bc1 into the denominator.
                 if lr > 0.0 {
-                    let _ = denom.g_mul_scalar_(-bc1 / lr);
-                    let _ = p.addcdiv_(&*m, &denom);
+                    let _ = denom.f_mul_scalar_(-bc1 / lr)?;
+                    let _ = p.f_addcdiv_(&*m, &denom)?;
                 }
             }
-        });
+            Ok(())
+        })
     }
 }
 
-pub fn zero_grad(slots: &[Slot]) {
+/// The optimizer state tensor `name` in `states`, created as zeros shaped like `like`.
+fn state_for<'a>(
+    states: &'a mut BTreeMap<String, Tensor>,
+    name: &str,
+    like: &Tensor,
+) -> Result<&'a mut Tensor, TchError> {
+    if !states.contains_key(name) {
+        states.insert(name.to_string(), like.f_zeros_like()?);
+    }
+    Ok(states.get_mut(name).expect("inserted above"))
+}
+
+pub fn zero_grad(slots: &[Slot]) -> Result<(), TchError> {
     for s in slots {
-        let mut g = s.tensor.grad();
+        let mut g = s.tensor.f_grad()?;
         if g.defined() {
-            let _ = g.detach_().zero_();
+            let _ = g.f_detach_()?.f_zero_()?;
         }
     }
+    Ok(())
 }
 
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.
-pub fn clip_grad_norm(slots: &[Slot], max_norm: f64) -> f64 {
+pub fn clip_grad_norm(slots: &[Slot], max_norm: f64) -> Result<f64, TchError> {
     tch::no_grad(|| {
-        let norms: Vec<Tensor> = slots
-            .iter()
-            .map(|s| s.tensor.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.square().sum(tch::Kind::Float))
-            .collect();
-        if norms.is_empty() {
-            return 0.0;
+        let mut norms = Vec::with_capacity(slots.len());
+        for s in slots {
+            let g = s.tensor.f_grad()?;
+            if g.defined() {
+                norms.push(g.f_square()?.f_sum(tch::Kind::Float)?);
+            }
         }
-        let total = Tensor::stack(&norms, 0)
-            .sum(tch::Kind::Float)
-            .sqrt()
-            .double_value(&[]);
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        let total = Tensor::f_stack(&norms, 0)?
+            .f_sum(tch::Kind::Float)?
+            .f_sqrt()?
+            .f_double_value(&[])?;
         if total.is_finite() && total > max_norm {
             let scale = max_norm / (total + 1e-6);
             for s in slots {
-                let mut g = s.tensor.grad();
+                let mut g = s.tensor.f_grad()?;
                 if g.defined() {
-                    let _ = g.g_mul_scalar_(scale);
+                    let _ = g.f_mul_scalar_(scale)?;
                 }
             }
         }
-        total
+        Ok(total)
     })
 }
 
@@ -131,28 +140,28 @@ pub struct Ema {
 }
 
 impl Ema {
-    pub fn new(params: &Params, decay: f64) -> Self {
-        let copy = params.deep_copy();
-        Self {
+    pub fn new(params: &Params, decay: f64) -> Result<Self, TchError> {
+        Ok(Self {
             decay,
-            params: copy,
-        }
+            params: params.deep_copy()?,
+        })
     }
 
-    pub fn update(&mut self, graph: &Graph, params: &Params) {
+    pub fn update(&mut self, graph: &Graph, params: &Params) -> Result<(), TchError> {
         tch::no_grad(|| {
             for spec in &graph.params {
                 let src = params.get(&spec.name);
-                let mut dst = self.params.tensors[&spec.name].shallow_clone();
-                if spec.is_trainable() || src.is_floating_point() {
+                let mut dst = self.params.get(&spec.name).shallow_clone();
+                if spec.is_trainable() || src.f_is_floating_point()? {
                     let _ = dst
-                        .g_mul_scalar_(self.decay)
-                        .g_add_(&(src.detach() * (1.0 - self.decay)));
+                        .f_mul_scalar_(self.decay)?
+                        .f_add_(&src.f_detach()?.f_mul_scalar(1.0 - self.decay)?)?;
                 } else {
-                    dst.copy_(src);
+                    dst.f_copy_(src)?;
                 }
             }
-        });
+            Ok(())
+        })
     }
 }
 

@@ -198,12 +198,12 @@ impl GradScaler {
     }
 
     /// The current scale (1 when disabled).
-    pub fn scale_value(&self) -> f64 {
-        if self.enabled {
-            self.scale.double_value(&[])
+    pub fn scale_value(&self) -> Result<f64, TrainError> {
+        Ok(if self.enabled {
+            self.scale.f_double_value(&[])?
         } else {
             1.0
-        }
+        })
     }
 
     /// `loss · scale`, to call `backward` on.
@@ -234,14 +234,14 @@ impl GradScaler {
         let mut found_inf = Tensor::f_zeros(SCALAR, (Kind::Float, self.scale.device()))?;
         tch::no_grad(|| -> Result<(), TrainError> {
             for p in params {
-                let mut grad = p.grad();
+                let mut grad = p.f_grad()?;
                 if grad.defined() {
                     grad.f_internal_amp_non_finite_check_and_unscale(&mut found_inf, &inv_scale)?;
                 }
             }
             Ok(())
         })?;
-        let found = found_inf.double_value(&[]) != 0.0;
+        let found = found_inf.f_double_value(&[])? != 0.0;
         self.unscaled = Some(found);
         Ok(found)
     }
@@ -275,10 +275,10 @@ impl GradScaler {
     pub fn step(
         &mut self,
         params: &[&Tensor],
-        optimizer_step: impl FnOnce(),
+        optimizer_step: impl FnOnce() -> Result<(), TrainError>,
     ) -> Result<StepOutcome, TrainError> {
         if !self.enabled {
-            optimizer_step();
+            optimizer_step()?;
             return Ok(StepOutcome::Applied);
         }
         let found = match self.unscaled {
@@ -286,7 +286,7 @@ impl GradScaler {
             None => self.unscale(params)?,
         };
         if !found {
-            optimizer_step();
+            optimizer_step()?;
         }
         self.update()?;
         Ok(if found {
@@ -296,11 +296,11 @@ impl GradScaler {
         })
     }
 
-    pub fn state(&self) -> ScalerState {
-        ScalerState {
-            scale: self.scale.double_value(&[]),
-            growth_tracker: self.growth_tracker.int64_value(&[]),
-        }
+    pub fn state(&self) -> Result<ScalerState, TrainError> {
+        Ok(ScalerState {
+            scale: self.scale.f_double_value(&[])?,
+            growth_tracker: self.growth_tracker.f_int64_value(&[])?,
+        })
     }
 
     /// Restores a checkpointed state (a resumed fp16 run continues with its scale).
@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn an_inf_gradient_skips_the_step_and_backs_off() {
         let mut scaler = GradScaler::new(Precision::Fp16, ScalerConfig::default(), CPU).unwrap();
-        assert_eq!(scaler.scale_value(), 65536.0);
+        assert_eq!(scaler.scale_value().unwrap(), 65536.0);
         let loss = Tensor::from(0.5f32);
         assert_eq!(
             scaler.scale(&loss).unwrap().double_value(&[]),
@@ -376,11 +376,16 @@ mod tests {
         let good = param_with_grad(&[65536.0, -131072.0]);
         let bad = param_with_grad(&[1.0, f32::INFINITY]);
         let mut ran = false;
-        let outcome = scaler.step(&[&good, &bad], || ran = true).unwrap();
+        let outcome = scaler
+            .step(&[&good, &bad], || {
+                ran = true;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(outcome, StepOutcome::Skipped);
         assert!(!ran, "the optimizer must not run on an inf gradient");
         assert_eq!(
-            scaler.state(),
+            scaler.state().unwrap(),
             ScalerState {
                 scale: 32768.0,
                 growth_tracker: 0
@@ -391,10 +396,15 @@ mod tests {
 
         let nan = param_with_grad(&[f32::NAN]);
         assert_eq!(
-            scaler.step(&[&nan], || ran = true).unwrap(),
+            scaler
+                .step(&[&nan], || {
+                    ran = true;
+                    Ok(())
+                })
+                .unwrap(),
             StepOutcome::Skipped
         );
-        assert_eq!(scaler.scale_value(), 16384.0);
+        assert_eq!(scaler.scale_value().unwrap(), 16384.0);
     }
 
     #[test]
@@ -404,7 +414,12 @@ mod tests {
         for i in 0..3 {
             let p = param_with_grad(&[1.0, 2.0]);
             assert_eq!(
-                scaler.step(&[&p], || steps += 1).unwrap(),
+                scaler
+                    .step(&[&p], || {
+                        steps += 1;
+                        Ok(())
+                    })
+                    .unwrap(),
                 StepOutcome::Applied
             );
             let expected = if i < 2 {
@@ -413,7 +428,7 @@ mod tests {
                 (131072.0, 0)
             };
             assert_eq!(
-                scaler.state(),
+                scaler.state().unwrap(),
                 ScalerState {
                     scale: expected.0,
                     growth_tracker: expected.1
@@ -423,9 +438,14 @@ mod tests {
         assert_eq!(steps, 3);
         // An inf resets the count: growth needs 3 more clean steps.
         let bad = param_with_grad(&[f32::NEG_INFINITY]);
-        scaler.step(&[&bad], || steps += 1).unwrap();
+        scaler
+            .step(&[&bad], || {
+                steps += 1;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(
-            scaler.state(),
+            scaler.state().unwrap(),
             ScalerState {
                 scale: 65536.0,
                 growth_tracker: 0
@@ -484,7 +504,12 @@ mod tests {
         let p = param_with_grad(&[f32::INFINITY]);
         let mut ran = false;
         assert_eq!(
-            scaler.step(&[&p], || ran = true).unwrap(),
+            scaler
+                .step(&[&p], || {
+                    ran = true;
+                    Ok(())
+                })
+                .unwrap(),
             StepOutcome::Applied
         );
         assert!(ran);
@@ -585,12 +610,13 @@ for g in stream:
                     tch::no_grad(|| {
                         let mut w = p.shallow_clone();
                         let _ = w.f_sub_(&(p.grad() * 0.1)).unwrap();
-                    })
+                    });
+                    Ok(())
                 })
                 .unwrap();
             let applied = !p.detach().equal(&before);
             assert_eq!(applied, outcome == StepOutcome::Applied);
-            let state = scaler.state();
+            let state = scaler.state().unwrap();
             let fields: Vec<&str> = torch_line.split_whitespace().collect();
             assert_eq!(
                 fields[0].parse::<f64>().unwrap(),

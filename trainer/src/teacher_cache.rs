@@ -375,7 +375,7 @@ impl TeacherOutputs {
         let taps: Vec<&str> = self.taps.iter().map(String::as_str).collect();
         let (logits, maps) =
             crate::train::autocast(self.device, self.precision, || teacher.forward(&xt, &taps))??;
-        let rec = self.encode(samples, &logits.to_kind(Kind::Float), &maps)?;
+        let rec = self.encode(samples, &logits.f_to_kind(Kind::Float)?, &maps)?;
         let out = self.decode(&rec)?;
         if self.store.is_some() {
             self.record(epoch, index, rec)?;
@@ -514,9 +514,9 @@ impl TeacherOutputs {
                 self.classes
             )));
         }
-        let logits = logits.to_device(Device::Cpu).contiguous();
+        let logits = logits.f_to_device(Device::Cpu)?.f_contiguous()?;
         let to_u16 = |t: &Tensor| -> Result<Vec<u16>, TrainError> {
-            let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1]))
+            let v = Vec::<f32>::try_from(t.f_to_kind(Kind::Float)?.f_contiguous()?.f_view([-1])?)
                 .map_err(TrainError::Torch)?;
             Ok(v.into_iter().map(|x| f16::from_f32(x).to_bits()).collect())
         };
@@ -526,7 +526,8 @@ impl TeacherOutputs {
             let (v, i) = logits.f_topk(self.topk as i64, 1, true, true)?;
             let lse = Vec::<f32>::try_from(logits.f_logsumexp([1i64].as_slice(), false)?)
                 .map_err(TrainError::Torch)?;
-            let idx = Vec::<i64>::try_from(i.contiguous().view([-1])).map_err(TrainError::Torch)?;
+            let idx =
+                Vec::<i64>::try_from(i.f_contiguous()?.f_view([-1])?).map_err(TrainError::Torch)?;
             (
                 to_u16(&v)?,
                 idx.into_iter().map(|i| i as u16).collect(),
@@ -535,7 +536,7 @@ impl TeacherOutputs {
         };
         let features = maps
             .iter()
-            .map(|m| to_u16(&m.to_device(Device::Cpu)))
+            .map(|m| to_u16(&m.f_to_device(Device::Cpu)?))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(BatchRecord {
             samples: samples.iter().map(|&s| s as u32).collect(),
@@ -552,7 +553,7 @@ impl TeacherOutputs {
             bits.iter().map(|&b| f16::from_bits(b).to_f32()).collect()
         };
         let logits = if self.topk == self.classes {
-            Tensor::from_slice(&f(&rec.logits)).view([n, self.classes as i64])
+            Tensor::f_from_slice(&f(&rec.logits))?.f_view([n, self.classes as i64])?
         } else {
             let k = self.topk;
             let mut full = vec![0f32; n as usize * self.classes];
@@ -570,19 +571,19 @@ impl TeacherOutputs {
                     out[rec.indices[r * k + j] as usize] = *v;
                 }
             }
-            Tensor::from_slice(&full).view([n, self.classes as i64])
+            Tensor::f_from_slice(&full)?.f_view([n, self.classes as i64])?
         };
         let maps = rec
             .features
             .iter()
             .zip(&self.tap_shapes)
             .map(|(bits, [c, h, w])| {
-                Tensor::from_slice(&f(bits))
-                    .view([n, *c as i64, *h as i64, *w as i64])
-                    .to_device(self.device)
+                Tensor::f_from_slice(&f(bits))?
+                    .f_view([n, *c as i64, *h as i64, *w as i64])?
+                    .f_to_device(self.device)
             })
-            .collect();
-        Ok((logits.to_device(self.device), maps))
+            .collect::<Result<_, _>>()?;
+        Ok((logits.f_to_device(self.device)?, maps))
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 /// What a finished (or stopped) invocation reports.
 #[derive(Clone, Debug)]
@@ -142,17 +142,20 @@ pub fn evaluate(
     tch::no_grad(|| -> Result<(), TrainError> {
         for batch in loader.epoch(0, 0)? {
             let batch = batch?;
-            let x = batch.images.to_device(device);
-            let y = batch.labels.to_device(device);
+            let x = batch.images.f_to_device(device)?;
+            let y = batch.labels.f_to_device(device)?;
             let logits = exec.forward(params, &x, false, &[])?.logits;
             let b = y.size()[0] as usize;
             loss_sum +=
-                cross_entropy(&logits, &Target::Hard(&y), 0.0)?.double_value(&[]) * b as f64;
+                cross_entropy(&logits, &Target::Hard(&y), 0.0)?.f_double_value(&[])? * b as f64;
             let k = logits.size()[1].min(5);
-            let (_, top) = logits.topk(k, 1, true, true);
-            let hit = top.eq_tensor(&y.unsqueeze(1));
-            correct1 += hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]);
-            correct5 += hit.sum(Kind::Int64).int64_value(&[]);
+            let (_, top) = logits.f_topk(k, 1, true, true)?;
+            let hit = top.f_eq_tensor(&y.f_unsqueeze(1)?)?;
+            correct1 += hit
+                .f_narrow(1, 0, 1)?
+                .f_sum(Kind::Int64)?
+                .f_int64_value(&[])?;
+            correct5 += hit.f_sum(Kind::Int64)?.f_int64_value(&[])?;
             n += b;
         }
         Ok(())
@@ -166,35 +169,34 @@ pub fn evaluate(
     })
 }
 
-fn state_tensors(student: &Student, opt: &AdamW, ema: Option<&Ema>) -> StateDict {
+fn state_tensors(
+    student: &Student,
+    opt: &AdamW,
+    ema: Option<&Ema>,
+) -> Result<StateDict, TrainError> {
+    use crate::executor::tensor_to_host;
     let mut sd: StateDict = student
         .params
-        .to_state_dict()
+        .to_state_dict()?
         .into_iter()
         .map(|(k, v)| (format!("model.{k}"), v))
         .collect();
     if let Some((w, b)) = &student.projector {
-        sd.insert(
-            "distill.projector.weight".into(),
-            crate::executor::tensor_to_host(w),
-        );
-        sd.insert(
-            "distill.projector.bias".into(),
-            crate::executor::tensor_to_host(b),
-        );
+        sd.insert("distill.projector.weight".into(), tensor_to_host(w)?);
+        sd.insert("distill.projector.bias".into(), tensor_to_host(b)?);
     }
     for (k, t) in &opt.exp_avg {
-        sd.insert(format!("optim.m.{k}"), crate::executor::tensor_to_host(t));
+        sd.insert(format!("optim.m.{k}"), tensor_to_host(t)?);
     }
     for (k, t) in &opt.exp_avg_sq {
-        sd.insert(format!("optim.v.{k}"), crate::executor::tensor_to_host(t));
+        sd.insert(format!("optim.v.{k}"), tensor_to_host(t)?);
     }
     if let Some(e) = ema {
-        for (k, v) in e.params.to_state_dict() {
+        for (k, v) in e.params.to_state_dict()? {
             sd.insert(format!("ema.{k}"), v);
         }
     }
-    sd
+    Ok(sd)
 }
 
 fn take_prefixed(sd: &StateDict, prefix: &str) -> StateDict {
@@ -285,9 +287,9 @@ fn cores_per_worker(launch: &LaunchEnv) -> usize {
 
 /// Rank 0's small integer, given to every rank.
 fn share_from_main(group: &ProcessGroup, value: i64) -> Result<i64, TrainError> {
-    let t = Tensor::from_slice(&[value]).to_device(group.device());
+    let t = Tensor::f_from_slice(&[value])?.f_to_device(group.device())?;
     group.broadcast(&t, 0)?;
-    Ok(t.to_device(Device::Cpu).int64_value(&[0]))
+    Ok(t.f_to_device(Device::Cpu)?.f_int64_value(&[0])?)
 }
 
 /// Averages the loss sums waiting for the next metric line over the workers, so rank 0 logs
@@ -304,9 +306,9 @@ fn average_pending(
         return Ok(());
     }
     let values: Vec<f64> = state.pending_loss.values().copied().collect();
-    let t = Tensor::from_slice(&values).to_device(g.device());
+    let t = Tensor::f_from_slice(&values)?.f_to_device(g.device())?;
     g.allreduce(&t, ReduceOp::Average)?;
-    let averaged = Vec::<f64>::try_from(t.to_device(Device::Cpu))?;
+    let averaged = Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?)?;
     for (v, a) in state.pending_loss.values_mut().zip(averaged) {
         *v = a;
     }
@@ -526,10 +528,10 @@ fn run_training(
         }
         state.metrics_len = run.metrics_len();
         state.adam_step = opt.step;
-        run.save_weights(LAST, &student.params.to_state_dict())?;
-        let mut tensors = state_tensors(&student, opt, ema);
+        run.save_weights(LAST, &student.params.to_state_dict()?)?;
+        let mut tensors = state_tensors(&student, opt, ema)?;
         if scaler.is_enabled() {
-            let s = scaler.state();
+            let s = scaler.state()?;
             tensors.insert(
                 AMP_SCALE.into(),
                 lkd_models::HostTensor::f32(vec![1], vec![s.scale as f32]),
@@ -623,12 +625,12 @@ fn run_training(
             }
             let lr = cosine_lr(state.step, total_steps, warmup_steps, o.lr, o.min_lr);
             scaler.unscale(&slot_tensors)?;
-            let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c));
-            let outcome = scaler.step(&slot_tensors, || opt.step(&slots, lr))?;
-            zero_grad(&slots);
+            let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c)).transpose()?;
+            let outcome = scaler.step(&slot_tensors, || Ok(opt.step(&slots, lr)?))?;
+            zero_grad(&slots)?;
             if outcome == StepOutcome::Applied {
                 if let Some(e) = ema.as_mut() {
-                    e.update(&student.exec.graph, &student.params);
+                    e.update(&student.exec.graph, &student.params)?;
                 }
             } else {
                 skipped_steps += 1;
@@ -654,7 +656,7 @@ fn run_training(
                     line["grad_norm"] = json!(g);
                 }
                 if scaler.is_enabled() {
-                    line["loss_scale"] = json!(scaler.scale_value());
+                    line["loss_scale"] = json!(scaler.scale_value()?);
                     line["skipped_steps"] = json!(skipped_steps);
                 }
                 if world > 1 {
@@ -879,8 +881,8 @@ impl Trainee {
     ) -> Result<Self, TrainError> {
         let mut opt = AdamW::new(config.optim.weight_decay);
         if !resume {
-            let params = Params::init(&exec.graph, device, config.run.seed);
-            let projector = projector_shape.map(|(cs, ct)| {
+            let params = Params::init(&exec.graph, device, config.run.seed)?;
+            let projector = projector_shape.map(|(cs, ct)| -> Result<_, TchError> {
                 // PyTorch's Conv2d default init, from our own seeded RNG.
                 let bound = 1.0 / (cs as f32).sqrt();
                 let mut rng = StdRng::seed_from_u64(config.run.seed ^ 0x70726f6a);
@@ -889,16 +891,21 @@ impl Trainee {
                         .map(|_| rng.gen_range(-bound..bound))
                         .collect::<Vec<f32>>()
                 };
-                let w = Tensor::from_slice(&draw(ct * cs))
-                    .reshape([ct as i64, cs as i64, 1, 1])
-                    .to_device(device)
-                    .set_requires_grad(true);
-                let b = Tensor::from_slice(&draw(ct))
-                    .to_device(device)
-                    .set_requires_grad(true);
-                (w, b)
+                let w = Tensor::f_from_slice(&draw(ct * cs))?
+                    .f_reshape([ct as i64, cs as i64, 1, 1])?
+                    .f_to_device(device)?
+                    .f_set_requires_grad(true)?;
+                let b = Tensor::f_from_slice(&draw(ct))?
+                    .f_to_device(device)?
+                    .f_set_requires_grad(true)?;
+                Ok((w, b))
             });
-            let ema = config.ema.as_ref().map(|e| Ema::new(&params, e.decay));
+            let projector = projector.transpose()?;
+            let ema = config
+                .ema
+                .as_ref()
+                .map(|e| Ema::new(&params, e.decay))
+                .transpose()?;
             return Ok(Self {
                 student: Student {
                     exec,
@@ -923,7 +930,7 @@ impl Trainee {
                     run.file(crate::rundir::STATE).display()
                 ))
             })?;
-            Ok(host_to_tensor(t, device).set_requires_grad(true))
+            Ok(host_to_tensor(t, device)?.f_set_requires_grad(true)?)
         };
         let projector = match projector_shape {
             Some(_) => Some((
@@ -933,10 +940,10 @@ impl Trainee {
             None => None,
         };
         for (k, v) in take_prefixed(&sd, "optim.m.") {
-            opt.exp_avg.insert(k, host_to_tensor(&v, device));
+            opt.exp_avg.insert(k, host_to_tensor(&v, device)?);
         }
         for (k, v) in take_prefixed(&sd, "optim.v.") {
-            opt.exp_avg_sq.insert(k, host_to_tensor(&v, device));
+            opt.exp_avg_sq.insert(k, host_to_tensor(&v, device)?);
         }
         opt.step = state.adam_step;
         let ema = match &config.ema {
@@ -992,9 +999,13 @@ fn step_loss(
     precision: Precision,
     clock: &mut Clock,
 ) -> Result<Vec<(&'static str, Tensor)>, TrainError> {
-    let x = batch.images.to_device(device);
-    let labels = batch.labels.to_device(device);
-    let soft = batch.targets.as_ref().map(|t| t.to_device(device));
+    let x = batch.images.f_to_device(device)?;
+    let labels = batch.labels.f_to_device(device)?;
+    let soft = batch
+        .targets
+        .as_ref()
+        .map(|t| t.f_to_device(device))
+        .transpose()?;
     let target = match &soft {
         Some(s) => Target::Soft(s),
         None => Target::Hard(&labels),
@@ -1007,7 +1018,7 @@ fn step_loss(
                 student.exec.forward(&student.params, &x, true, &[])
             })??
             .logits
-            .to_kind(Kind::Float);
+            .f_to_kind(Kind::Float)?;
             return Ok(vec![("ce", cross_entropy(&logits, &target, smoothing)?)]);
         }
         Mode::Distill {
@@ -1020,7 +1031,7 @@ fn step_loss(
     let out = autocast(device, precision, || {
         student.exec.forward(&student.params, &x, true, &stage_tap)
     })??;
-    let logits = out.logits.to_kind(Kind::Float);
+    let logits = out.logits.f_to_kind(Kind::Float)?;
     let tt = Instant::now();
     let (t_logits, t_maps) = teacher.get(
         epoch,
@@ -1065,7 +1076,7 @@ fn step_loss(
     if let (Some((s_tap, _)), Some((w, b)), Some(t_map)) =
         (fd_taps, &student.projector, t_maps.first())
     {
-        let s_map = out.taps[s_tap.as_str()].to_kind(Kind::Float).f_conv2d(
+        let s_map = out.taps[s_tap.as_str()].f_to_kind(Kind::Float)?.f_conv2d(
             w,
             Some(b),
             [1, 1],
@@ -1075,7 +1086,7 @@ fn step_loss(
         )?;
         terms.push((
             "fd",
-            feature_distance(&s_map, &t_map.to_kind(Kind::Float), cfg.fd_loss)?
+            feature_distance(&s_map, &t_map.f_to_kind(Kind::Float)?, cfg.fd_loss)?
                 .f_mul_scalar(cfg.fd_weight)?,
         ));
     }
@@ -1123,7 +1134,7 @@ fn end_epoch(
     if state.best_epoch.is_none() || best_here > state.best_top1 {
         state.best_top1 = best_here;
         state.best_epoch = Some(epoch);
-        run.save_weights(BEST, &best_params.to_state_dict())?;
+        run.save_weights(BEST, &best_params.to_state_dict()?)?;
     }
     if progress {
         eprintln!(
@@ -1244,7 +1255,7 @@ pub fn precompute_teacher_outputs(
         let bar = progress_bar(progress, batches as u64, epoch, epochs);
         for batch in loader.epoch(epoch, 0)?.take(batches) {
             let batch = batch?;
-            let x = batch.images.to_device(device);
+            let x = batch.images.f_to_device(device)?;
             let _ = outputs.get(epoch, batch.index, &batch.samples, &x, &pre)?;
             bar.inc(1);
         }

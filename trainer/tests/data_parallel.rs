@@ -257,7 +257,10 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
     let teacher = tmp.path().join("teacher.safetensors");
     write_safetensors(
         &teacher,
-        &Params::init(&teacher_graph, tch::Device::Cpu, 3).to_state_dict(),
+        &Params::init(&teacher_graph, tch::Device::Cpu, 3)
+            .unwrap()
+            .to_state_dict()
+            .unwrap(),
         None,
     )?;
     let distill = |batch: usize, cache: &str| {
@@ -397,7 +400,10 @@ fn fp16_loss_scaling_skips_overflowing_steps_and_backs_off() -> Result<()> {
     let graph = RunDir::open(&dir)?.config()?.model.build()?;
     write_safetensors(
         &init,
-        &Params::init(&graph, tch::Device::Cpu, cfg.run.seed).to_state_dict(),
+        &Params::init(&graph, tch::Device::Cpu, cfg.run.seed)
+            .unwrap()
+            .to_state_dict()
+            .unwrap(),
         None,
     )?;
     ensure!(max_weight_diff(&init, &dir.join("last.safetensors"))? == 0.0);

@@ -36,7 +36,8 @@ fn check(preset: &str, size: usize) {
     let x = host_to_tensor(
         &read_safetensors(&dir.path().join("input.safetensors")).unwrap()["input"],
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let tap = exec.graph.stage_taps().last().unwrap().0.clone();
     let mut meter = ErfMeter::new();
     meter.add(&exec, &params, &x, &tap).unwrap();

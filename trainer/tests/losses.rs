@@ -20,7 +20,7 @@ fn reference() -> BTreeMap<String, Tensor> {
     read_safetensors(&out)
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), host_to_tensor(v, Device::Cpu)))
+        .map(|(k, v)| (k.clone(), host_to_tensor(v, Device::Cpu).unwrap()))
         .collect()
 }
 

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 fn batch_norm_train_uses_batch_stats_and_updates_running_stats() {
     tch::manual_seed(0);
     let graph = ModelConfig::preset("resnet_nano").build().unwrap();
-    let params = Params::init(&graph, Device::Cpu, 0);
+    let params = Params::init(&graph, Device::Cpu, 0).unwrap();
     let exec = Executor::new(graph);
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
     let eval1 = tch::no_grad(|| exec.forward(&params, &x, false, &[]).unwrap().logits);
@@ -50,7 +50,7 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
     let mut cfg = ModelConfig::preset("convnext_nano");
     cfg.drop_path = Some(0.5);
     let graph = cfg.build().unwrap();
-    let mut params = Params::init(&graph, Device::Cpu, 0);
+    let mut params = Params::init(&graph, Device::Cpu, 0).unwrap();
     // Make the residual branches matter (layer scale starts at 1e-6).
     for (name, t) in params.tensors.iter_mut() {
         if name.ends_with("gamma") {
@@ -84,7 +84,7 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
 #[test]
 fn wrong_input_shape_is_an_error() {
     let graph = ModelConfig::preset("vit_nano").build().unwrap();
-    let params = Params::init(&graph, Device::Cpu, 0);
+    let params = Params::init(&graph, Device::Cpu, 0).unwrap();
     let exec = Executor::new(graph);
     let x = Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu));
     let err = exec
@@ -112,7 +112,10 @@ fn wrong_input_shape_is_an_error() {
 #[test]
 fn wrong_shaped_checkpoint_tensor_is_an_error() {
     let graph = ModelConfig::preset("resnet_nano").build().unwrap();
-    let mut sd = Params::init(&graph, Device::Cpu, 0).to_state_dict();
+    let mut sd = Params::init(&graph, Device::Cpu, 0)
+        .unwrap()
+        .to_state_dict()
+        .unwrap();
     sd.insert(
         "conv1.weight".into(),
         lkd_models::HostTensor {

@@ -18,7 +18,7 @@ fn adamw_matches_pytorch() {
         .unwrap();
     assert!(status.success());
     let r = read_safetensors(&out).unwrap();
-    let t = |k: &str| host_to_tensor(&r[k], Device::Cpu);
+    let t = |k: &str| host_to_tensor(&r[k], Device::Cpu).unwrap();
     let w = t("w0").set_requires_grad(true);
     let b = t("b0").set_requires_grad(true);
     let mut opt = AdamW::new(0.05);
@@ -39,8 +39,8 @@ fn adamw_matches_pytorch() {
         ((&w * t(&format!("gw{i}"))).sum(tch::Kind::Float)
             + (&b * t(&format!("gb{i}"))).sum(tch::Kind::Float))
         .backward();
-        opt.step(&slots, 1e-2 * (i + 1) as f64);
-        lkd_trainer::optim::zero_grad(&slots);
+        opt.step(&slots, 1e-2 * (i + 1) as f64).unwrap();
+        lkd_trainer::optim::zero_grad(&slots).unwrap();
     }
     let ew = (&w - t("w3")).abs().max().double_value(&[]);
     let eb = (&b - t("b3")).abs().max().double_value(&[]);

@@ -28,7 +28,8 @@ fn check(preset: &str, overrides: &str, wrap: &str) {
     let input = host_to_tensor(
         &read_safetensors(&dir.path().join("input.safetensors")).unwrap()["input"],
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let expected = read_safetensors(&dir.path().join("output.safetensors")).unwrap();
     let exec = Executor::new(graph);
     let tap_names: Vec<String> = exec
@@ -42,7 +43,7 @@ fn check(preset: &str, overrides: &str, wrap: &str) {
     let out = tch::no_grad(|| exec.forward(&params, &input, false, &taps)).unwrap();
     let err = max_abs(
         &out.logits,
-        &host_to_tensor(&expected["logits"], Device::Cpu),
+        &host_to_tensor(&expected["logits"], Device::Cpu).unwrap(),
     );
     assert!(
         err <= 1e-4,
@@ -58,7 +59,7 @@ fn check(preset: &str, overrides: &str, wrap: &str) {
             want.shape,
             "{preset}: tap {name} shape"
         );
-        let err = max_abs(got, &host_to_tensor(want, Device::Cpu));
+        let err = max_abs(got, &host_to_tensor(want, Device::Cpu).unwrap());
         assert!(
             err <= 1e-4,
             "{preset} {overrides}: tap {name} max abs error {err}"

@@ -194,7 +194,7 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     let student_graph = lkd_models::ModelConfig::preset("convnext_nano")
         .build()
         .unwrap();
-    let student = Params::init(&student_graph, Device::Cpu, 0);
+    let student = Params::init(&student_graph, Device::Cpu, 0).unwrap();
     let exec = lkd_trainer::Executor::new(student_graph.clone());
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
     let (t_logits, maps) = teacher.forward(&x, &["stage3"]).unwrap();
@@ -213,7 +213,8 @@ fn teacher_is_frozen_and_receives_no_gradient() {
         teacher
             .params
             .get("stages.0.0.large_kernel.LoRA1.bn.running_mean"),
-    );
+    )
+    .unwrap();
     assert_eq!(before, &after);
 }
 

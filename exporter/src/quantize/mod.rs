@@ -38,6 +38,11 @@ pub enum QuantizeError {
     AlreadyQuantized(String),
     #[error("not an image classifier: {0}")]
     NotClassifier(String),
+    #[error(
+        "the model has no usable lkd preprocessing metadata; export it with `lkd export`, or give \
+         --input-size, --channels, --mean and --std"
+    )]
+    NoPreprocess(#[source] lkd_models::PreprocessSpecError),
     #[error("the file is not a readable ONNX model (its protobuf does not parse)")]
     Decode(#[source] protobuf::Error),
     #[error("cannot serialize the quantized ONNX model")]
@@ -147,11 +152,7 @@ pub fn prepare(bytes: &[u8], require_metadata: bool) -> Result<Prepared> {
             .iter()
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
-        Preprocess::from_metadata(&meta).map_err(|e| {
-            QuantizeError::NotClassifier(format!(
-                "no lkd preprocessing metadata ({e}); export with `lkd export`, or give --input-size, --channels, --mean and --std"
-            ))
-        })?;
+        Preprocess::from_metadata(&meta).map_err(QuantizeError::NoPreprocess)?;
     }
     let layers = qdq::find_layers(&model)?;
     if layers.is_empty() {

@@ -4,7 +4,7 @@
 //! set, else from `libonnxruntime.so*` beside the running executable — so a bundle of the
 //! binary and the library runs from any directory with no environment at all.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use ort::environment::Environment;
@@ -13,51 +13,12 @@ use crate::error::{OrtError, Result};
 
 static ENV: Mutex<Option<Environment>> = Mutex::new(None);
 
-/// Picks the ONNX Runtime library: `ORT_DYLIB_PATH` if set (and it must exist), else the
-/// `libonnxruntime.so*` in the executable's directory (the unversioned name first, then the
-/// highest version). Nothing else is searched, so what runs is never a surprise.
+/// Picks the ONNX Runtime library: `ORT_DYLIB_PATH` if set (a file, or a directory holding one;
+/// it must exist), else the `libonnxruntime.so*` in the executable's directory (the unversioned
+/// name first, then the highest version). Nothing else is searched.
 pub fn ort_library_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(p);
-        if !path.is_file() {
-            return Err(OrtError::Library {
-                reason: format!("ORT_DYLIB_PATH=`{}` does not exist", path.display()),
-            });
-        }
-        return Ok(path);
-    }
-    let exe = std::env::current_exe().map_err(|e| OrtError::Library {
-        reason: format!("ORT_DYLIB_PATH is not set and the executable's path is unknown ({e})"),
-    })?;
-    let dir = exe.parent().unwrap_or(Path::new("/"));
-    beside(dir).ok_or_else(|| OrtError::Library {
-        reason: format!(
-            "ORT_DYLIB_PATH is not set and `{}` holds no libonnxruntime.so*",
-            dir.display()
-        ),
-    })
-}
-
-fn beside(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let version = name.strip_prefix("libonnxruntime.so")?;
-            let version = match version {
-                "" => vec![u64::MAX],
-                v => v
-                    .strip_prefix('.')?
-                    .split('.')
-                    .map(|n| n.parse().ok())
-                    .collect::<Option<Vec<u64>>>()?,
-            };
-            e.path().is_file().then(|| (version, e.path()))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
+    lkd_dylib::locate("ORT_DYLIB_PATH", "libonnxruntime.so")
+        .map_err(|reason| OrtError::Library { reason })
 }
 
 /// The process-wide environment, loading the library once (ONNX Runtime allows one per process).
@@ -68,8 +29,9 @@ pub fn environment() -> Result<Environment> {
     }
     let path = ort_library_path()?;
     let built = ort::init_from(&path)
-        .map_err(|e| OrtError::Library {
-            reason: format!("cannot load `{}`: {e}", path.display()),
+        .map_err(|source| OrtError::LibraryLoad {
+            path: path.clone(),
+            source,
         })?
         .with_name("lkd")
         .build()
@@ -106,28 +68,4 @@ pub fn ort_build_info() -> Result<(String, Vec<String>)> {
         }
     };
     Ok((ort::info().to_string(), names))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::beside;
-
-    #[test]
-    fn library_beside_prefers_unversioned_then_highest_version() {
-        let dir = std::env::temp_dir().join(format!("lkd-ort-beside-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(beside(&dir), None);
-        for name in [
-            "libonnxruntime.so.1.9.0",
-            "libonnxruntime.so.1.31.1",
-            "libonnxruntime.so.bak",
-            "other.so",
-        ] {
-            std::fs::write(dir.join(name), b"").unwrap();
-        }
-        assert_eq!(beside(&dir), Some(dir.join("libonnxruntime.so.1.31.1")));
-        std::fs::write(dir.join("libonnxruntime.so"), b"").unwrap();
-        assert_eq!(beside(&dir), Some(dir.join("libonnxruntime.so")));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -11,7 +11,18 @@ pub enum OrtError {
          ORT_DYLIB_PATH to ~/.cache/lkd/env.mk), set ORT_DYLIB_PATH to libonnxruntime.so, or put \
          libonnxruntime.so.* next to the executable"
     )]
-    Library { reason: String },
+    Library { reason: lkd_dylib::NotFound },
+
+    #[error(
+        "cannot load the ONNX Runtime library `{}`. Point ORT_DYLIB_PATH at a working \
+         libonnxruntime.so (`make` writes it to ~/.cache/lkd/env.mk)",
+        path.display()
+    )]
+    LibraryLoad {
+        path: PathBuf,
+        #[source]
+        source: ort::LoadDynamicError,
+    },
 
     #[error("failed to start ONNX Runtime from `{path}`")]
     Init {

@@ -15,7 +15,7 @@ pub const INSTALL_HINT: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum OvError {
     #[error("OpenVINO runtime library not found: {reason}. {hint}", hint = INSTALL_HINT)]
-    Library { reason: String },
+    Library { reason: lkd_dylib::NotFound },
 
     #[error("cannot load the OpenVINO runtime from `{path}`: {reason}. {hint}", hint = INSTALL_HINT)]
     LibraryLoad { path: PathBuf, reason: String },

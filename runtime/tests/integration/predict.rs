@@ -264,10 +264,12 @@ fn undecodable_image_is_an_error() {
 fn missing_metadata_without_flags_is_an_error() {
     let e = Classifier::load(model("nometa"), &cpu(), &PreprocessOverrides::default()).unwrap_err();
     assert!(matches!(e, RuntimeError::NoPreprocess { .. }), "{e}");
-    let msg = e.to_string();
-    assert!(
-        msg.contains("lkd.input_size") && msg.contains("--mean") && msg.contains("--std"),
-        "{msg}"
+    // The hint first, then the typed reason as its source, each printed once.
+    assert_eq!(
+        lkd_runtime::error_chain(&e),
+        "nometa has no usable preprocessing metadata. Pass the preprocessing explicitly: --mean \
+         and --std (one value per channel), plus --input-size and --channels when the model's \
+         input shape is dynamic: metadata key `lkd.input_size` is missing"
     );
     // Mean without std is still not enough.
     let flags = PreprocessOverrides {

@@ -574,7 +574,7 @@ fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Resu
         Some(m) => {
             let mut r = rng::rng_for(&[cfg.seed, epoch as u64, k as u64, TAG_MIX]);
             let out = m.apply(&mut buf, [b, c, h, w], &labels, &mut r);
-            let t = Tensor::from_slice(&out.targets).view([b as i64, m.num_classes as i64]);
+            let t = Tensor::f_from_slice(&out.targets)?.f_view([b as i64, m.num_classes as i64])?;
             (Some(t), out.lam)
         }
         None => (None, 1.0),
@@ -582,8 +582,8 @@ fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Resu
     Ok(Batch {
         epoch,
         index: k,
-        images: Tensor::from_slice(&buf).view([b as i64, c as i64, h as i64, w as i64]),
-        labels: Tensor::from_slice(&labels),
+        images: Tensor::f_from_slice(&buf)?.f_view([b as i64, c as i64, h as i64, w as i64])?,
+        labels: Tensor::f_from_slice(&labels)?,
         targets: soft,
         lam,
         samples,

@@ -44,6 +44,8 @@ pub enum DataError {
     Decode { path: PathBuf, msg: String },
     #[error("data config: {0}")]
     Config(String),
+    #[error("data config: invalid preprocessing")]
+    Preprocess(#[from] lkd_models::PreprocessSpecError),
     #[error("sample {index} is out of range: the dataset has {len} samples")]
     Index { index: usize, len: usize },
     #[error("loader: {0}")]

@@ -183,7 +183,8 @@ pub struct Transform {
     pre: Preprocess,
     aug: Option<AugmentConfig>,
     rand_augment: Option<RandAugment>,
-    invalid: Option<String>,
+    /// Why `aug.rand_augment` did not parse (reported by `validate`).
+    rand_augment_error: Option<String>,
 }
 
 impl Transform {
@@ -192,15 +193,12 @@ impl Transform {
             pre: pre.clone(),
             aug: None,
             rand_augment: None,
-            invalid: pre.validate().err(),
+            rand_augment_error: None,
         }
     }
 
     pub fn train(aug: &AugmentConfig, pre: &Preprocess) -> Self {
-        let mut invalid = pre
-            .validate()
-            .err()
-            .or_else(|| aug.validate().err().map(|e| e.to_string()));
+        let mut rand_augment_error = None;
         let rand_augment = aug.rand_augment.as_ref().and_then(|spec| {
             // timm fills uncovered pixels with the dataset mean in u8.
             let fill = pre
@@ -209,19 +207,28 @@ impl Transform {
                 .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8)
                 .collect();
             RandAugment::parse(spec, fill, pre.interpolation)
-                .map_err(|e| invalid.get_or_insert(e.to_string()))
+                .map_err(|e| {
+                    rand_augment_error = Some(match e {
+                        DataError::Config(m) => m,
+                        other => other.to_string(),
+                    })
+                })
                 .ok()
         });
         Self {
             pre: pre.clone(),
             aug: Some(aug.clone()),
             rand_augment,
-            invalid,
+            rand_augment_error,
         }
     }
 
     pub fn validate(&self) -> Result<()> {
-        match &self.invalid {
+        self.pre.validate()?;
+        if let Some(aug) = &self.aug {
+            aug.validate()?;
+        }
+        match &self.rand_augment_error {
             Some(m) => Err(DataError::Config(m.clone())),
             None => Ok(()),
         }
