@@ -19,10 +19,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lkd_exporter::{export, random_input, ExportOptions, ReparamMode};
-use lkd_models::checkpoint::StateDict;
-use lkd_models::graph::DType;
-use lkd_models::{Graph, HostTensor, ModelConfig};
+use lkd_exporter::{export, random_input, random_weights, ExportOptions, ReparamMode};
+use lkd_models::{Graph, ModelConfig};
 use lkd_openvino::{Engine, EngineConfig, Precision};
 use lkd_ort::{AbTimes, RatioSpread, Session, SessionConfig};
 
@@ -33,42 +31,6 @@ fn env_or(name: &str, default: &str) -> String {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.to_string())
-}
-
-/// Uniform ±sqrt(3/fan_in) for matrices, around 1 for norm scales and variances (xorshift: the
-/// root package, which shares this file, has no `rand`).
-fn random_weights(g: &Graph) -> StateDict {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut uniform = |lo: f32, hi: f32| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
-    };
-    let mut sd = StateDict::new();
-    for p in &g.params {
-        let n = p.numel();
-        let t = match p.dtype {
-            DType::I64 => HostTensor::i64(p.shape.clone(), vec![0; n]),
-            DType::F32 if p.shape.len() >= 2 => {
-                let b = (3.0 / p.shape[1..].iter().product::<usize>() as f32).sqrt();
-                HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(-b, b)).collect())
-            }
-            DType::F32
-                if p.name.ends_with("running_var")
-                    || p.name.ends_with(".weight")
-                    || p.name.ends_with("gamma") =>
-            {
-                HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(0.5, 1.5)).collect())
-            }
-            DType::F32 => HostTensor::f32(
-                p.shape.clone(),
-                (0..n).map(|_| uniform(-0.2, 0.2)).collect(),
-            ),
-        };
-        sd.insert(p.name.clone(), t);
-    }
-    sd
 }
 
 fn parse_form(s: &str) -> AnyResult<ReparamMode> {
@@ -96,7 +58,7 @@ fn exported(preset: &str, form: &str, threads: usize) -> AnyResult<(PathBuf, Gra
             threads: Some(threads),
             ..Default::default()
         };
-        let report = export(&graph, &random_weights(&graph), &opts, &path)?;
+        let report = export(&graph, &random_weights(&graph, 1), &opts, &path)?;
         let forms: Vec<String> = report
             .reparam
             .iter()

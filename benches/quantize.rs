@@ -10,47 +10,9 @@ use std::collections::BTreeSet;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lkd_exporter::quantize::{self, Batch, CalibMethod, QuantizeOptions};
-use lkd_exporter::{export, random_input, ExportOptions, ReparamMode};
-use lkd_models::checkpoint::StateDict;
-use lkd_models::graph::DType;
-use lkd_models::{HostTensor, ModelConfig};
+use lkd_exporter::{export, random_input, random_weights, ExportOptions, ReparamMode};
+use lkd_models::ModelConfig;
 use lkd_runtime::{bench::synthetic_input, Model, SessionConfig};
-
-/// Uniform ±sqrt(3/fan_in) for matrices, around 1 for norm scales and variances.
-fn random_weights(g: &lkd_models::Graph) -> StateDict {
-    // xorshift: the root package has no `rand`.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut uniform = |lo: f32, hi: f32| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
-    };
-    let mut sd = StateDict::new();
-    for p in &g.params {
-        let n = p.numel();
-        let t = match p.dtype {
-            DType::I64 => HostTensor::i64(p.shape.clone(), vec![0; n]),
-            DType::F32 if p.shape.len() >= 2 => {
-                let b = (3.0 / p.shape[1..].iter().product::<usize>() as f32).sqrt();
-                HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(-b, b)).collect())
-            }
-            DType::F32
-                if p.name.ends_with("running_var")
-                    || p.name.ends_with(".weight")
-                    || p.name.ends_with("gamma") =>
-            {
-                HostTensor::f32(p.shape.clone(), (0..n).map(|_| uniform(0.5, 1.5)).collect())
-            }
-            DType::F32 => HostTensor::f32(
-                p.shape.clone(),
-                (0..n).map(|_| uniform(-0.2, 0.2)).collect(),
-            ),
-        };
-        sd.insert(p.name.clone(), t);
-    }
-    sd
-}
 
 fn int8_vs_fp32(c: &mut Criterion) {
     let presets =
@@ -69,7 +31,7 @@ fn int8_vs_fp32(c: &mut Criterion) {
             reparam: ReparamMode::None,
             ..Default::default()
         };
-        if let Err(e) = export(&g, &random_weights(&g), &opts, &fp) {
+        if let Err(e) = export(&g, &random_weights(&g, 1), &opts, &fp) {
             eprintln!("skipping {preset}: {e} (is ORT_DYLIB_PATH set?)");
             continue;
         }

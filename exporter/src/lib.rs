@@ -548,6 +548,41 @@ pub fn reference_bytes(
     proto::encode(&lower::lower(graph, weights, &lopts)?).map_err(ExportError::Encode)
 }
 
+/// Seeded random weights for `graph` that make exports worth checking and timing: matrices
+/// uniform in ±sqrt(3/fan_in), norm scales, layer scales and BatchNorm variances in [0.5, 1.5),
+/// everything else (biases, means, tokens) in ±0.2, so folding or reparameterization errors
+/// show in the logits.
+pub fn random_weights(graph: &Graph, seed: u64) -> StateDict {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut sd = StateDict::new();
+    for p in &graph.params {
+        let n = p.numel();
+        let t = match p.dtype {
+            lkd_models::graph::DType::I64 => HostTensor::i64(p.shape.clone(), vec![0; n]),
+            lkd_models::graph::DType::F32 => {
+                let data: Vec<f32> = if p.shape.len() >= 2
+                    && !p.name.contains("token")
+                    && !p.name.contains("pos_embed")
+                {
+                    let fan_in: usize = p.shape[1..].iter().product();
+                    let b = (3.0 / fan_in as f32).sqrt();
+                    (0..n).map(|_| rng.gen_range(-b..b)).collect()
+                } else if p.name.ends_with("running_var")
+                    || p.name.ends_with(".weight")
+                    || p.name.ends_with("gamma")
+                {
+                    (0..n).map(|_| rng.gen_range(0.5..1.5)).collect()
+                } else {
+                    (0..n).map(|_| rng.gen_range(-0.2..0.2)).collect()
+                };
+                HostTensor::f32(p.shape.clone(), data)
+            }
+        };
+        sd.insert(p.name.clone(), t);
+    }
+    sd
+}
+
 /// Seeded standard-normal inputs `[batch, C, H, W]` at the graph's input size.
 pub fn random_input(graph: &Graph, batch: usize, seed: u64) -> HostTensor {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

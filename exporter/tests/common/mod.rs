@@ -3,10 +3,7 @@
 #![allow(dead_code)]
 
 use lkd_exporter::ortrun;
-use lkd_models::checkpoint::StateDict;
-use lkd_models::graph::DType;
 use lkd_models::{Graph, HostTensor, ModelConfig};
-use rand::{Rng, SeedableRng};
 
 pub fn build(preset: &str, overrides: &str) -> Graph {
     let mut cfg: ModelConfig = if overrides.is_empty() {
@@ -20,36 +17,8 @@ pub fn build(preset: &str, overrides: &str) -> Graph {
     cfg.build().unwrap()
 }
 
-pub fn random_weights(g: &Graph, seed: u64) -> StateDict {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sd = StateDict::new();
-    for p in &g.params {
-        let n = p.numel();
-        let t = match p.dtype {
-            DType::I64 => HostTensor::i64(p.shape.clone(), vec![0; n]),
-            DType::F32 => {
-                let data: Vec<f32> = if p.shape.len() >= 2
-                    && !p.name.contains("token")
-                    && !p.name.contains("pos_embed")
-                {
-                    let fan_in: usize = p.shape[1..].iter().product();
-                    let b = (3.0 / fan_in as f32).sqrt();
-                    (0..n).map(|_| rng.gen_range(-b..b)).collect()
-                } else if p.name.ends_with("running_var")
-                    || p.name.ends_with(".weight")
-                    || p.name.ends_with("gamma")
-                {
-                    (0..n).map(|_| rng.gen_range(0.5..1.5)).collect()
-                } else {
-                    (0..n).map(|_| rng.gen_range(-0.2..0.2)).collect()
-                };
-                HostTensor::f32(p.shape.clone(), data)
-            }
-        };
-        sd.insert(p.name.clone(), t);
-    }
-    sd
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use lkd_exporter::random_weights;
 
 pub fn run_bytes(bytes: &[u8], x: &HostTensor) -> Vec<f32> {
     let mut s = ortrun::session(bytes, ortrun::Device::Cpu, Some(1)).expect("session");

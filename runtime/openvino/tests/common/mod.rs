@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use lkd_models::checkpoint::StateDict;
-use lkd_models::graph::DType;
-use lkd_models::{Graph, HostTensor, ModelConfig};
-use rand::{Rng, SeedableRng};
+use lkd_models::{Graph, ModelConfig};
 
 fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -68,41 +65,8 @@ pub fn build(preset: &str) -> Graph {
     cfg.build().unwrap()
 }
 
-/// Random weights with non-trivial BatchNorm statistics, so folding and reparameterization
-/// errors would show in the logits.
-pub fn random_weights(g: &Graph, seed: u64) -> StateDict {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sd = StateDict::new();
-    for p in &g.params {
-        let n = p.numel();
-        let t = match p.dtype {
-            DType::I64 => HostTensor::i64(p.shape.clone(), vec![0; n]),
-            DType::F32 if p.shape.len() >= 2 => {
-                let b = (3.0 / p.shape[1..].iter().product::<usize>() as f32).sqrt();
-                HostTensor::f32(
-                    p.shape.clone(),
-                    (0..n).map(|_| rng.gen_range(-b..b)).collect(),
-                )
-            }
-            DType::F32
-                if p.name.ends_with("running_var")
-                    || p.name.ends_with(".weight")
-                    || p.name.ends_with("gamma") =>
-            {
-                HostTensor::f32(
-                    p.shape.clone(),
-                    (0..n).map(|_| rng.gen_range(0.5..1.5)).collect(),
-                )
-            }
-            DType::F32 => HostTensor::f32(
-                p.shape.clone(),
-                (0..n).map(|_| rng.gen_range(-0.2..0.2)).collect(),
-            ),
-        };
-        sd.insert(p.name.clone(), t);
-    }
-    sd
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use lkd_exporter::random_weights;
 
 /// `preset` with random weights, exported by the project's exporter (parity-checked in ORT)
 /// in the given large-kernel form, written to `dir`.
