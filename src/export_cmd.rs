@@ -187,16 +187,8 @@ fn from_run_dir(args: &ExportArgs, dir: &Path) -> Result<Source> {
         prov.insert("lkd.kd_method".to_string(), d.method.as_str().to_string());
         prov.insert("lkd.teacher".to_string(), d.teacher.display().to_string());
     }
-    if let Ok(lines) = run.read_metrics() {
-        let best = lines
-            .iter()
-            .flat_map(|l| [l.get("top1"), l.get("ema_top1")])
-            .flatten()
-            .filter_map(|v| v.as_f64())
-            .fold(f64::NAN, f64::max);
-        if best.is_finite() {
-            prov.insert("lkd.eval_top1".to_string(), format!("{best:.2}"));
-        }
+    if let Ok(Some(best)) = run.best_top1() {
+        prov.insert("lkd.eval_top1".to_string(), format!("{best:.2}"));
     }
     // Class names from the dataset when it is at hand; otherwise `class i`.
     let labels = lkd_trainer::data::open(&cfg.data.dataset, lkd_trainer::data::Split::Val)

@@ -38,17 +38,9 @@ impl ModelRow {
         let rd = RunDir::open(run)?;
         let cfg = rd.config()?;
         let graph = cfg.model.build()?;
-        let metrics = rd.read_metrics()?;
-        let curve: Vec<(usize, f64)> = metrics
-            .iter()
-            .filter_map(|l| Some((l.get("epoch")?.as_u64()? as usize, l.get("top1")?.as_f64()?)))
-            .collect();
-        let best = metrics
-            .iter()
-            .flat_map(|l| [l.get("top1"), l.get("ema_top1")])
-            .flatten()
-            .filter_map(|v| v.as_f64())
-            .fold(f64::NAN, f64::max);
+        let evals = rd.evaluations()?;
+        let curve: Vec<(usize, f64)> = evals.iter().map(|e| (e.epoch, e.top1)).collect();
+        let best = evals.iter().map(|e| e.best_top1()).fold(f64::NAN, f64::max);
         Ok(Self {
             name: name.into(),
             role: role.into(),

@@ -127,13 +127,7 @@ fn slug(s: &str) -> String {
 }
 
 fn best_top1(dir: &Path) -> Result<f64> {
-    let lines = RunDir::open(dir)?.read_metrics()?;
-    Ok(lines
-        .iter()
-        .flat_map(|l| [l.get("top1"), l.get("ema_top1")])
-        .flatten()
-        .filter_map(|v| v.as_f64())
-        .fold(f64::NAN, f64::max))
+    Ok(RunDir::open(dir)?.best_top1()?.unwrap_or(f64::NAN))
 }
 
 const COMPUTE_FILE: &str = "compute_seconds";

@@ -47,6 +47,30 @@ fn is_zero(v: &usize) -> bool {
     *v == 0
 }
 
+/// The line written to metrics.jsonl after each epoch's evaluation. Readers go through
+/// [`RunDir::evaluations`] and [`RunDir::best_top1`] rather than picking JSON keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochEval {
+    pub epoch: usize,
+    pub step: usize,
+    pub top1: f64,
+    pub top5: f64,
+    pub val_loss: f64,
+    /// Undecodable files skipped so far (train and validation loaders).
+    pub skipped_files: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_top1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_top5: Option<f64>,
+}
+
+impl EpochEval {
+    /// The better of the weights and their EMA (the one saved as best weights).
+    pub fn best_top1(&self) -> f64 {
+        self.ema_top1.map_or(self.top1, |e| e.max(self.top1))
+    }
+}
+
 pub struct RunDir {
     pub path: PathBuf,
 }
@@ -216,6 +240,29 @@ impl RunDir {
         f.write_all(&line).map_err(io(&path))
     }
 
+    pub fn log_eval(&self, eval: &EpochEval) -> Result<(), TrainError> {
+        let line = serde_json::to_value(eval).map_err(|e| TrainError::Other(e.to_string()))?;
+        self.log(&line)
+    }
+
+    /// The evaluation lines of metrics.jsonl, in order (step lines are skipped).
+    pub fn evaluations(&self) -> Result<Vec<EpochEval>, TrainError> {
+        Ok(self
+            .read_metrics()?
+            .into_iter()
+            .filter_map(|l| serde_json::from_value(l).ok())
+            .collect())
+    }
+
+    /// The best top-1 any epoch reached (weights or EMA); `None` before the first evaluation.
+    pub fn best_top1(&self) -> Result<Option<f64>, TrainError> {
+        Ok(self
+            .evaluations()?
+            .iter()
+            .map(EpochEval::best_top1)
+            .reduce(f64::max))
+    }
+
     pub fn read_metrics(&self) -> Result<Vec<serde_json::Value>, TrainError> {
         let path = self.file(METRICS);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
@@ -223,5 +270,46 @@ impl RunDir {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluations_skip_step_lines_and_best_counts_the_ema() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir {
+            path: dir.path().to_path_buf(),
+        };
+        assert!(run.evaluations().is_err(), "no metrics file yet");
+        run.log(&serde_json::json!({"step": 10, "epoch": 0, "lr": 0.1, "loss": 2.0}))
+            .unwrap();
+        assert_eq!(run.best_top1().unwrap(), None);
+        let first = EpochEval {
+            epoch: 0,
+            step: 10,
+            top1: 61.5,
+            top5: 90.0,
+            val_loss: 1.1,
+            skipped_files: 0,
+            ema_top1: Some(63.0),
+            ema_top5: Some(91.0),
+        };
+        let second = EpochEval {
+            epoch: 1,
+            step: 20,
+            top1: 62.0,
+            ema_top1: None,
+            ema_top5: None,
+            ..first.clone()
+        };
+        run.log_eval(&first).unwrap();
+        run.log(&serde_json::json!({"step": 20, "epoch": 1, "lr": 0.05, "loss": 1.5}))
+            .unwrap();
+        run.log_eval(&second).unwrap();
+        assert_eq!(run.evaluations().unwrap(), vec![first, second]);
+        assert_eq!(run.best_top1().unwrap(), Some(63.0));
     }
 }

@@ -6,7 +6,7 @@ use crate::executor::{host_to_tensor, Executor, Params};
 use crate::losses::{cross_entropy, feature_distance, kd_kl, nkd, Target};
 use crate::optim::{clip_grad_norm, cosine_lr, zero_grad, AdamW, Ema, Slot};
 use crate::precision::{GradScaler, Precision, ScalerState, StepOutcome};
-use crate::rundir::{RunDir, TrainerState, BEST, LAST};
+use crate::rundir::{EpochEval, RunDir, TrainerState, BEST, LAST};
 use crate::teacher::TeacherSpec;
 use crate::teacher_cache::{CacheStats, StreamSpec, TeacherOutputs};
 use crate::{parse_device, TrainError};
@@ -1120,13 +1120,16 @@ fn end_epoch(
     let ema_res = ema
         .map(|e| evaluate(&student.exec, &e.params, val_loader, device))
         .transpose()?;
-    let mut line = json!({"epoch": epoch, "step": state.step, "top1": res.top1, "top5": res.top5, "val_loss": res.loss,
-        "skipped_files": train_loader.stats().skipped + val_loader.stats().skipped});
-    if let Some(e) = &ema_res {
-        line["ema_top1"] = json!(e.top1);
-        line["ema_top5"] = json!(e.top5);
-    }
-    run.log(&line)?;
+    run.log_eval(&EpochEval {
+        epoch,
+        step: state.step,
+        top1: res.top1,
+        top5: res.top5,
+        val_loss: res.loss,
+        skipped_files: train_loader.stats().skipped + val_loader.stats().skipped,
+        ema_top1: ema_res.as_ref().map(|e| e.top1),
+        ema_top5: ema_res.as_ref().map(|e| e.top5),
+    })?;
     let (best_here, best_params) = match (&ema_res, ema) {
         (Some(e), Some(em)) if e.top1 > res.top1 => (e.top1, &em.params),
         _ => (res.top1, &student.params),
