@@ -7,16 +7,23 @@
 //!     dist_check [--device cuda|cpu] [--nproc N] [--timeout-s S]
 
 use anyhow::{bail, ensure, Context, Result};
+use lkd_dist::equivalence::Workload;
 use lkd_dist::{AutocastDtype, LaunchEnv, ProcessGroup, ReduceOp};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-const BATCH: i64 = 8;
-const STEPS: usize = 3;
-const LR: f64 = 0.1;
+/// N workers × 8 rows of 3×16×16 images, 5 classes, 3 SGD steps.
+const WORKLOAD: Workload = Workload {
+    in_chans: 3,
+    side: 16,
+    width: 8,
+    classes: 5,
+    batch: 8,
+    steps: 3,
+    lr: 0.1,
+};
 
 struct Args {
     cuda: bool,
@@ -69,95 +76,16 @@ fn device(cuda: bool, local_rank: usize) -> Device {
     }
 }
 
-fn small_model(seed: i64, dev: Device) -> (nn::VarStore, impl Module) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(dev);
-    let root = vs.root();
-    let net = nn::seq()
-        .add(nn::conv2d(
-            &root / "c1",
-            3,
-            8,
-            3,
-            nn::ConvConfig {
-                padding: 1,
-                ..Default::default()
-            },
-        ))
-        .add_fn(|x| x.relu())
-        .add(nn::conv2d(
-            &root / "c2",
-            8,
-            8,
-            3,
-            nn::ConvConfig {
-                padding: 1,
-                stride: 2,
-                ..Default::default()
-            },
-        ))
-        .add_fn(|x| x.relu())
-        .add_fn(|x| x.flatten(1, -1))
-        .add(nn::linear(&root / "fc", 8 * 8 * 8, 5, Default::default()));
-    (vs, net)
-}
-
-fn named(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn global_batch(step: usize, world: usize, dev: Device) -> (Tensor, Tensor) {
-    tch::manual_seed(1000 + step as i64);
-    let n = BATCH * world as i64;
-    let x = Tensor::randn([n, 3, 16, 16], (Kind::Float, Device::Cpu)).to_device(dev);
-    let y = Tensor::randint(5, [n], (Kind::Int64, Device::Cpu)).to_device(dev);
-    (x, y)
-}
-
-fn sgd(params: &[(String, Tensor)]) {
-    tch::no_grad(|| {
-        for (_, p) in params {
-            let mut w = p.shallow_clone();
-            let _ = w.f_sub_(&(p.grad() * LR)).unwrap();
-            let _ = p.grad().zero_();
-        }
-    });
-}
-
-/// Trains STEPS steps on this rank's rows of each global batch; returns the flat weights.
+/// Trains the workload (this rank's rows with a group, all rows without); the flat weights.
 fn train(pg: Option<&ProcessGroup>, world: usize, dev: Device) -> Result<Tensor> {
-    let rank = pg.map_or(0, |p| p.rank());
-    let (vs, net) = small_model(10 + rank as i64, dev);
-    let params = named(&vs);
-    let tensors: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
-    if let Some(pg) = pg {
-        pg.broadcast_tensors(&tensors, lkd_dist::DEFAULT_BUCKET_BYTES)?;
-    }
-    let per_rank = if pg.is_some() {
-        BATCH
-    } else {
-        BATCH * world as i64
-    };
-    for step in 0..STEPS {
-        let (x, y) = global_batch(step, world, dev);
-        let lo = rank as i64 * per_rank;
-        net.forward(&x.narrow(0, lo, per_rank))
-            .cross_entropy_for_logits(&y.narrow(0, lo, per_rank))
-            .backward();
-        if let Some(pg) = pg {
-            pg.allreduce_gradients(&tensors, 1 << 12)?;
-        }
-        sgd(&params);
-    }
-    Ok(Tensor::cat(
-        &tensors
+    let params = WORKLOAD.train(pg, world, dev, 1 << 12)?;
+    Ok(Tensor::f_cat(
+        &params
             .iter()
-            .map(|t| t.detach().reshape(-1).to_device(Device::Cpu))
-            .collect::<Vec<_>>(),
+            .map(|(_, t)| t.f_detach()?.f_reshape(-1)?.f_to_device(Device::Cpu))
+            .collect::<Result<Vec<_>, _>>()?,
         0,
-    ))
+    )?)
 }
 
 fn worker(launch: &LaunchEnv, cuda: bool, timeout: Duration) -> Result<Value> {
@@ -282,7 +210,7 @@ fn main() -> Result<()> {
             let _ = std::fs::remove_file(&path);
             max = max.max((w - &reference).abs().max().double_value(&[]));
         }
-        equivalence = json!({"workers": args.nproc, "batch_per_worker": BATCH, "steps": STEPS,
+        equivalence = json!({"workers": args.nproc, "batch_per_worker": WORKLOAD.batch, "steps": WORKLOAD.steps,
             "max_abs_diff_vs_one_worker": max, "pass": max <= 1e-5});
         if max > 1e-5 {
             failures.push(format!(

@@ -7,6 +7,7 @@
 //! averaging, barrier) and the torchrun launch environment. It knows nothing about models,
 //! data or the training loop; no collective or rendezvous protocol is implemented here.
 
+pub mod equivalence;
 mod ffi;
 
 use std::ffi::{CStr, CString};

@@ -2,11 +2,11 @@
 //! test binary re-runs itself as `worker_entry` with a torchrun-style environment.
 
 use anyhow::{bail, ensure, Context, Result};
+use lkd_dist::equivalence::{sorted_params, Workload};
 use lkd_dist::{LaunchEnv, ProcessGroup, ReduceOp};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 const ROLE_VAR: &str = "LKD_DIST_TEST_ROLE";
@@ -212,88 +212,21 @@ fn collectives_worker(launch: &LaunchEnv) -> Result<()> {
     Ok(())
 }
 
-const BATCH: i64 = 4;
-const STEPS: usize = 3;
-const LR: f64 = 0.1;
-
-/// A small conv net (conv, relu, strided conv, relu, linear), built from `seed`.
-fn small_model(seed: i64) -> (nn::VarStore, impl Module) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let root = vs.root();
-    let net = nn::seq()
-        .add(nn::conv2d(
-            &root / "c1",
-            1,
-            4,
-            3,
-            nn::ConvConfig {
-                padding: 1,
-                ..Default::default()
-            },
-        ))
-        .add_fn(|x| x.relu())
-        .add(nn::conv2d(
-            &root / "c2",
-            4,
-            4,
-            3,
-            nn::ConvConfig {
-                padding: 1,
-                stride: 2,
-                ..Default::default()
-            },
-        ))
-        .add_fn(|x| x.relu())
-        .add_fn(|x| x.flatten(1, -1))
-        .add(nn::linear(&root / "fc", 4 * 4 * 4, 3, Default::default()));
-    (vs, net)
-}
-
-/// Parameters in name order, identical on every rank.
-fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-}
-
-/// The global batch of step `step`: 2·BATCH images and labels, the same in every process.
-fn global_batch(step: usize) -> (Tensor, Tensor) {
-    tch::manual_seed(1000 + step as i64);
-    let x = Tensor::randn([2 * BATCH, 1, 8, 8], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(3, [2 * BATCH], (Kind::Int64, Device::Cpu));
-    (x, y)
-}
-
-fn sgd_step(named: &[(String, Tensor)]) {
-    tch::no_grad(|| {
-        for (_, p) in named {
-            let mut p = p.shallow_clone();
-            let g = p.grad();
-            let _ = p.f_sub_(&(g * LR)).unwrap();
-            let _ = p.grad().zero_();
-        }
-    });
-}
+/// Two workers × 4 rows of 1×8×8 images, 3 classes, 3 SGD steps.
+const WORKLOAD: Workload = Workload {
+    in_chans: 1,
+    side: 8,
+    width: 4,
+    classes: 3,
+    batch: 4,
+    steps: 3,
+    lr: 0.1,
+};
 
 fn train_worker(launch: &LaunchEnv, out: &Path) -> Result<()> {
     let pg = ProcessGroup::init(launch, Device::Cpu, TIMEOUT)?;
-    // Different random weights on each rank: the broadcast must make them rank 0's.
-    let (vs, net) = small_model(10 + pg.rank() as i64);
-    let named = params(&vs);
-    let tensors: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
-    pg.broadcast_tensors(&tensors, lkd_dist::DEFAULT_BUCKET_BYTES)?;
-    for step in 0..STEPS {
-        let (x, y) = global_batch(step);
-        // Rank r's share of the global batch: rows [r·B, (r+1)·B).
-        let lo = pg.rank() as i64 * BATCH;
-        let loss = net
-            .forward(&x.narrow(0, lo, BATCH))
-            .cross_entropy_for_logits(&y.narrow(0, lo, BATCH));
-        loss.backward();
-        pg.allreduce_gradients(&tensors, 256)?;
-        sgd_step(&named);
-    }
+    // Small buckets, so gradients span several of them.
+    let named = WORKLOAD.train(Some(&pg), 2, Device::Cpu, 256)?;
     let path = out.join(format!("rank{}.ot", pg.rank()));
     Tensor::save_multi(
         &named
@@ -323,13 +256,7 @@ fn two_workers_batch_b_match_one_worker_batch_2b() -> Result<()> {
     run_workers("train", 2, dir.path())?;
 
     // Reference: one process, the whole global batch, rank 0's initial weights.
-    let (vs, net) = small_model(10);
-    let named = params(&vs);
-    for step in 0..STEPS {
-        let (x, y) = global_batch(step);
-        net.forward(&x).cross_entropy_for_logits(&y).backward();
-        sgd_step(&named);
-    }
+    let named = WORKLOAD.train(None, 2, Device::Cpu, 0)?;
     let load = |r: usize| -> Result<Vec<(String, Tensor)>> {
         let mut v =
             Tensor::load_multi(dir.path().join(format!("rank{r}.ot"))).context("worker weights")?;
@@ -348,8 +275,9 @@ fn two_workers_batch_b_match_one_worker_batch_2b() -> Result<()> {
         let diff = (t0 - reference).abs().max().double_value(&[]);
         ensure!(
             diff <= 1e-5,
-            "{name}: 2 workers x {BATCH} vs 1 worker x {}: max diff {diff}",
-            2 * BATCH
+            "{name}: 2 workers x {} vs 1 worker x {}: max diff {diff}",
+            WORKLOAD.batch,
+            2 * WORKLOAD.batch
         );
         // The weights moved: equality is not trivially true.
         let moved = (t0 - &small_model_initial(name))
@@ -362,8 +290,8 @@ fn two_workers_batch_b_match_one_worker_batch_2b() -> Result<()> {
 }
 
 fn small_model_initial(name: &str) -> Tensor {
-    let (vs, _) = small_model(10);
-    params(&vs)
+    let (vs, _) = WORKLOAD.model(10, Device::Cpu);
+    sorted_params(&vs)
         .into_iter()
         .find(|(n, _)| n == name)
         .expect("parameter")
