@@ -388,7 +388,7 @@ pub fn model_info(model: &Model) -> serde_json::Value {
             "mean": p.mean,
             "std": p.std,
         }),
-        Err(e) => serde_json::Value::String(format!("none: {e}")),
+        Err(e) => serde_json::Value::String(format!("none: {}", crate::error_chain(&e))),
     };
     let skip = [
         lkd_models::preprocess::keys::LABELS,

@@ -244,7 +244,12 @@ fn info_prints_preprocessing_labels_and_provenance() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("preprocess  none: "), "{text}");
+    // The reason is part of the line, not only the hint.
+    assert!(
+        text.contains("preprocess  none: nometa has no usable preprocessing metadata")
+            && text.contains("input shape is dynamic: metadata key `lkd.input_size` is missing"),
+        "{text}"
+    );
     assert!(text.contains("labels      none"), "{text}");
 }
 
