@@ -1419,7 +1419,7 @@ pub fn load_model(
     let (cfg, weights) = if source.is_dir() {
         let run = RunDir::open(source)?;
         (run.config()?.model, run.best_or_last_weights()?)
-    } else {
+    } else if source.is_file() {
         let m = model.cloned().ok_or_else(|| {
             TrainError::Config(format!(
                 "{} is a checkpoint file: give its --preset",
@@ -1427,6 +1427,11 @@ pub fn load_model(
             ))
         })?;
         (m, source.to_path_buf())
+    } else {
+        return Err(TrainError::Config(format!(
+            "{} does not exist (give a run directory or a checkpoint file)",
+            source.display()
+        )));
     };
     let graph = cfg.build()?;
     let sd = lkd_models::checkpoint::read_checkpoint_for(&graph, &weights)?;
