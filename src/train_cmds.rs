@@ -133,6 +133,8 @@ impl DistillFlags {
             d.cache_topk = k;
         }
         cfg.distill = Some(d);
+        // Flags are checked like config values (ranges, method and alpha together).
+        cfg.validate()?;
         Ok(())
     }
 }

@@ -303,7 +303,7 @@ fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
         "--teacher",
         gone.to_str().unwrap(),
         "--limit",
-        "64",
+        "512",
         "--out",
         dir.path().join("d").to_str().unwrap(),
     ]);
@@ -315,4 +315,25 @@ fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
         "{}",
         text(&o)
     );
+    // Distillation flags get the config's range checks.
+    for (flag, message) in [
+        (
+            "--temperature=-1",
+            "error: config: distill.temperature must be in (0, 100], found -1",
+        ),
+        (
+            "--alpha=-5",
+            "error: config: distill.alpha must be in [0, 100], found -5",
+        ),
+    ] {
+        let o = lkd(&[
+            "distill",
+            "--teacher",
+            gone.to_str().unwrap(),
+            flag,
+            "--out",
+            dir.path().join("f").to_str().unwrap(),
+        ]);
+        assert_eq!(text(&o).trim(), message);
+    }
 }
