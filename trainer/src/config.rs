@@ -493,8 +493,10 @@ impl TrainConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str(&text).map_err(|e| TrainError::ConfigFile {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 
     pub fn to_toml(&self) -> String {

@@ -37,6 +37,14 @@ pub enum TrainError {
     },
     #[error("config: {0}")]
     Config(String),
+    /// A config file that does not parse or validate: the display names the file, the
+    /// source says why.
+    #[error("{path}")]
+    ConfigFile {
+        path: String,
+        #[source]
+        source: Box<TrainError>,
+    },
     #[error(transparent)]
     Data(#[from] data::DataError),
     /// Data-parallel launch or collective failure (a worker died, a timeout, a bad launch).
