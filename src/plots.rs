@@ -23,15 +23,33 @@ fn ramp(v: f32) -> RGBColor {
     RGBColor(c(0), c(1), c(2))
 }
 
-/// Draws one or more ERF maps side by side with titles into a PNG (temp file + rename).
+/// Draws a PNG with `draw` (given a scratch file in the temp dir: plotters writes to a path)
+/// and writes it to `path` atomically, so a kill never leaves half an image.
+pub fn write_png_atomic(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let scratch = tempfile::Builder::new()
+        .prefix("lkd-plot-")
+        .suffix(".png")
+        .tempfile()
+        .context("creating a scratch file for a plot")?;
+    draw(scratch.path())?;
+    let bytes = std::fs::read(scratch.path())
+        .with_context(|| format!("reading {}", scratch.path().display()))?;
+    lkd_models::checkpoint::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Draws one or more ERF maps side by side with titles into a PNG.
 pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<()> {
+    write_png_atomic(path, |tmp| draw_heatmaps(tmp, path, maps))
+}
+
+fn draw_heatmaps(tmp: &Path, path: &Path, maps: &[(&str, &ErfResult)]) -> Result<()> {
     let cell = 280u32;
     let title_h = 30u32;
     let width = cell * maps.len().max(1) as u32;
-    let tmp = path.with_extension("png.tmp.png");
     let err = |e: String| anyhow!("{}: cannot draw ERF heatmap: {e}", path.display());
     {
-        let root = BitMapBackend::new(&tmp, (width, cell + title_h)).into_drawing_area();
+        let root = BitMapBackend::new(tmp, (width, cell + title_h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         for (k, (title, r)) in maps.iter().enumerate() {
             let x0 = k as i32 * cell as i32;
@@ -63,6 +81,5 @@ pub fn write_heatmaps(path: &Path, maps: &[(&str, &ErfResult)]) -> Result<()> {
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    Ok(())
 }

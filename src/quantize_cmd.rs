@@ -153,8 +153,12 @@ pub fn read_images(
     for i in 0..ds.len().min(n) {
         let s = match ds.get(i) {
             Ok(s) => s,
-            Err(DataError::Decode { path, msg }) => {
-                eprintln!("skipping corrupt image {}: {msg}", path.display());
+            Err(DataError::Decode { path, source }) => {
+                eprintln!(
+                    "skipping corrupt image {}: {}",
+                    path.display(),
+                    lkd_trainer::error_chain(&source)
+                );
                 skipped += 1;
                 continue;
             }

@@ -299,110 +299,111 @@ const COLOURS: [RGBColor; 4] = [
 ];
 
 fn accuracy_plot(path: &Path, rep: &Report) -> Result<()> {
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (720, 420)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let max_epoch = rep
-            .rows
-            .iter()
-            .flat_map(|r| r.curve.iter().map(|c| c.0))
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let lo = rep
-            .rows
-            .iter()
-            .flat_map(|r| r.curve.iter().map(|c| c.1))
-            .fold(100.0, f64::min)
-            .floor()
-            .max(0.0);
-        let mut chart = ChartBuilder::on(&root)
-            .caption("validation top-1 per epoch", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0.5f64..max_epoch as f64 + 0.5, lo..100.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("top-1 (%)")
-            .draw()?;
-        for (i, r) in rep.rows.iter().enumerate() {
-            let c = COLOURS[i % COLOURS.len()];
-            let pts: Vec<(f64, f64)> = r.curve.iter().map(|&(e, a)| (e as f64 + 1.0, a)).collect();
+    crate::plots::write_png_atomic(path, |tmp| {
+        {
+            let root = BitMapBackend::new(tmp, (720, 420)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let max_epoch = rep
+                .rows
+                .iter()
+                .flat_map(|r| r.curve.iter().map(|c| c.0))
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let lo = rep
+                .rows
+                .iter()
+                .flat_map(|r| r.curve.iter().map(|c| c.1))
+                .fold(100.0, f64::min)
+                .floor()
+                .max(0.0);
+            let mut chart = ChartBuilder::on(&root)
+                .caption("validation top-1 per epoch", ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(0.5f64..max_epoch as f64 + 0.5, lo..100.0)?;
             chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-                .label(r.name.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c));
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc("top-1 (%)")
+                .draw()?;
+            for (i, r) in rep.rows.iter().enumerate() {
+                let c = COLOURS[i % COLOURS.len()];
+                let pts: Vec<(f64, f64)> =
+                    r.curve.iter().map(|&(e, a)| (e as f64 + 1.0, a)).collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+                    .label(r.name.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c));
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 fn latency_plot(path: &Path, rep: &Report) -> Result<()> {
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (720, 420)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let batches: Vec<usize> = {
-            let mut b: Vec<usize> = rep
-                .rows
-                .iter()
-                .flat_map(|r| r.latency.iter().map(|l| l.batch))
-                .collect();
-            b.sort();
-            b.dedup();
-            b
-        };
-        let panels = root.split_evenly((1, batches.len().max(1)));
-        for (panel, &batch) in panels.iter().zip(&batches) {
-            let vals: Vec<f64> = rep
-                .rows
-                .iter()
-                .map(|r| r.p50(batch).unwrap_or(0.0))
-                .collect();
-            let top = vals.iter().cloned().fold(0.0, f64::max) * 1.2 + 1e-6;
-            let mut chart = ChartBuilder::on(panel)
-                .caption(
-                    format!("ORT p50 latency, batch {batch}"),
-                    ("sans-serif", 18),
-                )
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(52)
-                .build_cartesian_2d((0..rep.rows.len()).into_segmented(), 0.0..top)?;
-            let names: Vec<String> = rep.rows.iter().map(|r| r.name.clone()).collect();
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .y_desc("ms")
-                .x_label_formatter(&|v| match v {
-                    SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-                    _ => String::new(),
-                })
-                .draw()?;
-            chart.draw_series(vals.iter().enumerate().map(|(i, &v)| {
-                let c = COLOURS[i % COLOURS.len()];
-                Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), v),
-                    ],
-                    c.filled(),
-                )
-            }))?;
+    crate::plots::write_png_atomic(path, |tmp| {
+        {
+            let root = BitMapBackend::new(tmp, (720, 420)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let batches: Vec<usize> = {
+                let mut b: Vec<usize> = rep
+                    .rows
+                    .iter()
+                    .flat_map(|r| r.latency.iter().map(|l| l.batch))
+                    .collect();
+                b.sort();
+                b.dedup();
+                b
+            };
+            let panels = root.split_evenly((1, batches.len().max(1)));
+            for (panel, &batch) in panels.iter().zip(&batches) {
+                let vals: Vec<f64> = rep
+                    .rows
+                    .iter()
+                    .map(|r| r.p50(batch).unwrap_or(0.0))
+                    .collect();
+                let top = vals.iter().cloned().fold(0.0, f64::max) * 1.2 + 1e-6;
+                let mut chart = ChartBuilder::on(panel)
+                    .caption(
+                        format!("ORT p50 latency, batch {batch}"),
+                        ("sans-serif", 18),
+                    )
+                    .margin(12)
+                    .x_label_area_size(36)
+                    .y_label_area_size(52)
+                    .build_cartesian_2d((0..rep.rows.len()).into_segmented(), 0.0..top)?;
+                let names: Vec<String> = rep.rows.iter().map(|r| r.name.clone()).collect();
+                chart
+                    .configure_mesh()
+                    .disable_x_mesh()
+                    .y_desc("ms")
+                    .x_label_formatter(&|v| match v {
+                        SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+                        _ => String::new(),
+                    })
+                    .draw()?;
+                chart.draw_series(vals.iter().enumerate().map(|(i, &v)| {
+                    let c = COLOURS[i % COLOURS.len()];
+                    Rectangle::new(
+                        [
+                            (SegmentValue::Exact(i), 0.0),
+                            (SegmentValue::Exact(i + 1), v),
+                        ],
+                        c.filled(),
+                    )
+                }))?;
+            }
+            root.present()?;
         }
-        root.present()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+        Ok(())
+    })
 }

@@ -658,62 +658,62 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
 
 fn chart(path: &Path, results: &[CellResult]) -> Result<()> {
     let gs = groups(results);
-    let tmp = path.with_extension("tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (900, 460)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let vals: Vec<(String, f64, f64)> = gs
-            .iter()
-            .map(|((s, t, m), v)| {
-                let (mean, std) = mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>());
-                (format!("{s}\n{t}/{m}"), mean, std)
-            })
-            .collect();
-        let lo = vals
-            .iter()
-            .map(|v| v.1 - v.2)
-            .fold(100.0, f64::min)
-            .floor()
-            .max(0.0)
-            - 1.0;
-        let hi = vals.iter().map(|v| v.1 + v.2).fold(0.0, f64::max).ceil() + 1.0;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("student top-1 by teacher and KD method", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(60)
-            .y_label_area_size(48)
-            .build_cartesian_2d((0..vals.len()).into_segmented(), lo.max(0.0)..hi.min(100.0))?;
-        let labels: Vec<String> = vals.iter().map(|v| v.0.replace('\n', " ")).collect();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .y_desc("top-1 (%)")
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_label_style(("sans-serif", 10))
-            .draw()?;
-        chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
-            Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), lo.max(0.0)),
-                    (SegmentValue::Exact(i + 1), v.1),
-                ],
-                RGBColor(31, 119, 180).mix(0.8).filled(),
-            )
-        }))?;
-        chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
-            PathElement::new(
-                [
-                    (SegmentValue::CenterOf(i), v.1 - v.2),
-                    (SegmentValue::CenterOf(i), v.1 + v.2),
-                ],
-                BLACK.stroke_width(2),
-            )
-        }))?;
-        root.present()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::plots::write_png_atomic(path, |tmp| {
+        {
+            let root = BitMapBackend::new(tmp, (900, 460)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let vals: Vec<(String, f64, f64)> = gs
+                .iter()
+                .map(|((s, t, m), v)| {
+                    let (mean, std) = mean_std(&v.iter().map(|r| r.top1).collect::<Vec<_>>());
+                    (format!("{s}\n{t}/{m}"), mean, std)
+                })
+                .collect();
+            let lo = vals
+                .iter()
+                .map(|v| v.1 - v.2)
+                .fold(100.0, f64::min)
+                .floor()
+                .max(0.0)
+                - 1.0;
+            let hi = vals.iter().map(|v| v.1 + v.2).fold(0.0, f64::max).ceil() + 1.0;
+            let mut chart = ChartBuilder::on(&root)
+                .caption("student top-1 by teacher and KD method", ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(60)
+                .y_label_area_size(48)
+                .build_cartesian_2d((0..vals.len()).into_segmented(), lo.max(0.0)..hi.min(100.0))?;
+            let labels: Vec<String> = vals.iter().map(|v| v.0.replace('\n', " ")).collect();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .y_desc("top-1 (%)")
+                .x_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .x_label_style(("sans-serif", 10))
+                .draw()?;
+            chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
+                Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), lo.max(0.0)),
+                        (SegmentValue::Exact(i + 1), v.1),
+                    ],
+                    RGBColor(31, 119, 180).mix(0.8).filled(),
+                )
+            }))?;
+            chart.draw_series(vals.iter().enumerate().map(|(i, v)| {
+                PathElement::new(
+                    [
+                        (SegmentValue::CenterOf(i), v.1 - v.2),
+                        (SegmentValue::CenterOf(i), v.1 + v.2),
+                    ],
+                    BLACK.stroke_width(2),
+                )
+            }))?;
+            root.present()?;
+        }
+        Ok(())
+    })
 }

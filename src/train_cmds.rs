@@ -133,6 +133,8 @@ impl DistillFlags {
             d.cache_topk = k;
         }
         cfg.distill = Some(d);
+        // Flags are checked like config values (ranges, method and alpha together).
+        cfg.validate()?;
         Ok(())
     }
 }
@@ -604,7 +606,7 @@ pub fn measure_erf(
     )?;
     let mut meter = ErfMeter::new();
     for batch in loader.epoch(0, 0)? {
-        meter.add(exec, params, &batch?.images.to_device(device), &tap)?;
+        meter.add(exec, params, &batch?.images.f_to_device(device)?, &tap)?;
     }
     Ok(meter.finish(&tap)?)
 }

@@ -286,4 +286,54 @@ fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
     ]);
     let t = text(&o);
     assert!(!o.status.success() && t.contains("bad.pth"), "{t}");
+
+    // A path that does not exist is said to be missing, not taken for a checkpoint file.
+    let gone = dir.path().join("gone");
+    let o = lkd(&["eval", gone.to_str().unwrap(), "--limit", "10"]);
+    assert!(
+        text(&o).contains(&format!(
+            "error: {} does not exist (give a run directory or a checkpoint file)",
+            gone.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    let o = lkd(&[
+        "distill",
+        "--teacher",
+        gone.to_str().unwrap(),
+        "--limit",
+        "512",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o).contains(&format!(
+            "teacher {} does not exist (give a run directory or a checkpoint file)",
+            gone.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    // Distillation flags get the config's range checks.
+    for (flag, message) in [
+        (
+            "--temperature=-1",
+            "error: config: distill.temperature must be in (0, 100], found -1",
+        ),
+        (
+            "--alpha=-5",
+            "error: config: distill.alpha must be in [0, 100], found -5",
+        ),
+    ] {
+        let o = lkd(&[
+            "distill",
+            "--teacher",
+            gone.to_str().unwrap(),
+            flag,
+            "--out",
+            dir.path().join("f").to_str().unwrap(),
+        ]);
+        assert_eq!(text(&o).trim(), message);
+    }
 }

@@ -396,13 +396,13 @@ impl ProcessGroup {
                     "allreduce_gradients: parameter {i} does not require grad"
                 )));
             }
-            let mut g = p.grad();
+            let mut g = p.f_grad()?;
             if !g.defined() {
                 let zero = tch::no_grad(|| p.f_zeros_like())?;
                 // SAFETY: both handles are live tch tensors for the call.
                 let message = unsafe { ffi::lkd_set_grad(p.as_ptr().cast(), zero.as_ptr().cast()) };
                 check(message, "set_grad", self.rank())?;
-                g = p.grad();
+                g = p.f_grad()?;
             }
             grads.push(g);
         }
@@ -443,7 +443,10 @@ impl ProcessGroup {
             for bucket in plan_buckets(tensors, bucket_bytes)? {
                 let members: Vec<&Tensor> = bucket.iter().map(|&i| &tensors[i]).collect();
                 let flat = Tensor::f_cat(
-                    &members.iter().map(|t| t.reshape(-1)).collect::<Vec<_>>(),
+                    &members
+                        .iter()
+                        .map(|t| t.f_reshape(-1))
+                        .collect::<Result<Vec<_>, _>>()?,
                     0,
                 )?;
                 collective(&flat)?;

@@ -128,6 +128,13 @@ fn every_preset_builds_and_validates() {
         let g = ModelConfig::preset(p).build().unwrap();
         g.validate().unwrap();
         assert!(g.taps.contains_key("pre_logits") && g.taps.contains_key("logits"));
+        // The arch a graph carries names its family (checkpoint layouts are found by it).
+        let family = lkd_models::find_preset(p).unwrap().spec().family;
+        assert_eq!(
+            g.arch.parse::<lkd_models::families::Family>(),
+            Ok(family.family()),
+            "{p}"
+        );
     }
 }
 

@@ -272,8 +272,14 @@ fn check(field: &str, value: f64, ok: bool, range: &str) -> Result<(), TrainErro
     if ok && value.is_finite() {
         Ok(())
     } else {
+        // Huge values in exponent form (1e300, not 301 digits).
+        let found = if value.abs() >= 1e6 && value.is_finite() {
+            format!("{value:e}")
+        } else {
+            value.to_string()
+        };
         Err(TrainError::Config(format!(
-            "{field} must be {range}, found {value}"
+            "{field} must be {range}, found {found}"
         )))
     }
 }
@@ -289,7 +295,12 @@ impl TrainConfig {
     /// work starts instead of a panic or a silently meaningless run.
     pub fn validate(&self) -> Result<(), TrainError> {
         let o = &self.optim;
-        check("optim.epochs", o.epochs as f64, o.epochs >= 1, "at least 1")?;
+        check(
+            "optim.epochs",
+            o.epochs as f64,
+            (1..=100_000).contains(&o.epochs),
+            "in 1..=100000",
+        )?;
         check(
             "optim.batch_size",
             o.batch_size as f64,
@@ -302,6 +313,7 @@ impl TrainConfig {
             (1..=4096).contains(&o.update_freq),
             "in 1..=4096",
         )?;
+        // No upper bound: a diverging recipe is a result the non-finite-loss guard reports.
         check("optim.lr", o.lr, o.lr > 0.0, "a positive finite number")?;
         check(
             "optim.min_lr",
@@ -322,7 +334,7 @@ impl TrainConfig {
             "in [0, optim.epochs]",
         )?;
         if let Some(c) = o.clip_grad {
-            check("optim.clip_grad", c, c > 0.0, "positive")?;
+            check("optim.clip_grad", c, c > 0.0 && c <= 1e6, "in (0, 1e6]")?;
         }
         check(
             "optim.label_smoothing",
@@ -362,6 +374,16 @@ impl TrainConfig {
             a.crop_padding <= 1024,
             "at most 1024",
         )?;
+        if let Some(spec) = &a.rand_augment {
+            // The spelling only: fill and interpolation come from the model at load time.
+            let interpolation = lkd_models::preprocess::Interpolation::Bilinear;
+            crate::data::RandAugment::parse(spec, vec![0], interpolation).map_err(|e| match e {
+                crate::data::DataError::Config(m) => {
+                    TrainError::Config(format!("data.augment.{m}"))
+                }
+                other => other.into(),
+            })?;
+        }
         if let Some(r) = &a.random_resized_crop {
             let [s0, s1] = r.scale;
             check(
@@ -382,14 +404,14 @@ impl TrainConfig {
             check(
                 "data.mixup.mixup_alpha",
                 m.mixup_alpha,
-                m.mixup_alpha >= 0.0,
-                "≥ 0",
+                (0.0..=100.0).contains(&m.mixup_alpha),
+                "in [0, 100]",
             )?;
             check(
                 "data.mixup.cutmix_alpha",
                 m.cutmix_alpha,
-                m.cutmix_alpha >= 0.0,
-                "≥ 0",
+                (0.0..=100.0).contains(&m.cutmix_alpha),
+                "in [0, 100]",
             )?;
             check(
                 "data.mixup.prob",
@@ -411,7 +433,12 @@ impl TrainConfig {
                 k.temperature > 0.0 && k.temperature <= 100.0,
                 "in (0, 100]",
             )?;
-            check("distill.fd_weight", k.fd_weight, k.fd_weight >= 0.0, "≥ 0")?;
+            check(
+                "distill.fd_weight",
+                k.fd_weight,
+                (0.0..=1000.0).contains(&k.fd_weight),
+                "in [0, 1000]",
+            )?;
             if let Some(al) = k.alpha {
                 match k.method {
                     KdMethod::Kd | KdMethod::KdFd => check(
@@ -446,6 +473,10 @@ impl TrainConfig {
         if let Some(m) = self.run.max_steps {
             check("run.max_steps", m as f64, m >= 1, "at least 1")?;
         }
+        self.run
+            .device
+            .parse::<lkd_ort::Device>()
+            .map_err(|e| TrainError::Config(format!("run.device: {e}")))?;
         self.run.precision()?;
         self.run.grad_scaler.validate()?;
         check(
@@ -462,8 +493,10 @@ impl TrainConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        Self::from_toml_str(&text).map_err(|e| TrainError::ConfigFile {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })
     }
 
     pub fn to_toml(&self) -> String {

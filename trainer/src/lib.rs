@@ -37,6 +37,14 @@ pub enum TrainError {
     },
     #[error("config: {0}")]
     Config(String),
+    /// A config file that does not parse or validate: the display names the file, the
+    /// source says why.
+    #[error("{path}")]
+    ConfigFile {
+        path: String,
+        #[source]
+        source: Box<TrainError>,
+    },
     #[error(transparent)]
     Data(#[from] data::DataError),
     /// Data-parallel launch or collective failure (a worker died, a timeout, a bad launch).
@@ -78,17 +86,21 @@ pub(crate) fn choices(names: &[&str], quoted: bool) -> String {
     }
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`; an unavailable device is an error, never a fallback.
+/// The CUDA index `s` names (`None` for the CPU), in the runtime's grammar
+/// ([`lkd_ort::Device`], the one parser of device strings); availability is not checked.
+pub fn device_index(s: &str) -> Result<Option<usize>, TrainError> {
+    match s.parse::<lkd_ort::Device>() {
+        Ok(lkd_ort::Device::Cpu) => Ok(None),
+        Ok(lkd_ort::Device::Cuda(i)) => Ok(Some(i as usize)),
+        Err(e) => Err(TrainError::Device(e.to_string())),
+    }
+}
+
+/// Parses a device string (see [`device_index`]); an unavailable device is an error, never a
+/// fallback.
 pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
-    let dev = match s {
-        "cpu" => return Ok(tch::Device::Cpu),
-        "cuda" => 0,
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| {
-                TrainError::Device(format!("unknown device `{s}`; use cpu, cuda or cuda:N"))
-            })?,
+    let Some(dev) = device_index(s)? else {
+        return Ok(tch::Device::Cpu);
     };
     let count = tch::Cuda::device_count() as usize;
     if !tch::Cuda::is_available() || dev >= count {

@@ -118,10 +118,14 @@ impl RunDir {
             .map_err(io(path))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
+        // Our files, and the temp files `write_atomic` leaves when killed mid-write
+        // (`.{name}.XXXXXX`).
         let ours = |p: &PathBuf| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
                 [CONFIG, METRICS, LAST, BEST].contains(&n)
-                    || (n.starts_with('.') && n.contains(".tmp"))
+                    || [CONFIG, METRICS, LAST, BEST, STATE]
+                        .iter()
+                        .any(|f| n.starts_with(&format!(".{f}.")))
             })
         };
         if let Some(other) = entries.iter().find(|p| !ours(p)) {
@@ -276,6 +280,34 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_killed_inside_its_first_checkpoint_can_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in [
+            CONFIG,
+            METRICS,
+            ".last.safetensors.Ab12Cd",
+            ".last.state.safetensors.Xy34Zw",
+        ] {
+            std::fs::write(d.join(name), b"partial").unwrap();
+        }
+        RunDir::clear_unstarted(d).unwrap();
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+        // Anything that is not ours is kept, and the run is refused.
+        std::fs::write(d.join(CONFIG), b"").unwrap();
+        std::fs::write(d.join("notes.txt"), b"mine").unwrap();
+        let e = RunDir::clear_unstarted(d).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                "{}: remove it or pick another --out",
+                d.join("notes.txt").display()
+            )),
+            "{e}"
+        );
+        assert!(d.join("notes.txt").is_file() && d.join(CONFIG).is_file());
+    }
 
     #[test]
     fn evaluations_skip_step_lines_and_best_counts_the_ema() {

@@ -73,7 +73,7 @@ impl TeacherSpec {
         let sd = read_checkpoint_for(&self.graph, &self.weights)?;
         let params = Params::from_state_dict(&self.graph, &sd, device)?;
         for t in params.tensors.values() {
-            let _ = t.shallow_clone().set_requires_grad(false);
+            let _ = t.shallow_clone().f_set_requires_grad(false)?;
         }
         Ok(Teacher {
             exec: Executor::new(self.graph.clone()),

@@ -672,14 +672,14 @@ impl Reader<'_> {
     }
     fn u16s(&mut self, n: usize) -> Result<Vec<u16>, ShardError> {
         Ok(self
-            .take(2 * n)?
+            .take(n.checked_mul(2).ok_or(ShardError::Truncated)?)?
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect())
     }
     fn u32s(&mut self, n: usize) -> Result<Vec<u32>, ShardError> {
         Ok(self
-            .take(4 * n)?
+            .take(n.checked_mul(4).ok_or(ShardError::Truncated)?)?
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
@@ -732,20 +732,27 @@ fn parse_shard(
             expected: format!("{expected:?}"),
         });
     }
+    // Sizes come from the file: a product that overflows cannot be in it.
+    let times = |dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or(ShardError::Truncated)
+    };
     let mut records = Vec::with_capacity(header.batches);
     for &n in &header.sizes {
         let samples = r.u32s(n)?;
         let (logits, indices, lse) = if topk == classes {
-            (r.u16s(n * classes)?, vec![], vec![])
+            (r.u16s(times(&[n, classes])?)?, vec![], vec![])
         } else {
-            (r.u16s(n * topk)?, r.u16s(n * topk)?, r.f32s(n)?)
+            let kept = times(&[n, topk])?;
+            (r.u16s(kept)?, r.u16s(kept)?, r.f32s(n)?)
         };
         if indices.iter().any(|&i| i as usize >= classes) {
             return Err(ShardError::ClassIndex);
         }
         let features = tap_shapes
             .iter()
-            .map(|[c, h, w]| r.u16s(n * c * h * w))
+            .map(|[c, h, w]| r.u16s(times(&[n, *c, *h, *w])?))
             .collect::<Result<Vec<_>, _>>()?;
         records.push(BatchRecord {
             samples,
@@ -823,6 +830,27 @@ mod tests {
             text.starts_with("header is not valid JSON: key must be a string"),
             "{text}"
         );
+
+        // A valid checksum around sizes whose byte counts overflow: refused, no panic (the
+        // sample count itself, then a feature map after one real record).
+        let taps = vec![[usize::MAX / 4, 2, 2]];
+        let forged = |sizes: Vec<usize>, recs: &[BatchRecord]| {
+            let h = ShardHeader {
+                batches: sizes.len(),
+                sizes,
+                tap_shapes: taps.clone(),
+                ..header.clone()
+            };
+            parse_shard(&serialize_shard(&h, recs), "k", 2, 64, 3, 3, &taps)
+        };
+        assert!(matches!(
+            forged(vec![usize::MAX / 2], &[]),
+            Err(ShardError::Truncated)
+        ));
+        assert!(matches!(
+            forged(vec![1], &[record(1, 3)]),
+            Err(ShardError::Truncated)
+        ));
     }
 
     #[test]

@@ -100,6 +100,21 @@ struct Student {
 }
 
 impl Student {
+    /// Parameters, buffers and projector: what DDP gives every worker from rank 0.
+    fn all_tensors(&self) -> Vec<Tensor> {
+        let mut all: Vec<Tensor> = self
+            .params
+            .tensors
+            .values()
+            .map(Tensor::shallow_clone)
+            .collect();
+        if let Some((w, b)) = &self.projector {
+            all.push(w.shallow_clone());
+            all.push(b.shallow_clone());
+        }
+        all
+    }
+
     fn slots(&self) -> Vec<Slot<'_>> {
         let mut s = crate::optim::slots(&self.exec.graph, &self.params, "");
         if let Some((w, b)) = &self.projector {
@@ -322,53 +337,70 @@ fn run_training(
     progress: bool,
     launch: Option<&LaunchEnv>,
 ) -> Result<Summary, TrainError> {
-    // A data-parallel run joins its group before touching the run dir; a resumed run's device
-    // and timeout are its stored config's (read only here).
-    let group = match launch {
-        None => None,
-        Some(launch) => {
-            let setup = if resume {
-                RunDir::open(run_dir)
-                    .and_then(|r| r.config())
-                    .unwrap_or_else(|_| config.clone())
-            } else {
-                config.clone()
-            };
-            setup.validate()?;
-            let device = worker_device(&setup.run.device, launch)?;
-            let timeout = std::time::Duration::from_secs(setup.run.dist_timeout_s);
-            Some(ProcessGroup::init(launch, device, timeout)?)
-        }
-    };
-    let main = match &group {
-        Some(g) => g.is_main(),
-        None => true,
-    };
-    let world = group.as_ref().map_or(1, |g| g.world_size());
-    let rank = group.as_ref().map_or(0, |g| g.rank());
+    let group = join_group(config, run_dir, resume, launch)?;
+    let opened = open_shared(group.as_ref(), config, run_dir, resume)?;
+    Training::prepare(opened, group, launch, progress)?.run()
+}
 
-    // Rank 0 opens (or creates) the run; the others then read what it holds.
-    let opened = match &group {
+/// A data-parallel run joins its group before touching the run dir; a resumed run's device and
+/// timeout are its stored config's (read only here).
+fn join_group(
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    launch: Option<&LaunchEnv>,
+) -> Result<Option<ProcessGroup>, TrainError> {
+    let Some(launch) = launch else {
+        return Ok(None);
+    };
+    let setup = if resume {
+        RunDir::open(run_dir)
+            .and_then(|r| r.config())
+            .unwrap_or_else(|_| config.clone())
+    } else {
+        config.clone()
+    };
+    setup.validate()?;
+    let device = worker_device(&setup.run.device, launch)?;
+    let timeout = std::time::Duration::from_secs(setup.run.dist_timeout_s);
+    Ok(Some(ProcessGroup::init(launch, device, timeout)?))
+}
+
+/// Rank 0 opens (or creates) the run; the other ranks then read what it holds.
+fn open_shared(
+    group: Option<&ProcessGroup>,
+    config: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<OpenedRun, TrainError> {
+    match group {
         None => open_run(config, run_dir, resume),
         Some(g) if g.is_main() => {
             let opened = open_run(config, run_dir, resume);
-            let code = opened.as_ref().map_or(0, |o| 1 + i64::from(o.4));
+            let code = opened.as_ref().map_or(0, |o| 1 + i64::from(o.resume));
             share_from_main(g, code)?;
             opened
         }
         Some(g) => match share_from_main(g, 0)? {
-            0 => {
-                return Err(TrainError::Other(format!(
-                    "rank {rank}: rank 0 could not open the run {} (its error says why)",
-                    run_dir.display()
-                )))
-            }
+            0 => Err(TrainError::Other(format!(
+                "rank {}: rank 0 could not open the run {} (its error says why)",
+                g.rank(),
+                run_dir.display()
+            ))),
             code => open_run_follower(run_dir, code == 2),
         },
-    };
-    let (run, mut config, train_set, val_set, resume) = opened?;
+    }
+}
+
+/// This process's device and precision; sets libtorch's threads (workers sharing a node split
+/// its cores, as torchrun does) and the loader's workers.
+fn configure_device(
+    config: &mut TrainConfig,
+    group: Option<&ProcessGroup>,
+    launch: Option<&LaunchEnv>,
+) -> Result<(Device, Precision), TrainError> {
     let mut device = parse_device(&config.run.device)?;
-    if let (Some(g), Device::Cuda(_)) = (&group, device) {
+    if let (Some(g), Device::Cuda(_)) = (group, device) {
         device = g.device();
     }
     let precision = config.run.precision()?;
@@ -376,7 +408,6 @@ fn run_training(
     if config.run.threads > 0 {
         tch::set_num_threads(config.run.threads as i32);
     } else if let Some(l) = launch {
-        // As torchrun: workers sharing a node split its cores unless told otherwise.
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
             tch::set_num_threads(cores_per_worker(l) as i32);
         }
@@ -389,10 +420,19 @@ fn run_training(
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
+    Ok((device, precision))
+}
 
-    // The global batch is the run's: a resumed run keeps its checkpoint's, whatever the world.
-    let global_batch = if resume {
-        match run.load_trainer_state()?.global_batch {
+/// The run's global batch: a resumed run keeps its checkpoint's whatever the world size, and
+/// the per-worker batch in `opened.config` becomes `global / world`.
+fn settle_global_batch(
+    opened: &mut OpenedRun,
+    world: usize,
+    main: bool,
+) -> Result<usize, TrainError> {
+    let config = &mut opened.config;
+    let global_batch = if opened.resume {
+        match opened.run.load_trainer_state()?.global_batch {
             0 => config.optim.batch_size,
             g => g,
         }
@@ -403,7 +443,7 @@ fn run_training(
         return Err(TrainError::Config(format!(
             "run {} trains with a global batch of {global_batch}, which {world} workers cannot split evenly: \
              resume it with a world size that divides {global_batch}",
-            run.path.display()
+            opened.run.path.display()
         )));
     }
     if global_batch / world != config.optim.batch_size {
@@ -411,127 +451,447 @@ fn run_training(
             eprintln!(
                 "resuming {} with {world} worker(s): batch {} per worker keeps the run's global batch of \
                  {global_batch} (the config's {} was per worker for another world size)",
-                run.path.display(),
+                opened.run.path.display(),
                 global_batch / world,
                 config.optim.batch_size
             );
         }
         config.optim.batch_size = global_batch / world;
     }
-    let o = &config.optim;
+    Ok(global_batch)
+}
 
-    // Data and model.
-    let graph = config.model.build()?;
-    if graph.num_classes != train_set.num_classes() {
-        return Err(TrainError::Config(format!(
-            "model has {} classes, dataset {} has {}",
-            graph.num_classes,
-            train_set.name(),
-            train_set.num_classes()
-        )));
-    }
-    let shard = data::Shard::new(rank, world)?;
-    let train_loader = training_loader_sharded(&config, &graph, train_set.clone(), shard)?;
-    let val_loader = Loader::new(
-        val_set.clone(),
-        Transform::eval(&graph.preprocess),
-        None,
-        loader_config(&config, o.batch_size.max(64), false, false),
-    )?;
-    let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
-    if steps_per_epoch == 0 {
-        return Err(TrainError::Config(format!(
-            "{} training samples give no full batch of {} x update_freq {}{}",
-            train_set.len(),
-            o.batch_size,
-            o.update_freq,
-            if world > 1 {
-                format!(" x {world} workers")
-            } else {
-                String::new()
-            }
-        )));
-    }
-    let total_steps = steps_per_epoch * o.epochs;
-    let warmup_steps = (o.warmup_epochs * steps_per_epoch as f64).round() as usize;
+/// Optimizer steps per epoch, in all, and in the learning-rate warm-up.
+struct Schedule {
+    steps_per_epoch: usize,
+    total_steps: usize,
+    warmup_steps: usize,
+}
 
-    let (mut mode, projector_shape) =
-        Mode::new(&config, &graph, &train_set, device, precision, shard)?;
-    tch::manual_seed(config.run.seed as i64);
-    let Trainee {
-        student,
-        mut opt,
-        mut ema,
-        mut state,
-        scaler_state,
-    } = Trainee::load_or_init(
-        &run,
-        &config,
-        Executor::new(graph),
-        projector_shape,
-        resume,
-        device,
-        main,
-    )?;
-    state.global_batch = global_batch;
-    let mut scaler = GradScaler::new(precision, config.run.grad_scaler.clone(), device)?;
-    if let Some(s) = scaler_state.filter(|_| scaler.is_enabled()) {
-        scaler.load_state(s)?;
-    }
-    let slots = student.slots();
-    let slot_tensors: Vec<&Tensor> = slots.iter().map(|s| s.tensor).collect();
-    let grad_params: Vec<Tensor> = slots.iter().map(|s| s.tensor.shallow_clone()).collect();
-    let buffers: Vec<Tensor> = student
-        .exec
-        .graph
-        .params
-        .iter()
-        .filter(|p| !p.is_trainable())
-        .map(|p| student.params.get(&p.name).shallow_clone())
-        .collect();
-    if let Some(g) = &group {
-        // As DDP: every worker starts from rank 0's parameters, buffers and projector.
-        let mut all: Vec<Tensor> = student
-            .params
-            .tensors
-            .values()
-            .map(Tensor::shallow_clone)
-            .collect();
-        if let Some((w, b)) = &student.projector {
-            all.push(w.shallow_clone());
-            all.push(b.shallow_clone());
+impl Schedule {
+    fn new(
+        config: &TrainConfig,
+        train_loader: &Loader,
+        samples: usize,
+        world: usize,
+    ) -> Result<Self, TrainError> {
+        let o = &config.optim;
+        let steps_per_epoch = train_loader.batches_per_epoch() / o.update_freq;
+        if steps_per_epoch == 0 {
+            return Err(TrainError::Config(format!(
+                "{} training samples give no full batch of {} x update_freq {}{}",
+                samples,
+                o.batch_size,
+                o.update_freq,
+                if world > 1 {
+                    format!(" x {world} workers")
+                } else {
+                    String::new()
+                }
+            )));
         }
-        g.broadcast_tensors(&all, DEFAULT_BUCKET_BYTES)?;
+        let total_steps = steps_per_epoch.checked_mul(o.epochs).ok_or_else(|| {
+            TrainError::Config(format!(
+                "{} epochs of {steps_per_epoch} steps are too many to count",
+                o.epochs
+            ))
+        })?;
+        Ok(Self {
+            steps_per_epoch,
+            total_steps,
+            warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        })
     }
-    if state.finished {
-        return Err(TrainError::Config(format!(
-            "run {} already finished all {} epochs",
-            run.path.display(),
-            o.epochs
-        )));
+}
+
+/// Whether an epoch's batches ran out or `run.max_steps` stopped the invocation.
+#[derive(PartialEq)]
+enum EpochEnd {
+    Completed,
+    StepLimit,
+}
+
+/// One invocation's training: the run, the process's place in its group, the data, the
+/// student with its optimizer state, and the counters the summary reports.
+struct Training {
+    run: RunDir,
+    config: TrainConfig,
+    group: Option<ProcessGroup>,
+    rank: usize,
+    world: usize,
+    /// Rank 0: writes the run dir and evaluates.
+    main: bool,
+    device: Device,
+    precision: Precision,
+    progress: bool,
+    train_loader: Loader,
+    val_loader: Loader,
+    schedule: Schedule,
+    mode: Mode,
+    student: Student,
+    opt: AdamW,
+    ema: Option<Ema>,
+    state: TrainerState,
+    scaler: GradScaler,
+    /// What the workers average after backward (gradients) and share before forward (buffers).
+    grad_params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+    clock: Clock,
+    steps_this_call: usize,
+    skipped_steps: usize,
+    last_eval: (Option<f64>, Option<f64>),
+    started: Instant,
+}
+
+impl Training {
+    /// Device, batch, loaders, schedule, teacher stream and the student (fresh or resumed);
+    /// workers then all hold rank 0's weights.
+    fn prepare(
+        mut opened: OpenedRun,
+        group: Option<ProcessGroup>,
+        launch: Option<&LaunchEnv>,
+        progress: bool,
+    ) -> Result<Self, TrainError> {
+        let main = group.as_ref().is_none_or(|g| g.is_main());
+        let world = group.as_ref().map_or(1, |g| g.world_size());
+        let rank = group.as_ref().map_or(0, |g| g.rank());
+        let (device, precision) = configure_device(&mut opened.config, group.as_ref(), launch)?;
+        let global_batch = settle_global_batch(&mut opened, world, main)?;
+        let OpenedRun {
+            run,
+            config,
+            train_set,
+            val_set,
+            resume,
+        } = opened;
+
+        let graph = config.model.build()?;
+        if graph.num_classes != train_set.num_classes() {
+            return Err(TrainError::Config(format!(
+                "model has {} classes, dataset {} has {}",
+                graph.num_classes,
+                train_set.name(),
+                train_set.num_classes()
+            )));
+        }
+        let shard = data::Shard::new(rank, world)?;
+        let train_loader = training_loader_sharded(&config, &graph, train_set.clone(), shard)?;
+        let val_loader = Loader::new(
+            val_set,
+            Transform::eval(&graph.preprocess),
+            None,
+            loader_config(&config, config.optim.batch_size.max(64), false, false),
+        )?;
+        let schedule = Schedule::new(&config, &train_loader, train_set.len(), world)?;
+
+        let (mode, projector_shape) =
+            Mode::new(&config, &graph, &train_set, device, precision, shard)?;
+        tch::manual_seed(config.run.seed as i64);
+        let Trainee {
+            student,
+            opt,
+            ema,
+            mut state,
+            scaler_state,
+        } = Trainee::load_or_init(
+            &run,
+            &config,
+            Executor::new(graph),
+            projector_shape,
+            resume,
+            device,
+            main,
+        )?;
+        state.global_batch = global_batch;
+        let mut scaler = GradScaler::new(precision, config.run.grad_scaler.clone(), device)?;
+        if let Some(s) = scaler_state.filter(|_| scaler.is_enabled()) {
+            scaler.load_state(s)?;
+        }
+        let grad_params = student
+            .slots()
+            .iter()
+            .map(|s| s.tensor.shallow_clone())
+            .collect();
+        let buffers = student
+            .exec
+            .graph
+            .params
+            .iter()
+            .filter(|p| !p.is_trainable())
+            .map(|p| student.params.get(&p.name).shallow_clone())
+            .collect();
+        if let Some(g) = &group {
+            g.broadcast_tensors(&student.all_tensors(), DEFAULT_BUCKET_BYTES)?;
+        }
+        if state.finished {
+            return Err(TrainError::Config(format!(
+                "run {} already finished all {} epochs",
+                run.path.display(),
+                config.optim.epochs
+            )));
+        }
+        Ok(Self {
+            run,
+            config,
+            group,
+            rank,
+            world,
+            main,
+            device,
+            precision,
+            progress,
+            train_loader,
+            val_loader,
+            schedule,
+            mode,
+            student,
+            opt,
+            ema,
+            state,
+            scaler,
+            grad_params,
+            buffers,
+            clock: Clock::default(),
+            steps_this_call: 0,
+            skipped_steps: 0,
+            last_eval: (None, None),
+            started: Instant::now(),
+        })
     }
 
-    let t0 = Instant::now();
-    let mut clock = Clock::default();
-    let mut steps_this_call = 0usize;
-    let mut skipped_steps = 0usize;
-    let mut last_eval: (Option<f64>, Option<f64>) = (None, None);
-    let mut stopped = false;
-    let save_checkpoint = |state: &mut TrainerState,
-                           opt: &AdamW,
-                           ema: Option<&Ema>,
-                           scaler: &GradScaler|
-     -> Result<(), TrainError> {
-        average_pending(group.as_ref(), state)?;
-        if !main {
+    /// Epochs until the last, or until `run.max_steps`; then the summary.
+    fn run(mut self) -> Result<Summary, TrainError> {
+        let mut stopped = false;
+        while self.state.epoch < self.config.optim.epochs {
+            if self.train_epoch()? == EpochEnd::StepLimit {
+                stopped = true;
+                break;
+            }
+            self.finish_epoch()?;
+        }
+        if let Some(g) = &self.group {
+            g.barrier()?;
+        }
+        Ok(self.summary(stopped))
+    }
+
+    /// The step loop of the epoch in progress, from its next batch.
+    fn train_epoch(&mut self) -> Result<EpochEnd, TrainError> {
+        let epoch = self.state.epoch;
+        let (update_freq, epochs) = (self.config.optim.update_freq, self.config.optim.epochs);
+        let steps_per_epoch = self.schedule.steps_per_epoch;
+        let bar = progress_bar(
+            self.progress && self.main,
+            steps_per_epoch as u64,
+            epoch,
+            epochs,
+        );
+        bar.set_position(self.state.next_batch as u64 / update_freq as u64);
+        let mut batches = self.train_loader.epoch(epoch, self.state.next_batch)?;
+        let mut micro = 0usize;
+        let mut step_start = Instant::now();
+        loop {
+            let wait_start = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            self.clock.data_wait += wait_start.elapsed().as_secs_f64();
+            let batch = batch?;
+            if self.state.next_batch / update_freq >= steps_per_epoch {
+                break;
+            }
+            if let Err(e) = self.accumulate(&batch, micro) {
+                bar.abandon();
+                return Err(e);
+            }
+            micro += 1;
+            if micro < update_freq {
+                continue;
+            }
+            micro = 0;
+            let (lr, grad_norm) = self.optimizer_step()?;
+            let dt = step_start.elapsed().as_secs_f64();
+            self.clock.step += dt;
+            let ips =
+                (self.config.optim.batch_size * update_freq * self.world) as f64 / dt.max(1e-9);
+            step_start = Instant::now();
+            let mean_loss = self.state.pending_loss["loss"] / self.state.pending_count as f64;
+            bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
+            bar.inc(1);
+            if self
+                .state
+                .step
+                .is_multiple_of(self.config.run.log_every.max(1))
+            {
+                self.log_step(epoch, lr, grad_norm, ips)?;
+            }
+            let at_limit = self
+                .config
+                .run
+                .max_steps
+                .is_some_and(|m| self.steps_this_call >= m);
+            let every = self.config.run.checkpoint_every;
+            if (every > 0 && self.state.step.is_multiple_of(every)) || at_limit {
+                self.save_checkpoint()?;
+            }
+            if at_limit {
+                self.mode.flush()?;
+                bar.abandon();
+                return Ok(EpochEnd::StepLimit);
+            }
+        }
+        drop(batches);
+        self.mode.flush()?;
+        bar.finish_and_clear();
+        Ok(EpochEnd::Completed)
+    }
+
+    /// Forward and backward of one micro-batch; its loss terms join the pending averages.
+    fn accumulate(&mut self, batch: &data::Batch, micro: usize) -> Result<(), TrainError> {
+        let seed = self.config.run.seed;
+        let update_freq = self.config.optim.update_freq;
+        // Per-step seeding makes drop path reproducible across resume; each rank draws its
+        // own masks.
+        self.student.exec.set_step_seed(
+            seed.wrapping_mul(1_000_003)
+                .wrapping_add((self.state.step * update_freq + micro) as u64)
+                ^ (self.rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        if let (Some(g), false) = (&self.group, self.buffers.is_empty()) {
+            g.broadcast_tensors(&self.buffers, DEFAULT_BUCKET_BYTES)?;
+        }
+        let terms = step_loss(
+            &mut self.mode,
+            &self.student,
+            batch,
+            self.state.epoch,
+            self.config.optim.label_smoothing,
+            self.device,
+            self.precision,
+            &mut self.clock,
+        )?;
+        let mut loss: Option<Tensor> = None;
+        for (_, t) in &terms {
+            loss = Some(match loss {
+                None => t.shallow_clone(),
+                Some(sum) => sum.f_add(t)?,
+            });
+        }
+        let loss = loss.ok_or_else(|| TrainError::Other("no loss terms".into()))?;
+        let loss_value = loss.f_double_value(&[])?;
+        let term_values: Vec<(&str, f64)> = terms
+            .iter()
+            .map(|(n, t)| Ok((*n, t.f_double_value(&[])?)))
+            .collect::<Result<_, TrainError>>()?;
+        if !loss_value.is_finite() {
+            let detail = term_values
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(TrainError::NonFinite(format!(
+                "loss is {loss_value} at epoch {}, step {}{} ({detail}); training stopped, the last good checkpoint in {} is kept",
+                self.state.epoch,
+                self.state.step,
+                if self.world > 1 { format!(" on rank {}", self.rank) } else { String::new() },
+                self.run.path.display()
+            )));
+        }
+        self.scaler
+            .scale(&loss.f_div_scalar(update_freq as f64)?)?
+            .f_backward()?;
+        self.clock.images += batch.len();
+        let state = &mut self.state;
+        *state.pending_loss.entry("loss".into()).or_default() += loss_value;
+        for (n, v) in &term_values {
+            *state.pending_loss.entry(format!("loss_{n}")).or_default() += v;
+        }
+        state.pending_count += 1;
+        state.next_batch += 1;
+        Ok(())
+    }
+
+    /// DDP's order: average gradients, then unscale, clip and step (skipped on inf/NaN under
+    /// fp16 scaling), then the EMA. Returns the step's learning rate and gradient norm.
+    fn optimizer_step(&mut self) -> Result<(f64, Option<f64>), TrainError> {
+        if let Some(g) = &self.group {
+            g.allreduce_gradients(&self.grad_params, DEFAULT_BUCKET_BYTES)?;
+        }
+        let o = &self.config.optim;
+        let s = &self.schedule;
+        let lr = cosine_lr(
+            self.state.step,
+            s.total_steps,
+            s.warmup_steps,
+            o.lr,
+            o.min_lr,
+        );
+        let slots = self.student.slots();
+        let slot_tensors: Vec<&Tensor> = slots.iter().map(|s| s.tensor).collect();
+        self.scaler.unscale(&slot_tensors)?;
+        let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c)).transpose()?;
+        let opt = &mut self.opt;
+        let outcome = self
+            .scaler
+            .step(&slot_tensors, || Ok(opt.step(&slots, lr)?))?;
+        zero_grad(&slots)?;
+        if outcome == StepOutcome::Applied {
+            if let Some(e) = self.ema.as_mut() {
+                e.update(&self.student.exec.graph, &self.student.params)?;
+            }
+        } else {
+            self.skipped_steps += 1;
+        }
+        self.state.step += 1;
+        self.steps_this_call += 1;
+        sync(self.device);
+        Ok((lr, grad_norm))
+    }
+
+    /// A metric line with the losses averaged since the last one (over all workers).
+    fn log_step(
+        &mut self,
+        epoch: usize,
+        lr: f64,
+        grad_norm: Option<f64>,
+        ips: f64,
+    ) -> Result<(), TrainError> {
+        average_pending(self.group.as_ref(), &mut self.state)?;
+        let state = &mut self.state;
+        let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
+        for (n, v) in &state.pending_loss {
+            line[n] = json!(v / state.pending_count as f64);
+        }
+        if let Some(g) = grad_norm {
+            line["grad_norm"] = json!(g);
+        }
+        if self.scaler.is_enabled() {
+            line["loss_scale"] = json!(self.scaler.scale_value()?);
+            line["skipped_steps"] = json!(self.skipped_steps);
+        }
+        if self.world > 1 {
+            line["world_size"] = json!(self.world);
+        }
+        if self.main {
+            self.run.log(&line)?;
+        }
+        state.pending_loss.clear();
+        state.pending_count = 0;
+        Ok(())
+    }
+
+    /// Writes `last` weights and the state file (rank 0; the others only average losses).
+    fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        average_pending(self.group.as_ref(), &mut self.state)?;
+        if !self.main {
             return Ok(());
         }
-        state.metrics_len = run.metrics_len();
-        state.adam_step = opt.step;
-        run.save_weights(LAST, &student.params.to_state_dict()?)?;
-        let mut tensors = state_tensors(&student, opt, ema)?;
-        if scaler.is_enabled() {
-            let s = scaler.state()?;
+        let state = &mut self.state;
+        state.metrics_len = self.run.metrics_len();
+        state.adam_step = self.opt.step;
+        self.run
+            .save_weights(LAST, &self.student.params.to_state_dict()?)?;
+        let mut tensors = state_tensors(&self.student, &self.opt, self.ema.as_ref())?;
+        if self.scaler.is_enabled() {
+            let s = self.scaler.state()?;
             tensors.insert(
                 AMP_SCALE.into(),
                 lkd_models::HostTensor::f32(vec![1], vec![s.scale as f32]),
@@ -541,192 +901,55 @@ fn run_training(
                 lkd_models::HostTensor::i64(vec![1], vec![s.growth_tracker]),
             );
         }
-        run.save_state(&tensors, state)
-    };
+        self.run.save_state(&tensors, state)
+    }
 
-    'epochs: while state.epoch < o.epochs {
-        let epoch = state.epoch;
-        let bar = progress_bar(progress && main, steps_per_epoch as u64, epoch, o.epochs);
-        bar.set_position(state.next_batch as u64 / o.update_freq as u64);
-        let mut batches = train_loader.epoch(epoch, state.next_batch)?;
-        let mut micro = 0usize;
-        let mut step_start = Instant::now();
-        loop {
-            let wait_start = Instant::now();
-            let Some(batch) = batches.next() else { break };
-            clock.data_wait += wait_start.elapsed().as_secs_f64();
-            let batch = batch?;
-            if state.next_batch / o.update_freq >= steps_per_epoch {
-                break;
-            }
-            // Per-step seeding makes drop path reproducible across resume; each rank draws
-            // its own masks.
-            student.exec.set_step_seed(
-                config
-                    .run
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add((state.step * o.update_freq + micro) as u64)
-                    ^ (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            );
-            if let (Some(g), false) = (&group, buffers.is_empty()) {
-                g.broadcast_tensors(&buffers, DEFAULT_BUCKET_BYTES)?;
-            }
-            let terms = step_loss(
-                &mut mode,
-                &student,
-                &batch,
-                epoch,
-                o.label_smoothing,
-                device,
-                precision,
-                &mut clock,
-            )?;
-            let loss = terms
-                .iter()
-                .map(|(_, t)| t.shallow_clone())
-                .reduce(|a, b| a + b)
-                .ok_or_else(|| TrainError::Other("no loss terms".into()))?;
-            let loss_value = loss.f_double_value(&[])?;
-            let term_values: Vec<(&str, f64)> = terms
-                .iter()
-                .map(|(n, t)| Ok((*n, t.f_double_value(&[])?)))
-                .collect::<Result<_, TrainError>>()?;
-            if !loss_value.is_finite() {
-                bar.abandon();
-                let detail = term_values
-                    .iter()
-                    .map(|(n, v)| format!("{n}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(TrainError::NonFinite(format!(
-                    "loss is {loss_value} at epoch {epoch}, step {}{} ({detail}); training stopped, the last good checkpoint in {} is kept",
-                    state.step,
-                    if world > 1 { format!(" on rank {rank}") } else { String::new() },
-                    run.path.display()
-                )));
-            }
-            scaler.scale(&(loss / o.update_freq as f64))?.f_backward()?;
-            micro += 1;
-            clock.images += batch.len();
-            *state.pending_loss.entry("loss".into()).or_default() += loss_value;
-            for (n, v) in &term_values {
-                *state.pending_loss.entry(format!("loss_{n}")).or_default() += v;
-            }
-            state.pending_count += 1;
-            state.next_batch += 1;
-            if micro < o.update_freq {
-                continue;
-            }
-            micro = 0;
-            // DDP's order: average gradients, then unscale, clip and step.
-            if let Some(g) = &group {
-                g.allreduce_gradients(&grad_params, DEFAULT_BUCKET_BYTES)?;
-            }
-            let lr = cosine_lr(state.step, total_steps, warmup_steps, o.lr, o.min_lr);
-            scaler.unscale(&slot_tensors)?;
-            let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c)).transpose()?;
-            let outcome = scaler.step(&slot_tensors, || Ok(opt.step(&slots, lr)?))?;
-            zero_grad(&slots)?;
-            if outcome == StepOutcome::Applied {
-                if let Some(e) = ema.as_mut() {
-                    e.update(&student.exec.graph, &student.params)?;
-                }
-            } else {
-                skipped_steps += 1;
-            }
-            state.step += 1;
-            steps_this_call += 1;
-            sync(device);
-            let dt = step_start.elapsed().as_secs_f64();
-            clock.step += dt;
-            let ips = (o.batch_size * o.update_freq * world) as f64 / dt.max(1e-9);
-            step_start = Instant::now();
-            let mean_loss = state.pending_loss["loss"] / state.pending_count as f64;
-            bar.set_message(format!("loss {mean_loss:.4} lr {lr:.2e} {ips:.0} img/s"));
-            bar.inc(1);
-            if state.step % config.run.log_every.max(1) == 0 {
-                average_pending(group.as_ref(), &mut state)?;
-                let mut line =
-                    json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
-                for (n, v) in &state.pending_loss {
-                    line[n] = json!(v / state.pending_count as f64);
-                }
-                if let Some(g) = grad_norm {
-                    line["grad_norm"] = json!(g);
-                }
-                if scaler.is_enabled() {
-                    line["loss_scale"] = json!(scaler.scale_value()?);
-                    line["skipped_steps"] = json!(skipped_steps);
-                }
-                if world > 1 {
-                    line["world_size"] = json!(world);
-                }
-                if main {
-                    run.log(&line)?;
-                }
-                state.pending_loss.clear();
-                state.pending_count = 0;
-            }
-            let at_limit = config.run.max_steps.is_some_and(|m| steps_this_call >= m);
-            if (config.run.checkpoint_every > 0 && state.step % config.run.checkpoint_every == 0)
-                || at_limit
-            {
-                save_checkpoint(&mut state, &opt, ema.as_ref(), &scaler)?;
-            }
-            if at_limit {
-                mode.flush()?;
-                bar.abandon();
-                stopped = true;
-                break 'epochs;
-            }
-        }
-        drop(batches);
-        mode.flush()?;
-        bar.finish_and_clear();
-        last_eval = end_epoch(
-            &run,
-            &student,
-            ema.as_ref(),
-            &val_loader,
-            &train_loader,
-            &mut state,
-            device,
-            progress,
-            o.epochs,
-            main,
+    /// Evaluation and best weights (rank 0), the epoch's checkpoint, then every rank waits
+    /// for rank 0.
+    fn finish_epoch(&mut self) -> Result<(), TrainError> {
+        self.last_eval = end_epoch(
+            &self.run,
+            &self.student,
+            self.ema.as_ref(),
+            &self.val_loader,
+            &self.train_loader,
+            &mut self.state,
+            self.device,
+            self.progress,
+            self.config.optim.epochs,
+            self.main,
         )?;
-        save_checkpoint(&mut state, &opt, ema.as_ref(), &scaler)?;
-        if let Some(g) = &group {
-            // The others wait here for rank 0's evaluation and checkpoint.
+        self.save_checkpoint()?;
+        if let Some(g) = &self.group {
             g.barrier()?;
         }
+        Ok(())
     }
-    if let Some(g) = &group {
-        g.barrier()?;
+
+    fn summary(self, stopped: bool) -> Summary {
+        let clock = &self.clock;
+        let state = &self.state;
+        Summary {
+            steps: state.step,
+            epochs_done: state.epoch,
+            best_top1: state.best_top1,
+            last_top1: self.last_eval.0,
+            last_ema_top1: self.last_eval.1,
+            images_per_s: (clock.images * self.world) as f64 / clock.step.max(1e-9),
+            seconds: self.started.elapsed().as_secs_f64(),
+            skipped_files: self.train_loader.stats().skipped + self.val_loader.stats().skipped,
+            data_wait_share: clock.data_wait / clock.step.max(1e-9),
+            teacher_share: clock.teacher / clock.step.max(1e-9),
+            finished: !stopped && state.finished,
+            teacher_cache: match self.mode {
+                Mode::Distill { teacher, .. } => Some(teacher.stats),
+                Mode::Supervised => None,
+            },
+            world_size: self.world,
+            rank: self.rank,
+            skipped_steps: self.skipped_steps,
+        }
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    let skipped = train_loader.stats().skipped + val_loader.stats().skipped;
-    Ok(Summary {
-        steps: state.step,
-        epochs_done: state.epoch,
-        best_top1: state.best_top1,
-        last_top1: last_eval.0,
-        last_ema_top1: last_eval.1,
-        images_per_s: (clock.images * world) as f64 / clock.step.max(1e-9),
-        seconds,
-        skipped_files: skipped,
-        data_wait_share: clock.data_wait / clock.step.max(1e-9),
-        teacher_share: clock.teacher / clock.step.max(1e-9),
-        finished: !stopped && state.finished,
-        teacher_cache: match mode {
-            Mode::Distill { teacher, .. } => Some(teacher.stats),
-            Mode::Supervised => None,
-        },
-        world_size: world,
-        rank,
-        skipped_steps,
-    })
 }
 
 /// The device of a data-parallel worker: CPU, or `cuda:LOCAL_RANK` whatever CUDA index the
@@ -740,13 +963,13 @@ fn worker_device(configured: &str, launch: &LaunchEnv) -> Result<Device, TrainEr
 
 /// An opened run: its directory, the config it runs (stored or resolved), the train and
 /// validation sets, and whether it resumes.
-type OpenedRun = (
-    RunDir,
-    TrainConfig,
-    Arc<data::Dataset>,
-    Arc<data::Dataset>,
-    bool,
-);
+struct OpenedRun {
+    run: RunDir,
+    config: TrainConfig,
+    train_set: Arc<data::Dataset>,
+    val_set: Arc<data::Dataset>,
+    resume: bool,
+}
 
 /// The run directory and the config to train with, and the datasets it names. A new run
 /// stores its config resolved against the dataset (classes, channels, size); a resumed run
@@ -779,7 +1002,13 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
         cfg.model = resolve_model(&cfg.model, &train_set);
         (RunDir::create(run_dir, &cfg)?, cfg)
     };
-    Ok((run, config, train_set, val_set, resume))
+    Ok(OpenedRun {
+        run,
+        config,
+        train_set,
+        val_set,
+        resume,
+    })
 }
 
 /// [`open_run`] for a data-parallel rank other than 0, once rank 0 has opened (or created)
@@ -790,7 +1019,13 @@ fn open_run_follower(run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainErr
     config.validate()?;
     let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
     let val_set = Arc::new(data::open(&config.data.dataset, Split::Val)?);
-    Ok((run, config, train_set, val_set, resume))
+    Ok(OpenedRun {
+        run,
+        config,
+        train_set,
+        val_set,
+        resume,
+    })
 }
 
 impl Mode {
@@ -1211,6 +1446,7 @@ pub fn precompute_teacher_outputs(
     epochs: usize,
     progress: bool,
 ) -> Result<(std::path::PathBuf, CacheStats), TrainError> {
+    config.validate()?;
     let d = config
         .distill
         .clone()
@@ -1419,7 +1655,7 @@ pub fn load_model(
     let (cfg, weights) = if source.is_dir() {
         let run = RunDir::open(source)?;
         (run.config()?.model, run.best_or_last_weights()?)
-    } else {
+    } else if source.is_file() {
         let m = model.cloned().ok_or_else(|| {
             TrainError::Config(format!(
                 "{} is a checkpoint file: give its --preset",
@@ -1427,6 +1663,11 @@ pub fn load_model(
             ))
         })?;
         (m, source.to_path_buf())
+    } else {
+        return Err(TrainError::Other(format!(
+            "{} does not exist (give a run directory or a checkpoint file)",
+            source.display()
+        )));
     };
     let graph = cfg.build()?;
     let sd = lkd_models::checkpoint::read_checkpoint_for(&graph, &weights)?;

@@ -131,6 +131,42 @@ fn idx_raw_and_gz_read_the_same() {
         err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
         "{err}"
     );
+
+    // Zero-sized images and dimensions whose product overflows are refused, not panics.
+    let hostile = tmp.path().join("hostile");
+    std::fs::create_dir_all(&hostile).unwrap();
+    let images_file = hostile.join("train-images-idx3-ubyte");
+    std::fs::write(
+        hostile.join("train-labels-idx1-ubyte"),
+        idx_bytes(&[2], &[0, 1]),
+    )
+    .unwrap();
+    let open = || {
+        data::open(&DatasetSpec::new(DatasetKind::Idx, &hostile), Split::Train)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    std::fs::write(&images_file, idx_bytes(&[2, 0, 4], &[])).unwrap();
+    assert_eq!(
+        open(),
+        format!(
+            "{}: malformed file: images must be 3-d (N,H,W) with H, W ≥ 1, found [2, 0, 4]",
+            images_file.display()
+        )
+    );
+    std::fs::write(
+        &images_file,
+        idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[1, 2]),
+    )
+    .unwrap();
+    assert_eq!(
+        open(),
+        format!(
+            "{}: malformed file: dims [4294967295, 4294967295, 4294967295] overflow",
+            images_file.display()
+        )
+    );
 }
 
 fn cifar_record(labels: &[u8], seed: u8) -> Vec<u8> {

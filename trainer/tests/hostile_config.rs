@@ -56,7 +56,35 @@ fn out_of_range_values_name_the_field_and_the_range() {
     );
     assert_eq!(
         err(&["optim.epochs=0"]),
-        "config: optim.epochs must be at least 1, found 0"
+        "config: optim.epochs must be in 1..=100000, found 0"
+    );
+    assert_eq!(
+        err(&["optim.epochs=10000000000"]),
+        "config: optim.epochs must be in 1..=100000, found 1e10"
+    );
+    assert_eq!(
+        err(&["optim.lr=inf"]),
+        "config: optim.lr must be a positive finite number, found inf"
+    );
+    assert_eq!(
+        err(&["distill.fd_weight=1e9"]),
+        "config: distill.fd_weight must be in [0, 1000], found 1e9"
+    );
+    assert_eq!(
+        err(&["run.device=\"tpu\""]),
+        "config: run.device: unknown device `tpu`: expected `cpu`, `cuda` or `cuda:N`"
+    );
+    assert_eq!(
+        err(&["data.augment.rand_augment=\"rand-m9-x\""]),
+        "config: data.augment.rand_augment `rand-m9-x`: unknown option `x` (supported: m, mstd, mmax, n, p, inc)"
+    );
+    assert_eq!(
+        err(&["data.augment.rand_augment=\"rand-n1000000000\""]),
+        "config: data.augment.rand_augment `rand-n1000000000`: `n1000000000`: n must be a whole number in 0..=16"
+    );
+    assert_eq!(
+        err(&["data.augment.rand_augment=\"rand-m9-p2\""]),
+        "config: data.augment.rand_augment `rand-m9-p2`: p = 2 must be in [0, 1]"
     );
     assert_eq!(
         err(&["data.augment.hflip=1.5"]),

@@ -125,7 +125,7 @@ impl ConvNextConfig {
         let k = self.kernel_size;
         convnext_macro(
             common,
-            "convnext",
+            super::Family::ConvNext.into(),
             &self.depths,
             &self.dims,
             self.stem,

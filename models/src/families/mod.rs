@@ -113,27 +113,46 @@ pub enum FamilySpec {
 }
 
 impl FamilySpec {
+    pub fn family(&self) -> Family {
+        match self {
+            FamilySpec::Slak(_) => Family::Slak,
+            FamilySpec::ConvNext(_) => Family::ConvNext,
+            FamilySpec::ResNet(_) => Family::ResNet,
+            FamilySpec::Vit(_) => Family::Vit,
+        }
+    }
+
     /// The family name graphs carry as `arch`.
     pub fn name(&self) -> &'static str {
+        self.family().into()
+    }
+}
+
+/// A network family, spelled as graphs carry it in `arch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub enum Family {
+    Slak,
+    ConvNext,
+    ResNet,
+    Vit,
+}
+
+impl Family {
+    /// Checkpoint layouts the family loads besides its official names. SLaK checkpoints exist
+    /// only in the official layout; ResNet's official names are torchvision's (and timm's),
+    /// ViT's are timm's.
+    pub fn foreign_layouts(self) -> &'static [Layout] {
         match self {
-            FamilySpec::Slak(_) => "slak",
-            FamilySpec::ConvNext(_) => "convnext",
-            FamilySpec::ResNet(_) => "resnet",
-            FamilySpec::Vit(_) => "vit",
+            Family::ConvNext => &[convnext::TIMM, convnext::TORCHVISION],
+            Family::Slak | Family::ResNet | Family::Vit => &[],
         }
     }
 }
 
-/// Foreign checkpoint layouts a family's graphs load besides the official names (by the
-/// family name graphs carry as `arch`).
+/// Foreign checkpoint layouts for a graph's `arch` (none for an arch no family names).
 pub fn foreign_layouts(arch: &str) -> &'static [Layout] {
-    const CONVNEXT: &[Layout] = &[convnext::TIMM, convnext::TORCHVISION];
-    // SLaK checkpoints exist only in the official layout; ResNet's official names are
-    // torchvision's (and timm's), ViT's are timm's.
-    match arch {
-        "convnext" => CONVNEXT,
-        _ => &[],
-    }
+    arch.parse::<Family>().map_or(&[], Family::foreign_layouts)
 }
 
 /// The data a preset is sized for.

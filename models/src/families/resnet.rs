@@ -121,7 +121,7 @@ impl ResNetConfig {
             Some(Init::UniformFanIn),
             Init::UniformFanIn,
         );
-        b.finish(common.header("resnet"), logits)
+        b.finish(common.header(super::Family::ResNet.into()), logits)
     }
 
     fn block(

@@ -209,7 +209,7 @@ impl SlakConfig {
     pub(crate) fn build(&self, common: &CommonConfig) -> Result<Graph, ModelError> {
         convnext_macro(
             common,
-            "slak",
+            super::Family::Slak.into(),
             &self.depths,
             &self.dims,
             self.stem,

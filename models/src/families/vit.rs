@@ -171,6 +171,6 @@ impl VitConfig {
         let pre = b.select_token(x, "pool", 0);
         b.tap("pre_logits", pre);
         let logits = b.linear(pre, "head", d, common.num_classes, Some(Init::Zeros), init);
-        b.finish(common.header("vit"), logits)
+        b.finish(common.header(super::Family::Vit.into()), logits)
     }
 }

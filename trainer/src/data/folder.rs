@@ -91,7 +91,7 @@ pub(crate) fn decode(path: &Path) -> Result<Image> {
         lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default()).map_err(|e| {
             DataError::Decode {
                 path: path.into(),
-                msg: e.to_string(),
+                source: e,
             }
         })?;
     Ok(super::ops::from_pixels(pixels))

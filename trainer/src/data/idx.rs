@@ -80,7 +80,10 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> 
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
     if bytes.len() - header < n {
         return Err(bad(format!(
             "truncated: dims {dims:?} need {n} data bytes, found {}",
@@ -99,10 +102,10 @@ pub(crate) fn open(root: &Path, kind: DatasetKind, split: Split) -> Result<(Vec<
     let lbl_path = locate(root, &format!("{prefix}-labels-idx1-ubyte"))?;
     let (idims, pixels) = parse(&img_path, &read_all(&img_path)?)?;
     let (ldims, labels) = parse(&lbl_path, &read_all(&lbl_path)?)?;
-    if idims.len() != 3 {
+    if idims.len() != 3 || idims[1] == 0 || idims[2] == 0 {
         return Err(DataError::Format {
             path: img_path,
-            msg: format!("images must be 3-d (N,H,W), found {idims:?}"),
+            msg: format!("images must be 3-d (N,H,W) with H, W ≥ 1, found {idims:?}"),
         });
     }
     if ldims.len() != 1 || ldims[0] != idims[0] {

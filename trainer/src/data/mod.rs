@@ -40,8 +40,18 @@ pub enum DataError {
     },
     #[error("{path}: malformed file: {msg}")]
     Format { path: PathBuf, msg: String },
-    #[error("{path}: cannot decode image: {msg} (set `strict = false` to skip such files)")]
-    Decode { path: PathBuf, msg: String },
+    #[error("{path}: cannot decode image (set `strict = false` to skip such files)")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: lkd_preprocess::PreprocessError,
+    },
+    #[error("{path}: cannot write the generated image")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
     #[error("data config: {0}")]
     Config(String),
     #[error("data config: invalid preprocessing")]

@@ -117,7 +117,13 @@ impl RandAugment {
                 "m" => ra.magnitude = num()?,
                 "mstd" => ra.magnitude_std = num()?,
                 "mmax" => ra.magnitude_max = num()?,
-                "n" => ra.num_ops = num()? as usize,
+                "n" => {
+                    let n = num()?;
+                    if !(0.0..=16.0).contains(&n) || n.fract() != 0.0 {
+                        return Err(bad(format!("`{p}`: n must be a whole number in 0..=16")));
+                    }
+                    ra.num_ops = n as usize
+                }
                 "p" => ra.prob = num()?,
                 "inc" => {
                     ra.ops = if num()? != 0.0 {
@@ -133,6 +139,17 @@ impl RandAugment {
                 }
             }
         }
+        let within = |name: &str, v: f64, lo: f64, hi: f64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(format!("{name} = {v} must be in [{lo}, {hi}]")))
+            }
+        };
+        within("m", ra.magnitude, 0.0, 100.0)?;
+        within("mstd", ra.magnitude_std, 0.0, 100.0)?;
+        within("mmax", ra.magnitude_max, 1e-6, 100.0)?;
+        within("p", ra.prob, 0.0, 1.0)?;
         Ok(ra)
     }
 

@@ -46,9 +46,9 @@ pub fn write_jpeg_folder(
                     90,
                 );
                 enc.encode_image(&img)
-                    .map_err(|e| super::DataError::Decode {
+                    .map_err(|source| super::DataError::Encode {
                         path: path.clone(),
-                        msg: e.to_string(),
+                        source,
                     })?;
                 n += 1;
             }
