@@ -60,7 +60,7 @@ edge:
 # fuzz/artifacts/<target>/: minimize them (`cargo +nightly fuzz tmin`) into fuzz/corpus/<target>/.
 # `make test` replays fuzz/corpus with a plain `cargo test` (no nightly).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := pth safetensors onnx_metadata image_decode preprocess_pixels
+FUZZ_TARGETS := pth safetensors onnx_metadata openvino_metadata image_decode preprocess_pixels
 .PHONY: fuzz fuzz-replay
 fuzz:
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

@@ -65,3 +65,23 @@ for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
     raw[i + at:i + at + 4] = struct.pack("<I", 16)
 with open(out("pth", "seed-declared-size-too-small"), "wb") as f:
     f.write(bytes(raw))
+
+# The runtime's metadata walker (openvino_metadata): the tiny classifier whole, and the ways a
+# file can lie about its metadata. The runtime's own fixtures (gray28.onnx, rgb32.onnx, written by
+# runtime/tests/fixtures/make_models.py) are copied beside these by hand.
+os.makedirs(os.path.join(here, "corpus", "openvino_metadata"), exist_ok=True)
+whole = model.SerializeToString()
+entry = lambda k, v: onnx.StringStringEntryProto(key=k, value=v).SerializeToString()
+field14 = lambda body: b"\x72" + bytes([len(body)]) + body  # tag (14 << 3 | 2), short length
+variants = {
+    "seed-tiny-classifier": whole,
+    "seed-cut-in-metadata": whole[:len(whole) - 20],
+    "seed-cut-in-graph": whole[:len(whole) // 2],
+    "seed-repeated-key": whole + field14(entry("lkd.channels", "3")),
+    "seed-entry-without-key": whole + field14(b"\x12\x01v"),
+    "seed-length-past-end": whole + b"\x72\xff\xff\xff\x7f" + b"ab",
+    "seed-metadata-only": field14(entry("lkd.arch", "slak")) + field14(entry("", "")),
+}
+for name, data in variants.items():
+    with open(out("openvino_metadata", name), "wb") as f:
+        f.write(data)

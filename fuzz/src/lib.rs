@@ -2,6 +2,8 @@
 //! corpus replay test (`tests/replay.rs`). Each must return for every input, never panic;
 //! where a parse succeeds, the result is checked for the invariants callers rely on.
 
+use std::collections::BTreeMap;
+
 use lkd_models::checkpoint::{read_pth_bytes, read_safetensors_bytes, StateDict};
 use lkd_models::preprocess::{Interpolation, Preprocess};
 use lkd_models::HostData;
@@ -40,6 +42,50 @@ pub fn safetensors(data: &[u8]) {
 /// `Preprocess`), quantizable layers: what `lkd quantize` reads before ONNX Runtime sees the file.
 pub fn onnx_metadata(data: &[u8]) {
     let _ = lkd_exporter::quantize::prepare(data, true);
+}
+
+/// ONNX bytes → the runtime's own protobuf walker over `metadata_props`
+/// (`lkd_openvino::onnx_metadata_from_bytes`), which reads every model file `lkd-run` loads with
+/// OpenVINO, checked against the protobuf library (`lkd_exporter::proto`):
+/// - where both read the bytes, they agree entry for entry;
+/// - the library's own encoding of whatever it read (well-formed by construction) is read by the
+///   walker to the same entries, unless a key is repeated or missing (the walker's stated
+///   refusals).
+///
+/// The library's reading of arbitrary bytes is not the reference for refusals: rust-protobuf
+/// 3.4 accepts a nested message cut short by the end of the input (corpus file
+/// `found-truncated-entry`, `72 6c`: "field 14, 108 bytes", then nothing), which the walker and
+/// protobuf's C++ and Python parsers refuse as truncated.
+pub fn openvino_metadata(data: &[u8]) {
+    let walked = lkd_openvino::onnx_metadata_from_bytes(data);
+    let Ok(model) = lkd_exporter::proto::decode(data) else {
+        return;
+    };
+    let mut parsed = BTreeMap::new();
+    let mut repeated = false;
+    for e in &model.metadata_props {
+        repeated |= parsed.insert(e.key.clone(), e.value.clone()).is_some();
+    }
+    if let Ok(walked) = walked {
+        assert!(!repeated, "the walker accepted a repeated key");
+        assert_eq!(walked, parsed, "the walker and protobuf disagree");
+    }
+    let Ok(canonical) = lkd_exporter::proto::encode(&model) else {
+        return;
+    };
+    match lkd_openvino::onnx_metadata_from_bytes(&canonical) {
+        Ok(walked) => {
+            assert!(!repeated, "the walker accepted a repeated key");
+            assert_eq!(walked, parsed, "the walker misread protobuf's own encoding");
+        }
+        Err(e) => {
+            let e = e.to_string();
+            // proto3 writes no empty key, so an entry with key "" has none when read back.
+            let stated = (repeated && e.ends_with("appears twice"))
+                || (parsed.contains_key("") && e.ends_with("a metadata entry has no key"));
+            assert!(stated, "the walker refuses protobuf's own encoding: {e}");
+        }
+    }
 }
 
 /// The first bytes choose a small preprocessing, so fuzzing covers every interpolation,

@@ -43,6 +43,11 @@ fn onnx_metadata_corpus() {
 }
 
 #[test]
+fn openvino_metadata_corpus() {
+    replay("openvino_metadata", lkd_fuzz::openvino_metadata);
+}
+
+#[test]
 fn image_decode_corpus() {
     replay("image_decode", lkd_fuzz::image_decode);
 }

@@ -162,7 +162,7 @@ pub fn parse_device(s: &str) -> Result<Device, lkd_ort::OrtError> {
 }
 
 pub fn parse_opt_level(s: &str) -> Result<OptLevel, lkd_ort::OrtError> {
-    s.parse::<OptLevel>()
+    OptLevel::parse(s)
 }
 
 #[derive(Args, Debug)]

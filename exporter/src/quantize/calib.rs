@@ -14,13 +14,32 @@ use super::{Batch, QuantizeError, Result};
 /// Observed (low, high) per tensor name.
 pub type Ranges = BTreeMap<String, (f32, f32)>;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "lowercase")]
 pub enum CalibMethod {
     MinMax,
     /// Clip both tails at this percentile (e.g. 99.99).
     Percentile(f64),
     /// TensorRT-style: the |x| threshold minimizing KL(P‖Q) against 128 quantized bins.
     Entropy,
+}
+
+impl CalibMethod {
+    /// The method's name, without its parameter.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// The name and its parameter, as `lkd.quant.method` records it: `minmax`, `percentile 99.99`.
+impl std::fmt::Display for CalibMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())?;
+        if let CalibMethod::Percentile(p) = self {
+            write!(f, " {p}")?;
+        }
+        Ok(())
+    }
 }
 
 const BINS: usize = 4096;
@@ -317,6 +336,19 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn methods_keep_their_recorded_names() {
+        use strum::VariantNames;
+        assert_eq!(CalibMethod::VARIANTS, ["minmax", "percentile", "entropy"]);
+        assert_eq!(CalibMethod::MinMax.to_string(), "minmax");
+        assert_eq!(CalibMethod::Entropy.to_string(), "entropy");
+        assert_eq!(CalibMethod::Percentile(99.99).as_str(), "percentile");
+        assert_eq!(
+            CalibMethod::Percentile(99.99).to_string(),
+            "percentile 99.99"
+        );
+    }
 
     #[test]
     fn rebinning_keeps_counts_and_quantiles() {

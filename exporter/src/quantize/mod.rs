@@ -215,11 +215,6 @@ impl Prepared {
             .filter(|n| float.contains(*n))
             .collect();
         floats.dedup();
-        let method = match opts.method {
-            CalibMethod::MinMax => "minmax".to_string(),
-            CalibMethod::Percentile(p) => format!("percentile {p}"),
-            CalibMethod::Entropy => "entropy".to_string(),
-        };
         let weight = if opts.reduce_range {
             "int8 symmetric per-channel, 7-bit range"
         } else {
@@ -227,7 +222,7 @@ impl Prepared {
         };
         let entries = [
             (keys::FORMAT, "QDQ".to_string()),
-            (keys::METHOD, method),
+            (keys::METHOD, opts.method.to_string()),
             (
                 keys::ACTIVATION_TYPE,
                 opts.activation_type.as_str().to_string(),

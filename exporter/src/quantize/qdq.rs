@@ -14,22 +14,21 @@ use super::calib::Ranges;
 use super::{QuantizeError, QuantizeOptions, Result};
 use crate::proto::{attr, node, Attr};
 
-/// Activation element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Activation element type, named as ONNX names the element type (`lkd.quant.activation_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, strum::IntoStaticStr, strum::VariantNames)]
 pub enum ActType {
     /// Asymmetric, zero point in [0, 255].
     #[default]
+    #[strum(serialize = "uint8")]
     U8,
     /// Symmetric, zero point 0.
+    #[strum(serialize = "int8")]
     I8,
 }
 
 impl ActType {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ActType::U8 => "uint8",
-            ActType::I8 => "int8",
-        }
+        self.into()
     }
 
     fn data_type(self) -> i32 {
@@ -553,6 +552,16 @@ pub fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activation_types_have_onnx_names() {
+        use strum::VariantNames;
+        assert_eq!(ActType::VARIANTS, ["uint8", "int8"]);
+        assert_eq!(
+            (ActType::U8.as_str(), ActType::I8.as_str()),
+            ("uint8", "int8")
+        );
+    }
 
     #[test]
     fn per_channel_weights_round_trip() {

@@ -40,26 +40,51 @@ impl fmt::Display for Device {
     }
 }
 
-/// ONNX Runtime graph optimization level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// ONNX Runtime graph optimization level, by name or by ONNX Runtime's number (0–3).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum OptLevel {
+    #[strum(to_string = "disable", serialize = "0")]
     Disable,
+    #[strum(to_string = "basic", serialize = "1")]
     Basic,
+    #[strum(to_string = "extended", serialize = "2")]
     Extended,
     #[default]
+    #[strum(to_string = "all", serialize = "3")]
     All,
 }
 
-impl FromStr for OptLevel {
-    type Err = OrtError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "disable" | "0" => Ok(Self::Disable),
-            "basic" | "1" => Ok(Self::Basic),
-            "extended" | "2" => Ok(Self::Extended),
-            "all" | "3" => Ok(Self::All),
-            _ => Err(OrtError::BadOptLevel(s.to_string())),
-        }
+impl OptLevel {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// `s` as a level; the error lists the accepted names.
+    pub fn parse(s: &str) -> Result<Self> {
+        use strum::VariantNames;
+        s.parse().map_err(|_| OrtError::BadOptLevel {
+            found: s.to_string(),
+            expected: one_of(Self::VARIANTS),
+        })
+    }
+}
+
+/// `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
     }
 }
 
@@ -99,8 +124,20 @@ mod tests {
 
     #[test]
     fn opt_levels_parse_by_name_and_number() {
-        assert_eq!("basic".parse::<OptLevel>().unwrap(), OptLevel::Basic);
-        assert_eq!("3".parse::<OptLevel>().unwrap(), OptLevel::All);
-        assert!("fast".parse::<OptLevel>().is_err());
+        assert_eq!(OptLevel::parse("basic").unwrap(), OptLevel::Basic);
+        assert_eq!(OptLevel::parse("3").unwrap(), OptLevel::All);
+        for (i, name) in ["disable", "basic", "extended", "all"].iter().enumerate() {
+            let level = OptLevel::parse(name).unwrap();
+            assert_eq!(level.as_str(), *name);
+            assert_eq!(OptLevel::parse(&i.to_string()).unwrap(), level);
+        }
+        for bad in ["fast", "4", "Basic", ""] {
+            assert_eq!(
+                OptLevel::parse(bad).unwrap_err().to_string(),
+                format!(
+                    "unknown optimization level `{bad}`: expected disable, basic, extended or all"
+                )
+            );
+        }
     }
 }

@@ -48,8 +48,8 @@ pub enum OrtError {
     #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
     BadDevice(String),
 
-    #[error("unknown optimization level `{0}`: expected disable, basic, extended or all")]
-    BadOptLevel(String),
+    #[error("unknown optimization level `{found}`: expected {expected}")]
+    BadOptLevel { found: String, expected: String },
 
     #[error("ONNX Runtime cannot load the model")]
     Load {

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, Model, PartialShape, PropertyKey,
@@ -15,9 +14,21 @@ use crate::library::load_library;
 
 /// The arithmetic the CPU plugin computes in. OpenVINO's own default is bf16 on CPUs with
 /// AVX512_BF16/AMX, which changes the logits; here f32 is the default and bf16 must be asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase", ascii_case_insensitive)]
 pub enum Precision {
     #[default]
+    #[strum(to_string = "f32", serialize = "fp32")]
     F32,
     Bf16,
 }
@@ -25,21 +36,25 @@ pub enum Precision {
 impl Precision {
     /// The value of OpenVINO's `INFERENCE_PRECISION_HINT`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
+        self.into()
+    }
+
+    /// `s` (any case, surrounding spaces ignored) as a precision; the error lists the accepted
+    /// names.
+    pub fn parse(s: &str) -> Result<Self> {
+        use strum::VariantNames;
+        s.trim().parse().map_err(|_| OvError::BadPrecision {
+            found: s.to_string(),
+            expected: one_of(Self::VARIANTS),
+        })
     }
 }
 
-impl FromStr for Precision {
-    type Err = OvError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            _ => Err(OvError::BadPrecision(s.to_string())),
-        }
+/// `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
     }
 }
 
@@ -388,10 +403,16 @@ mod tests {
 
     #[test]
     fn precision_parses_and_rejects() {
-        assert_eq!("F32".parse::<Precision>().unwrap(), Precision::F32);
-        assert_eq!(" bf16 ".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!(Precision::parse("F32").unwrap(), Precision::F32);
+        assert_eq!(Precision::parse("fp32").unwrap(), Precision::F32);
+        assert_eq!(Precision::parse(" bf16 ").unwrap(), Precision::Bf16);
         assert_eq!(
-            "int8".parse::<Precision>().unwrap_err().to_string(),
+            (Precision::F32.as_str(), Precision::Bf16.as_str()),
+            ("f32", "bf16")
+        );
+        assert_eq!(Precision::Bf16.to_string(), "bf16");
+        assert_eq!(
+            Precision::parse("int8").unwrap_err().to_string(),
             "unknown precision `int8`: expected f32 or bf16"
         );
         assert_eq!(Precision::default(), Precision::F32);

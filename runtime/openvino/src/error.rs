@@ -43,8 +43,8 @@ pub enum OvError {
         found: String,
     },
 
-    #[error("unknown precision `{0}`: expected f32 or bf16")]
-    BadPrecision(String),
+    #[error("unknown precision `{found}`: expected {expected}")]
+    BadPrecision { found: String, expected: String },
 
     #[error("invalid engine setting: {0}")]
     Setting(String),

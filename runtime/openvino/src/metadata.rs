@@ -212,4 +212,18 @@ mod tests {
         );
         assert!(err(&field(METADATA_FIELD, &field(1, &[0xff]))).ends_with("not UTF-8"));
     }
+
+    /// Found by the `openvino_metadata` fuzz target: rust-protobuf 3.4 reads these two bytes as
+    /// one empty metadata entry (a nested message cut short by the end of the input passes
+    /// there); the walker, like protobuf's C++ and Python parsers, refuses the truncation.
+    #[test]
+    fn an_entry_cut_off_by_the_end_of_the_file_is_refused() {
+        assert_eq!(
+            onnx_metadata_from_bytes(&[0x72, 0x6c])
+                .unwrap_err()
+                .to_string(),
+            "cannot read ONNX metadata from `<memory>`: field 14 at byte 2 claims 108 bytes but \
+             only 0 remain (truncated file?)"
+        );
+    }
 }

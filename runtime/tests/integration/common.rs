@@ -189,3 +189,37 @@ pub fn multipart(field: &str, filename: &str, bytes: &[u8]) -> (String, Vec<u8>)
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+}
+
+/// A complete, valid 8-bit grey PNG of zeros whose header declares `width`×`height`: tiny on
+/// disk, huge once decoded (issue 13's hostile probes). Compressed row by row, so the pixels are
+/// never held in memory here.
+pub fn zero_png(width: u32, height: u32, level: flate2::Compression) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, deflate, no filter, no interlace
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), level);
+    // Each row is filter byte 0 then `width` zero samples: all zeros, written 1 MiB at a time.
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = (width as u64 + 1) * height as u64;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        z.write_all(&zeros[..n]).unwrap();
+        left -= n as u64;
+    }
+    png_chunk(&mut png, b"IDAT", &z.finish().unwrap());
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}

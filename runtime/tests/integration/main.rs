@@ -5,6 +5,7 @@
 mod bench;
 mod common;
 mod edge;
+mod hostile_images;
 mod openvino;
 mod predict;
 mod serve;
