@@ -63,6 +63,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := pth safetensors onnx_metadata openvino_metadata image_decode preprocess_pixels
 .PHONY: fuzz fuzz-replay
 fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p .work/$$t && \
 		cargo +nightly fuzz run $$t .work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
