@@ -455,7 +455,7 @@ fn eval_transform_matches_hand_computation() {
     let img = Image::new(5, 2, 1, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90]);
     let t = Transform::eval(&pre);
     let mut out = vec![0f32; 4];
-    t.apply(img, &mut rng(0), &mut out);
+    t.apply(img, &mut rng(0), &mut out).unwrap();
     let expect: Vec<f32> = [20u8, 30, 70, 80]
         .iter()
         .map(|&v| (v as f32 / 255.0 - 0.25) / 0.5)
@@ -469,14 +469,19 @@ fn eval_transform_matches_hand_computation() {
     let r = ops::resize_shorter(&flat, 256, pre.interpolation);
     assert_eq!((r.width, r.height), (341, 256));
     let t = Transform::eval(&pre);
-    let u = t.apply_u8(flat.clone(), &mut rng(0));
+    let u = t.apply_u8(flat.clone(), &mut rng(0)).unwrap();
+    // An image the eval geometry cannot take is an error, not a panic in a loader thread.
+    let e = t
+        .apply_u8(Image::filled(0, 5, 3, 0), &mut rng(0))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "the image has no pixels (0×5)");
     assert_eq!((u.width, u.height, u.channels), (224, 224, 3));
     assert!(
         u.data.iter().all(|&v| v == 200),
         "a flat image stays flat through resize and crop"
     );
     let mut out = vec![0f32; 3 * 224 * 224];
-    t.apply(flat, &mut rng(0), &mut out);
+    t.apply(flat, &mut rng(0), &mut out).unwrap();
     for c in 0..3 {
         let want = (200.0 / 255.0 - pre.mean[c]) / pre.std[c];
         assert!(out[c * 224 * 224..(c + 1) * 224 * 224]
@@ -775,7 +780,8 @@ fn eval_loader_keeps_order_and_every_sample() {
     // Same pixels as the transform applied by hand.
     let t = Transform::eval(&pre);
     let mut out = vec![0f32; 3 * 32 * 32];
-    t.apply(ds.get(5).unwrap().image, &mut rng(0), &mut out);
+    t.apply(ds.get(5).unwrap().image, &mut rng(0), &mut out)
+        .unwrap();
     assert!(same(
         &batches[1].images.get(1).flatten(0, -1),
         &Tensor::from_slice(&out)

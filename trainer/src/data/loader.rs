@@ -566,7 +566,8 @@ fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Resu
         let mut r = rng::rng_for(&[cfg.seed, epoch as u64, idx as u64]);
         shared
             .transform
-            .apply(s.image, &mut r, &mut buf[j * per..(j + 1) * per]);
+            .apply(s.image, &mut r, &mut buf[j * per..(j + 1) * per])
+            .map_err(|source| DataError::Transform { index: idx, source })?;
         labels.push(s.label as i64);
         samples.push(idx);
     }

@@ -54,6 +54,13 @@ pub enum DataError {
     },
     #[error("data config: {0}")]
     Config(String),
+    /// A sample the configured preprocessing cannot produce (e.g. a resize past the limit).
+    #[error("sample {index}: cannot preprocess it")]
+    Transform {
+        index: usize,
+        #[source]
+        source: lkd_preprocess::PreprocessError,
+    },
     #[error("data config: invalid preprocessing")]
     Preprocess(#[from] lkd_models::PreprocessSpecError),
     #[error("sample {index} is out of range: the dataset has {len} samples")]

@@ -5,6 +5,7 @@
 
 use super::{ops, rng, DataError, Image, RandAugment, Result};
 use lkd_models::preprocess::Preprocess;
+use lkd_preprocess::PreprocessError;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -256,17 +257,20 @@ impl Transform {
     }
 
     /// The eval geometry serving uses too (`lkd_preprocess::eval_geometry`): channels, resize
-    /// of the shorter side to `resize_size()`, centre crop `input_size`. `validate` has
-    /// accepted the `Preprocess` and datasets yield non-empty 1- or 3-channel images, so an
-    /// error here is a bug, not bad input.
-    pub fn eval_geometry(&self, img: Image) -> Image {
-        let out = lkd_preprocess::eval_geometry(ops::to_pixels(img), &self.pre)
-            .unwrap_or_else(|e| panic!("eval preprocessing of a dataset image: {e}"));
-        ops::from_pixels(out)
+    /// of the shorter side to `resize_size()`, centre crop `input_size`. Datasets yield
+    /// non-empty images and `validate` checks the `Preprocess`, so this fails only on an image
+    /// no dataset produces; it is still an error for the caller, never a loader panic.
+    pub fn eval_geometry(&self, img: Image) -> Result<Image, PreprocessError> {
+        let out = lkd_preprocess::eval_geometry(ops::to_pixels(img), &self.pre)?;
+        Ok(ops::from_pixels(out))
     }
 
     /// Everything before normalization, as u8 HWC with `pre.channels` channels.
-    pub fn apply_u8<R: Rng + ?Sized>(&self, img: Image, rng: &mut R) -> Image {
+    pub fn apply_u8<R: Rng + ?Sized>(
+        &self,
+        img: Image,
+        rng: &mut R,
+    ) -> Result<Image, PreprocessError> {
         let img = ops::to_channels(img, self.pre.channels);
         let [h, w] = self.pre.input_size;
         let Some(aug) = &self.aug else {
@@ -278,7 +282,7 @@ impl Transform {
                 let c = ops::crop(&img, x as isize, y as isize, cw, ch);
                 ops::resize(&c, w, h, self.pre.interpolation)
             }
-            None => self.eval_geometry(img),
+            None => self.eval_geometry(img)?,
         };
         if aug.crop_padding > 0 {
             let p = aug.crop_padding;
@@ -292,12 +296,17 @@ impl Transform {
         if let Some(ra) = &self.rand_augment {
             out = ra.apply(out, rng);
         }
-        out
+        Ok(out)
     }
 
     /// The full transform into `out` (C×H×W floats, normalized with the `Preprocess`).
-    pub fn apply<R: Rng + ?Sized>(&self, img: Image, rng: &mut R, out: &mut [f32]) {
-        let u = self.apply_u8(img, rng);
+    pub fn apply<R: Rng + ?Sized>(
+        &self,
+        img: Image,
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        let u = self.apply_u8(img, rng)?;
         ops::to_chw_normalized(&u, &self.pre.mean, &self.pre.std, out);
         if let Some(aug) = &self.aug {
             if aug.random_erasing > 0.0 {
@@ -305,5 +314,6 @@ impl Transform {
                 random_erase(out, c, h, w, aug.random_erasing, rng);
             }
         }
+        Ok(())
     }
 }
