@@ -10,6 +10,7 @@ pub mod graph;
 pub mod preprocess;
 pub mod summary;
 pub mod tensor;
+pub mod text;
 
 pub use families::{
     find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS,

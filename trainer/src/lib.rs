@@ -70,19 +70,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// `a, b or c` (quoted: `"a", "b" or "c"`), the choices an error message offers.
 pub(crate) fn choices(names: &[&str], quoted: bool) -> String {
-    let names: Vec<String> = names
-        .iter()
-        .map(|n| {
-            if quoted {
-                format!("{n:?}")
-            } else {
-                n.to_string()
-            }
-        })
-        .collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.concat(),
+    if quoted {
+        let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        lkd_models::text::one_of(&quoted)
+    } else {
+        lkd_models::text::one_of(names)
     }
 }
 

@@ -75,16 +75,8 @@ impl OptLevel {
         use strum::VariantNames;
         s.parse().map_err(|_| OrtError::BadOptLevel {
             found: s.to_string(),
-            expected: one_of(Self::VARIANTS),
+            expected: lkd_models::text::one_of(Self::VARIANTS),
         })
-    }
-}
-
-/// `a, b or c`.
-fn one_of(names: &[&str]) -> String {
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.concat(),
     }
 }
 

@@ -45,16 +45,8 @@ impl Precision {
         use strum::VariantNames;
         s.trim().parse().map_err(|_| OvError::BadPrecision {
             found: s.to_string(),
-            expected: one_of(Self::VARIANTS),
+            expected: lkd_models::text::one_of(Self::VARIANTS),
         })
-    }
-}
-
-/// `a, b or c`.
-fn one_of(names: &[&str]) -> String {
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.concat(),
     }
 }
 
