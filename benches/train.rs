@@ -122,7 +122,7 @@ impl Pair {
         }
     }
 
-    fn slots(&self) -> Vec<Slot<'_>> {
+    fn slots(&self) -> Vec<Slot> {
         slots(&self.student.graph, &self.params, "")
     }
 

@@ -388,9 +388,13 @@ impl ProcessGroup {
     /// gradients are packed into flat buckets of at most `bucket_bytes` (grouped by dtype),
     /// each bucket all-reduced once, and the averages copied back. A parameter with no gradient
     /// on this rank gets a zero one, so every rank sends the same bucket layout.
-    pub fn allreduce_gradients(&self, params: &[Tensor], bucket_bytes: usize) -> Result<()> {
+    pub fn allreduce_gradients<T: std::borrow::Borrow<Tensor>>(
+        &self,
+        params: &[T],
+        bucket_bytes: usize,
+    ) -> Result<()> {
         let mut grads = Vec::with_capacity(params.len());
-        for (i, p) in params.iter().enumerate() {
+        for (i, p) in params.iter().map(std::borrow::Borrow::borrow).enumerate() {
             if !p.requires_grad() {
                 return Err(DistError::Input(format!(
                     "allreduce_gradients: parameter {i} does not require grad"

@@ -17,10 +17,11 @@ pub struct AdamW {
     pub exp_avg_sq: BTreeMap<String, Tensor>,
 }
 
-/// A tensor to optimise: name (for state), tensor, and whether weight decay applies.
-pub struct Slot<'a> {
+/// A tensor to optimise: name (for state), a handle sharing the parameter's storage and
+/// gradient, and whether weight decay applies. Built once per run, not per step.
+pub struct Slot {
     pub name: String,
-    pub tensor: &'a Tensor,
+    pub tensor: Tensor,
     pub decay: bool,
 }
 
@@ -165,13 +166,13 @@ impl Ema {
     }
 }
 
-pub fn slots<'a>(graph: &'a Graph, params: &'a Params, prefix: &str) -> Vec<Slot<'a>> {
+pub fn slots(graph: &Graph, params: &Params, prefix: &str) -> Vec<Slot> {
     params
         .trainable(graph)
         .into_iter()
         .map(|(n, t, decay)| Slot {
             name: format!("{prefix}{n}"),
-            tensor: t,
+            tensor: t.shallow_clone(),
             decay,
         })
         .collect()

@@ -115,17 +115,17 @@ impl Student {
         all
     }
 
-    fn slots(&self) -> Vec<Slot<'_>> {
+    fn slots(&self) -> Vec<Slot> {
         let mut s = crate::optim::slots(&self.exec.graph, &self.params, "");
         if let Some((w, b)) = &self.projector {
             s.push(Slot {
                 name: "distill.projector.weight".into(),
-                tensor: w,
+                tensor: w.shallow_clone(),
                 decay: true,
             });
             s.push(Slot {
                 name: "distill.projector.bias".into(),
-                tensor: b,
+                tensor: b.shallow_clone(),
                 decay: false,
             });
         }
@@ -533,8 +533,9 @@ struct Training {
     ema: Option<Ema>,
     state: TrainerState,
     scaler: GradScaler,
-    /// What the workers average after backward (gradients) and share before forward (buffers).
-    grad_params: Vec<Tensor>,
+    /// What the optimizer updates (and the workers average the gradients of), built once.
+    slots: Vec<Slot>,
+    /// What the workers share from rank 0 before each forward pass.
     buffers: Vec<Tensor>,
     clock: Clock,
     steps_this_call: usize,
@@ -607,11 +608,7 @@ impl Training {
         if let Some(s) = scaler_state.filter(|_| scaler.is_enabled()) {
             scaler.load_state(s)?;
         }
-        let grad_params = student
-            .slots()
-            .iter()
-            .map(|s| s.tensor.shallow_clone())
-            .collect();
+        let slots = student.slots();
         let buffers = student
             .exec
             .graph
@@ -649,7 +646,7 @@ impl Training {
             ema,
             state,
             scaler,
-            grad_params,
+            slots,
             buffers,
             clock: Clock::default(),
             steps_this_call: 0,
@@ -812,8 +809,9 @@ impl Training {
     /// DDP's order: average gradients, then unscale, clip and step (skipped on inf/NaN under
     /// fp16 scaling), then the EMA. Returns the step's learning rate and gradient norm.
     fn optimizer_step(&mut self) -> Result<(f64, Option<f64>), TrainError> {
+        let slot_tensors: Vec<&Tensor> = self.slots.iter().map(|s| &s.tensor).collect();
         if let Some(g) = &self.group {
-            g.allreduce_gradients(&self.grad_params, DEFAULT_BUCKET_BYTES)?;
+            g.allreduce_gradients(&slot_tensors, DEFAULT_BUCKET_BYTES)?;
         }
         let o = &self.config.optim;
         let s = &self.schedule;
@@ -824,15 +822,14 @@ impl Training {
             o.lr,
             o.min_lr,
         );
-        let slots = self.student.slots();
-        let slot_tensors: Vec<&Tensor> = slots.iter().map(|s| s.tensor).collect();
+        let slots = &self.slots;
         self.scaler.unscale(&slot_tensors)?;
-        let grad_norm = o.clip_grad.map(|c| clip_grad_norm(&slots, c)).transpose()?;
+        let grad_norm = o.clip_grad.map(|c| clip_grad_norm(slots, c)).transpose()?;
         let opt = &mut self.opt;
         let outcome = self
             .scaler
-            .step(&slot_tensors, || Ok(opt.step(&slots, lr)?))?;
-        zero_grad(&slots)?;
+            .step(&slot_tensors, || Ok(opt.step(slots, lr)?))?;
+        zero_grad(slots)?;
         if outcome == StepOutcome::Applied {
             if let Some(e) = self.ema.as_mut() {
                 e.update(&self.student.exec.graph, &self.student.params)?;
@@ -992,9 +989,7 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
     } else {
         (config.clone(), false)
     };
-    config.validate()?;
-    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
-    let val_set = Arc::new(data::open(&config.data.dataset, Split::Val)?);
+    let (train_set, val_set) = checked_datasets(&config)?;
     let (run, config) = if resume {
         (RunDir::open(run_dir)?, config)
     } else {
@@ -1011,14 +1006,23 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
     })
 }
 
+/// The train and validation sets `config` names, once it is known to be valid.
+fn checked_datasets(
+    config: &TrainConfig,
+) -> Result<(Arc<data::Dataset>, Arc<data::Dataset>), TrainError> {
+    config.validate()?;
+    Ok((
+        Arc::new(data::open(&config.data.dataset, Split::Train)?),
+        Arc::new(data::open(&config.data.dataset, Split::Val)?),
+    ))
+}
+
 /// [`open_run`] for a data-parallel rank other than 0, once rank 0 has opened (or created)
 /// the run: reads its config and datasets and writes nothing.
 fn open_run_follower(run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainError> {
     let run = RunDir::open(run_dir)?;
     let config = run.config()?;
-    config.validate()?;
-    let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
-    let val_set = Arc::new(data::open(&config.data.dataset, Split::Val)?);
+    let (train_set, val_set) = checked_datasets(&config)?;
     Ok(OpenedRun {
         run,
         config,

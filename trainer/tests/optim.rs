@@ -26,12 +26,12 @@ fn adamw_matches_pytorch() {
         let slots = [
             Slot {
                 name: "w".into(),
-                tensor: &w,
+                tensor: w.shallow_clone(),
                 decay: true,
             },
             Slot {
                 name: "b".into(),
-                tensor: &b,
+                tensor: b.shallow_clone(),
                 decay: false,
             },
         ];
