@@ -39,6 +39,7 @@ study: release
 	mkdir -p docs/results
 	cp runs/study-$(STUDY)/results.md docs/results/study-$(STUDY).md
 	cp runs/study-$(STUDY)/results.csv docs/results/study-$(STUDY).csv
+	cp runs/study-$(STUDY)/results-seeds.csv docs/results/study-$(STUDY)-seeds.csv
 	cp runs/study-$(STUDY)/results.png docs/results/study-$(STUDY).png
 
 doctor: build

@@ -6,6 +6,7 @@ use lkd_exporter::ExportReport;
 use lkd_runtime::{BenchConfig, BenchResult};
 use lkd_trainer::erf::ErfResult;
 use lkd_trainer::rundir::RunDir;
+use lkd_trainer::stats::{mean_std, Paired, Verdict};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -112,18 +113,6 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Mean and sample standard deviation.
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
-}
-
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.filter(|x| x.is_finite())
         .map(|x| format!("{x:.digits$}"))
@@ -147,8 +136,8 @@ impl Report {
         (row.kd != "none").then_some(row.best_top1 - base.best_top1)
     }
 
-    /// The verdict under the table: teacher vs student, and the KD gain as mean ± std over
-    /// seeds, stated as measured.
+    /// The verdict under the table: teacher vs student, and the KD gain paired by seed (mean, 95 %
+    /// t interval, p-values); "helped" only when the interval lies above 0.
     pub fn verdict(&self) -> String {
         let gains: Vec<f64> = self.rows.iter().filter_map(|r| self.kd_gain(r)).collect();
         let base: Vec<f64> = self
@@ -176,18 +165,23 @@ impl Report {
         if gains.is_empty() {
             return out.join(" ");
         }
-        let (g, gs) = mean_std(&gains);
+        let gain = Paired::new(&gains);
         let (k, ks) = mean_std(&kd);
         let (b, bs) = mean_std(&base);
-        let n = gains.len();
-        let helped = if g > 0.0 && (n < 2 || g > gs) {
-            "distillation helped"
-        } else if g > 0.0 {
-            "distillation helped on average, but by less than the seed spread"
-        } else {
-            "distillation did not help"
+        let n = gain.n;
+        let finding = match gain.verdict() {
+            Verdict::Holds => "distillation helped".to_string(),
+            Verdict::Reversed => "distillation hurt".to_string(),
+            not_resolved => format!("whether distillation helped is {not_resolved}"),
         };
-        out.push(format!("Over {n} seed(s): NKD student {k:.2} ± {ks:.2}%, no-KD student {b:.2} ± {bs:.2}%, KD gain {g:+.2} ± {gs:.2} points: {helped}."));
+        let tests = match (gain.p_t, gain.p_sign_flip) {
+            (Some(pt), Some(ps)) => format!(", paired t p = {pt:.3}, sign-flip p = {ps:.3}"),
+            _ => String::new(),
+        };
+        out.push(format!(
+            "Over {n} seed(s): NKD student {k:.2} ± {ks:.2}%, no-KD student {b:.2} ± {bs:.2}%, KD gain {} points (mean [95 % CI]{tests}): {finding}.",
+            gain.mean_and_interval(2)
+        ));
         out.join(" ")
     }
 

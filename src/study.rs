@@ -2,13 +2,13 @@
 //! seeds, each cell a run dir; results as mean ± std over seeds (markdown + CSV) and a bar
 //! chart, plus the students' ERF per teacher. Finished cells are skipped on re-runs.
 
-use crate::report::mean_std;
 use crate::train_cmds::measure_erf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
+use lkd_trainer::stats::{mean_std, Paired, Verdict};
 use lkd_trainer::train::{
     kept_teacher, load_model, train_or_reuse, train_or_reuse_shared, RunOutcome,
 };
@@ -83,6 +83,12 @@ struct CellResult {
     /// ERF area ratio per contribution threshold (0.2, 0.3, 0.5, 0.99), as the papers report.
     #[serde(default)]
     erf: Vec<(f64, f64)>,
+    /// The same ratios with the square's side interpolated between whole pixels (continuous).
+    #[serde(default)]
+    erf_interpolated: Vec<(f64, f64)>,
+    /// Contribution-weighted RMS radius of the ERF, in input pixels.
+    #[serde(default)]
+    erf_rms_radius: Option<f64>,
 }
 
 impl CellResult {
@@ -93,10 +99,24 @@ impl CellResult {
             .map(|r| r.1)
             .or(self.erf_r20.filter(|_| (threshold - 0.2).abs() < 1e-9))
     }
+
+    fn erf_interpolated_at(&self, threshold: f64) -> Option<f64> {
+        self.erf_interpolated
+            .iter()
+            .find(|(t, _)| (t - threshold).abs() < 1e-9)
+            .map(|r| r.1)
+    }
+
+    fn set_erf(&mut self, erf: lkd_trainer::erf::ErfResult) {
+        self.erf = erf.area_ratios;
+        self.erf_interpolated = erf.area_ratios_interpolated;
+        self.erf_rms_radius = Some(erf.rms_radius_px);
+        self.erf_r20 = self.erf_at(0.2);
+    }
 }
 
-/// The student's ERF area ratios (threshold, ratio) measured on `images` validation images.
-fn cell_erf(dir: &Path, cfg: &TrainConfig, images: usize) -> Result<Vec<(f64, f64)>> {
+/// The student's ERF measured on `images` validation images.
+fn cell_erf(dir: &Path, cfg: &TrainConfig, images: usize) -> Result<lkd_trainer::erf::ErfResult> {
     let device = lkd_trainer::parse_device(&cfg.run.device)?;
     let (exec, params) = load_model(dir, None, device)?;
     let erf = measure_erf(
@@ -108,7 +128,7 @@ fn cell_erf(dir: &Path, cfg: &TrainConfig, images: usize) -> Result<Vec<(f64, f6
         None,
         device,
     )?;
-    Ok(erf.area_ratios)
+    Ok(erf)
 }
 
 /// Thresholds whose ERF area ratio the tables and claim (c) report.
@@ -286,10 +306,9 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
                     {
                         println!("cell {name}: done before (top-1 {:.2}%)", r.top1);
-                        if study.erf_images > 0 && r.erf.is_empty() {
-                            // Cells recorded before every threshold was kept: measure again.
-                            r.erf = cell_erf(&dir, &cfg, study.erf_images)?;
-                            r.erf_r20 = r.erf_at(0.2);
+                        if study.erf_images > 0 && r.erf_rms_radius.is_none() {
+                            // Cells recorded before the continuous ERF measures: measure again.
+                            r.set_erf(cell_erf(&dir, &cfg, study.erf_images)?);
                             lkd_models::checkpoint::write_atomic(
                                 &result_path,
                                 serde_json::to_string_pretty(&r)?.as_bytes(),
@@ -307,9 +326,9 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     let seconds = ensure_run(&dir, &cfg)?;
                     compute += seconds;
                     let erf = if study.erf_images > 0 {
-                        cell_erf(&dir, &cfg, study.erf_images)?
+                        Some(cell_erf(&dir, &cfg, study.erf_images)?)
                     } else {
-                        vec![]
+                        None
                     };
                     let mut r = CellResult {
                         student: student.preset.clone(),
@@ -320,9 +339,13 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         seconds,
                         run_dir: dir.display().to_string(),
                         erf_r20: None,
-                        erf,
+                        erf: vec![],
+                        erf_interpolated: vec![],
+                        erf_rms_radius: None,
                     };
-                    r.erf_r20 = r.erf_at(0.2);
+                    if let Some(erf) = erf {
+                        r.set_erf(erf);
+                    }
                     lkd_models::checkpoint::write_atomic(
                         &result_path,
                         serde_json::to_string_pretty(&r)?.as_bytes(),
@@ -347,6 +370,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     md.push_str(&provenance(&a.config, wall.total(), missing == 0));
     lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    lkd_models::checkpoint::write_atomic(
+        &out.join("results-seeds.csv"),
+        per_seed_csv(&results).as_bytes(),
+    )?;
     if !results.is_empty() {
         chart(&out.join("results.png"), &results)?;
     }
@@ -546,7 +573,7 @@ fn tables(
         csv_out.write_record(record).expect("in-memory csv");
     }
     md.push_str(&format!(
-        "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Run dirs: results.csv.\n"
+        "\nTop-1: best epoch (student or EMA) on the validation split; mean ± sample std over seeds. Training compute: {compute:.0} s in all. Per-seed figures and run dirs: results-seeds.csv.\n"
     ));
     (
         md,
@@ -555,10 +582,52 @@ fn tables(
     )
 }
 
-/// The paper's claims checked on this grid, each as a per-seed paired difference (mean ± std over
-/// seeds): (a) a large-kernel teacher vs a Transformer teacher, same student, method and seed;
-/// (c) the student's ERF under the large-kernel teacher vs without distillation. A difference
-/// counts as holding when mean − std > 0, as reversed when mean + std < 0, otherwise as noise.
+/// One row per finished cell (every seed's top-1 and ERF area ratios), so anyone can recompute
+/// the paired tests from what is published.
+fn per_seed_csv(results: &[CellResult]) -> String {
+    let mut out = csv::Writer::from_writer(vec![]);
+    let mut header = vec!["student", "teacher", "method", "seed", "top1"];
+    header.extend(["erf_r20", "erf_r30", "erf_r50", "erf_r99"]);
+    header.extend([
+        "erf_interp_r20",
+        "erf_interp_r30",
+        "erf_interp_r50",
+        "erf_interp_r99",
+    ]);
+    header.extend(["erf_rms_radius_px", "run_dir"]);
+    out.write_record(header).expect("in-memory csv");
+    for r in results {
+        let mut record = vec![
+            r.student.clone(),
+            r.teacher.clone(),
+            r.method.clone(),
+            r.seed.to_string(),
+            format!("{:.4}", r.top1),
+        ];
+        record.extend(
+            ERF_THRESHOLDS.map(|t| r.erf_at(t).map(|e| format!("{e:.6}")).unwrap_or_default()),
+        );
+        record.extend(ERF_THRESHOLDS.map(|t| {
+            r.erf_interpolated_at(t)
+                .map(|e| format!("{e:.6}"))
+                .unwrap_or_default()
+        }));
+        record.push(
+            r.erf_rms_radius
+                .map(|e| format!("{e:.4}"))
+                .unwrap_or_default(),
+        );
+        record.push(r.run_dir.clone());
+        out.write_record(record).expect("in-memory csv");
+    }
+    String::from_utf8(out.into_inner().expect("in-memory csv")).expect("csv of utf-8 strings")
+}
+
+/// The paper's claims checked on this grid, each as a per-seed paired difference: (a) a
+/// large-kernel teacher vs a Transformer teacher, same student, method and seed; (c) the
+/// student's ERF under the large-kernel teacher vs without distillation. A claim holds when the
+/// 95 % paired t interval lies above 0, is reversed when it lies below, otherwise it is not
+/// resolved at that many seeds (see `lkd_trainer::stats`).
 fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
     let family = |prefix: &str| {
         study
@@ -575,19 +644,10 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
             r.student == student && r.teacher == teacher && r.method == method && r.seed == seed
         })
     };
-    let verdict = |m: f64, s: f64| {
-        if m - s > 0.0 {
-            "holds"
-        } else if m + s < 0.0 {
-            "reversed"
-        } else {
-            "within seed noise"
-        }
-    };
     let mut md = String::from(
-        "\n## The paper's claims on this grid\n\nPaired by seed; mean ± std of the per-seed differences.\n\n| claim | student | KD | difference | seeds | verdict |\n|---|---|---|---:|---:|---|\n",
+        "\n## The paper's claims on this grid\n\nPaired by seed: the mean of the per-seed differences with its 95 % confidence interval (paired t), the two-sided paired t-test p-value and the exact sign-flip permutation p-value (all 2^n sign patterns). A claim holds only when the interval lies above 0, is reversed when it lies below 0, and is otherwise not resolved at that many seeds. With n seeds no sign-flip p-value can be below 2/2^n (0.25 at 3 seeds).\n\n| claim | student | KD | mean difference [95 % CI] | n | t-test p | sign-flip p | verdict |\n|---|---|---|---:|---:|---:|---:|---|\n",
     );
-    let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut tally: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
     let mut students: Vec<&str> = results.iter().map(|r| r.student.as_str()).collect();
     students.dedup();
     let methods: Vec<&str> = study
@@ -612,45 +672,61 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
                     .collect();
                 rows.push(("(a) top-1", format!("{large} − {vit} (pts)"), d));
             }
-            for (t, claim) in ERF_THRESHOLDS.iter().zip([
-                "(c) ERF r@0.2",
-                "(c) ERF r@0.3",
-                "(c) ERF r@0.5",
-                "(c) ERF r@0.99",
-            ]) {
-                let d: Vec<f64> = study
+            // (c) on the continuous measures: the whole-pixel ratio moves in steps and is
+            // bounded by the student's theoretical receptive field at high thresholds.
+            let erf_diff = |measure: &dyn Fn(&CellResult) -> Option<f64>| -> Vec<f64> {
+                study
                     .seeds
                     .iter()
                     .filter_map(|&s| {
                         Some(
-                            cell(student, &large, method, s)?.erf_at(*t)?
-                                - cell(student, "—", "none", s)?.erf_at(*t)?,
+                            measure(cell(student, &large, method, s)?)?
+                                - measure(cell(student, "—", "none", s)?)?,
                         )
                     })
-                    .collect();
+                    .collect()
+            };
+            for (t, claim) in ERF_THRESHOLDS.iter().zip([
+                "(c) ERF r@0.2 (interpolated)",
+                "(c) ERF r@0.3 (interpolated)",
+                "(c) ERF r@0.5 (interpolated)",
+                "(c) ERF r@0.99 (interpolated)",
+            ]) {
+                let d = erf_diff(&|r: &CellResult| r.erf_interpolated_at(*t));
                 rows.push((claim, format!("{large} − no KD"), d));
             }
+            let d = erf_diff(&|r: &CellResult| r.erf_rms_radius);
+            rows.push(("(c) ERF RMS radius (px)", format!("{large} − no KD"), d));
             for (claim, what, d) in rows {
                 if d.is_empty() {
                     continue;
                 }
-                let (m, s) = mean_std(&d);
-                let v = verdict(m, s);
+                let test = Paired::new(&d);
+                let v = test.verdict();
                 let t = tally.entry(claim).or_default();
-                t.1 += 1;
-                t.0 += usize::from(v == "holds");
+                t[match v {
+                    Verdict::Holds => 0,
+                    Verdict::Reversed => 1,
+                    Verdict::NotResolved { .. } => 2,
+                }] += 1;
+                t[3] += 1;
                 let digits = if claim.starts_with("(c)") { 4 } else { 2 };
+                let p =
+                    |p: Option<f64>| p.map(|p| format!("{p:.3}")).unwrap_or_else(|| "n/a".into());
                 md.push_str(&format!(
-                    "| {claim}: {what} | {student} | {method} | {m:+.digits$} ± {s:.digits$} | {} | {v} |\n",
-                    d.len()
+                    "| {claim}: {what} | {student} | {method} | {} | {} | {} | {} | {v} |\n",
+                    test.mean_and_interval(digits),
+                    test.n,
+                    p(test.p_t),
+                    p(test.p_sign_flip),
                 ));
             }
         }
     }
     md.push('\n');
-    for (claim, (held, of)) in tally {
+    for (claim, [held, reversed, open, of]) in tally {
         md.push_str(&format!(
-            "- {claim}: holds in {held} of {of} student × KD pairs.\n"
+            "- {claim}: holds in {held}, reversed in {reversed}, not resolved in {open} of {of} student × KD pairs.\n"
         ));
     }
     md

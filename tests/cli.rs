@@ -164,6 +164,13 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
+    let seeds = std::fs::read_to_string(out.join("results-seeds.csv")).unwrap();
+    assert!(
+        seeds.starts_with("student,teacher,method,seed,top1,erf_r20,")
+            && seeds.lines().count() == 3
+            && seeds.contains("convnext_nano,SLaK,kd,0,"),
+        "{seeds}"
+    );
     assert!(out.join("results.png").is_file());
     let stamp = |p: &Path| {
         std::fs::metadata(p.join("last.safetensors"))
@@ -187,7 +194,9 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
         csv
     );
     assert!(
-        md.contains("(c) ERF r@0.2: SLaK − no KD") && md.contains("holds in"),
+        md.contains("(c) ERF r@0.2 (interpolated): SLaK − no KD")
+            && md.contains("(c) ERF RMS radius (px): SLaK − no KD")
+            && md.contains("not resolved at 1 seed |"),
         "{md}"
     );
     // A changed teacher budget is another recipe: a new teacher, and the distilled cell trains

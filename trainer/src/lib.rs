@@ -11,6 +11,7 @@ pub mod losses;
 pub mod optim;
 pub mod precision;
 pub mod rundir;
+pub mod stats;
 pub mod teacher;
 pub mod teacher_cache;
 pub mod train;

@@ -65,3 +65,68 @@ fn erf_matches_pytorch_reference() {
     check("convnext_nano", 56);
     check("slak_nano", 56);
 }
+
+/// k stacked 3×3 convolutions of ones (stride 1, no nonlinearity): the centre output's input
+/// gradient is the outer product of the k-fold self-convolution of [1, 1, 1] — support exactly
+/// the analytic receptive field of side 2k + 1, RMS radius √(4k/3) (each axis adds variance 2/3
+/// per layer).
+#[test]
+fn erf_of_a_conv_stack_is_its_analytic_receptive_field() {
+    use tch::{Kind, Tensor};
+    let (k, side) = (3usize, 17usize);
+    let ones = Tensor::ones([1, 1, 3, 3], (Kind::Float, Device::Cpu));
+    let images = Tensor::rand([2, 1, side as i64, side as i64], (Kind::Float, Device::Cpu)) + 0.1;
+    let mut meter = ErfMeter::new();
+    meter
+        .add_with(&images, |x| {
+            let mut y = x.shallow_clone();
+            for _ in 0..k {
+                y = y.f_conv2d(&ones, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)?;
+            }
+            Ok(y)
+        })
+        .unwrap();
+    let got = meter.finish("stack").unwrap();
+    let mut taps = vec![1.0f64];
+    for _ in 0..k {
+        let mut next = vec![0.0; taps.len() + 2];
+        for (i, v) in taps.iter().enumerate() {
+            for j in 0..3 {
+                next[i + j] += v;
+            }
+        }
+        taps = next;
+    }
+    let (c, r) = (side / 2, k as isize);
+    let analytic = |y: usize, x: usize| {
+        let (dy, dx) = (y as isize - c as isize, x as isize - c as isize);
+        if dy.abs() > r || dx.abs() > r {
+            0.0
+        } else {
+            taps[(dy + r) as usize] * taps[(dx + r) as usize]
+        }
+    };
+    let peak = (1.0 + analytic(c, c)).log10();
+    for y in 0..side {
+        for x in 0..side {
+            let want = (1.0 + analytic(y, x)).log10() / peak;
+            let v = got.map[y * side + x] as f64;
+            assert!(
+                (v - want).abs() < 1e-6,
+                "({y}, {x}): {v} vs analytic {want}"
+            );
+        }
+    }
+    let rf = (2 * k + 1) as f64;
+    let r99 = got.area_ratios.iter().find(|r| r.0 == 0.99).unwrap().1;
+    assert!(
+        (r99 - rf * rf / (side * side) as f64).abs() < 1e-12,
+        "r@0.99 {r99}"
+    );
+    let want_rms = (4.0 * k as f64 / 3.0).sqrt();
+    assert!(
+        (got.rms_radius_px - want_rms).abs() < 1e-5,
+        "RMS radius {} vs {want_rms}",
+        got.rms_radius_px
+    );
+}
