@@ -183,7 +183,11 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     let mut study: StudyConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
     if let Ok(p) = std::env::var("LKD_FASHION_MNIST") {
-        if study.base.data.dataset.kind == lkd_trainer::data::DatasetKind::FashionMnist {
+        if matches!(
+            study.base.data.dataset.kind,
+            lkd_trainer::data::DatasetKind::FashionMnist
+                | lkd_trainer::data::DatasetKind::ClutteredFashionMnist
+        ) {
             study.base.data.dataset.path = p.into();
         }
     }

@@ -787,3 +787,39 @@ fn eval_loader_keeps_order_and_every_sample() {
         &Tensor::from_slice(&out)
     ));
 }
+
+// ---------------------------------------------------------------- cluttered proxy
+
+#[test]
+fn cluttered_fashion_mnist_places_items_on_a_canvas() {
+    let mut spec = fashion();
+    spec.kind = DatasetKind::ClutteredFashionMnist;
+    spec.val_limit = Some(50);
+    spec.canvas = Some(72);
+    let val = data::open(&spec, Split::Val).unwrap();
+    let plain = data::open(
+        &DatasetSpec {
+            kind: DatasetKind::FashionMnist,
+            canvas: None,
+            ..spec.clone()
+        },
+        Split::Val,
+    )
+    .unwrap();
+    assert_eq!(val.image_shape(), Some((72, 72, 1)));
+    assert_eq!((val.len(), val.classes()), (50, plain.classes()));
+    for i in 0..val.len() {
+        let (c, p) = (val.get(i).unwrap(), plain.get(i).unwrap());
+        assert_eq!(c.label, p.label);
+        // The item's own pixels are all on the canvas (max-blended over clutter).
+        let item_mass: u64 = p.image.data.iter().map(|&v| v as u64).sum();
+        let canvas_mass: u64 = c.image.data.iter().map(|&v| v as u64).sum();
+        assert!(canvas_mass >= item_mass, "sample {i}");
+    }
+    spec.kind = DatasetKind::FashionMnist;
+    let e = data::open(&spec, Split::Val).err().unwrap().to_string();
+    assert_eq!(
+        e,
+        "data config: `canvas` and `clutter` apply only to kind = \"cluttered-fashion-mnist\""
+    );
+}

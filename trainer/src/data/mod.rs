@@ -4,6 +4,7 @@
 //! `Preprocess`; nothing here holds mean/std values.
 
 mod cifar;
+pub mod cluttered;
 mod folder;
 mod idx;
 pub mod loader;
@@ -147,6 +148,9 @@ pub enum DatasetKind {
     Cifar100,
     /// `train/<class>/*.{jpg,jpeg,png,webp}` and `val/<class>/...`.
     Folder,
+    /// Fashion-MNIST items at random positions on a larger canvas among fragments of other
+    /// items (`canvas`, `clutter`); `path` is the Fashion-MNIST folder.
+    ClutteredFashionMnist,
 }
 
 /// Where a dataset lives and how to read it; deserializes from a config table such as
@@ -168,6 +172,12 @@ pub struct DatasetSpec {
     /// Stop at the first undecodable file instead of skipping and counting it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict: bool,
+    /// cluttered-fashion-mnist only: canvas side in pixels (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canvas: Option<usize>,
+    /// cluttered-fashion-mnist only: fragments of other items per canvas (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clutter: Option<usize>,
 }
 
 impl DatasetSpec {
@@ -179,6 +189,8 @@ impl DatasetSpec {
             val_limit: None,
             coarse_labels: false,
             strict: false,
+            canvas: None,
+            clutter: None,
         }
     }
 
@@ -221,6 +233,13 @@ pub struct Dataset {
 
 /// Opens one split of the dataset described by `spec`.
 pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
+    if spec.kind != DatasetKind::ClutteredFashionMnist
+        && (spec.canvas.is_some() || spec.clutter.is_some())
+    {
+        return Err(DataError::Config(
+            "`canvas` and `clutter` apply only to kind = \"cluttered-fashion-mnist\"".into(),
+        ));
+    }
     let (classes, store) = match spec.kind {
         DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Idx => {
             idx::open(&spec.path, spec.kind, split)?
@@ -228,6 +247,12 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
         DatasetKind::Cifar10 => cifar::open(&spec.path, false, false, split)?,
         DatasetKind::Cifar100 => cifar::open(&spec.path, true, spec.coarse_labels, split)?,
         DatasetKind::Folder => folder::open(&spec.path, split)?,
+        DatasetKind::ClutteredFashionMnist => {
+            let (classes, items) = idx::open(&spec.path, DatasetKind::FashionMnist, split)?;
+            let canvas = spec.canvas.unwrap_or(cluttered::DEFAULT_CANVAS);
+            let clutter = spec.clutter.unwrap_or(cluttered::DEFAULT_CLUTTER);
+            (classes, cluttered::compose(items, canvas, clutter, split)?)
+        }
     };
     let full_len = match &store {
         Store::Memory { labels, .. } => labels.len(),
