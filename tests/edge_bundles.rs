@@ -712,3 +712,81 @@ fn aarch64_bench_runs() {
         assert!(r["p50_ms"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn device_check_reports_the_machine_latency_rss_and_cold_start() {
+    let Some(dir) = bundle(X86_BUNDLE) else {
+        return;
+    };
+    let m = models();
+    let script = dir.join("device-check.sh");
+    let run = |args: &[&str]| {
+        Command::new("env")
+            .args(["-i", "PATH=/usr/bin:/bin"])
+            .arg(&script)
+            .args(args)
+            .current_dir(&m.dir)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--threads",
+        "2",
+        "--iters",
+        "5",
+        "nano.onnx",
+        "nano.int8.onnx",
+    ]);
+    let text = String::from_utf8(ok(out, "device-check.sh")).unwrap();
+    eprintln!("{text}");
+    for row in [
+        "| machine | ",
+        "| cores | ",
+        "| glibc | glibc 2.",
+        "| kernel | Linux ",
+    ] {
+        assert!(text.contains(row), "no `{row}` row:\n{text}");
+    }
+    for model in ["nano.onnx", "nano.int8.onnx"] {
+        for threads in [1, 2] {
+            let prefix = format!("| {model} | {threads} | ");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no latency row `{prefix}`:\n{text}"));
+            let cells: Vec<f64> = line
+                .trim_matches('|')
+                .split('|')
+                .skip(2)
+                .map(|c| c.trim().parse().unwrap())
+                .collect();
+            assert!(cells.len() == 3 && cells.iter().all(|v| *v > 0.0), "{line}");
+        }
+        // size, peak RSS, cold start first, best of 5: all numbers.
+        let line = text
+            .lines()
+            .rfind(|l| l.starts_with(&format!("| {model} | ")))
+            .unwrap();
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 5, "{line}");
+        for c in &cells[1..] {
+            assert!(c.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+        }
+    }
+
+    let out = run(&["--threads", "0", "nano.onnx"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--threads must be a positive integer, found 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["missing.onnx"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("model missing.onnx does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
