@@ -18,6 +18,7 @@ mkdir -p "$LKD_CACHE"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+command -v rustup >/dev/null || { echo "[bootstrap-aarch64] rustup is missing: the aarch64 target is installed through it (https://rustup.rs)" >&2; exit 1; }
 if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
   echo "[bootstrap-aarch64] rustup target add aarch64-unknown-linux-gnu" >&2
   rustup target add aarch64-unknown-linux-gnu >&2

@@ -11,6 +11,7 @@ if [[ $# -lt 1 ]]; then
     exit 2
 fi
 sysroot=${LKD_AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}
+command -v unshare >/dev/null || { echo "error: unshare (util-linux) is missing" >&2; exit 127; }
 command -v qemu-aarch64 >/dev/null || { echo "error: qemu-aarch64 is missing (Debian package qemu-user; scripts/bootstrap_aarch64.sh installs it)" >&2; exit 127; }
 [[ -e $sysroot/lib/ld-linux-aarch64.so.1 ]] || { echo "error: $sysroot/lib/ld-linux-aarch64.so.1 is missing (Debian package libc6-arm64-cross; scripts/bootstrap_aarch64.sh installs it)" >&2; exit 127; }
 
@@ -34,5 +35,7 @@ done
 if [[ $(id -u) == 0 ]]; then ns=(--mount); else ns=(--user --map-root-user --mount); fi
 # exec all the way down: the caller's child process is qemu itself (signals reach the program).
 export QEMU_LD_PREFIX=$sysroot
-exec unshare "${ns[@]}" -- bash -c 'mount --bind "$1" /proc/cpuinfo && rm -f "$1" && shift && exec qemu-aarch64 "$@"' \
-    run_aarch64 "$cpuinfo" "$@"
+# The bind mount keeps the file alive, so it is deleted before qemu starts.
+exec unshare "${ns[@]}" -- bash -c '
+    mount --bind "$1" /proc/cpuinfo || { rm -f "$1"; echo "error: cannot bind an ARM cpuinfo over /proc/cpuinfo in a private mount namespace (needs root or unprivileged user namespaces)" >&2; exit 126; }
+    rm -f "$1"; shift; exec qemu-aarch64 "$@"' run_aarch64 "$cpuinfo" "$@"
