@@ -17,8 +17,10 @@ DEMO_ARGS ?=
 demo: release
 	./target/release/lkd demo $(DEMO_ARGS)
 
-test:
-	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+# The edge bundles come first: tests/edge_bundles.rs runs them (the aarch64 one under qemu) and
+# must not skip here. Both builds are incremental, so a second `make test` costs seconds.
+test: edge-bundles
+	LKD_REQUIRE_EDGE_BUNDLES=1 $(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 	$(CARGO) test --manifest-path fuzz/Cargo.toml
 
 build:
@@ -49,12 +51,20 @@ doctor: build
 env:
 	@sed -n 's/^export \([A-Z_]*\) := \(.*\)$$/export \1="\2"/p' $(ENV_MK)
 
-# The device bundle: dist/lkd-edge/ = stripped lkd-run + libonnxruntime + licences + README.
-# It runs from any directory with no environment (the library is found beside the binary).
-.PHONY: edge
+# The device bundle: stripped lkd-run + libonnxruntime + licences + device-check.sh + README, and
+# a .tar.gz of it; linked against glibc 2.28 symbols (cargo-zigbuild). It runs from any directory
+# with no environment (the library is found beside the binary).
+#   make edge                                  -> dist/lkd-edge/         (x86_64)
+#   make edge TARGET=aarch64-unknown-linux-gnu -> dist/lkd-edge-aarch64/ (ARM64 boards)
+# scripts/bootstrap_aarch64.sh installs what the builds need (zig, rustup target, the aarch64 wheel).
+TARGET ?= x86_64-unknown-linux-gnu
+.PHONY: edge edge-bundles
 edge:
-	$(CARGO) build --release -p lkd-runtime --bin lkd-run
-	bash scripts/edge_bundle.sh target/release/lkd-run "$(ORT_DYLIB_PATH)" dist/lkd-edge
+	bash scripts/build_edge.sh $(TARGET)
+
+edge-bundles:
+	bash scripts/build_edge.sh x86_64-unknown-linux-gnu
+	bash scripts/build_edge.sh aarch64-unknown-linux-gnu
 
 # Fuzz each parser of untrusted files for FUZZ_SECONDS (nightly + cargo-fuzz), seeded from the
 # committed fuzz/corpus/<target>/ (new inputs go to fuzz/.work/, not the repo). Crashes land in

@@ -114,8 +114,37 @@ fn edge_bundle_runs_anywhere_with_no_environment_and_matches_the_library() {
         "onnxruntime-LICENSE",
         "onnxruntime-ThirdPartyNotices.txt",
         "README",
+        "device-check.sh",
     ] {
         assert!(bundle.join(f).is_file(), "bundle lacks {f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(bundle.join("device-check.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "device-check.sh must be executable");
+    // The archive holds the folder under its own name.
+    let tar = Command::new("tar")
+        .arg("-tzf")
+        .arg(tmp.path().join("lkd-edge.tar.gz"))
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let listed = String::from_utf8_lossy(&tar.stdout);
+    for f in [
+        "lkd-edge/lkd-run",
+        "lkd-edge/device-check.sh",
+        "lkd-edge/README",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == f),
+            "{f} not in the archive:\n{listed}"
+        );
     }
     assert_eq!(
         std::fs::read_to_string(bundle.join("README"))
@@ -125,8 +154,9 @@ fn edge_bundle_runs_anywhere_with_no_environment_and_matches_the_library() {
         3
     );
     assert!(
-        !tmp.path().join("lkd-edge.tmp").exists(),
-        "the staging folder must be renamed away"
+        !tmp.path().join("lkd-edge.tmp").exists()
+            && !tmp.path().join("lkd-edge.tar.gz.tmp").exists(),
+        "the staging folder and archive must be renamed away"
     );
 
     // Model and image in another directory, run from there with an empty environment.
