@@ -933,7 +933,7 @@ impl Training {
 
     /// The plain progress line: step, epoch progress, loss, lr, throughput since the last line
     /// and the time left at this invocation's pace, e.g.
-    /// `step 40/936  epoch 1/2 40/468 (9%)  loss 1.8421  lr 3.99e-03  412 img/s  eta 0:02:11`.
+    /// `step 40/936  epoch 1/2 40/468 (9%)  loss 1.8421  lr 3.99e-3  412 img/s  eta 0:02:11`.
     fn print_line(&mut self, epoch: usize, in_epoch: usize, loss: f64, lr: f64) {
         let (since, steps_then) = self.last_line;
         let steps = self.steps_this_call - steps_then;
