@@ -155,7 +155,11 @@ fn quiet_prints_no_progress_lines() {
         "run.log_every=1",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!stderr(&o).lines().any(|l| l.starts_with("step ")), "{}", text(&o));
+    assert!(
+        !stderr(&o).lines().any(|l| l.starts_with("step ")),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -230,7 +234,8 @@ fn eval_refuses_a_model_with_other_classes_than_the_data() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        stderr(&o).contains("scoring dataset label i as model class i (3 of the model's 10 classes)"),
+        stderr(&o)
+            .contains("scoring dataset label i as model class i (3 of the model's 10 classes)"),
         "{}",
         text(&o)
     );

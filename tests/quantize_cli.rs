@@ -366,7 +366,10 @@ fn the_calibration_split_is_chosen_recorded_and_reported() {
         "{all}"
     );
     let model = lkd_runtime::Model::load(&out, &Default::default()).unwrap();
-    assert_eq!(model.info().metadata["lkd.quant.calib_data"], "fashion-mnist/val");
+    assert_eq!(
+        model.info().metadata["lkd.quant.calib_data"],
+        "fashion-mnist/val"
+    );
 
     // The default is the train split, in the JSON report and the metadata.
     let o = quantize_cmd::quantize(&args(&[
@@ -384,7 +387,10 @@ fn the_calibration_split_is_chosen_recorded_and_reported() {
     .unwrap();
     assert_eq!(o.to_json()["calib"]["split"], "train");
     let model = lkd_runtime::Model::load(&out, &Default::default()).unwrap();
-    assert_eq!(model.info().metadata["lkd.quant.calib_data"], "fashion-mnist/train");
+    assert_eq!(
+        model.info().metadata["lkd.quant.calib_data"],
+        "fashion-mnist/train"
+    );
 
     // A split the dataset lacks is a clear error naming it.
     let root = tempfile::tempdir().unwrap();

@@ -937,7 +937,8 @@ impl Training {
     fn print_line(&mut self, epoch: usize, in_epoch: usize, loss: f64, lr: f64) {
         let (since, steps_then) = self.last_line;
         let steps = self.steps_this_call - steps_then;
-        let images = steps * self.config.optim.batch_size * self.config.optim.update_freq * self.world;
+        let images =
+            steps * self.config.optim.batch_size * self.config.optim.update_freq * self.world;
         let ips = images as f64 / since.elapsed().as_secs_f64().max(1e-9);
         let per_step = self.started.elapsed().as_secs_f64() / self.steps_this_call.max(1) as f64;
         let left = self.schedule.total_steps.saturating_sub(self.state.step);
