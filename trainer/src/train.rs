@@ -733,6 +733,8 @@ impl Training {
             epochs,
         );
         bar.set_position(self.state.next_batch as u64 / update_freq as u64);
+        // Throughput since the last line counts training only, not the evaluation before.
+        self.last_line = (Instant::now(), self.steps_this_call);
         let mut batches = self.train_loader.epoch(epoch, self.state.next_batch)?;
         let mut micro = 0usize;
         let mut step_start = Instant::now();
