@@ -32,6 +32,22 @@ pub enum MethodArg {
     Entropy,
 }
 
+/// The split of the --calib dataset calibration reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Train,
+    Val,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => Split::Train,
+            SplitArg::Val => Split::Val,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ActArg {
     Uint8,
@@ -42,9 +58,13 @@ pub enum ActArg {
 pub struct QuantizeArgs {
     /// Float ONNX model written by `lkd export`.
     pub model: PathBuf,
-    /// Calibration dataset root (its train split is read).
+    /// Calibration dataset root (the split --calib-split names is read).
     #[arg(long)]
     pub calib: PathBuf,
+    /// The split of --calib to calibrate on. `val` on a dataset whose val split is also the
+    /// eval set measures top-1 on the calibration images (said in the report).
+    #[arg(long, value_enum, default_value = "train")]
+    pub calib_split: SplitArg,
     /// fashion-mnist, mnist, idx, cifar10, cifar100 or folder (`train/<class>/*.jpg`, `val/...`).
     #[arg(long, value_parser = parse_kind, default_value = "fashion-mnist")]
     pub calib_kind: DatasetKind,
@@ -237,7 +257,10 @@ pub struct Outcome {
     pub out: PathBuf,
     pub report: QuantizeReport,
     pub calib_name: String,
+    pub calib_split: Split,
     pub calib_skipped: usize,
+    /// The eval images are the calibration images' split (--calib-split val, no --eval).
+    pub eval_is_calib_split: bool,
     pub eval_name: Option<String>,
     pub eval_skipped: usize,
     /// (float p50 ms, int8 p50 ms, threads).
@@ -272,14 +295,16 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
     let batch = float.info().fixed_batch().unwrap_or(32);
     drop(float);
 
+    let calib_split = Split::from(args.calib_split);
     let calib = read_images(
         &args.calib,
         args.calib_kind,
-        Split::Train,
+        calib_split,
         args.calib_size,
         &p,
         batch,
     )?;
+    let eval_is_calib_split = args.eval.is_none() && calib_split == Split::Val;
     let eval = match &args.eval {
         Some(root) => Some(read_images(
             root,
@@ -322,6 +347,7 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         reduce_range: args.reduce_range,
         float_layers: args.float_layers.clone(),
         threads: args.threads,
+        calib_data: Some(calib.name.clone()),
     };
     let (qbytes, report) = quantize::quantize(
         &bytes,
@@ -356,7 +382,9 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         out,
         report,
         calib_name: calib.name,
+        calib_split,
         calib_skipped: calib.skipped,
+        eval_is_calib_split: eval_is_calib_split && eval.is_some(),
         eval_name: eval.as_ref().map(|e| e.name.clone()),
         eval_skipped: eval.as_ref().map_or(0, |e| e.skipped),
         latency,
@@ -369,7 +397,7 @@ impl Outcome {
         let r = &self.report;
         serde_json::json!({
             "out": self.out,
-            "calib": { "dataset": self.calib_name, "images": r.calib_images, "corrupt_skipped": self.calib_skipped },
+            "calib": { "dataset": self.calib_name, "split": self.calib_split.as_str(), "images": r.calib_images, "corrupt_skipped": self.calib_skipped },
             "eval": { "dataset": self.eval_name, "images": r.eval_images, "corrupt_skipped": self.eval_skipped },
             "layers_total": r.layers_total,
             "layers_quantized": r.layers_quantized,
@@ -394,8 +422,11 @@ impl Outcome {
     pub fn print(&self) {
         let r = &self.report;
         println!(
-            "calibration: {} images from {} ({} corrupt skipped)",
-            r.calib_images, self.calib_name, self.calib_skipped
+            "calibration: {} images from {} (--calib-split {}, {} corrupt skipped)",
+            r.calib_images,
+            self.calib_name,
+            self.calib_split.as_str(),
+            self.calib_skipped
         );
         println!(
             "layers: {} of {} quantized; float: {}",
@@ -414,6 +445,12 @@ impl Outcome {
                 self.eval_name.as_deref().unwrap_or("?"),
                 f - q
             );
+            if self.eval_is_calib_split {
+                println!(
+                    "note: top-1 was measured on the split calibration read (--calib-split val): \
+                     give --eval for held-out figures"
+                );
+            }
         }
         if let Some((a, b, t, ratio)) = self.latency {
             println!(

@@ -435,6 +435,29 @@ pub struct EvalArgs {
     limit: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// Score a model with more classes than the dataset anyway, dataset label i as model class
+    /// i (for a dataset whose classes are the model's first ones, in order).
+    #[arg(long)]
+    allow_class_mismatch: bool,
+}
+
+/// Refuses to score a model on a dataset with another class count: the figures would be
+/// meaningless (labels no output stands for), unless `allow` and the dataset's labels all name
+/// one of the model's outputs.
+fn check_classes(model: usize, data: usize, dataset: &str, allow: bool) -> Result<()> {
+    if model == data || (allow && model > data) {
+        return Ok(());
+    }
+    let what_to_do = if model > data {
+        format!(
+            "evaluate a model trained on this dataset (lkd train / lkd distill), or pass \
+             --allow-class-mismatch if its labels 0..{} are the model's first {data} classes",
+            data.saturating_sub(1)
+        )
+    } else {
+        "evaluate a model trained on this dataset (lkd train / lkd distill)".to_string()
+    };
+    bail!("the model predicts {model} classes, dataset {dataset} has {data}: {what_to_do}")
 }
 
 /// The dataset to evaluate/measure on: from --config, the run dir, or Fashion-MNIST.
@@ -455,6 +478,19 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     let mut spec = dataset_for(&a.source, a.config.as_deref())?;
     spec.val_limit = a.limit.or(spec.val_limit);
     let set = Arc::new(data::open(&spec, Split::Val)?);
+    check_classes(
+        exec.graph.num_classes,
+        set.num_classes(),
+        set.name(),
+        a.allow_class_mismatch,
+    )?;
+    if exec.graph.num_classes != set.num_classes() {
+        eprintln!(
+            "scoring dataset label i as model class i ({} of the model's {} classes)",
+            set.num_classes(),
+            exec.graph.num_classes
+        );
+    }
     let loader = Loader::new(
         set.clone(),
         Transform::eval(&exec.graph.preprocess),

@@ -318,7 +318,105 @@ fn the_calibration_line_is_printed_once() {
         .collect();
     assert_eq!(
         lines,
-        ["calibration: 32 images from fashion-mnist/train (0 corrupt skipped)"],
+        ["calibration: 32 images from fashion-mnist/train (--calib-split train, 0 corrupt skipped)"],
         "{all}"
     );
+}
+
+#[test]
+fn the_calibration_split_is_chosen_recorded_and_reported() {
+    let lkd = env!("CARGO_BIN_EXE_lkd");
+    let m = model();
+    let out = m.with_file_name("val-calib.int8.onnx");
+    let res = Command::new(lkd)
+        .arg("quantize")
+        .arg(m)
+        .args([
+            "--calib",
+            &fashion(),
+            "--calib-split",
+            "val",
+            "--calib-size",
+            "32",
+            "--eval-size",
+            "64",
+            "--no-bench",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(res.status.success(), "{all}");
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("calibration:") || l.starts_with("note:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "calibration: 32 images from fashion-mnist/val (--calib-split val, 0 corrupt skipped)",
+            "note: top-1 was measured on the split calibration read (--calib-split val): give \
+             --eval for held-out figures",
+        ],
+        "{all}"
+    );
+    let model = lkd_runtime::Model::load(&out, &Default::default()).unwrap();
+    assert_eq!(
+        model.info().metadata["lkd.quant.calib_data"],
+        "fashion-mnist/val"
+    );
+
+    // The default is the train split, in the JSON report and the metadata.
+    let o = quantize_cmd::quantize(&args(&[
+        m.to_str().unwrap(),
+        "--calib",
+        &fashion(),
+        "--calib-size",
+        "16",
+        "--eval-size",
+        "16",
+        "--no-bench",
+        "--out",
+        out.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(o.to_json()["calib"]["split"], "train");
+    let model = lkd_runtime::Model::load(&out, &Default::default()).unwrap();
+    assert_eq!(
+        model.info().metadata["lkd.quant.calib_data"],
+        "fashion-mnist/train"
+    );
+
+    // A split the dataset lacks is a clear error naming it.
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path().join("train/a");
+    std::fs::create_dir_all(&d).unwrap();
+    write_png(&d.join("0.png"), 1);
+    let e = quantize_cmd::quantize(&args(&[
+        m.to_str().unwrap(),
+        "--calib",
+        root.path().to_str().unwrap(),
+        "--calib-kind",
+        "folder",
+        "--calib-split",
+        "val",
+        "--no-bench",
+        "--out",
+        root.path().join("q.onnx").to_str().unwrap(),
+    ]))
+    .err()
+    .expect("no val split");
+    assert!(
+        format!("{e:#}").starts_with(&format!(
+            "opening val split of `{}`: ",
+            root.path().display()
+        )),
+        "{e:#}"
+    );
+    assert!(!root.path().join("q.onnx").exists());
 }

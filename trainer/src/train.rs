@@ -16,6 +16,7 @@ use lkd_models::{Graph, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,36 +61,70 @@ pub struct EvalResult {
     pub images: usize,
 }
 
+/// The model config a new run trains, and what it took from the dataset, one line each (for
+/// the command to say so).
+pub struct ResolvedModel {
+    pub model: ModelConfig,
+    pub adapted: Vec<String>,
+}
+
 /// Fills `model.num_classes` / `in_chans` / `input_size` from the dataset where the config
-/// leaves them open, so a preset trains on any dataset without hand-editing.
-pub fn resolve_model(model: &ModelConfig, train: &data::Dataset) -> ModelConfig {
+/// leaves them open (a preset's own defaults yield to the data), so a preset trains on any
+/// dataset without hand-editing. A channel count the config sets that the data cannot give is
+/// an error: an in-memory dataset gives exactly its own count; an image folder is read as RGB,
+/// so it gives 3 channels, or 1 (luma) when the config asks for it.
+pub fn resolve_model(
+    model: &ModelConfig,
+    train: &data::Dataset,
+) -> Result<ResolvedModel, TrainError> {
     let mut m = model.clone();
-    let graph_default = ModelConfig::preset(&model.preset).build().ok();
-    if m.num_classes.is_none()
-        && graph_default
-            .as_ref()
-            .is_some_and(|g| g.num_classes != train.num_classes())
-    {
-        m.num_classes = Some(train.num_classes());
+    let mut adapted = Vec::new();
+    let Ok(preset) = ModelConfig::preset(&model.preset).build() else {
+        // An unknown preset: building the model reports it.
+        return Ok(ResolvedModel { model: m, adapted });
+    };
+    let mut follow = |field: &str, from_preset: usize, from_data: usize| {
+        adapted.push(format!(
+            "model.{field} = {from_data} from dataset {} (preset {} has {from_preset})",
+            train.name(),
+            model.preset
+        ));
+    };
+    let classes = train.num_classes();
+    if m.num_classes.is_none() && preset.num_classes != classes {
+        m.num_classes = Some(classes);
+        follow("num_classes", preset.num_classes, classes);
     }
-    // Image folders decode to RGB; in-memory datasets state their shape.
     let (size, channels) = match train.image_shape() {
         Some((w, h, c)) => ((w == h).then_some(h), c),
         None => (None, 3),
     };
-    if m.in_chans.is_none()
-        && graph_default
-            .as_ref()
-            .is_some_and(|g| g.in_chans != channels)
-    {
-        m.in_chans = Some(channels);
-    }
-    if let Some(h) = size {
-        if m.input_size.is_none() && graph_default.as_ref().is_some_and(|g| g.input_size[0] != h) {
-            m.input_size = Some(h);
+    match m.in_chans {
+        None if preset.in_chans != channels => {
+            m.in_chans = Some(channels);
+            follow("in_chans", preset.in_chans, channels);
         }
+        Some(c) if train.image_shape().is_some() && c != channels => {
+            return Err(TrainError::Config(format!(
+                "model.in_chans = {c}, but dataset {} has {channels}-channel images: remove \
+                 model.in_chans to follow the dataset",
+                train.name()
+            )));
+        }
+        Some(c) if train.image_shape().is_none() && c != 3 && c != 1 => {
+            return Err(TrainError::Config(format!(
+                "model.in_chans = {c}, but dataset {} is an image folder, read as RGB: remove \
+                 model.in_chans to follow the dataset (3), or set 1 for grayscale",
+                train.name()
+            )));
+        }
+        _ => {}
     }
-    m
+    if let Some(h) = size.filter(|&h| m.input_size.is_none() && preset.input_size[0] != h) {
+        m.input_size = Some(h);
+        follow("input_size", preset.input_size[0], h);
+    }
+    Ok(ResolvedModel { model: m, adapted })
 }
 
 struct Student {
@@ -524,6 +559,11 @@ struct Training {
     device: Device,
     precision: Precision,
     progress: bool,
+    /// Off a terminal (a log file, CI, `nohup`): a plain line every `run.log_every` steps
+    /// instead of the bars, which would print nothing there.
+    plain_lines: bool,
+    /// When and at which step (of this invocation) the last plain line was printed.
+    last_line: (Instant, usize),
     train_loader: Loader,
     val_loader: Loader,
     schedule: Schedule,
@@ -564,12 +604,19 @@ impl Training {
             train_set,
             val_set,
             resume,
+            adapted,
         } = opened;
+        if progress && main {
+            for line in &adapted {
+                eprintln!("{line}");
+            }
+        }
 
         let graph = config.model.build()?;
         if graph.num_classes != train_set.num_classes() {
             return Err(TrainError::Config(format!(
-                "model has {} classes, dataset {} has {}",
+                "model.num_classes = {}, but dataset {} has {} classes: remove \
+                 model.num_classes to follow the dataset",
                 graph.num_classes,
                 train_set.name(),
                 train_set.num_classes()
@@ -637,6 +684,8 @@ impl Training {
             device,
             precision,
             progress,
+            plain_lines: progress && main && !std::io::stderr().is_terminal(),
+            last_line: (Instant::now(), 0),
             train_loader,
             val_loader,
             schedule,
@@ -678,12 +727,14 @@ impl Training {
         let (update_freq, epochs) = (self.config.optim.update_freq, self.config.optim.epochs);
         let steps_per_epoch = self.schedule.steps_per_epoch;
         let bar = progress_bar(
-            self.progress && self.main,
+            self.progress && self.main && !self.plain_lines,
             steps_per_epoch as u64,
             epoch,
             epochs,
         );
         bar.set_position(self.state.next_batch as u64 / update_freq as u64);
+        // Throughput since the last line counts training only, not the evaluation before.
+        self.last_line = (Instant::now(), self.steps_this_call);
         let mut batches = self.train_loader.epoch(epoch, self.state.next_batch)?;
         let mut micro = 0usize;
         let mut step_start = Instant::now();
@@ -718,7 +769,11 @@ impl Training {
                 .step
                 .is_multiple_of(self.config.run.log_every.max(1))
             {
-                self.log_step(epoch, lr, grad_norm, ips)?;
+                let loss = self.log_step(epoch, lr, grad_norm, ips)?;
+                if self.plain_lines {
+                    let in_epoch = self.state.next_batch / update_freq;
+                    self.print_line(epoch, in_epoch, loss, lr);
+                }
             }
             let at_limit = self
                 .config
@@ -843,16 +898,19 @@ impl Training {
         Ok((lr, grad_norm))
     }
 
-    /// A metric line with the losses averaged since the last one (over all workers).
+    /// A metric line with the losses averaged since the last one (over all workers); returns
+    /// that average of the total loss.
     fn log_step(
         &mut self,
         epoch: usize,
         lr: f64,
         grad_norm: Option<f64>,
         ips: f64,
-    ) -> Result<(), TrainError> {
+    ) -> Result<f64, TrainError> {
         average_pending(self.group.as_ref(), &mut self.state)?;
         let state = &mut self.state;
+        let loss = state.pending_loss.get("loss").copied().unwrap_or(f64::NAN)
+            / state.pending_count.max(1) as f64;
         let mut line = json!({"step": state.step, "epoch": epoch, "lr": lr, "img_per_s": ips});
         for (n, v) in &state.pending_loss {
             line[n] = json!(v / state.pending_count as f64);
@@ -872,7 +930,34 @@ impl Training {
         }
         state.pending_loss.clear();
         state.pending_count = 0;
-        Ok(())
+        Ok(loss)
+    }
+
+    /// The plain progress line: step, epoch progress, loss, lr, throughput since the last line
+    /// and the time left at this invocation's pace, e.g.
+    /// `step 40/936  epoch 1/2 40/468 (9%)  loss 1.8421  lr 3.99e-3  412 img/s  eta 0:02:11`.
+    fn print_line(&mut self, epoch: usize, in_epoch: usize, loss: f64, lr: f64) {
+        let (since, steps_then) = self.last_line;
+        let steps = self.steps_this_call - steps_then;
+        let images =
+            steps * self.config.optim.batch_size * self.config.optim.update_freq * self.world;
+        let ips = images as f64 / since.elapsed().as_secs_f64().max(1e-9);
+        let per_step = self.started.elapsed().as_secs_f64() / self.steps_this_call.max(1) as f64;
+        let left = self.schedule.total_steps.saturating_sub(self.state.step);
+        let eta = (per_step * left as f64).round() as u64;
+        let per_epoch = self.schedule.steps_per_epoch;
+        eprintln!(
+            "step {}/{}  epoch {}/{} {in_epoch}/{per_epoch} ({:.0}%)  loss {loss:.4}  lr {lr:.2e}  {ips:.0} img/s  eta {}:{:02}:{:02}",
+            self.state.step,
+            self.schedule.total_steps,
+            epoch + 1,
+            self.config.optim.epochs,
+            100.0 * in_epoch as f64 / per_epoch as f64,
+            eta / 3600,
+            eta / 60 % 60,
+            eta % 60
+        );
+        self.last_line = (Instant::now(), self.steps_this_call);
     }
 
     /// Writes `last` weights and the state file (rank 0; the others only average losses).
@@ -966,6 +1051,8 @@ struct OpenedRun {
     train_set: Arc<data::Dataset>,
     val_set: Arc<data::Dataset>,
     resume: bool,
+    /// What a new run's model took from the dataset ([`ResolvedModel::adapted`]).
+    adapted: Vec<String>,
 }
 
 /// The run directory and the config to train with, and the datasets it names. A new run
@@ -990,11 +1077,14 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
         (config.clone(), false)
     };
     let (train_set, val_set) = checked_datasets(&config)?;
+    let mut adapted = Vec::new();
     let (run, config) = if resume {
         (RunDir::open(run_dir)?, config)
     } else {
         let mut cfg = config;
-        cfg.model = resolve_model(&cfg.model, &train_set);
+        let resolved = resolve_model(&cfg.model, &train_set)?;
+        cfg.model = resolved.model;
+        adapted = resolved.adapted;
         (RunDir::create(run_dir, &cfg)?, cfg)
     };
     Ok(OpenedRun {
@@ -1003,6 +1093,7 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
         train_set,
         val_set,
         resume,
+        adapted,
     })
 }
 
@@ -1029,6 +1120,7 @@ fn open_run_follower(run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainErr
         train_set,
         val_set,
         resume,
+        adapted: Vec::new(),
     })
 }
 
@@ -1463,7 +1555,13 @@ pub fn precompute_teacher_outputs(
     let device = parse_device(&config.run.device)?;
     let train_set = Arc::new(data::open(&config.data.dataset, Split::Train)?);
     let mut config = config.clone();
-    config.model = resolve_model(&config.model, &train_set);
+    let resolved = resolve_model(&config.model, &train_set)?;
+    if progress {
+        for line in &resolved.adapted {
+            eprintln!("{line}");
+        }
+    }
+    config.model = resolved.model;
     let graph = config.model.build()?;
     let spec = TeacherSpec::resolve(&d)?;
     let taps = if d.method.uses_features() {

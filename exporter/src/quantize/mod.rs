@@ -27,6 +27,7 @@ pub mod keys {
     pub const ACTIVATION_TYPE: &str = "lkd.quant.activation_type";
     pub const WEIGHT_TYPE: &str = "lkd.quant.weight_type";
     pub const CALIB_SIZE: &str = "lkd.quant.calib_size";
+    pub const CALIB_DATA: &str = "lkd.quant.calib_data"; // dataset and split, when known
     pub const FLOAT_LAYERS: &str = "lkd.quant.float_layers"; // JSON array of node names
 }
 
@@ -75,6 +76,9 @@ pub struct QuantizeOptions {
     pub float_layers: Vec<String>,
     /// ORT intra-op threads for calibration and evaluation.
     pub threads: Option<usize>,
+    /// Where the calibration images came from (`fashion-mnist/train`), recorded as
+    /// `lkd.quant.calib_data`.
+    pub calib_data: Option<String>,
 }
 
 impl Default for QuantizeOptions {
@@ -85,6 +89,7 @@ impl Default for QuantizeOptions {
             reduce_range: false,
             float_layers: vec![],
             threads: None,
+            calib_data: None,
         }
     }
 }
@@ -234,9 +239,10 @@ impl Prepared {
                 serde_json::to_string(&floats).expect("strings serialize"),
             ),
         ];
+        let source = opts.calib_data.clone().map(|d| (keys::CALIB_DATA, d));
         m.metadata_props
             .retain(|e| !e.key.starts_with("lkd.quant."));
-        for (k, v) in entries {
+        for (k, v) in entries.into_iter().chain(source) {
             m.metadata_props
                 .push(onnx_protobuf::StringStringEntryProto {
                     key: k.into(),
