@@ -2,9 +2,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use lkd_exporter::{ChannelsFirstNorm, Device, ExportOptions, LinearForm, ReparamMode};
+use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode};
 use lkd_models::checkpoint::{check_state_dict, read_checkpoint, read_checkpoint_for, StateDict};
 use lkd_models::{Graph, ModelConfig};
+use lkd_util::Device;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

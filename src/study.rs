@@ -150,10 +150,7 @@ fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
         RunOutcome::Trained { resumed, .. } => resumed,
     };
     let total = if resumed { before } else { 0.0 } + t.elapsed().as_secs_f64();
-    lkd_models::checkpoint::write_atomic(
-        &dir.join(COMPUTE_FILE),
-        format!("{total:.3}").as_bytes(),
-    )?;
+    lkd_util::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
     Ok(total)
 }
 
@@ -225,7 +222,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 RunOutcome::Trained { .. } => {
                     let total = t_start.elapsed().as_secs_f64();
                     compute += total;
-                    lkd_models::checkpoint::write_atomic(
+                    lkd_util::write_atomic(
                         &dir.join(COMPUTE_FILE),
                         format!("{total:.3}").as_bytes(),
                     )?;
@@ -290,7 +287,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                             // Cells recorded before every threshold was kept: measure again.
                             r.erf = cell_erf(&dir, &cfg, study.erf_images)?;
                             r.erf_r20 = r.erf_at(0.2);
-                            lkd_models::checkpoint::write_atomic(
+                            lkd_util::write_atomic(
                                 &result_path,
                                 serde_json::to_string_pretty(&r)?.as_bytes(),
                             )?;
@@ -323,7 +320,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         erf,
                     };
                     r.erf_r20 = r.erf_at(0.2);
-                    lkd_models::checkpoint::write_atomic(
+                    lkd_util::write_atomic(
                         &result_path,
                         serde_json::to_string_pretty(&r)?.as_bytes(),
                     )?;
@@ -345,8 +342,8 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
         ));
     }
     md.push_str(&provenance(&a.config, wall.total(), missing == 0));
-    lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
-    lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    lkd_util::write_atomic(&out.join("results.md"), md.as_bytes())?;
+    lkd_util::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     if !results.is_empty() {
         chart(&out.join("results.png"), &results)?;
     }
@@ -384,7 +381,7 @@ impl WallClock {
         self.before + self.start.elapsed().as_secs_f64()
     }
     fn save(&self) -> Result<()> {
-        Ok(lkd_models::checkpoint::write_atomic(
+        Ok(lkd_util::write_atomic(
             &self.path,
             format!("{:.1}", self.total()).as_bytes(),
         )?)

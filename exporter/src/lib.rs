@@ -11,11 +11,11 @@ pub mod passes;
 pub mod proto;
 pub mod quantize;
 
-use lkd_models::checkpoint::{check_state_dict, write_atomic, StateDict};
+use lkd_models::checkpoint::{check_state_dict, StateDict};
 use lkd_models::graph::Op;
 use lkd_models::preprocess::keys;
 use lkd_models::{Graph, HostTensor, ModelError};
-pub use lkd_ort::Device;
+use lkd_util::Device;
 pub use lower::{ChannelsFirstNorm, LowerOptions, INPUT_NAME, OUTPUT_NAME};
 pub use passes::{KernelForm, KernelGroup, PassStat};
 use rand::{Rng, SeedableRng};
@@ -523,12 +523,9 @@ pub fn export(
     let t0 = Instant::now();
     let (bytes, mut report) = export_bytes(graph, weights, opts)?;
     let t = Instant::now();
-    write_atomic(out, &bytes).map_err(|e| match e {
-        ModelError::Io { source, .. } => ExportError::Write {
-            path: out.to_path_buf(),
-            source,
-        },
-        other => ExportError::Model(other),
+    lkd_util::write_atomic(out, &bytes).map_err(|e| ExportError::Write {
+        path: e.path,
+        source: e.source,
     })?;
     report.timings.write_ms = t.elapsed().as_secs_f64() * 1e3;
     report.timings.total_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -10,7 +10,6 @@ pub mod graph;
 pub mod preprocess;
 pub mod summary;
 pub mod tensor;
-pub mod text;
 
 pub use families::{
     find_preset, preset_names, FamilySpec, ModelConfig, ModelSpec, Preset, PRESETS,
@@ -62,4 +61,13 @@ pub enum ModelError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl From<lkd_util::WriteError> for ModelError {
+    fn from(e: lkd_util::WriteError) -> Self {
+        ModelError::Io {
+            path: e.path.display().to_string(),
+            source: e.source,
+        }
+    }
 }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use lkd_util::Device;
 
 use crate::{
-    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Engine, Interpolation, Model,
+    resolve_preprocess, BenchConfig, BenchReport, Classifier, Engine, Interpolation, Model,
     OptLevel, Precision, PreprocessOverrides, RuntimeError, SessionConfig,
 };
 
@@ -157,7 +158,7 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], RuntimeError> {
     })
 }
 
-pub fn parse_device(s: &str) -> Result<Device, lkd_ort::OrtError> {
+pub fn parse_device(s: &str) -> Result<Device, lkd_util::DeviceError> {
     s.parse::<Device>()
 }
 

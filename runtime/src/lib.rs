@@ -29,4 +29,4 @@ pub use preprocess::{
     decode, preprocess_batch, preprocess_into, resolve_preprocess, Batch, PreprocessOverrides,
 };
 pub use server::{bind, serve, serve_blocking, shutdown_signal, BoundServer, ServeConfig};
-pub use session::{Device, Engine, Logits, Model, ModelInfo, OptLevel, Precision, SessionConfig};
+pub use session::{Engine, Logits, Model, ModelInfo, OptLevel, Precision, SessionConfig};

@@ -1,5 +1,5 @@
 //! `lkd-ort`: the one place LKD talks to ONNX Runtime. It owns the process-wide environment
-//! (and where the library is found), the device type and its parser, session building with
+//! (and where the library is found), session building on a device (`lkd_util::Device`) with
 //! strict execution-provider registration (a provider that cannot register is an error, never a
 //! silent CPU fallback), the NCHW batch type, and order-fair A/B timing of two sessions.
 //!
@@ -9,16 +9,16 @@
 
 pub mod ab;
 pub mod batch;
-pub mod device;
 pub mod env;
 pub mod error;
+pub mod opt_level;
 pub mod session;
 
 pub use ab::{interleave, AbTimes, RatioSpread};
 pub use batch::Batch;
-pub use device::{Device, OptLevel};
 pub use env::{environment, ort_build_info, ort_library_path};
 pub use error::{OrtError, Result};
+pub use opt_level::OptLevel;
 pub use ort;
 pub use session::{
     builder, run_f32, session_from_file, session_from_memory, Session, SessionConfig,

@@ -42,10 +42,9 @@ impl Precision {
     /// `s` (any case, surrounding spaces ignored) as a precision; the error lists the accepted
     /// names.
     pub fn parse(s: &str) -> Result<Self> {
-        use strum::VariantNames;
-        s.trim().parse().map_err(|_| OvError::BadPrecision {
+        lkd_util::parse_named(s.trim()).map_err(|e| OvError::BadPrecision {
             found: s.to_string(),
-            expected: lkd_models::text::one_of(Self::VARIANTS),
+            expected: e.expected,
         })
     }
 }

@@ -8,7 +8,8 @@ use clap::Args;
 use super::{BearerToken, Limits, ModelSpec, ServeConfig};
 use crate::cli::{parse_device, EngineArgs, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
-use crate::session::{Device, SessionConfig};
+use crate::session::SessionConfig;
+use lkd_util::Device;
 
 fn flag(expected: &'static str, found: &str) -> RuntimeError {
     RuntimeError::Flag {
