@@ -48,7 +48,7 @@ doctor: build
 env:
 	@sed -n 's/^export \([A-Z_]*\) := \(.*\)$$/export \1="\2"/p' $(ENV_MK)
 
-# The device bundle: dist/lkd-edge/ = stripped lkd-run + libonnxruntime + licences + README.
+# The device bundle (dist/ holds build outputs only): dist/lkd-edge/ = stripped lkd-run + libonnxruntime + licences + README.
 # It runs from any directory with no environment (the library is found beside the binary).
 .PHONY: edge
 edge:
