@@ -1,5 +1,6 @@
 //! Command-line arguments and actions shared by `lkd` and `lkd-run` (`predict`, `bench`,
-//! `info`): one set of clap structs and one implementation, so the two binaries cannot drift.
+//! `info`, and `serve` in [`serve`]): one set of clap structs and one implementation, so the two
+//! binaries cannot drift. The whole command line of the runtime lives in this module.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,6 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use lkd_util::Device;
+
+pub mod serve;
+
+pub use serve::{run_serve, ServeArgs};
 
 use crate::{
     resolve_preprocess, BenchConfig, BenchReport, Classifier, Engine, Interpolation, Model,
