@@ -50,18 +50,23 @@ pub enum ExportError {
 }
 
 /// What `--reparam` asks for, applied to every [`KernelGroup`].
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReparamMode {
     /// Time decomposed and dense per distinct layer shape in ORT on the target; keep the faster.
     #[default]
     Auto,
+    /// Two depthwise convs (k×s and s×k, the small kernel added into one of them).
     Decomposed,
+    /// One k×k depthwise conv.
     Dense,
+    /// Leave every branch as trained.
     None,
 }
 
 /// How channels-last pointwise runs (Permute → LayerNorm → Linear → GELU → Linear → Permute)
 /// are written.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LinearForm {
     /// 1×1 convs and a channels-first LayerNorm (ORT CPU, convnext_tiny, 1 thread: 131 ms with a
@@ -69,6 +74,7 @@ pub enum LinearForm {
     #[default]
     Conv,
     /// MatMul over the last dim between the two transposes, as the graph states it.
+    #[cfg_attr(feature = "clap", value(name = "matmul"))]
     MatMul,
 }
 

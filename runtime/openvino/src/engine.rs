@@ -14,6 +14,7 @@ use crate::library::load_library;
 
 /// The arithmetic the CPU plugin computes in. OpenVINO's own default is bf16 on CPUs with
 /// AVX512_BF16/AMX, which changes the logits; here f32 is the default and bf16 must be asked for.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(
     Clone,
     Copy,
