@@ -1,12 +1,13 @@
 //! lkd-models owns the description of every network: presets and range-checked configs
 //! ([`families`]), the [`graph::Graph`] (ops, upstream-named parameters, feature taps),
 //! parameter and FLOP counts, preprocessing as data, and checkpoint I/O (safetensors, official
-//! PyTorch `.pth`, and the timm/torchvision key maps of [`checkpoint::layout`]). It links no
+//! PyTorch `.pth`, and the timm/torchvision key maps of [`layout`]). It links no
 //! libtorch and knows nothing about executing a graph: the trainer and the exporter consume it.
 
 pub mod checkpoint;
 pub mod families;
 pub mod graph;
+pub mod layout;
 pub mod preprocess;
 pub mod summary;
 pub mod tensor;

@@ -1,11 +1,11 @@
 //! Checkpoint I/O: safetensors (ours) and official PyTorch `torch.save` archives, loaded into a
 //! name → [`HostTensor`] map and checked strictly against a graph's parameters.
 
-pub mod layout;
+mod adopt;
 mod pth;
 mod safetensors_io;
 
-pub use layout::adopt_state_dict;
+pub use adopt::adopt_state_dict;
 pub use pth::{read_pth, read_pth_bytes};
 pub use safetensors_io::{
     read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes,
