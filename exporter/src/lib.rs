@@ -4,6 +4,28 @@
 //! built-in parity check that runs the result in ORT against the un-rewritten graph.
 //!
 //! It owns no architecture knowledge (passes match op patterns) and must not link libtorch.
+//!
+//! The front door: a graph and its weights to ONNX bytes ([`export_bytes`]) or a file
+//! ([`export`]), with the deploy passes and the parity check chosen in [`ExportOptions`];
+//! [`quantize`] turns the float file into INT8 QDQ.
+//!
+//! ```
+//! use lkd_exporter::{export_bytes, proto, random_weights, ExportOptions, ReparamMode};
+//! use lkd_models::ModelConfig;
+//!
+//! let graph = ModelConfig::preset("slak_nano").build()?;
+//! let weights = random_weights(&graph, 0);
+//! let opts = ExportOptions {
+//!     reparam: ReparamMode::Dense,
+//!     check: false, // the ORT parity check; on by default
+//!     ..ExportOptions::default()
+//! };
+//! let (bytes, report) = export_bytes(&graph, &weights, &opts)?;
+//! let model = proto::decode(&bytes)?;
+//! assert_eq!(model.graph.input[0].name, lkd_exporter::INPUT_NAME);
+//! assert!(report.metadata.contains_key(lkd_models::preprocess::keys::MEAN));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod lower;
 pub mod ortrun;
