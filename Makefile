@@ -51,7 +51,7 @@ doctor: build
 env:
 	@sed -n 's/^export \([A-Z_]*\) := \(.*\)$$/export \1="\2"/p' $(ENV_MK)
 
-# The device bundle: stripped lkd-run + libonnxruntime + licences + device-check.sh + README, and
+# The device bundle (dist/ holds build outputs only): stripped lkd-run + libonnxruntime + licences + device-check.sh + README, and
 # a .tar.gz of it; linked against glibc 2.28 symbols (cargo-zigbuild). It runs from any directory
 # with no environment (the library is found beside the binary).
 #   make edge                                  -> dist/lkd-edge/         (x86_64)

@@ -23,6 +23,7 @@ use lkd_exporter::{export, random_input, random_weights, ExportOptions, ReparamM
 use lkd_models::{Graph, ModelConfig};
 use lkd_openvino::{Engine, EngineConfig, Precision};
 use lkd_ort::{AbTimes, RatioSpread, Session, SessionConfig};
+use lkd_util::quantile;
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -162,12 +163,6 @@ fn machine() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 fn bench(preset: &str, form: &str, threads: usize, rounds: usize) -> AnyResult<()> {

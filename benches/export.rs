@@ -6,10 +6,11 @@
 //! `cargo bench --bench export` (needs ORT_DYLIB_PATH; LKD_PYTHON for the torch baseline).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use lkd_exporter::{export_bytes, ortrun, random_input, Device, ExportOptions, ReparamMode};
+use lkd_exporter::{export_bytes, ortrun, random_input, ExportOptions, ReparamMode};
 use lkd_models::checkpoint::{write_safetensors, StateDict};
 use lkd_models::graph::DType;
 use lkd_models::{Graph, HostTensor, ModelConfig};
+use lkd_util::Device;
 use std::time::{Duration, Instant};
 
 const THREADS: usize = 2;

@@ -257,7 +257,7 @@ pub fn run_demo(a: DemoArgs) -> Result<()> {
         // Beside the demo's other outputs: the kept teacher's run dir stays as it was trained.
         let erf_dir = a.out.join(&row.name);
         std::fs::create_dir_all(&erf_dir)?;
-        lkd_models::checkpoint::write_atomic(
+        lkd_util::write_atomic(
             &erf_dir.join("erf.json"),
             serde_json::to_string_pretty(&erf)?.as_bytes(),
         )?;

@@ -1,40 +1,13 @@
 //! `lkd export`: a run dir or a preset + checkpoint → a self-describing `.onnx`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, ValueEnum};
-use lkd_exporter::{ChannelsFirstNorm, Device, ExportOptions, LinearForm, ReparamMode};
+use clap::Args;
+use lkd_exporter::{ChannelsFirstNorm, ExportOptions, LinearForm, ReparamMode};
 use lkd_models::checkpoint::{check_state_dict, read_checkpoint, read_checkpoint_for, StateDict};
 use lkd_models::{Graph, ModelConfig};
+use lkd_util::Device;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ReparamArg {
-    /// Time decomposed vs dense per layer shape in ONNX Runtime and keep the faster.
-    Auto,
-    /// Two depthwise convs (k×s and s×k, the small kernel added into one of them).
-    Decomposed,
-    /// One k×k depthwise conv.
-    Dense,
-    /// Leave every branch as trained.
-    None,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LinearArg {
-    /// 1×1 convs, no transposes.
-    Conv,
-    /// MatMul between transposes.
-    Matmul,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum NormArg {
-    /// Transpose → LayerNormalization → Transpose (fastest measured).
-    Transpose,
-    /// Reductions over dim 1, as torch.onnx.export writes it.
-    Reduce,
-}
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -53,7 +26,7 @@ pub struct ExportArgs {
     #[arg(long, short)]
     pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
-    pub reparam: ReparamArg,
+    pub reparam: ReparamMode,
     /// FP16 weights and compute, FP32 input and output.
     #[arg(long)]
     pub fp16: bool,
@@ -71,13 +44,13 @@ pub struct ExportArgs {
     pub meta: Vec<String>,
     /// How channels-last Linear pairs are written.
     #[arg(long, value_enum, default_value = "conv")]
-    pub linear_form: LinearArg,
+    pub linear_form: LinearForm,
     /// How channels-first LayerNorm is written.
     #[arg(long, value_enum, default_value = "transpose")]
-    pub ln_form: NormArg,
+    pub ln_form: ChannelsFirstNorm,
     /// Device for the check and `--reparam auto` timings: cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// ORT intra-op threads for timing and checking.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -92,15 +65,15 @@ impl ExportArgs {
             model_override: None,
             checkpoint: None,
             out: Some(out.to_path_buf()),
-            reparam: ReparamArg::Auto,
+            reparam: ReparamMode::Auto,
             fp16: false,
             static_batch: None,
             no_check: false,
             labels: None,
             meta: vec![],
-            linear_form: LinearArg::Conv,
-            ln_form: NormArg::Transpose,
-            device: "cpu".into(),
+            linear_form: LinearForm::Conv,
+            ln_form: ChannelsFirstNorm::Transpose,
+            device: Device::Cpu,
             threads: None,
         }
     }
@@ -112,10 +85,6 @@ struct Source {
     out: PathBuf,
     labels: Option<Vec<String>>,
     provenance: BTreeMap<String, String>,
-}
-
-fn parse_target(s: &str) -> Result<Device> {
-    Ok(s.parse::<Device>()?)
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>> {
@@ -221,26 +190,15 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         src.provenance.insert(k.trim().to_string(), v.to_string());
     }
     let opts = ExportOptions {
-        reparam: match args.reparam {
-            ReparamArg::Auto => ReparamMode::Auto,
-            ReparamArg::Decomposed => ReparamMode::Decomposed,
-            ReparamArg::Dense => ReparamMode::Dense,
-            ReparamArg::None => ReparamMode::None,
-        },
+        reparam: args.reparam,
         fp16: args.fp16,
         static_batch: args.static_batch,
         check: !args.no_check,
         labels: src.labels.clone(),
         provenance: src.provenance.clone(),
-        linear_form: match args.linear_form {
-            LinearArg::Conv => LinearForm::Conv,
-            LinearArg::Matmul => LinearForm::MatMul,
-        },
-        channels_first_norm: match args.ln_form {
-            NormArg::Reduce => ChannelsFirstNorm::Reduce,
-            NormArg::Transpose => ChannelsFirstNorm::Transpose,
-        },
-        target: parse_target(&args.device)?,
+        linear_form: args.linear_form,
+        channels_first_norm: args.ln_form,
+        target: args.device,
         threads: args.threads,
         ..Default::default()
     };

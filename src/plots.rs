@@ -34,7 +34,7 @@ pub fn write_png_atomic(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> 
     draw(scratch.path())?;
     let bytes = std::fs::read(scratch.path())
         .with_context(|| format!("reading {}", scratch.path().display()))?;
-    lkd_models::checkpoint::write_atomic(path, &bytes)?;
+    lkd_util::write_atomic(path, &bytes)?;
     Ok(())
 }
 

@@ -356,13 +356,7 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome> {
         &opts,
         overrides.is_empty(),
     )?;
-    lkd_models::checkpoint::write_atomic(&out, &qbytes).map_err(|e| match e {
-        // The io error alone: `ModelError::Io` repeats its source in its message.
-        lkd_models::ModelError::Io { source, .. } => {
-            anyhow::Error::new(source).context(format!("cannot write `{}`", out.display()))
-        }
-        other => anyhow::Error::new(other),
-    })?;
+    lkd_util::write_atomic(&out, &qbytes)?;
 
     let latency = if args.no_bench {
         None

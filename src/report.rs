@@ -281,7 +281,7 @@ pub fn write(dir: &Path, rep: &Report) -> Result<PathBuf> {
     }
     md.push_str("\n![accuracy](accuracy.png)\n\n![latency](latency.png)\n\n![erf](erf.png)\n");
     let path = dir.join("report.md");
-    lkd_models::checkpoint::write_atomic(&path, md.as_bytes())?;
+    lkd_util::write_atomic(&path, md.as_bytes())?;
     Ok(path)
 }
 

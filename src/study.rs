@@ -170,10 +170,7 @@ fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
         RunOutcome::Trained { resumed, .. } => resumed,
     };
     let total = if resumed { before } else { 0.0 } + t.elapsed().as_secs_f64();
-    lkd_models::checkpoint::write_atomic(
-        &dir.join(COMPUTE_FILE),
-        format!("{total:.3}").as_bytes(),
-    )?;
+    lkd_util::write_atomic(&dir.join(COMPUTE_FILE), format!("{total:.3}").as_bytes())?;
     Ok(total)
 }
 
@@ -249,7 +246,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 RunOutcome::Trained { .. } => {
                     let total = t_start.elapsed().as_secs_f64();
                     compute += total;
-                    lkd_models::checkpoint::write_atomic(
+                    lkd_util::write_atomic(
                         &dir.join(COMPUTE_FILE),
                         format!("{total:.3}").as_bytes(),
                     )?;
@@ -313,7 +310,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                         if study.erf_images > 0 && r.erf_rms_radius.is_none() {
                             // Cells recorded before the continuous ERF measures: measure again.
                             r.set_erf(cell_erf(&dir, &cfg, study.erf_images)?);
-                            lkd_models::checkpoint::write_atomic(
+                            lkd_util::write_atomic(
                                 &result_path,
                                 serde_json::to_string_pretty(&r)?.as_bytes(),
                             )?;
@@ -350,7 +347,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     if let Some(erf) = erf {
                         r.set_erf(erf);
                     }
-                    lkd_models::checkpoint::write_atomic(
+                    lkd_util::write_atomic(
                         &result_path,
                         serde_json::to_string_pretty(&r)?.as_bytes(),
                     )?;
@@ -372,9 +369,9 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
         ));
     }
     md.push_str(&provenance(&a.config, wall.total(), missing == 0));
-    lkd_models::checkpoint::write_atomic(&out.join("results.md"), md.as_bytes())?;
-    lkd_models::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    lkd_models::checkpoint::write_atomic(
+    lkd_util::write_atomic(&out.join("results.md"), md.as_bytes())?;
+    lkd_util::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    lkd_util::write_atomic(
         &out.join("results-seeds.csv"),
         per_seed_csv(&results).as_bytes(),
     )?;
@@ -415,7 +412,7 @@ impl WallClock {
         self.before + self.start.elapsed().as_secs_f64()
     }
     fn save(&self) -> Result<()> {
-        Ok(lkd_models::checkpoint::write_atomic(
+        Ok(lkd_util::write_atomic(
             &self.path,
             format!("{:.1}", self.total()).as_bytes(),
         )?)

@@ -570,7 +570,7 @@ pub fn run_erf(a: ErfArgs) -> Result<()> {
         }
     });
     std::fs::create_dir_all(&out)?;
-    lkd_models::checkpoint::write_atomic(
+    lkd_util::write_atomic(
         &out.join("erf.json"),
         serde_json::to_string_pretty(&r)?.as_bytes(),
     )?;

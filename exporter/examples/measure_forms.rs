@@ -4,6 +4,7 @@
 use lkd_exporter::*;
 use lkd_models::checkpoint::StateDict;
 use lkd_models::{HostTensor, ModelConfig};
+use lkd_util::Device;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {

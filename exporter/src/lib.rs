@@ -4,6 +4,28 @@
 //! built-in parity check that runs the result in ORT against the un-rewritten graph.
 //!
 //! It owns no architecture knowledge (passes match op patterns) and must not link libtorch.
+//!
+//! The front door: a graph and its weights to ONNX bytes ([`export_bytes`]) or a file
+//! ([`export`]), with the deploy passes and the parity check chosen in [`ExportOptions`];
+//! [`quantize`] turns the float file into INT8 QDQ.
+//!
+//! ```
+//! use lkd_exporter::{export_bytes, proto, random_weights, ExportOptions, ReparamMode};
+//! use lkd_models::ModelConfig;
+//!
+//! let graph = ModelConfig::preset("slak_nano").build()?;
+//! let weights = random_weights(&graph, 0);
+//! let opts = ExportOptions {
+//!     reparam: ReparamMode::Dense,
+//!     check: false, // the ORT parity check; on by default
+//!     ..ExportOptions::default()
+//! };
+//! let (bytes, report) = export_bytes(&graph, &weights, &opts)?;
+//! let model = proto::decode(&bytes)?;
+//! assert_eq!(model.graph.input[0].name, lkd_exporter::INPUT_NAME);
+//! assert!(report.metadata.contains_key(lkd_models::preprocess::keys::MEAN));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod lower;
 pub mod ortrun;
@@ -11,11 +33,11 @@ pub mod passes;
 pub mod proto;
 pub mod quantize;
 
-use lkd_models::checkpoint::{check_state_dict, write_atomic, StateDict};
+use lkd_models::checkpoint::{check_state_dict, StateDict};
 use lkd_models::graph::Op;
 use lkd_models::preprocess::keys;
 use lkd_models::{Graph, HostTensor, ModelError};
-pub use lkd_ort::Device;
+use lkd_util::Device;
 pub use lower::{ChannelsFirstNorm, LowerOptions, INPUT_NAME, OUTPUT_NAME};
 pub use passes::{KernelForm, KernelGroup, PassStat};
 use rand::{Rng, SeedableRng};
@@ -50,18 +72,23 @@ pub enum ExportError {
 }
 
 /// What `--reparam` asks for, applied to every [`KernelGroup`].
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReparamMode {
     /// Time decomposed and dense per distinct layer shape in ORT on the target; keep the faster.
     #[default]
     Auto,
+    /// Two depthwise convs (k×s and s×k, the small kernel added into one of them).
     Decomposed,
+    /// One k×k depthwise conv.
     Dense,
+    /// Leave every branch as trained.
     None,
 }
 
 /// How channels-last pointwise runs (Permute → LayerNorm → Linear → GELU → Linear → Permute)
 /// are written.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LinearForm {
     /// 1×1 convs and a channels-first LayerNorm (ORT CPU, convnext_tiny, 1 thread: 131 ms with a
@@ -69,6 +96,7 @@ pub enum LinearForm {
     #[default]
     Conv,
     /// MatMul over the last dim between the two transposes, as the graph states it.
+    #[cfg_attr(feature = "clap", value(name = "matmul"))]
     MatMul,
 }
 
@@ -523,12 +551,9 @@ pub fn export(
     let t0 = Instant::now();
     let (bytes, mut report) = export_bytes(graph, weights, opts)?;
     let t = Instant::now();
-    write_atomic(out, &bytes).map_err(|e| match e {
-        ModelError::Io { source, .. } => ExportError::Write {
-            path: out.to_path_buf(),
-            source,
-        },
-        other => ExportError::Model(other),
+    lkd_util::write_atomic(out, &bytes).map_err(|e| ExportError::Write {
+        path: e.path,
+        source: e.source,
     })?;
     report.timings.write_ms = t.elapsed().as_secs_f64() * 1e3;
     report.timings.total_ms = t0.elapsed().as_secs_f64() * 1e3;

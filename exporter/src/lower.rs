@@ -14,6 +14,7 @@ pub const INPUT_NAME: &str = "pixels";
 pub const OUTPUT_NAME: &str = "logits";
 
 /// How a channels-first LayerNorm (normalising dim 1 of NCHW) is written.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ChannelsFirstNorm {
     /// Transpose → LayerNormalization(axis=-1) → Transpose: one fused LN kernel; measured

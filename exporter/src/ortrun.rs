@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-pub use lkd_ort::{Device, Session, SessionConfig};
+pub use lkd_ort::{Session, SessionConfig};
+use lkd_util::Device;
 
 /// A session over ONNX `bytes` on `device` with `threads` intra-op threads (spinning off).
 pub fn session(bytes: &[u8], device: Device, threads: Option<usize>) -> lkd_ort::Result<Session> {

@@ -162,6 +162,83 @@ pub fn encode(m: &ModelProto) -> Result<Vec<u8>, protobuf::Error> {
     m.write_to_bytes()
 }
 
+/// Parses ONNX bytes, refusing a truncated file as ONNX Runtime does. rust-protobuf 3.4 reads a
+/// top-level message field whose length runs past the end of the input up to the end and
+/// accepts it (protobuf's C++ parser, ONNX Runtime's, refuses it), so the top level's framing
+/// is checked first; nested fields are bounded by their parent, which rust-protobuf enforces.
 pub fn decode(bytes: &[u8]) -> Result<ModelProto, protobuf::Error> {
+    check_top_level_lengths(bytes).map_err(|reason| {
+        protobuf::Error::from(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            reason,
+        ))
+    })?;
     ModelProto::parse_from_bytes(bytes)
+}
+
+/// Every length-delimited top-level field fits in `bytes`. Other malformations (a cut varint,
+/// a bad wire type) are left to the parser, which refuses them itself.
+fn check_top_level_lengths(bytes: &[u8]) -> Result<(), String> {
+    let mut pos = 0usize;
+    let varint = |pos: &mut usize| -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = *bytes.get(*pos)?;
+            *pos += 1;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    };
+    while pos < bytes.len() {
+        let Some(tag) = varint(&mut pos) else {
+            return Ok(());
+        };
+        let skip = match tag & 7 {
+            0 => match varint(&mut pos) {
+                Some(_) => 0,
+                None => return Ok(()),
+            },
+            1 => 8,
+            5 => 4,
+            2 => match varint(&mut pos) {
+                Some(size) => size,
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let left = (bytes.len() - pos) as u64;
+        if skip > left {
+            return Err(format!(
+                "field {} at byte {pos} claims {skip} bytes but only {left} remain (truncated file?)",
+                tag >> 3
+            ));
+        }
+        pos += skip as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz corpus's `found-truncated-entry` (`72 6c`: field 14, 108 bytes, then nothing),
+    /// and a real model cut short by one byte: both refused, as ONNX Runtime refuses them.
+    #[test]
+    fn a_truncated_last_message_is_refused() {
+        let err = decode(&[0x72, 0x6c]).unwrap_err().to_string();
+        assert!(
+            err.contains("field 14 at byte 2 claims 108 bytes but only 0 remain (truncated file?)"),
+            "{err}"
+        );
+        let metadata = std::collections::BTreeMap::from([("k".to_string(), "v".to_string())]);
+        let bytes = encode(&model(onnx_protobuf::GraphProto::default(), &metadata)).unwrap();
+        assert_eq!(decode(&bytes).unwrap().metadata_props[0].value, "v");
+        let err = decode(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
+        assert!(err.contains("truncated file?"), "{err}");
+        assert!(decode(&[]).is_ok());
+    }
 }

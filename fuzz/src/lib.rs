@@ -53,9 +53,10 @@ pub fn onnx_metadata(data: &[u8]) {
 ///   refusals).
 ///
 /// The library's reading of arbitrary bytes is not the reference for refusals: rust-protobuf
-/// 3.4 accepts a nested message cut short by the end of the input (corpus file
+/// 3.4 alone accepts a nested message cut short by the end of the input (corpus file
 /// `found-truncated-entry`, `72 6c`: "field 14, 108 bytes", then nothing), which the walker and
-/// protobuf's C++ and Python parsers refuse as truncated.
+/// protobuf's C++ and Python parsers refuse as truncated; `proto::decode` now checks the
+/// top-level lengths first and refuses it too.
 pub fn openvino_metadata(data: &[u8]) {
     let walked = lkd_openvino::onnx_metadata_from_bytes(data);
     let Ok(model) = lkd_exporter::proto::decode(data) else {

@@ -12,7 +12,8 @@ pub const FASHION_MNIST_STD: [f32; 1] = [0.3530];
 /// Largest model input side accepted from a config or metadata (bounds preprocessing work).
 pub const MAX_INPUT_SIDE: usize = 4096;
 
-/// Spelled the same in configs (serde), ONNX metadata and flags (strum): lowercase names.
+/// Spelled the same in configs (serde), ONNX metadata and flags (strum, clap): lowercase names.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(
     Clone,
     Copy,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lkd_ort::{interleave, RatioSpread};
+use lkd_util::quantile;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -79,12 +80,6 @@ pub struct BenchReport {
     pub ab: Vec<AbResult>,
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((q / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn summarize(model: &Model, batch: usize, threads: usize, mut ms: Vec<f64>) -> BenchResult {
     let info = model.info();
     ms.sort_by(f64::total_cmp);
@@ -97,9 +92,9 @@ fn summarize(model: &Model, batch: usize, threads: usize, mut ms: Vec<f64>) -> B
         batch,
         threads,
         iters: ms.len(),
-        p50_ms: percentile(&ms, 50.0),
-        p90_ms: percentile(&ms, 90.0),
-        p99_ms: percentile(&ms, 99.0),
+        p50_ms: quantile(&ms, 0.50),
+        p90_ms: quantile(&ms, 0.90),
+        p99_ms: quantile(&ms, 0.99),
         mean_ms: mean,
         min_ms: ms[0],
         throughput_img_s: throughput,
@@ -278,23 +273,4 @@ pub fn bench(model: &Path, vs: Option<&Path>, cfg: &BenchConfig) -> Result<Bench
         }
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(
-            (
-                percentile(&v, 50.0),
-                percentile(&v, 90.0),
-                percentile(&v, 99.0)
-            ),
-            (50.0, 90.0, 99.0)
-        );
-        assert_eq!(percentile(&[3.0], 99.0), 3.0);
-    }
 }

@@ -153,7 +153,7 @@ pub fn preprocess_batch<B: AsRef<[u8]> + Sync>(
     images: &[(String, B)],
     p: &Preprocess,
 ) -> Result<Batch> {
-    let mut batch = Batch::zeros(images.len(), p);
+    let mut batch = Batch::zeros(images.len(), p.channels, p.input_size);
     let len = image_len(p);
     if images.is_empty() {
         return Ok(batch);

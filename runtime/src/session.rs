@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use lkd_models::preprocess::keys;
 use lkd_ort::ort::value::{TensorElementType, ValueType};
-pub use lkd_ort::{environment, ort_build_info, Device, OptLevel, SessionConfig};
+pub use lkd_ort::{environment, ort_build_info, OptLevel, SessionConfig};
 use lkd_ort::{OrtError, Session};
+use lkd_util::Device;
 
 use crate::error::{Result, RuntimeError};
 

@@ -118,7 +118,7 @@ impl KdMethod {
         s.parse().map_err(|_| {
             TrainError::Config(format!(
                 "unknown KD method `{s}`; use {}",
-                crate::choices(Self::VARIANTS, false)
+                lkd_util::one_of(Self::VARIANTS)
             ))
         })
     }
@@ -475,7 +475,7 @@ impl TrainConfig {
         }
         self.run
             .device
-            .parse::<lkd_ort::Device>()
+            .parse::<lkd_util::Device>()
             .map_err(|e| TrainError::Config(format!("run.device: {e}")))?;
         self.run.precision()?;
         self.run.grad_scaler.validate()?;

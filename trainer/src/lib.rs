@@ -57,6 +57,15 @@ pub enum TrainError {
     Other(String),
 }
 
+impl From<lkd_util::WriteError> for TrainError {
+    fn from(e: lkd_util::WriteError) -> Self {
+        TrainError::Io {
+            path: e.path.display().to_string(),
+            source: e.source,
+        }
+    }
+}
+
 /// `error: cause: root cause` on one line, as the CLI prints a chain; for warnings and
 /// records that are not printed by the CLI (displays never repeat their source).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -69,24 +78,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `a, b or c` (quoted: `"a", "b" or "c"`), the choices an error message offers.
-pub(crate) fn choices(names: &[&str], quoted: bool) -> String {
-    if quoted {
-        let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-        lkd_models::text::one_of(&quoted)
-    } else {
-        lkd_models::text::one_of(names)
-    }
-}
-
-/// The CUDA index `s` names (`None` for the CPU), in the runtime's grammar
-/// ([`lkd_ort::Device`], the one parser of device strings); availability is not checked.
+/// The CUDA index `s` names (`None` for the CPU), in the one device grammar
+/// ([`lkd_util::Device`]); availability is not checked.
 pub fn device_index(s: &str) -> Result<Option<usize>, TrainError> {
-    match s.parse::<lkd_ort::Device>() {
-        Ok(lkd_ort::Device::Cpu) => Ok(None),
-        Ok(lkd_ort::Device::Cuda(i)) => Ok(Some(i as usize)),
-        Err(e) => Err(TrainError::Device(e.to_string())),
-    }
+    s.parse::<lkd_util::Device>()
+        .map(lkd_util::Device::cuda_index)
+        .map_err(|e| TrainError::Device(e.to_string()))
 }
 
 /// Parses a device string (see [`device_index`]); an unavailable device is an error, never a

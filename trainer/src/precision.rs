@@ -54,7 +54,7 @@ impl Precision {
         text.parse().map_err(|_| {
             TrainError::Config(format!(
                 "run.precision = {text:?}: expected {}",
-                crate::choices(Self::VARIANTS, true)
+                lkd_util::one_of_quoted(Self::VARIANTS)
             ))
         })
     }

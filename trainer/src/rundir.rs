@@ -5,7 +5,8 @@
 
 use crate::config::TrainConfig;
 use crate::TrainError;
-use lkd_models::checkpoint::{read_safetensors, write_atomic, write_safetensors, StateDict};
+use lkd_models::checkpoint::{read_safetensors, write_safetensors, StateDict};
+use lkd_util::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;

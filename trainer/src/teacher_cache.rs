@@ -288,7 +288,7 @@ impl TeacherOutputs {
                 if !key_path.is_file() {
                     let json = serde_json::to_vec_pretty(&key)
                         .map_err(|e| TrainError::Other(e.to_string()))?;
-                    lkd_models::checkpoint::write_atomic(&key_path, &json)?;
+                    lkd_util::write_atomic(&key_path, &json)?;
                 }
                 Some(ShardStore { dir, key: digest })
             }
@@ -489,7 +489,7 @@ impl TeacherOutputs {
         };
         let bytes = serialize_shard(&header, records);
         let path = store.path(epoch, first / SHARD_BATCHES);
-        lkd_models::checkpoint::write_atomic(&path, &bytes)?;
+        lkd_util::write_atomic(&path, &bytes)?;
         self.stats.recorded_shards += 1;
         // What was written is what a replay of this shard reads.
         self.loaded = Some((

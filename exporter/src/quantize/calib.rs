@@ -8,11 +8,8 @@ use onnx_protobuf::{type_proto, ModelProto, TypeProto, ValueInfoProto};
 use ort::value::TensorRef;
 use protobuf::MessageField;
 
-use super::qdq::ActType;
+use super::activation::{ActType, Ranges};
 use super::{Batch, QuantizeError, Result};
-
-/// Observed (low, high) per tensor name.
-pub type Ranges = BTreeMap<String, (f32, f32)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, strum::IntoStaticStr, strum::VariantNames)]
 #[strum(serialize_all = "lowercase")]

@@ -8,6 +8,7 @@
 //! Inputs arrive as preprocessed f32 NCHW batches; reading datasets is the caller's business
 //! (this crate must not link libtorch).
 
+pub mod activation;
 pub mod calib;
 pub mod qdq;
 
@@ -17,8 +18,9 @@ use lkd_models::preprocess::Preprocess;
 pub use lkd_ort::Batch;
 use onnx_protobuf::ModelProto;
 
-pub use calib::{CalibMethod, Ranges};
-pub use qdq::{ActType, Layer};
+pub use activation::{ActType, Ranges};
+pub use calib::CalibMethod;
+pub use qdq::Layer;
 
 /// Metadata keys the quantized model gains on top of the float model's.
 pub mod keys {

@@ -10,34 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{type_proto, ModelProto, NodeProto, TensorProto};
 
-use super::calib::Ranges;
+use super::activation::{act_qparams, ActType, Ranges};
 use super::{QuantizeError, QuantizeOptions, Result};
 use crate::proto::{attr, node, Attr};
-
-/// Activation element type, named as ONNX names the element type (`lkd.quant.activation_type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, strum::IntoStaticStr, strum::VariantNames)]
-pub enum ActType {
-    /// Asymmetric, zero point in [0, 255].
-    #[default]
-    #[strum(serialize = "uint8")]
-    U8,
-    /// Symmetric, zero point 0.
-    #[strum(serialize = "int8")]
-    I8,
-}
-
-impl ActType {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    fn data_type(self) -> i32 {
-        match self {
-            ActType::U8 => DataType::UINT8 as i32,
-            ActType::I8 => DataType::INT8 as i32,
-        }
-    }
-}
 
 /// A Conv, MatMul or Gemm whose weight is a float initializer.
 #[derive(Clone, Debug, PartialEq)]
@@ -270,18 +245,6 @@ pub fn find_layers(m: &ModelProto) -> Result<Vec<Layer>> {
         });
     }
     Ok(layers)
-}
-
-/// (scale, zero point) of an activation range.
-pub fn act_qparams(lo: f32, hi: f32, act: ActType) -> (f32, i32) {
-    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    match act {
-        ActType::U8 => {
-            let scale = ((hi - lo) / 255.0).max(1e-8);
-            (scale, (-lo / scale).round().clamp(0.0, 255.0) as i32)
-        }
-        ActType::I8 => (lo.abs().max(hi).max(1e-8 * 127.0) / 127.0, 0),
-    }
 }
 
 /// Symmetric per-channel int8: (values, scale per channel).
@@ -554,16 +517,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn activation_types_have_onnx_names() {
-        use strum::VariantNames;
-        assert_eq!(ActType::VARIANTS, ["uint8", "int8"]);
-        assert_eq!(
-            (ActType::U8.as_str(), ActType::I8.as_str()),
-            ("uint8", "int8")
-        );
-    }
-
-    #[test]
     fn per_channel_weights_round_trip() {
         // [2 out, 1, 1, 2]: channel 1 is ten times larger.
         let w = [0.1, -0.2, 1.0, 2.0];
@@ -573,13 +526,5 @@ mod tests {
         // MatMul [K=2, N=2] per column.
         let (_, s) = quantize_weight(&w, &[2, 2], 1, 127.0);
         assert!((s[0] - 1.0 / 127.0).abs() < 1e-9 && (s[1] - 2.0 / 127.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn activation_qparams_include_zero() {
-        assert_eq!(act_qparams(0.5, 2.55, ActType::U8), (0.01, 0));
-        let (s, z) = act_qparams(-1.0, 1.55, ActType::U8);
-        assert!((s - 0.01).abs() < 1e-7 && z == 100);
-        assert_eq!(act_qparams(-2.54, 1.0, ActType::I8), (0.02, 0));
     }
 }

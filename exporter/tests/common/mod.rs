@@ -21,7 +21,7 @@ pub fn build(preset: &str, overrides: &str) -> Graph {
 pub use lkd_exporter::random_weights;
 
 pub fn run_bytes(bytes: &[u8], x: &HostTensor) -> Vec<f32> {
-    let mut s = ortrun::session(bytes, ortrun::Device::Cpu, Some(1)).expect("session");
+    let mut s = ortrun::session(bytes, lkd_util::Device::Cpu, Some(1)).expect("session");
     ortrun::run(&mut s, x.as_f32().unwrap(), &x.shape).expect("run")
 }
 

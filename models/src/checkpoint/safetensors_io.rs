@@ -1,4 +1,4 @@
-use super::{write_atomic, FormatError, StateDict};
+use super::{FormatError, StateDict};
 use crate::tensor::{HostData, HostTensor};
 use crate::ModelError;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -90,5 +90,5 @@ pub fn write_safetensors(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<(), ModelError> {
     let bytes = write_safetensors_bytes(sd, metadata).map_err(|e| e.at(path))?;
-    write_atomic(path, &bytes)
+    Ok(lkd_util::write_atomic(path, &bytes)?)
 }

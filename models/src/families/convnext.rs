@@ -5,8 +5,8 @@
 //! [`TIMM`] and [`TORCHVISION`].
 
 use super::{convnext_macro, Checker, CommonConfig};
-use crate::checkpoint::layout::{reshaped, rule, Layout, ShapeRule};
 use crate::graph::{Graph, Init};
+use crate::layout::{reshaped, rule, Layout, ShapeRule};
 use crate::ModelError;
 
 /// timm `convnext.py` (`ConvNeXt`, `ConvNeXtStage`, `ConvNeXtBlock`, `NormMlpClassifierHead`):

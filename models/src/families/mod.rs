@@ -15,10 +15,11 @@ pub mod vit;
 
 use self::FamilySpec::{ConvNext, ResNet, Slak, Vit};
 use self::PresetInput::{FashionMnist, ImageNet};
-use crate::checkpoint::layout::Layout;
 use crate::graph::{Graph, GraphBuilder, GraphHeader, Init, NormAxis, ValueId};
+use crate::layout::Layout;
 use crate::preprocess::{
     Interpolation, Preprocess, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD,
+    MAX_INPUT_SIDE,
 };
 use crate::ModelError;
 use convnext::ConvNextConfig;
@@ -38,7 +39,7 @@ pub mod limits {
     pub const MAX_KERNEL: usize = 127;
     pub const MAX_IN_CHANS: usize = 64;
     pub const MAX_CLASSES: usize = 100_000;
-    pub const MAX_INPUT_SIZE: usize = 4096;
+    // An input side's bound is the preprocessing's: `crate::preprocess::MAX_INPUT_SIDE`.
     /// Learned parameters plus buffers (8 GB as f32).
     pub const MAX_PARAMETERS: usize = 2_000_000_000;
 }
@@ -70,8 +71,8 @@ impl CommonConfig {
         let c = Checker::new(&self.preset);
         c.range("in_chans", self.in_chans, 1, MAX_IN_CHANS)?;
         c.range("num_classes", self.num_classes, 1, MAX_CLASSES)?;
-        c.range("input_size", self.input_size[0], 1, MAX_INPUT_SIZE)?;
-        c.range("input_size", self.input_size[1], 1, MAX_INPUT_SIZE)?;
+        c.range("input_size", self.input_size[0], 1, MAX_INPUT_SIDE)?;
+        c.range("input_size", self.input_size[1], 1, MAX_INPUT_SIDE)?;
         if !(0.0..1.0).contains(&self.drop_path) {
             return Err(c.invalid("drop_path", self.drop_path, expected("drop_path")));
         }
@@ -323,7 +324,7 @@ fn expected(field: &str) -> String {
     match field {
         "in_chans" => format!("a channel count in 1..={MAX_IN_CHANS}"),
         "num_classes" => format!("a class count in 1..={MAX_CLASSES}"),
-        "input_size" => format!("an image side in 1..={MAX_INPUT_SIZE}"),
+        "input_size" => format!("an image side in 1..={MAX_INPUT_SIDE}"),
         "drop_path" => "a rate in [0, 1)".into(),
         "depths" => format!("1 to {MAX_STAGES} stages, each of 1..={MAX_BLOCKS_PER_STAGE} blocks"),
         "dims" => format!("one width per stage, each in 1..={MAX_WIDTH}"),
@@ -596,7 +597,7 @@ impl<'a> Checker<'a> {
     ) -> Result<(), ModelError> {
         let min = stem << (stages - 1);
         if common.input_size.iter().any(|&s| s < min) {
-            let expected = format!("at least {min} (the stem's stride {stem} times 2 per later stage, {stages} stages), at most {MAX_INPUT_SIZE}");
+            let expected = format!("at least {min} (the stem's stride {stem} times 2 per later stage, {stages} stages), at most {MAX_INPUT_SIDE}");
             return Err(self.invalid("input_size", common.input_size[0], expected));
         }
         Ok(())

@@ -101,7 +101,7 @@ impl VitConfig {
                     "a multiple of the patch size {} in {}..={}",
                     self.patch,
                     self.patch,
-                    super::limits::MAX_INPUT_SIZE
+                    crate::preprocess::MAX_INPUT_SIDE
                 ),
             ));
         }

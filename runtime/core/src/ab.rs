@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use lkd_util::quantile;
+
 use crate::error::{OrtError, Result};
 
 /// Per-round latencies in milliseconds, index-aligned.
@@ -91,13 +93,6 @@ impl RatioSpread {
             rounds: r.len(),
         })
     }
-}
-
-/// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 impl std::fmt::Display for RatioSpread {

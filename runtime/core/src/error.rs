@@ -45,9 +45,6 @@ pub enum OrtError {
         hint: &'static str,
     },
 
-    #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
-    BadDevice(String),
-
     #[error("unknown optimization level `{found}`: expected {expected}")]
     BadOptLevel { found: String, expected: String },
 

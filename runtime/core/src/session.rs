@@ -7,9 +7,10 @@ use ort::session::builder::SessionBuilder;
 pub use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::device::{Device, OptLevel};
 use crate::env::environment;
 use crate::error::{OrtError, Result};
+use crate::opt_level::OptLevel;
+use lkd_util::Device;
 
 /// How to build a session.
 #[derive(Clone, Debug)]

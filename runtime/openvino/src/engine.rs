@@ -14,6 +14,7 @@ use crate::library::load_library;
 
 /// The arithmetic the CPU plugin computes in. OpenVINO's own default is bf16 on CPUs with
 /// AVX512_BF16/AMX, which changes the logits; here f32 is the default and bf16 must be asked for.
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[derive(
     Clone,
     Copy,
@@ -42,10 +43,9 @@ impl Precision {
     /// `s` (any case, surrounding spaces ignored) as a precision; the error lists the accepted
     /// names.
     pub fn parse(s: &str) -> Result<Self> {
-        use strum::VariantNames;
-        s.trim().parse().map_err(|_| OvError::BadPrecision {
+        lkd_util::parse_named(s.trim()).map_err(|e| OvError::BadPrecision {
             found: s.to_string(),
-            expected: lkd_models::text::one_of(Self::VARIANTS),
+            expected: e.expected,
         })
     }
 }

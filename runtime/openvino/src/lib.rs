@@ -9,6 +9,23 @@
 //! ONNX Runtime; bf16 is an explicit choice and an error where the CPU cannot do it. The file's
 //! `metadata_props` (preprocessing, labels) are read by a small scan that never loads the graph.
 //! It must stay small: no libtorch, no ONNX Runtime, no HTTP.
+//!
+//! The front door: [`Engine::from_file`] or [`Engine::from_memory`] with an [`EngineConfig`]
+//! (threads, [`Precision`]), then [`Engine::run_f32`] on f32 NCHW input; [`onnx_metadata`]
+//! reads a file's preprocessing and labels without OpenVINO at all:
+//!
+//! ```
+//! use lkd_openvino::{onnx_metadata_from_bytes, Precision};
+//!
+//! let graph = lkd_models::ModelConfig::preset("resnet_nano").build()?;
+//! let opts = lkd_exporter::ExportOptions { check: false, ..Default::default() };
+//! let weights = lkd_exporter::random_weights(&graph, 0);
+//! let (bytes, _) = lkd_exporter::export_bytes(&graph, &weights, &opts)?;
+//! let metadata = onnx_metadata_from_bytes(&bytes)?;
+//! assert!(metadata.contains_key(lkd_models::preprocess::keys::MEAN));
+//! assert_eq!(Precision::parse(" BF16 ")?, Precision::Bf16);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod engine;
 pub mod error;

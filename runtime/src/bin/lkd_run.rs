@@ -25,7 +25,7 @@ enum Command {
     /// The model's metadata: input, preprocessing, labels, provenance.
     Info(cli::InfoArgs),
     /// Serve models over HTTP: /v1/classify and the KServe v2 protocol (as `lkd serve`).
-    Serve(lkd_runtime::server::args::ServeArgs),
+    Serve(lkd_runtime::cli::ServeArgs),
 }
 
 fn main() {
@@ -33,7 +33,7 @@ fn main() {
         Command::Predict(a) => cli::run_predict(a),
         Command::Bench(a) => cli::run_bench(a),
         Command::Info(a) => cli::run_info(a),
-        Command::Serve(a) => lkd_runtime::server::args::run_serve(&a).map_err(Into::into),
+        Command::Serve(a) => lkd_runtime::cli::run_serve(&a).map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,12 +4,10 @@
 //!
 //! Where things live: `conn` accepts and polices connections (timeouts, connection cap,
 //! shutdown); `auth` and `body` are the request middleware; `v1` and `kserve` are the two APIs
-//! over `batcher` (one thread per model owning its session); `args` is the command line shared
-//! by `lkd serve` and `lkd-run serve`.
+//! over `batcher` (one thread per model owning its session); its command line is
+//! `crate::cli::serve`.
 
 mod api_error;
-#[cfg(feature = "cli")]
-pub mod args;
 mod auth;
 mod batcher;
 mod body;

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use image::ImageFormat;
-use lkd_runtime::{Device, Engine, Model, Precision, RuntimeError, ServeConfig, SessionConfig};
+use lkd_runtime::{Engine, Model, Precision, RuntimeError, ServeConfig, SessionConfig};
+use lkd_util::Device;
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -1,8 +1,9 @@
 use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 use lkd_runtime::{
-    preprocess_batch, preprocess_into, resolve_preprocess, Classifier, Device, Model,
-    PreprocessOverrides, RuntimeError, SessionConfig,
+    preprocess_batch, preprocess_into, resolve_preprocess, Classifier, Model, PreprocessOverrides,
+    RuntimeError, SessionConfig,
 };
+use lkd_util::Device;
 
 use crate::common::*;
 

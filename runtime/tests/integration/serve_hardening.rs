@@ -232,8 +232,8 @@ fn a_connection_flood_does_not_stop_a_normal_client() {
         .collect();
     let during = classify_latencies(addr, &png, 20);
     let (p50b, p50d, maxd) = (
-        percentile(&before, 0.5),
-        percentile(&during, 0.5),
+        lkd_util::quantile(&before, 0.5),
+        lkd_util::quantile(&during, 0.5),
         during[during.len() - 1],
     );
     eprintln!(

@@ -217,7 +217,3 @@ pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option
         }
     }
 }
-
-pub fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
-    sorted_ms[((sorted_ms.len() - 1) as f64 * p).round() as usize]
-}

@@ -1,14 +1,20 @@
 //! Command-line arguments and actions shared by `lkd` and `lkd-run` (`predict`, `bench`,
-//! `info`): one set of clap structs and one implementation, so the two binaries cannot drift.
+//! `info`, and `serve` in [`serve`]): one set of clap structs and one implementation, so the two
+//! binaries cannot drift. The whole command line of the runtime lives in this module.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use lkd_util::Device;
+
+pub mod serve;
+
+pub use serve::{run_serve, ServeArgs};
 
 use crate::{
-    resolve_preprocess, BenchConfig, BenchReport, Classifier, Device, Engine, Interpolation, Model,
+    resolve_preprocess, BenchConfig, BenchReport, Classifier, Engine, Interpolation, Model,
     OptLevel, Precision, PreprocessOverrides, RuntimeError, SessionConfig,
 };
 
@@ -23,32 +29,16 @@ pub enum EngineArg {
     OpenVino,
 }
 
-/// `--precision`: OpenVINO's inference precision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    F32,
-    Bf16,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
-}
-
 /// The message for `--precision` given without an OpenVINO engine.
 pub const PRECISION_NEEDS_OPENVINO: &str =
     "--precision applies to --engine openvino only (ONNX Runtime computes in the model's own f32)";
 
 impl EngineArg {
-    fn with_precision(self, precision: Option<PrecisionArg>) -> Engine {
+    fn with_precision(self, precision: Option<Precision>) -> Engine {
         match self {
             EngineArg::Ort => Engine::Ort,
             EngineArg::OpenVino => Engine::OpenVino {
-                precision: precision.map(Into::into).unwrap_or_default(),
+                precision: precision.unwrap_or_default(),
             },
         }
     }
@@ -64,7 +54,7 @@ pub struct EngineArgs {
     /// OpenVINO's arithmetic: `f32` (default; logits match ONNX Runtime) or `bf16` (an error
     /// where the CPU lacks it). Only with --engine openvino.
     #[arg(long, value_enum)]
-    pub precision: Option<PrecisionArg>,
+    pub precision: Option<Precision>,
 }
 
 impl EngineArgs {
@@ -74,23 +64,6 @@ impl EngineArgs {
             return Err(RuntimeError::EngineSetting(PRECISION_NEEDS_OPENVINO.into()));
         }
         Ok(self.engine.with_precision(self.precision))
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum InterpolationArg {
-    Nearest,
-    Bilinear,
-    Bicubic,
-}
-
-impl From<InterpolationArg> for Interpolation {
-    fn from(i: InterpolationArg) -> Self {
-        match i {
-            InterpolationArg::Nearest => Interpolation::Nearest,
-            InterpolationArg::Bilinear => Interpolation::Bilinear,
-            InterpolationArg::Bicubic => Interpolation::Bicubic,
-        }
     }
 }
 
@@ -127,7 +100,7 @@ pub struct PreprocessArgs {
     #[arg(long)]
     pub crop_pct: Option<f32>,
     #[arg(long, value_enum)]
-    pub interpolation: Option<InterpolationArg>,
+    pub interpolation: Option<Interpolation>,
 }
 
 impl PreprocessArgs {
@@ -138,7 +111,7 @@ impl PreprocessArgs {
             mean: self.mean.clone(),
             std: self.std.clone(),
             crop_pct: self.crop_pct,
-            interpolation: self.interpolation.map(Into::into),
+            interpolation: self.interpolation,
         }
     }
 }
@@ -157,7 +130,7 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], RuntimeError> {
     })
 }
 
-pub fn parse_device(s: &str) -> Result<Device, lkd_ort::OrtError> {
+pub fn parse_device(s: &str) -> Result<Device, lkd_util::DeviceError> {
     s.parse::<Device>()
 }
 

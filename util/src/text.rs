@@ -9,9 +9,16 @@ pub fn one_of<S: AsRef<str>>(names: &[S]) -> String {
     }
 }
 
+/// `"a", "b" or "c"`: [`one_of`] with each name quoted, for names that may hold spaces or
+/// symbols (`kd+fd`).
+pub fn one_of_quoted<S: AsRef<str>>(names: &[S]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{:?}", n.as_ref())).collect();
+    one_of(&quoted)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::one_of;
+    use super::{one_of, one_of_quoted};
 
     #[test]
     fn lists_read_as_a_sentence() {
@@ -19,5 +26,6 @@ mod tests {
         assert_eq!(one_of(&["a", "b"]), "a or b");
         assert_eq!(one_of(&["a", "b", "c"]), "a, b or c");
         assert_eq!(one_of::<&str>(&[]), "");
+        assert_eq!(one_of_quoted(&["fp32", "bf16"]), r#""fp32" or "bf16""#);
     }
 }

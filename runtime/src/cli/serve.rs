@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{BearerToken, Limits, ModelSpec, ServeConfig};
-use crate::cli::{parse_device, EngineArgs, PreprocessArgs};
+use super::{parse_device, EngineArgs, PreprocessArgs};
 use crate::error::{Result, RuntimeError};
-use crate::session::{Device, SessionConfig};
+use crate::server::{validate_model_name, BearerToken, Limits, ModelSpec, ServeConfig};
+use crate::session::SessionConfig;
+use lkd_util::Device;
 
 fn flag(expected: &'static str, found: &str) -> RuntimeError {
     RuntimeError::Flag {
@@ -19,7 +20,7 @@ fn flag(expected: &'static str, found: &str) -> RuntimeError {
 
 fn parse_named_model(s: &str) -> Result<ModelSpec> {
     let (name, path) = s.split_once('=').ok_or_else(|| flag("NAME=PATH", s))?;
-    super::validate_model_name(name)?;
+    validate_model_name(name)?;
     if path.is_empty() {
         return Err(flag("a file after `=` in NAME=PATH", s));
     }
@@ -155,7 +156,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     if args.threads == Some(0) {
         return Err(RuntimeError::Server("--threads must be at least 1".into()));
     }
-    super::serve_blocking(args.config()?)
+    crate::server::serve_blocking(args.config()?)
 }
 
 #[cfg(test)]

@@ -1,44 +1,8 @@
-//! Where a session runs and how hard ONNX Runtime optimizes its graph. The one parser of device
-//! strings in the project (`cpu`, `cuda`, `gpu`, `cuda:N`).
-
-use std::fmt;
-use std::str::FromStr;
+//! How hard ONNX Runtime optimizes a graph. (Where a session runs is `lkd_util::Device`.)
 
 use ort::session::builder::GraphOptimizationLevel;
 
 use crate::error::{OrtError, Result};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Device {
-    #[default]
-    Cpu,
-    Cuda(i32),
-}
-
-impl FromStr for Device {
-    type Err = OrtError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<i32>().ok())
-                .filter(|&n| n >= 0)
-                .map(Device::Cuda)
-                .ok_or_else(|| OrtError::BadDevice(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
 
 /// ONNX Runtime graph optimization level, by name or by ONNX Runtime's number (0–3).
 #[derive(
@@ -72,10 +36,9 @@ impl OptLevel {
 
     /// `s` as a level; the error lists the accepted names.
     pub fn parse(s: &str) -> Result<Self> {
-        use strum::VariantNames;
-        s.parse().map_err(|_| OrtError::BadOptLevel {
-            found: s.to_string(),
-            expected: lkd_models::text::one_of(Self::VARIANTS),
+        lkd_util::parse_named(s).map_err(|e| OrtError::BadOptLevel {
+            found: e.found,
+            expected: e.expected,
         })
     }
 }
@@ -94,25 +57,6 @@ impl From<OptLevel> for GraphOptimizationLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_every_device_form_and_rejects_the_rest() {
-        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
-        assert_eq!(" CUDA ".parse::<Device>().unwrap(), Device::Cuda(0));
-        assert_eq!("gpu".parse::<Device>().unwrap(), Device::Cuda(0));
-        assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
-        for bad in ["cuda:-1", "cuda:x", "tpu", ""] {
-            let e = bad.parse::<Device>().unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("unknown device `{bad}`: expected `cpu`, `cuda` or `cuda:N`")
-            );
-        }
-        assert_eq!(
-            Device::Cuda(2).to_string().parse::<Device>().unwrap(),
-            Device::Cuda(2)
-        );
-    }
 
     #[test]
     fn opt_levels_parse_by_name_and_number() {
