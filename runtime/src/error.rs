@@ -43,6 +43,17 @@ pub enum RuntimeError {
         fix: String,
     },
 
+    #[error(
+        "`{path}` uses the operator `{op}`, which this ONNX Runtime does not have (it said: \
+         \"{ort_said}\"). Re-export the model with standard ONNX operators, or point \
+         ORT_DYLIB_PATH at an ONNX Runtime that has it"
+    )]
+    UnknownOperator {
+        path: PathBuf,
+        op: String,
+        ort_said: String,
+    },
+
     #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
     Input {
         expected: String,
@@ -172,6 +183,21 @@ impl RuntimeError {
                     ),
                 };
             }
+        }
+        let unknown = "No Op registered for ";
+        if let (Some(start), Some((_, end))) = (
+            ort_message.find(unknown),
+            number_after(" with domain_version of "),
+        ) {
+            let op = ort_message[start + unknown.len()..]
+                .split(" with domain_version")
+                .next()
+                .unwrap_or_default();
+            return Self::UnknownOperator {
+                path: path.into(),
+                op: op.to_string(),
+                ort_said: ort_message[start..end].to_string(),
+            };
         }
         Self::BadModel {
             path: path.into(),
