@@ -2,6 +2,7 @@
 
     $LKD_PYTHON scripts/serve_figures.py [--lkd-run PATH] [--model M.onnx]
                                          [--requests 200] [--flood 500] [--cap 64]
+                                         [--soak 120 --soak-clients 4 --soak-max 200000]
 
 Prints three things (nothing is asserted; the tests in runtime/tests/integration/serve_*.rs do that):
 1. a normal client's latency (POST /v1/classify, one connection per request, sequential), p50 /
@@ -12,6 +13,11 @@ Prints three things (nothing is asserted; the tests in runtime/tests/integration
 3. the largest |difference| between the class probabilities of the official KServe v2 client
    (tritonclient.http, BYTES input: encoded PNGs the server decodes) and `lkd-run predict --json`
    on the same files.
+4. with --soak SECONDS (default 0: skipped): --soak-clients keep-alive clients on loopback
+   (127.0.0.1 only) sending POST /v1/classify back to back for SECONDS or --soak-max requests in
+   all, whichever comes first; the server's RSS (VmRSS) after a 200-request warm-up, after
+   --soak-baseline seconds of the soak and at the end (growth since the baseline, in %), its peak
+   (VmHWM), and the latency p50 / p99 / max over every request.
 Without --model it generates the test fixture `gray28.onnx` (runtime/tests/fixtures/make_models.py).
 Checked with Python 3.11, numpy 2.4, Pillow 12, tritonclient 2.73.
 """
@@ -175,6 +181,68 @@ def triton_figure(args, model, tmp):
           f"max |Δ probability| = {worst:.3g}")
 
 
+def rss_kb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+
+
+def soak_figure(args, model):
+    import http.client
+    import threading
+    proc, addr = start(args.lkd_run, model)
+    host, port = addr.rsplit(":", 1)
+    assert host == "127.0.0.1", addr
+    body = png(40, 40, 1)
+    failures, lock = [], threading.Lock()
+    times = [[] for _ in range(args.soak_clients)]
+    try:
+        latencies(addr, body, 200)  # warm-up: allocator pools, ORT arenas
+        rss_start = rss_kb(proc.pid)
+        deadline = time.monotonic() + args.soak
+        per_client = args.soak_max // args.soak_clients
+
+        def client(ms):
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            while time.monotonic() < deadline and len(ms) < per_client:
+                t = time.perf_counter()
+                conn.request("POST", "/v1/classify", body, {"Content-Type": "image/png"})
+                r = conn.getresponse()
+                r.read()
+                ms.append((time.perf_counter() - t) * 1e3)
+                if r.status != 200:
+                    with lock:
+                        failures.append(r.status)
+                    return
+            conn.close()
+
+        threads = [threading.Thread(target=client, args=(ms,)) for ms in times]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        # The baseline is taken once the 4 clients have run a while (threads, buffers, arenas
+        # sized for concurrent load); growth after that is what a leak would show.
+        samples = []
+        while any(t.is_alive() for t in threads):
+            time.sleep(1)
+            samples.append((time.monotonic() - t0, rss_kb(proc.pid)))
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        rss0 = next((r for t, r in samples if t >= args.soak_baseline), samples[0][1])
+        rss1, peak = rss_kb(proc.pid), rss_kb(proc.pid, "VmHWM")
+    finally:
+        proc.terminate()
+        proc.wait()
+    ms = sorted(m for c in times for m in c)
+    if failures:
+        raise SystemExit(f"soak: {len(failures)} non-200 answers, first {failures[0]}")
+    print(f"4. soak: {args.soak_clients} keep-alive clients for {took:.0f} s, {len(ms)} requests "
+          f"({len(ms) / took:.0f}/s), all 200: p50 {pct(ms, .5):.2f} ms  p99 {pct(ms, .99):.2f} ms  "
+          f"max {ms[-1]:.2f} ms; RSS {rss_start / 1024:.1f} MB after a sequential warm-up, "
+          f"{rss0 / 1024:.1f} MB at {args.soak_baseline:.0f} s, {rss1 / 1024:.1f} MB at the end "
+          f"({100 * (rss1 - rss0) / rss0:+.2f} % since {args.soak_baseline:.0f} s), peak {peak / 1024:.1f} MB")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lkd-run", help="default: target/release/lkd-run, else target/debug/lkd-run")
@@ -182,6 +250,11 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--flood", type=int, default=500)
     ap.add_argument("--cap", type=int, default=64)
+    ap.add_argument("--soak", type=float, default=0, help="seconds (0: no soak)")
+    ap.add_argument("--soak-clients", type=int, default=4)
+    ap.add_argument("--soak-max", type=int, default=200000, help="requests in all, at most")
+    ap.add_argument("--soak-baseline", type=float, default=10, help="seconds into the soak the RSS baseline is taken")
+    ap.add_argument("--only-soak", action="store_true", help="skip figures 1-3")
     args = ap.parse_args()
     if args.lkd_run is None:
         built = [os.path.join(REPO, "target", p, "lkd-run") for p in ("release", "debug")]
@@ -196,11 +269,14 @@ def main():
             model = os.path.join(tmp, "gray28.onnx")
         print(f"{args.lkd_run}; model {model}; {os.cpu_count()} cores; "
               f"load average {os.getloadavg()[0]:.2f}")
-        flood_figures(args, model)
-        print("2. shutdown with a half-sent header, a half-sent body and an idle keep-alive connection open:")
-        shutdown_figure(args, model, 2000)
-        shutdown_figure(args, model, None)
-        triton_figure(args, model, tmp)
+        if not args.only_soak:
+            flood_figures(args, model)
+            print("2. shutdown with a half-sent header, a half-sent body and an idle keep-alive connection open:")
+            shutdown_figure(args, model, 2000)
+            shutdown_figure(args, model, None)
+            triton_figure(args, model, tmp)
+        if args.soak > 0:
+            soak_figure(args, model)
 
 
 if __name__ == "__main__":

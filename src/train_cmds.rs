@@ -315,7 +315,7 @@ fn print_summary(dir: &Path, s: &Summary) {
         s.seconds,
         100.0 * s.data_wait_share,
         100.0 * s.teacher_share,
-        if s.skipped_files > 0 { format!(", {} corrupt files skipped", s.skipped_files) } else { String::new() }
+        if s.skipped_files > 0 { format!(", {} unreadable files skipped (listed in {})", s.skipped_files, dir.join(lkd_trainer::rundir::SKIPPED).display()) } else { String::new() }
     );
     if s.world_size > 1 {
         println!(

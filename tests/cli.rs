@@ -346,3 +346,77 @@ fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
         assert_eq!(text(&o).trim(), message);
     }
 }
+
+/// Two `lkd train --out RUN` at once: the second is refused naming the first's PID, and the
+/// first runs to the end with a metric stream of its own (one line per step, in order).
+#[test]
+fn a_second_writer_on_one_run_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let args = |out: &Path| {
+        vec![
+            "train".to_string(),
+            "--limit".into(),
+            "3000".into(),
+            "--epochs".into(),
+            "2".into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let first = Command::new(env!("CARGO_BIN_EXE_lkd"))
+        .env("LKD_CACHE", dir.path().join("cache"))
+        .args(args(&run))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The lock file names its holder once the lock is taken.
+    let lock = run.join(".lock");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.starts_with("PID ")) {
+        assert!(start.elapsed().as_secs() < 60, "the first run never locked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = lkd_in(
+        &dir.path().join("cache"),
+        &args(&run).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let t = text(&second);
+    assert!(!second.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: run directory {} is in use by another process (PID {} (lkd train)): wait for \
+             it to finish or stop it (the lock is released when it exits)",
+            run.display(),
+            first.id()
+        )),
+        "{t}"
+    );
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("lr").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !steps.is_empty() && steps.windows(2).all(|w| w[0] < w[1]),
+        "{steps:?}"
+    );
+    let evals = metrics.lines().filter(|l| l.contains("\"top1\"")).count();
+    assert_eq!(evals, 2, "{metrics}");
+    // The lock went with its holder: the finished run is a reader's, and resumable by anyone.
+    let o = lkd_in(
+        &dir.path().join("cache"),
+        &["train", "--resume", run.to_str().unwrap()],
+    );
+    assert!(
+        text(&o).contains("already finished all 2 epochs"),
+        "{}",
+        text(&o)
+    );
+}

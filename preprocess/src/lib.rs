@@ -22,11 +22,13 @@
 //! - `(v / 255 − mean) / std` in f32.
 
 mod decode;
+mod file;
 mod resample;
 
 pub use decode::{
     decode, decode_dynamic, jpeg_is_truncated, Limits, DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS,
 };
+pub use file::{read_image_file, read_image_from, sniff_format, DEFAULT_MAX_FILE_BYTES};
 pub use resample::resize_window;
 
 use lkd_models::preprocess::{Interpolation, Preprocess, PreprocessSpecError};
@@ -49,6 +51,24 @@ pub enum PreprocessError {
 
     #[error("unrecognised image format: expected a JPEG, PNG, WebP, BMP or GIF file")]
     UnknownFormat,
+
+    /// Nothing was opened: reading it could block or never end.
+    #[error("{0}, not a regular file: give an image file")]
+    NotAFile(&'static str),
+
+    /// Refused from the file's size, before reading it.
+    #[error("the file is {bytes} bytes; the limit for an image file is {limit} bytes")]
+    FileTooLarge { bytes: u64, limit: u64 },
+
+    /// The read stopped at the limit (the file grew while being read).
+    #[error("the file holds more than {limit} bytes, the limit for an image file")]
+    StreamTooLong { limit: u64 },
+
+    #[error("the file is empty")]
+    EmptyFile,
+
+    #[error("cannot read the file")]
+    Read(#[source] std::io::Error),
 
     #[error("unreadable image header")]
     Header {
@@ -81,7 +101,10 @@ pub enum PreprocessError {
 impl PreprocessError {
     /// True when the input was refused for its size (HTTP 413) rather than its content (400).
     pub fn is_too_large(&self) -> bool {
-        matches!(self, Self::TooLarge { .. })
+        matches!(
+            self,
+            Self::TooLarge { .. } | Self::FileTooLarge { .. } | Self::StreamTooLong { .. }
+        )
     }
 }
 

@@ -29,6 +29,31 @@ pub enum RuntimeError {
     )]
     BadModel { path: PathBuf, reason: String },
 
+    /// A model stamped with an IR version or opset newer than this ONNX Runtime reads.
+    #[error(
+        "`{path}` has {found}, newer than this ONNX Runtime reads ({supported}; it said: \
+         \"{ort_said}\"). Re-export the model with {fix}, or point ORT_DYLIB_PATH at a newer \
+         ONNX Runtime"
+    )]
+    ModelTooNew {
+        path: PathBuf,
+        found: String,
+        supported: String,
+        ort_said: String,
+        fix: String,
+    },
+
+    #[error(
+        "`{path}` uses the operator `{op}`, which this ONNX Runtime does not have (it said: \
+         \"{ort_said}\"). Re-export the model with standard ONNX operators, or point \
+         ORT_DYLIB_PATH at an ONNX Runtime that has it"
+    )]
+    UnknownOperator {
+        path: PathBuf,
+        op: String,
+        ort_said: String,
+    },
+
     #[error("model input is incompatible: expected {expected}, found {found}. {hint}")]
     Input {
         expected: String,
@@ -114,6 +139,72 @@ pub enum NoPreprocessReason {
 }
 
 impl RuntimeError {
+    /// ONNX Runtime's refusal to load `path`: a version it does not read is said as such (found,
+    /// supported, what to do), anything else is a malformed model.
+    pub fn from_ort_load(path: &std::path::Path, ort_message: &str) -> Self {
+        let number_after = |marker: &str| -> Option<(u32, usize)> {
+            let at = ort_message.find(marker)? + marker.len();
+            let digits: String = ort_message[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            Some((digits.parse().ok()?, at + digits.len()))
+        };
+        let ir = "Unsupported model IR version: ";
+        if let (Some((found, _)), Some((max, end))) = (
+            number_after(ir),
+            number_after(", max supported IR version: "),
+        ) {
+            let start = ort_message.find(ir).unwrap_or(0);
+            return Self::ModelTooNew {
+                path: path.into(),
+                found: format!("ONNX IR version {found}"),
+                supported: format!("IR version {max} at most"),
+                ort_said: ort_message[start..end].to_string(),
+                fix: format!(
+                    "IR version {max} or lower (`lkd export` writes 8; for torch.onnx.export, an \
+                     onnx package whose IR version is at most {max})"
+                ),
+            };
+        }
+        let support = "Current official support for domain ";
+        if let (Some((found, _)), Some(start)) = (number_after("Opset "), ort_message.find(support))
+        {
+            let rest = &ort_message[start + support.len()..];
+            let domain: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            if let Some((max, end)) = number_after(&format!("{support}{domain} is till opset ")) {
+                return Self::ModelTooNew {
+                    path: path.into(),
+                    found: format!("opset {found} of {domain}"),
+                    supported: format!("opset {max} at most"),
+                    ort_said: ort_message[start..end].to_string(),
+                    fix: format!(
+                        "opset {max} or lower (torch.onnx.export(..., opset_version={max}))"
+                    ),
+                };
+            }
+        }
+        let unknown = "No Op registered for ";
+        if let (Some(start), Some((_, end))) = (
+            ort_message.find(unknown),
+            number_after(" with domain_version of "),
+        ) {
+            let op = ort_message[start + unknown.len()..]
+                .split(" with domain_version")
+                .next()
+                .unwrap_or_default();
+            return Self::UnknownOperator {
+                path: path.into(),
+                op: op.to_string(),
+                ort_said: ort_message[start..end].to_string(),
+            };
+        }
+        Self::BadModel {
+            path: path.into(),
+            reason: ort_message.to_string(),
+        }
+    }
+
     /// An input refused for its size before decoding (HTTP 413), not for its content.
     pub fn is_too_large(&self) -> bool {
         matches!(self, Self::Image { source, .. } if source.is_too_large())

@@ -177,10 +177,9 @@ impl Model {
             Engine::Ort => {
                 let (session, provider) =
                     lkd_ort::session_from_file(path, cfg).map_err(|e| match e {
-                        OrtError::Load { source } => RuntimeError::BadModel {
-                            path: path.to_path_buf(),
-                            reason: source.to_string(),
-                        },
+                        OrtError::Load { source } => {
+                            RuntimeError::from_ort_load(path, &source.to_string())
+                        }
                         other => other.into(),
                     })?;
                 Self::wrap(session, path, provider, cfg.device, cfg.spin)?

@@ -1,7 +1,12 @@
 //! A run directory: `config.toml`, `last.safetensors` / `best.safetensors` (model weights only,
 //! loadable by any tool), `last.state.safetensors` (weights + optimizer + EMA + trainer state, the
-//! one file resume reads, so it is always self-consistent) and `metrics.jsonl`. Every file is
-//! written to a temp file and renamed.
+//! one file resume reads, so it is always self-consistent), `metrics.jsonl` and, when files
+//! were skipped, `skipped.txt`. Every file is written to a temp file and renamed.
+//!
+//! A process that writes a run (train, distill, resume) holds an advisory lock on `.lock`
+//! ([`DirLock`], `flock`): a second writer is refused with the holder's PID, and the kernel
+//! releases the lock when the holder exits, however it exits. Readers (eval, export, erf) take
+//! no lock: every file they read is complete, as it was renamed into place.
 
 use crate::config::TrainConfig;
 use crate::TrainError;
@@ -17,6 +22,91 @@ pub const LAST: &str = "last.safetensors";
 pub const BEST: &str = "best.safetensors";
 pub const STATE: &str = "last.state.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
+pub const SKIPPED: &str = "skipped.txt";
+/// The advisory lock file of a run (or a teacher-cache entry); it holds the writer's PID.
+pub const LOCK: &str = ".lock";
+/// Skipped files printed when they are found; `skipped.txt` lists them all.
+const SKIPPED_PRINTED: usize = 5;
+
+/// An exclusive advisory lock (`flock(2)`) on `<dir>/.lock`, held while the value lives. The
+/// kernel drops it when the process exits, so a killed writer never leaves a stale lock.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (which must exist) without waiting. `Ok(Err(holder))` when another
+    /// process (or another handle in this one) holds it: `holder` is what it wrote, its PID and
+    /// command.
+    pub fn try_acquire(dir: &Path) -> Result<Result<Self, String>, TrainError> {
+        use std::io::{Read, Seek};
+        let path = dir.join(LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        if let Err(e) = flock_exclusive(&file) {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(io(&path)(e));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Ok(Err(if holder.is_empty() {
+                "PID not written yet".into()
+            } else {
+                holder.to_string()
+            }));
+        }
+        let me = format!(
+            "PID {} ({})",
+            std::process::id(),
+            std::env::args()
+                .take(2)
+                .map(|a| {
+                    Path::new(&a)
+                        .file_name()
+                        .map_or(a.clone(), |f| f.to_string_lossy().into_owned())
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        file.set_len(0).map_err(io(&path))?;
+        file.rewind().map_err(io(&path))?;
+        file.write_all(me.as_bytes()).map_err(io(&path))?;
+        Ok(Ok(Self { _file: file }))
+    }
+
+    /// [`DirLock::try_acquire`], a held lock being an error that names the holder.
+    pub fn acquire(dir: &Path, what: &str) -> Result<Self, TrainError> {
+        Self::try_acquire(dir)?.map_err(|holder| {
+            TrainError::Config(format!(
+                "{what} {} is in use by another process ({holder}): wait for it to finish or stop                  it (the lock is released when it exits)",
+                dir.display()
+            ))
+        })
+    }
+}
+
+#[cfg(unix)]
+fn flock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor this File owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn flock_exclusive(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
+}
 
 /// Where training stands, saved with every checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +164,10 @@ impl EpochEval {
 
 pub struct RunDir {
     pub path: PathBuf,
+    /// Held by the process writing the run; `None` for readers.
+    _lock: Option<DirLock>,
+    /// Skipped files already printed (the first [`SKIPPED_PRINTED`] are).
+    skipped_printed: std::cell::Cell<usize>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -93,7 +187,25 @@ impl RunDir {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            _lock: None,
+            skipped_printed: Default::default(),
         })
+    }
+
+    /// The writer's lock on the run at `path`: a new run's directory is created first; a resumed
+    /// one must be a run directory. Another writer holding it is an error naming its PID.
+    pub fn lock(path: &Path, resume: bool) -> Result<DirLock, TrainError> {
+        if resume {
+            Self::open(path)?;
+        }
+        std::fs::create_dir_all(path).map_err(io(path))?;
+        DirLock::acquire(path, "run directory")
+    }
+
+    /// This run, holding `lock` for as long as it lives.
+    pub fn holding(mut self, lock: DirLock) -> Self {
+        self._lock = Some(lock);
+        self
     }
 
     /// Creates a new run dir; an existing one with a config is an error (resume it or pick another).
@@ -107,6 +219,8 @@ impl RunDir {
         std::fs::create_dir_all(path).map_err(io(path))?;
         let run = Self {
             path: path.to_path_buf(),
+            _lock: None,
+            skipped_printed: Default::default(),
         };
         write_atomic(&run.file(CONFIG), config.to_toml().as_bytes())?;
         Ok(run)
@@ -123,7 +237,7 @@ impl RunDir {
         // (`.{name}.XXXXXX`).
         let ours = |p: &PathBuf| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                [CONFIG, METRICS, LAST, BEST].contains(&n)
+                [CONFIG, METRICS, LAST, BEST, SKIPPED].contains(&n)
                     || [CONFIG, METRICS, LAST, BEST, STATE]
                         .iter()
                         .any(|f| n.starts_with(&format!(".{f}.")))
@@ -136,8 +250,9 @@ impl RunDir {
                 other.display()
             )));
         }
-        for p in entries {
-            std::fs::remove_file(&p).map_err(io(&p))?;
+        // The lock stays: its holder (this process) keeps it across the restart.
+        for p in entries.iter().filter(|p| !p.ends_with(LOCK)) {
+            std::fs::remove_file(p).map_err(io(p))?;
         }
         Ok(())
     }
@@ -245,6 +360,38 @@ impl RunDir {
         f.write_all(&line).map_err(io(&path))
     }
 
+    /// Writes `skipped.txt`, one `<split>: <path>: <reason>` line per skipped file (rewritten
+    /// whole each time, so it is always complete), and prints the first few when found.
+    pub fn record_skipped(&self, splits: &[(&str, Vec<String>)]) -> Result<(), TrainError> {
+        let lines: Vec<String> = splits
+            .iter()
+            .flat_map(|(split, files)| files.iter().map(move |f| format!("{split}: {f}")))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let printed = self.skipped_printed.get();
+        for l in lines
+            .iter()
+            .skip(printed)
+            .take(SKIPPED_PRINTED.saturating_sub(printed))
+        {
+            eprintln!("warning: skipped {l}");
+        }
+        self.skipped_printed
+            .set(lines.len().min(SKIPPED_PRINTED).max(printed));
+        if lines.len() > SKIPPED_PRINTED && printed < SKIPPED_PRINTED {
+            eprintln!(
+                "warning: {} files skipped so far; all are listed in {}",
+                lines.len(),
+                self.file(SKIPPED).display()
+            );
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        Ok(write_atomic(&self.file(SKIPPED), text.as_bytes())?)
+    }
+
     pub fn log_eval(&self, eval: &EpochEval) -> Result<(), TrainError> {
         let line = serde_json::to_value(eval).map_err(|e| TrainError::Other(e.to_string()))?;
         self.log(&line)
@@ -315,6 +462,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir {
             path: dir.path().to_path_buf(),
+            _lock: None,
+            skipped_printed: Default::default(),
         };
         assert!(run.evaluations().is_err(), "no metrics file yet");
         run.log(&serde_json::json!({"step": 10, "epoch": 0, "lr": 0.1, "loss": 2.0}))

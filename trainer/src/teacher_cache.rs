@@ -210,9 +210,15 @@ type LoadedShard = (usize, usize, Option<(ShardHeader, Vec<BatchRecord>)>);
 struct ShardStore {
     dir: PathBuf,
     key: String,
+    /// This process's lock on the entry, or who holds it (then nothing here is written).
+    writer: Result<crate::rundir::DirLock, String>,
 }
 
 impl ShardStore {
+    fn writable(&self) -> bool {
+        self.writer.is_ok()
+    }
+
     fn path(&self, epoch: usize, shard: usize) -> PathBuf {
         self.dir.join(format!("e{epoch:04}-s{shard:05}.bin"))
     }
@@ -290,7 +296,20 @@ impl TeacherOutputs {
                         .map_err(|e| TrainError::Other(e.to_string()))?;
                     lkd_util::write_atomic(&key_path, &json)?;
                 }
-                Some(ShardStore { dir, key: digest })
+                // One writer per entry; another run on the same stream replays what is there.
+                let writer = crate::rundir::DirLock::try_acquire(&dir)?;
+                if let Err(holder) = &writer {
+                    eprintln!(
+                        "warning: teacher cache {} is being written by another process ({holder}): \
+                         this run replays what it holds and computes the rest without recording",
+                        dir.display()
+                    );
+                }
+                Some(ShardStore {
+                    dir,
+                    key: digest,
+                    writer,
+                })
             }
         };
         let [h, w] = stream.student_preprocess.input_size;
@@ -320,6 +339,20 @@ impl TeacherOutputs {
             tap_shapes,
             stats: CacheStats::default(),
         })
+    }
+
+    /// An error naming the process that holds this entry's lock, when another one does
+    /// (`teacher-cache build` exists to write it).
+    pub fn require_writer(&self) -> Result<(), TrainError> {
+        match self.store.as_ref().map(|s| &s.writer) {
+            Some(Err(holder)) => Err(TrainError::Config(format!(
+                "teacher cache {} is in use by another process ({holder}): wait for it to finish \
+                 or stop it (the lock is released when it exits)",
+                self.dir()
+                    .map_or(String::new(), |d| d.display().to_string())
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Where this stream's shards live (`None` when the cache is off).
@@ -377,7 +410,7 @@ impl TeacherOutputs {
             crate::train::autocast(self.device, self.precision, || teacher.forward(&xt, &taps))??;
         let rec = self.encode(samples, &logits.f_to_kind(Kind::Float)?, &maps)?;
         let out = self.decode(&rec)?;
-        if self.store.is_some() {
+        if self.store.as_ref().is_some_and(ShardStore::writable) {
             self.record(epoch, index, rec)?;
         }
         Ok(out)
@@ -424,8 +457,10 @@ impl TeacherOutputs {
     }
 
     fn discard_loaded(&mut self, epoch: usize, shard: usize) {
-        let path = self.store.as_ref().expect("store").path(epoch, shard);
-        let _ = std::fs::remove_file(&path);
+        let store = self.store.as_ref().expect("store");
+        if store.writable() {
+            let _ = std::fs::remove_file(store.path(epoch, shard));
+        }
         self.stats.corrupt_shards += 1;
         self.loaded = Some((epoch, shard, None));
     }
@@ -460,7 +495,9 @@ impl TeacherOutputs {
                         path.display(),
                         crate::error_chain(&why)
                     );
-                    let _ = std::fs::remove_file(&path);
+                    if store.writable() {
+                        let _ = std::fs::remove_file(&path);
+                    }
                     self.stats.corrupt_shards += 1;
                     None
                 }

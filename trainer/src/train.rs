@@ -612,6 +612,9 @@ impl Training {
             }
         }
 
+        if main && progress {
+            eprintln!("{}", data::summary(&train_set, &val_set));
+        }
         let graph = config.model.build()?;
         if graph.num_classes != train_set.num_classes() {
             return Err(TrainError::Config(format!(
@@ -1061,6 +1064,7 @@ struct OpenedRun {
 /// maybe metric lines): it has nothing to resume, so it starts over from step 0 with the stored
 /// config when resumed, or with the given one when started again.
 fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<OpenedRun, TrainError> {
+    let lock = RunDir::lock(run_dir, resume)?;
     let never_checkpointed =
         RunDir::open(run_dir).is_ok_and(|r| !r.file(crate::rundir::STATE).exists());
     let (config, resume) = if never_checkpointed {
@@ -1088,7 +1092,7 @@ fn open_run(config: &TrainConfig, run_dir: &Path, resume: bool) -> Result<Opened
         (RunDir::create(run_dir, &cfg)?, cfg)
     };
     Ok(OpenedRun {
-        run,
+        run: run.holding(lock),
         config,
         train_set,
         val_set,
@@ -1448,6 +1452,10 @@ fn end_epoch(
         return Ok((None, None));
     }
     let res = evaluate(&student.exec, &student.params, val_loader, device)?;
+    run.record_skipped(&[
+        ("train", train_loader.skipped()),
+        ("val", val_loader.skipped()),
+    ])?;
     let ema_res = ema
         .map(|e| evaluate(&student.exec, &e.params, val_loader, device))
         .transpose()?;
@@ -1587,6 +1595,7 @@ pub fn precompute_teacher_outputs(
         shard: data::Shard::whole(),
     };
     let mut outputs = TeacherOutputs::open(spec, stream, device)?;
+    outputs.require_writer()?;
     let dir = outputs.dir().map(Path::to_path_buf).ok_or_else(|| {
         TrainError::Config(
             "the teacher cache is off: give --teacher-cache auto or a directory".into(),
@@ -1641,6 +1650,7 @@ pub fn train_or_reuse(
         return Ok(RunOutcome::Reused);
     }
     if state.is_none() && dir.exists() {
+        let _writer = crate::rundir::DirLock::acquire(dir, "run directory")?;
         std::fs::remove_dir_all(dir).map_err(|source| TrainError::Io {
             path: dir.display().to_string(),
             source,

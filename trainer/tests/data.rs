@@ -823,3 +823,20 @@ fn cluttered_fashion_mnist_places_items_on_a_canvas() {
         "data config: `canvas` and `clutter` apply only to kind = \"cluttered-fashion-mnist\""
     );
 }
+
+#[test]
+fn dataset_summary_gives_images_per_class_and_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    data::synthetic::write_jpeg_folder(tmp.path(), 2, 3, 1, 16, 16, 1).unwrap();
+    std::fs::remove_file(tmp.path().join("val/class_01/img_0000.jpg")).unwrap();
+    let spec = DatasetSpec::new(DatasetKind::Folder, tmp.path());
+    let train = data::open(&spec, Split::Train).unwrap();
+    let val = data::open(&spec, Split::Val).unwrap();
+    assert_eq!(train.class_counts(), [3, 3]);
+    assert_eq!(
+        data::summary(&train, &val),
+        "dataset folder/train: 6 images, folder/val: 1 images, 2 classes\n  \
+         class_00  train 3  val 1\n  class_01  train 3  val 0\n  \
+         no validation image of 1 class(es): class_01"
+    );
+}

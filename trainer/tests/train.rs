@@ -218,6 +218,63 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     assert_eq!(before, &after);
 }
 
+/// A FIFO, a 2 GiB sparse `.jpg` and a symlink loop in a folder dataset: the first two are
+/// skipped (each named with its reason in `skipped.txt`), the loop walked once; an empty class
+/// folder is an error, or left out when the config says so.
+#[test]
+fn hostile_files_in_a_folder_dataset_are_skipped_listed_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    lkd_trainer::data::synthetic::write_jpeg_folder(&root, 3, 10, 4, 40, 36, 7).unwrap();
+    let huge = root.join("train/class_00/huge.jpg");
+    let f = std::fs::File::create(&huge).unwrap();
+    std::io::Write::write_all(&mut &f, &[0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let fifo = root.join("train/class_02/pipe.jpg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::symlink("..", root.join("train/class_01/loop")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("val/class_01/loop")).unwrap();
+    std::fs::create_dir_all(root.join("train/class_03")).unwrap();
+    let mut cfg = config("convnext_nano", 1000, 1);
+    cfg.data.dataset =
+        lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
+    // 32 files (30 images, 2 refused) in one batch: every file is tried in the epoch.
+    cfg.optim.batch_size = 32;
+    let dir = tmp.path().join("run");
+    let err = train(&cfg, &dir, false, false).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "class folder `{}` holds no .jpg/.jpeg/.png/.webp file: add images, remove the folder, \
+             or set `empty_classes = \"exclude\"` in the dataset config to leave it out",
+            root.join("train/class_03").display()
+        )
+    );
+    cfg.data.dataset.empty_classes = lkd_trainer::data::EmptyClasses::Exclude;
+    let start = std::time::Instant::now();
+    let s = train(&cfg, &dir, false, false).unwrap();
+    assert!(start.elapsed().as_secs() < 120);
+    assert_eq!(s.skipped_files, 2);
+    let written = RunDir::open(&dir).unwrap().config().unwrap();
+    assert_eq!(written.model.num_classes, Some(3));
+    // The loop was walked once: 12 validation images, not a multiple.
+    let val = lkd_trainer::data::open(&cfg.data.dataset, lkd_trainer::data::Split::Val).unwrap();
+    assert_eq!(val.len(), 12);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("skipped.txt")).unwrap(),
+        format!(
+            "train: {}: the file is 2147483648 bytes; the limit for an image file is 134217728 \
+             bytes\ntrain: {}: a FIFO (named pipe), not a regular file: give an image file\n",
+            huge.display(),
+            fifo.display()
+        )
+    );
+}
+
 #[test]
 fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -238,6 +295,14 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     assert_eq!(
         (written.model.num_classes, written.model.in_chans),
         (Some(3), Some(3))
+    );
+    // Every skipped file is listed in the run dir with its reason.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("skipped.txt")).unwrap(),
+        format!(
+            "train: {}: unrecognised image format: expected a JPEG, PNG, WebP, BMP or GIF file\n",
+            root.join("train/class_01/broken.jpg").display()
+        )
     );
     // Strict mode stops with the file's path.
     cfg.data.dataset.strict = true;

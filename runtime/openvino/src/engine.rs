@@ -116,12 +116,14 @@ impl Engine {
                 path.display()
             ))
         })?;
-        let mut core = Core::new().map_err(|source| OvError::Init { source })?;
+        let mut core = Core::new().map_err(|source| OvError::Init {
+            source: source.into(),
+        })?;
         let model = core
             .read_model_from_file(path_str, "")
             .map_err(|source| OvError::Load {
                 path: path.to_path_buf(),
-                source,
+                source: source.into(),
             })?;
         Self::compile(core, model, cfg, library)
     }
@@ -130,12 +132,14 @@ impl Engine {
     pub fn from_memory(bytes: &[u8], cfg: &EngineConfig) -> Result<Self> {
         validate(cfg)?;
         let library = load_library()?;
-        let mut core = Core::new().map_err(|source| OvError::Init { source })?;
+        let mut core = Core::new().map_err(|source| OvError::Init {
+            source: source.into(),
+        })?;
         let model = core
             .read_model_from_buffer(bytes, None)
             .map_err(|source| OvError::Load {
                 path: PathBuf::from("<memory>"),
-                source,
+                source: source.into(),
             })?;
         Self::compile(core, model, cfg, library)
     }
@@ -230,12 +234,14 @@ impl Engine {
                 .map_err(|source| OvError::Config {
                     key: name,
                     value,
-                    source,
+                    source: source.into(),
                 })?;
         }
         let compiled = core
             .compile_model(&model, DeviceType::CPU)
-            .map_err(|source| OvError::Compile { source })?;
+            .map_err(|source| OvError::Compile {
+                source: source.into(),
+            })?;
         let read = |key: RwPropertyKey| -> Result<String> {
             compiled
                 .get_property(&PropertyKey::Rw(key))

@@ -23,7 +23,7 @@ pub enum OvError {
     #[error("failed to start the OpenVINO runtime")]
     Init {
         #[source]
-        source: openvino::SetupError,
+        source: OvMessage,
     },
 
     #[error("cannot set OpenVINO CPU property {key}={value}")]
@@ -31,7 +31,7 @@ pub enum OvError {
         key: &'static str,
         value: String,
         #[source]
-        source: openvino::InferenceError,
+        source: OvMessage,
     },
 
     #[error(
@@ -56,7 +56,7 @@ pub enum OvError {
     Load {
         path: PathBuf,
         #[source]
-        source: openvino::InferenceError,
+        source: OvMessage,
     },
 
     #[error("cannot read ONNX metadata from `{path}`: {reason}")]
@@ -68,7 +68,7 @@ pub enum OvError {
     #[error("OpenVINO cannot compile the model for CPU")]
     Compile {
         #[source]
-        source: openvino::InferenceError,
+        source: OvMessage,
     },
 
     #[error("input does not fit the model: {0}")]
@@ -78,7 +78,7 @@ pub enum OvError {
     Run {
         what: &'static str,
         #[source]
-        source: openvino::InferenceError,
+        source: OvMessage,
     },
 
     #[error("model output is unusable: expected {expected}, found {found}")]
@@ -87,7 +87,59 @@ pub enum OvError {
 
 impl OvError {
     pub(crate) fn run(what: &'static str) -> impl FnOnce(openvino::InferenceError) -> Self {
-        move |source| OvError::Run { what, source }
+        move |source| OvError::Run {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// OpenVINO's own message on one line: its text spans several lines with blank ones and
+/// source locations (`Exception from src/...cpp:84:`, `Check 'false' failed at ...`), which
+/// would break the CLI's one-line `error: ...` format shared with ONNX Runtime.
+#[derive(Debug)]
+pub struct OvMessage(String);
+
+impl OvMessage {
+    fn new(kind: &dyn std::fmt::Display, message: Option<&str>) -> Self {
+        let detail: Vec<&str> = message
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("Exception from src/")
+                    && !(l.starts_with("Check '") && l.contains(" failed at "))
+            })
+            .collect();
+        Self(if detail.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}: {}", detail.join(" "))
+        })
+    }
+}
+
+impl std::fmt::Display for OvMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OvMessage {}
+
+impl From<openvino::InferenceError> for OvMessage {
+    fn from(e: openvino::InferenceError) -> Self {
+        Self::new(&e.kind, e.message.as_deref())
+    }
+}
+
+impl From<openvino::SetupError> for OvMessage {
+    fn from(e: openvino::SetupError) -> Self {
+        match e {
+            openvino::SetupError::Inference(i) => i.into(),
+            other => Self::new(&other, None),
+        }
     }
 }
 

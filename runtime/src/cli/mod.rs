@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use lkd_util::Device;
 
@@ -169,6 +169,26 @@ pub struct PredictArgs {
     pub preprocess: PreprocessArgs,
 }
 
+/// An image file, read within `lkd_preprocess::DEFAULT_MAX_FILE_BYTES` (devices and FIFOs
+/// refused, the format sniffed first): an unknown format is a decode error like any other.
+fn read_image(p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use lkd_preprocess::PreprocessError;
+    lkd_preprocess::read_image_file(p, lkd_preprocess::DEFAULT_MAX_FILE_BYTES).map_err(|e| {
+        let name = p.display().to_string();
+        match e {
+            PreprocessError::Read(io) => {
+                anyhow::Error::new(io).context(format!("cannot read image `{name}`"))
+            }
+            e @ PreprocessError::UnknownFormat => crate::RuntimeError::Image {
+                name: Some(name),
+                source: e,
+            }
+            .into(),
+            other => anyhow::Error::new(other).context(format!("cannot read image `{name}`")),
+        }
+    })
+}
+
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     if args.top_k == 0 || args.batch == 0 {
         bail!("--top-k and --batch must be at least 1");
@@ -187,8 +207,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         let images = chunk
             .iter()
             .map(|p| {
-                let bytes = std::fs::read(p)
-                    .with_context(|| format!("cannot read image `{}`", p.display()))?;
+                let bytes = read_image(p)?;
                 Ok((p.display().to_string(), bytes))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

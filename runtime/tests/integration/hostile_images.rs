@@ -83,6 +83,64 @@ fn predict_refuses_a_huge_declared_size_with_exit_1() {
     }
 }
 
+/// Paths that are not image files are refused before (or while) reading, never read whole:
+/// devices and FIFOs from their metadata, a sparse 2 GiB `.jpg` from its size.
+#[test]
+fn predict_refuses_devices_fifos_and_oversized_files_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model("gray28");
+    let sparse = dir.path().join("huge.jpg");
+    let f = std::fs::File::create(&sparse).unwrap();
+    std::io::Write::write_all(&mut &f, &[0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let fifo = dir.path().join("pipe.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let cases = [
+        (
+            std::path::PathBuf::from("/dev/zero"),
+            "a character device, not a regular file: give an image file",
+        ),
+        (
+            "/dev/urandom".into(),
+            "a character device, not a regular file: give an image file",
+        ),
+        (
+            fifo,
+            "a FIFO (named pipe), not a regular file: give an image file",
+        ),
+        (
+            sparse,
+            "the file is 2147483648 bytes; the limit for an image file is 134217728 bytes",
+        ),
+    ];
+    for (path, why) in cases {
+        let start = Instant::now();
+        let out = lkd_run()
+            .arg("predict")
+            .arg(&model)
+            .arg(&path)
+            .args(["--threads", "1"])
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            format!("error: cannot read image `{}`: {why}", path.display())
+        );
+        // Model load included; /dev/zero read whole reached 3.4 GB in 6 s.
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: {took:?}",
+            path.display()
+        );
+    }
+}
+
 /// `lkd-run serve` as a process on loopback; killed on drop.
 struct Server {
     child: Child,

@@ -386,3 +386,49 @@ fn bench_vs_engine_measures_both_engines_on_one_file() {
         "{text}"
     );
 }
+
+/// An operator neither engine has: each says so on one `error:` line (OpenVINO's multi-line
+/// report with source locations and blank lines is folded), naming the operator.
+#[test]
+fn engine_errors_share_one_line_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(model("rgb32")).unwrap();
+    // Same length, so the protobuf stays well formed: only the op type is unknown.
+    let swapped: Vec<u8> = {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(b"Conv") {
+                out.extend_from_slice(b"Cxnv");
+                i += 4;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    let unknown = dir.path().join("cxnv.onnx");
+    std::fs::write(&unknown, swapped).unwrap();
+    let image = dir.path().join("x.png");
+    std::fs::write(&image, encode(&photo(40, 40, 1), ImageFormat::Png)).unwrap();
+    let (m, i) = (unknown.to_str().unwrap(), image.to_str().unwrap());
+    let ort = stderr(&lkd_run(&["predict", "--engine", "ort", m, i]));
+    assert_eq!(
+        ort.trim_end(),
+        format!(
+            "error: `{m}` uses the operator `Cxnv`, which this ONNX Runtime does not have (it said: \
+             \"No Op registered for Cxnv with domain_version of 17\"). Re-export the model with \
+             standard ONNX operators, or point ORT_DYLIB_PATH at an ONNX Runtime that has it"
+        )
+    );
+    let ov = stderr(&lkd_run(&["predict", "--engine", "openvino", m, i]));
+    assert_eq!(
+        ov.trim_end(),
+        format!(
+            "error: OpenVINO cannot read the model `{m}`: general error: FrontEnd API failed with \
+             OpConversionFailure: Model wasn't fully converted. Summary: -- No conversion rule \
+             found for operations: Cxnv-17"
+        )
+    );
+}

@@ -424,3 +424,36 @@ fn error_causes_are_printed_once() {
     unique.dedup();
     assert_eq!(parts, unique, "a cause is repeated: {line}");
 }
+
+/// A model stamped with a newer IR version than ONNX Runtime reads: ORT's own words (found and
+/// maximum) and what to do, not "truncated".
+#[test]
+fn a_newer_ir_version_says_what_ort_reads_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(model("rgb32")).unwrap();
+    // ModelProto field 1 (ir_version, a varint) is serialized first: 0x08, then 8.
+    assert_eq!(bytes[..2], [0x08, 8]);
+    bytes[1] = 14;
+    let newer = dir.path().join("ir14.onnx");
+    std::fs::write(&newer, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lkd-run"))
+        .arg("predict")
+        .arg(&newer)
+        .arg(dir.path().join("unused.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "error: `{}` has ONNX IR version 14, newer than this ONNX Runtime reads (IR version 13 \
+             at most; it said: \"Unsupported model IR version: 14, max supported IR version: 13\"). \
+             Re-export the model with IR version 13 or lower (`lkd export` writes 8; for \
+             torch.onnx.export, an onnx package whose IR version is at most 13), or point \
+             ORT_DYLIB_PATH at a newer ONNX Runtime",
+            newer.display()
+        )
+    );
+    let e = Model::load(&newer, &cpu()).unwrap_err();
+    assert!(matches!(e, RuntimeError::ModelTooNew { .. }), "{e}");
+}

@@ -1,6 +1,14 @@
 //! ImageNet-style folders: `<root>/{train,val}/<class>/**/*.{jpg,jpeg,png,webp}`.
+//!
+//! Symbolic links are followed, each real directory (device + inode) at most once: a link back
+//! to a folder already walked (`loop -> ..`, `self -> .`, a second link to one folder) is not
+//! followed and a warning names it. The walk is bounded: [`MAX_DEPTH`] folders below a class
+//! folder and [`MAX_FILES`] images per split. Every image is read through
+//! [`lkd_preprocess::read_image_file`] (regular files only, at most
+//! [`lkd_preprocess::DEFAULT_MAX_FILE_BYTES`]).
 
-use super::{io_err, DataError, Image, Result, Split, Store};
+use super::{io_err, DataError, EmptyClasses, Image, Result, Split, Store};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
@@ -8,7 +16,132 @@ const LAYOUT: &str =
     "  train/<class>/<image>.{jpg,jpeg,png,webp}\n  val/<class>/<image>.{jpg,jpeg,png,webp}\n\
                       (classes are the sorted folder names of train/, one folder per class)";
 
-fn class_dirs(dir: &Path) -> Result<Vec<String>> {
+/// Folders below a class folder; deeper trees are refused (a dataset is a few levels deep).
+pub const MAX_DEPTH: usize = 32;
+/// Images per split (ImageNet-1k's train split holds 1.28 M).
+pub const MAX_FILES: usize = 10_000_000;
+
+/// A real directory: device and inode, so every path (links included) to it is the same id.
+type DirId = (u64, u64);
+
+#[cfg(unix)]
+fn dir_id(_path: &Path, meta: &std::fs::Metadata) -> DirId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn dir_id(path: &Path, _meta: &std::fs::Metadata) -> DirId {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.into())
+        .hash(&mut h);
+    (0, h.finish())
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// A bounded walk that follows each real directory once.
+struct Walk {
+    /// Real directories walked (or about to be), with the path they were first reached by.
+    visited: HashMap<DirId, PathBuf>,
+    warnings: Vec<String>,
+    max_depth: usize,
+    max_files: usize,
+    files: usize,
+}
+
+impl Walk {
+    fn new(max_depth: usize, max_files: usize) -> Self {
+        Self {
+            visited: HashMap::new(),
+            warnings: Vec::new(),
+            max_depth,
+            max_files,
+            files: 0,
+        }
+    }
+
+    /// Marks `dir` as walked; `Err(first path)` when it was reached before.
+    fn enter(&mut self, dir: &Path) -> Result<Result<(), PathBuf>> {
+        let meta = std::fs::metadata(dir).map_err(io_err(dir))?;
+        match self.visited.entry(dir_id(dir, &meta)) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Err(e.get().clone())),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(dir.to_path_buf());
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Images under `dir` (already entered), sorted per folder; stops after `stop_at` images.
+    fn collect(
+        &mut self,
+        dir: &Path,
+        depth: usize,
+        stop_at: usize,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(dir))?;
+        entries.sort();
+        for p in entries {
+            if out.len() >= stop_at {
+                return Ok(());
+            }
+            // A dangling or self-referencing link has no metadata: an image name is kept (its
+            // read fails and it is skipped with the reason), anything else is ignored.
+            let is_dir = std::fs::metadata(&p).is_ok_and(|m| m.is_dir());
+            if is_dir {
+                if let Err(first) = self.enter(&p)? {
+                    self.warnings.push(format!(
+                        "`{}` leads to `{}`, a folder already walked: not followed (a symlink \
+                         loop, or a second link to one folder)",
+                        p.display(),
+                        first.display()
+                    ));
+                    continue;
+                }
+                if depth >= self.max_depth {
+                    return Err(DataError::Config(format!(
+                        "`{}` is more than {} folders below its class folder: the walk stops \
+                         there (flatten the dataset)",
+                        p.display(),
+                        self.max_depth
+                    )));
+                }
+                self.collect(&p, depth + 1, stop_at, out)?;
+            } else if is_image(&p) {
+                if self.files >= self.max_files {
+                    return Err(DataError::Config(format!(
+                        "more than {} images under `{}`: the limit for one split of a folder \
+                         dataset",
+                        self.max_files,
+                        dir.display()
+                    )));
+                }
+                self.files += 1;
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The class folders of a split (sorted names, hidden folders skipped). A class folder that is
+/// a link to the split, the dataset root or another class folder is an error naming it.
+fn class_dirs(root: &Path, dir: &Path, walk: &mut Walk) -> Result<Vec<String>> {
+    for d in [root, dir] {
+        let _ = walk.enter(d)?;
+    }
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
@@ -19,80 +152,262 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>> {
         }
     }
     names.sort();
+    for name in &names {
+        let p = dir.join(name);
+        if let Err(first) = walk.enter(&p)? {
+            return Err(DataError::Config(format!(
+                "class folder `{}` leads to `{}`, a folder already in the dataset (a symlink \
+                 loop, or two links to one folder): remove the link",
+                p.display(),
+                first.display()
+            )));
+        }
+    }
     Ok(names)
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io_err(dir))?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn open(root: &Path, split: Split) -> Result<(Vec<String>, Store)> {
-    let missing = |what: String| DataError::Missing {
+fn missing(root: &Path, what: String) -> DataError {
+    DataError::Missing {
         root: root.into(),
         what,
         layout: LAYOUT.into(),
-    };
+    }
+}
+
+/// Label names, from train/ so both splits agree even if val/ lacks a class. With
+/// `EmptyClasses::Exclude`, train/ folders without an image are left out.
+fn train_classes(
+    root: &Path,
+    split: Split,
+    split_dir: &Path,
+    empty: EmptyClasses,
+) -> Result<Vec<String>> {
+    let train = root.join("train");
+    let dir = if train.is_dir() { &train } else { split_dir };
+    let mut walk = Walk::new(MAX_DEPTH, MAX_FILES);
+    let names = class_dirs(root, dir, &mut walk)?;
+    if empty == EmptyClasses::Error {
+        return Ok(names);
+    }
+    let mut kept = Vec::new();
+    for name in names {
+        let mut one = Vec::new();
+        walk.collect(&dir.join(&name), 0, 1, &mut one)?;
+        if !one.is_empty() {
+            kept.push(name);
+        } else if split == Split::Train {
+            eprintln!(
+                "warning: class folder `{}` holds no image: left out (empty_classes = \"exclude\")",
+                dir.join(&name).display()
+            );
+        }
+    }
+    Ok(kept)
+}
+
+pub(crate) fn open(root: &Path, split: Split, empty: EmptyClasses) -> Result<(Vec<String>, Store)> {
+    open_bounded(root, split, empty, MAX_DEPTH, MAX_FILES)
+}
+
+fn open_bounded(
+    root: &Path,
+    split: Split,
+    empty: EmptyClasses,
+    max_depth: usize,
+    max_files: usize,
+) -> Result<(Vec<String>, Store)> {
     if !root.is_dir() {
-        return Err(missing("directory does not exist".into()));
+        return Err(missing(root, "directory does not exist".into()));
     }
     let dir = root.join(split.as_str());
     if !dir.is_dir() {
-        return Err(missing(format!("no `{}/` folder", split.as_str())));
+        return Err(missing(root, format!("no `{}/` folder", split.as_str())));
     }
-    // Label indices come from train/ so both splits agree even if val/ lacks a class.
-    let train = root.join("train");
-    let classes = class_dirs(if train.is_dir() { &train } else { &dir })?;
+    let classes = train_classes(root, split, &dir, empty)?;
     if classes.is_empty() {
-        return Err(missing(format!("`{}` has no class folders", dir.display())));
+        return Err(missing(
+            root,
+            format!("`{}` has no class folders", dir.display()),
+        ));
     }
+    let mut walk = Walk::new(max_depth, max_files);
+    let names = class_dirs(root, &dir, &mut walk)?;
     let mut files = Vec::new();
-    for name in class_dirs(&dir)? {
-        let label = classes.binary_search(&name).map_err(|_| {
-            missing(format!(
-                "class folder `{}/{name}` has no counterpart in train/",
-                split.as_str()
-            ))
-        })?;
+    for name in names {
+        let class_dir = dir.join(&name);
         let mut paths = Vec::new();
-        collect(&dir.join(&name), &mut paths)?;
+        walk.collect(&class_dir, 0, usize::MAX, &mut paths)?;
+        let Ok(label) = classes.binary_search(&name) else {
+            if paths.is_empty() && empty == EmptyClasses::Exclude {
+                continue; // an empty class left out of train/ is empty here too
+            }
+            return Err(missing(
+                root,
+                format!(
+                    "class folder `{}/{name}` has no counterpart in train/",
+                    split.as_str()
+                ),
+            ));
+        };
+        if paths.is_empty() {
+            // val/ may lack a class (the dataset summary shows it); train/ may not.
+            if split == Split::Train {
+                return Err(DataError::EmptyClass { dir: class_dir });
+            }
+        }
         files.extend(paths.into_iter().map(|p| (p, label as u32)));
     }
+    for w in &walk.warnings {
+        eprintln!("warning: {w}");
+    }
     if files.is_empty() {
-        return Err(missing(format!(
-            "no .jpg/.jpeg/.png/.webp files under `{}`",
-            dir.display()
-        )));
+        return Err(missing(
+            root,
+            format!("no .jpg/.jpeg/.png/.webp files under `{}`", dir.display()),
+        ));
     }
     Ok((classes, Store::Files { files }))
 }
 
-/// Reads and decodes one file with the serving decoder (`lkd_preprocess::decode`: size bounds
-/// from the header, truncated JPEGs refused): luma for grey sources, RGB for everything else.
+/// Reads (bounded, see [`lkd_preprocess::read_image_file`]) and decodes one file with the
+/// serving decoder (size bounds from the header, truncated JPEGs refused): luma for grey
+/// sources, RGB for everything else.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let fail = |source| DataError::Decode {
+        path: path.into(),
+        source,
+    };
+    let bytes = lkd_preprocess::read_image_file(path, lkd_preprocess::DEFAULT_MAX_FILE_BYTES)
+        .map_err(fail)?;
     let pixels =
-        lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default()).map_err(|e| {
-            DataError::Decode {
-                path: path.into(),
-                source: e,
-            }
-        })?;
+        lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default()).map_err(fail)?;
     Ok(super::ops::from_pixels(pixels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree(root: &Path) {
+        for (class, n) in [("a", 2), ("b", 1)] {
+            let d = root.join("train").join(class);
+            std::fs::create_dir_all(d.join("deep")).unwrap();
+            for i in 0..n {
+                std::fs::write(d.join(format!("{i}.jpg")), b"x").unwrap();
+            }
+            std::fs::write(d.join("deep/z.png"), b"x").unwrap();
+        }
+    }
+
+    fn files(store: Store) -> Vec<PathBuf> {
+        match store {
+            Store::Files { files } => files.into_iter().map(|f| f.0).collect(),
+            Store::Memory { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn symlink_loops_are_walked_once_and_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        tree(root);
+        // Back to the split, to the class itself, and a second link to another class.
+        symlink("..", root.join("train/a/loop")).unwrap();
+        symlink(".", root.join("train/a/deep/self")).unwrap();
+        symlink("../b", root.join("train/a/other")).unwrap();
+        let start = std::time::Instant::now();
+        let (classes, store) = open(root, Split::Train, EmptyClasses::Error).unwrap();
+        assert!(start.elapsed().as_secs() < 5);
+        assert_eq!(classes, ["a", "b"]);
+        let rel: Vec<_> = files(store)
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                "train/a/0.jpg",
+                "train/a/1.jpg",
+                "train/a/deep/z.png",
+                "train/b/0.jpg",
+                "train/b/deep/z.png"
+            ]
+        );
+
+        // A class folder that is the split itself is an error naming it.
+        symlink(".", root.join("train/selfloop")).unwrap();
+        let e = open(root, Split::Train, EmptyClasses::Error)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "data config: class folder `{}` leads to `{}`, a folder already in the dataset \
+                 (a symlink loop, or two links to one folder): remove the link",
+                root.join("train/selfloop").display(),
+                root.join("train").display()
+            )
+        );
+    }
+
+    #[test]
+    fn walk_depth_and_file_count_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        tree(root);
+        let e = open_bounded(root, Split::Train, EmptyClasses::Error, 0, 100)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "data config: `{}` is more than 0 folders below its class folder: the walk stops \
+                 there (flatten the dataset)",
+                root.join("train/a/deep").display()
+            )
+        );
+        let e = open_bounded(root, Split::Train, EmptyClasses::Error, 4, 3)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "data config: more than 3 images under `{}`: the limit for one split of a folder \
+                 dataset",
+                root.join("train/b").display()
+            )
+        );
+        assert!(open_bounded(root, Split::Train, EmptyClasses::Error, 1, 5).is_ok());
+    }
+
+    #[test]
+    fn an_empty_class_is_an_error_or_excluded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        tree(root);
+        std::fs::create_dir_all(root.join("train/c_empty/sub")).unwrap();
+        std::fs::create_dir_all(root.join("val/a")).unwrap();
+        std::fs::create_dir_all(root.join("val/c_empty")).unwrap();
+        std::fs::write(root.join("val/a/v.jpg"), b"x").unwrap();
+        let e = open(root, Split::Train, EmptyClasses::Error)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "class folder `{}` holds no .jpg/.jpeg/.png/.webp file: add images, remove the \
+                 folder, or set `empty_classes = \"exclude\"` in the dataset config to leave it out",
+                root.join("train/c_empty").display()
+            )
+        );
+        for split in [Split::Train, Split::Val] {
+            let (classes, _) = open(root, split, EmptyClasses::Exclude).unwrap();
+            assert_eq!(classes, ["a", "b"], "{split:?}");
+        }
+    }
 }

@@ -540,7 +540,7 @@ fn load_sample(shared: &Shared, order: &[usize], pos: usize) -> Result<(usize, s
                     .lock()
                     .unwrap()
                     .entry(idx)
-                    .or_insert_with(|| crate::error_chain(&e));
+                    .or_insert_with(|| skip_reason(&e));
             }
             Err(e) => return Err(e),
         }
@@ -549,6 +549,17 @@ fn load_sample(shared: &Shared, order: &[usize], pos: usize) -> Result<(usize, s
         "no decodable sample in {}",
         ds.name()
     )))
+}
+
+/// `path: reason` for a skipped file (the reason without the hint about `strict`).
+fn skip_reason(e: &DataError) -> String {
+    match e {
+        DataError::Decode { path, source } => {
+            format!("{}: {}", path.display(), crate::error_chain(source))
+        }
+        DataError::Io { path, source } => format!("{}: {source}", path.display()),
+        other => crate::error_chain(other),
+    }
 }
 
 fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Result<Batch> {

@@ -19,6 +19,7 @@ pub mod transform;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub use folder::{MAX_DEPTH as FOLDER_MAX_DEPTH, MAX_FILES as FOLDER_MAX_FILES};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderState, LoaderStats};
 pub use mixup::{Mixup, MixupConfig};
 pub use randaug::RandAugment;
@@ -53,6 +54,11 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
+    #[error(
+        "class folder `{dir}` holds no .jpg/.jpeg/.png/.webp file: add images, remove the folder, \
+         or set `empty_classes = \"exclude\"` in the dataset config to leave it out"
+    )]
+    EmptyClass { dir: PathBuf },
     #[error("data config: {0}")]
     Config(String),
     /// A sample the configured preprocessing cannot produce (e.g. a resize past the limit).
@@ -70,6 +76,59 @@ pub enum DataError {
     Loader(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// Classes up to which [`summary`] lists every one; above, the smallest and largest.
+const SUMMARY_CLASSES: usize = 32;
+
+/// What a run trains on, printed at its start: images per class and split, e.g.
+/// `dataset folder/train: 8 images, folder/val: 4 images, 2 classes` then one line per class
+/// (`  cat  train 5  val 2`). Classes with no validation image are named.
+pub fn summary(train: &Dataset, val: &Dataset) -> String {
+    let (tc, vc) = (train.class_counts(), val.class_counts());
+    let mut out = format!(
+        "dataset {}: {} images, {}: {} images, {} classes",
+        train.name(),
+        train.len(),
+        val.name(),
+        val.len(),
+        train.num_classes()
+    );
+    let names = train.classes();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    let line = |i: usize| {
+        format!(
+            "\n  {:width$}  train {}  val {}",
+            names[i],
+            tc[i],
+            vc.get(i).copied().unwrap_or(0)
+        )
+    };
+    if names.len() <= SUMMARY_CLASSES {
+        (0..names.len()).for_each(|i| out.push_str(&line(i)));
+    } else {
+        let min = (0..names.len()).min_by_key(|&i| tc[i]).unwrap_or(0);
+        let max = (0..names.len()).max_by_key(|&i| tc[i]).unwrap_or(0);
+        out.push_str(&format!("\n  fewest train images:{}", line(min)));
+        out.push_str(&format!("\n  most train images:{}", line(max)));
+    }
+    let no_val: Vec<&str> = (0..names.len())
+        .filter(|&i| vc.get(i).copied().unwrap_or(0) == 0)
+        .map(|i| names[i].as_str())
+        .collect();
+    if !no_val.is_empty() && !val.is_empty() {
+        out.push_str(&format!(
+            "\n  no validation image of {} class(es): {}",
+            no_val.len(),
+            no_val
+                .iter()
+                .take(8)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
@@ -153,6 +212,21 @@ pub enum DatasetKind {
     ClutteredFashionMnist,
 }
 
+/// What a folder dataset does with a class folder of train/ that holds no image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyClasses {
+    /// Refuse the dataset, naming the folder.
+    #[default]
+    Error,
+    /// Leave the class out (a warning names it): the labels are the other folders.
+    Exclude,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// Where a dataset lives and how to read it; deserializes from a config table such as
 /// `{ kind = "fashion-mnist", path = "/usr/share/datasets/fashion-mnist", limit = 5000 }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,6 +252,9 @@ pub struct DatasetSpec {
     /// cluttered-fashion-mnist only: fragments of other items per canvas (default 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clutter: Option<usize>,
+    /// Folder datasets: an empty class folder is an error (default) or left out.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub empty_classes: EmptyClasses,
 }
 
 impl DatasetSpec {
@@ -191,6 +268,7 @@ impl DatasetSpec {
             strict: false,
             canvas: None,
             clutter: None,
+            empty_classes: EmptyClasses::Error,
         }
     }
 
@@ -246,7 +324,7 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
         }
         DatasetKind::Cifar10 => cifar::open(&spec.path, false, false, split)?,
         DatasetKind::Cifar100 => cifar::open(&spec.path, true, spec.coarse_labels, split)?,
-        DatasetKind::Folder => folder::open(&spec.path, split)?,
+        DatasetKind::Folder => folder::open(&spec.path, split, spec.empty_classes)?,
         DatasetKind::ClutteredFashionMnist => {
             let (classes, items) = idx::open(&spec.path, DatasetKind::FashionMnist, split)?;
             let canvas = spec.canvas.unwrap_or(cluttered::DEFAULT_CANVAS);
@@ -381,6 +459,17 @@ impl Dataset {
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// Samples per class (by label index), without decoding anything.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for i in 0..self.len() {
+            if let Some(c) = self.label(i).ok().and_then(|l| counts.get_mut(l)) {
+                *c += 1;
+            }
+        }
+        counts
     }
 
     /// The label of sample `i` without decoding it.
