@@ -197,14 +197,19 @@ fn execute(cfg: &TrainConfig, a: &RunArgs) -> Result<()> {
         None => train(cfg, &dir, resume, !a.quiet),
         Some(l) => train_parallel(cfg, &dir, resume, !a.quiet && l.rank == 0, l),
     }
-    .with_context(|| match &launch {
-        Some(l) => format!(
-            "run {} (rank {} of {})",
-            dir.display(),
-            l.rank,
-            l.world_size
-        ),
-        None => format!("run {}", dir.display()),
+    .map_err(|e| {
+        // An error that already names the run directory is not prefixed with it again.
+        let names_dir = e.to_string().contains(&dir.display().to_string());
+        match &launch {
+            Some(l) => anyhow::Error::from(e).context(format!(
+                "run {} (rank {} of {})",
+                dir.display(),
+                l.rank,
+                l.world_size
+            )),
+            None if names_dir => anyhow::Error::from(e),
+            None => anyhow::Error::from(e).context(format!("run {}", dir.display())),
+        }
     })?;
     if s.rank == 0 {
         print_summary(&dir, &s);

@@ -51,6 +51,9 @@ pub enum TrainError {
     /// Data-parallel launch or collective failure (a worker died, a timeout, a bad launch).
     #[error(transparent)]
     Dist(#[from] lkd_dist::DistError),
+    /// A run directory or cache entry another process holds; the message names it and the holder.
+    #[error("{0}")]
+    Busy(String),
     #[error("non-finite loss: {0}")]
     NonFinite(String),
     #[error("{0}")]

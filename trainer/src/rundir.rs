@@ -84,8 +84,9 @@ impl DirLock {
     /// [`DirLock::try_acquire`], a held lock being an error that names the holder.
     pub fn acquire(dir: &Path, what: &str) -> Result<Self, TrainError> {
         Self::try_acquire(dir)?.map_err(|holder| {
-            TrainError::Config(format!(
-                "{what} {} is in use by another process ({holder}): wait for it to finish or stop                  it (the lock is released when it exits)",
+            TrainError::Busy(format!(
+                "{what} {} is in use by another process ({holder}): wait for it to finish or stop \
+                 it (the lock is released when it exits)",
                 dir.display()
             ))
         })

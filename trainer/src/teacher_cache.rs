@@ -345,7 +345,7 @@ impl TeacherOutputs {
     /// (`teacher-cache build` exists to write it).
     pub fn require_writer(&self) -> Result<(), TrainError> {
         match self.store.as_ref().map(|s| &s.writer) {
-            Some(Err(holder)) => Err(TrainError::Config(format!(
+            Some(Err(holder)) => Err(TrainError::Busy(format!(
                 "teacher cache {} is in use by another process ({holder}): wait for it to finish \
                  or stop it (the lock is released when it exits)",
                 self.dir()
