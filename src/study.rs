@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
-use lkd_trainer::rundir::RunDir;
+use lkd_trainer::rundir::{EpochEval, RunDir};
 use lkd_trainer::stats::{mean_std, Paired, Verdict};
 use lkd_trainer::train::{
     kept_teacher, load_model, train_or_reuse, train_or_reuse_shared, RunOutcome,
@@ -33,6 +33,100 @@ pub struct StudyConfig {
     /// Images for each student's ERF (0: skip).
     #[serde(default)]
     pub erf_images: usize,
+    /// Distil from each teacher's checkpoint whose validation top-1 is closest to the least
+    /// accurate teacher's best, so the grid compares kinds of teacher, not accuracies.
+    #[serde(default)]
+    pub teachers_at_matched_top1: bool,
+}
+
+/// A trained teacher as the study keeps it in its own folder (`teachers/<slug>.json` beside the
+/// weights it distils from), so a later invocation, or a fresh checkout holding the folder,
+/// needs neither the teacher cache nor a retrain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KeptTeacher {
+    label: String,
+    /// `TrainConfig::result_digest` of the teacher's recipe: a changed recipe is another teacher.
+    recipe_digest: String,
+    model: ModelConfig,
+    best_top1: f64,
+    evaluations: Vec<EpochEval>,
+    /// Where it was trained (the teacher cache), for copying another epoch's weights.
+    run_dir: PathBuf,
+    /// Training seconds (0 when an earlier study trained it).
+    seconds: f64,
+}
+
+/// The checkpoint a study distils from (the teacher's best epoch, or with
+/// `teachers_at_matched_top1` the epoch whose top-1 is closest to a target) and its model.
+#[derive(Clone, Debug)]
+struct UsedTeacher {
+    weights: PathBuf,
+    model: ModelConfig,
+}
+
+impl KeptTeacher {
+    fn from_run(label: &str, digest: String, dir: &Path, seconds: f64) -> Result<Self> {
+        let run = RunDir::open(dir)?;
+        Ok(Self {
+            label: label.into(),
+            recipe_digest: digest,
+            model: run.config()?.model,
+            best_top1: run.best_top1()?.unwrap_or(f64::NAN),
+            evaluations: run.evaluations()?,
+            run_dir: dir.to_path_buf(),
+            seconds,
+        })
+    }
+
+    /// The 0-based epoch to distil from: the first best one, or the one closest to `target`
+    /// (ties: the earlier).
+    fn pick_epoch(&self, target: Option<f64>) -> Result<&EpochEval> {
+        let score = |e: &EpochEval| match target {
+            Some(t) => -(e.best_top1() - t).abs(),
+            None => e.best_top1(),
+        };
+        self.evaluations
+            .iter()
+            .reduce(|a, b| if score(b) > score(a) { b } else { a })
+            .with_context(|| format!("teacher {} has no evaluated epoch", self.label))
+    }
+
+    /// The file name of `epoch`'s weights in the study folder: the recipe digest in it, so
+    /// another recipe's teacher never passes for this one in a cell's config.
+    fn weights_name(&self, epoch: &EpochEval) -> String {
+        format!(
+            "{}-{}-e{:03}.safetensors",
+            slug(&self.label),
+            self.recipe_digest,
+            epoch.epoch + 1
+        )
+    }
+
+    /// Copies the weights of `epoch` (0-based) into `folder` unless they are there; returns
+    /// their path there.
+    fn weights_in(&self, folder: &Path, epoch: &EpochEval, matched: bool) -> Result<PathBuf> {
+        let dest = folder.join(self.weights_name(epoch));
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        let source = if matched {
+            self.run_dir
+                .join(lkd_trainer::rundir::epoch_weights_file(epoch.epoch + 1))
+        } else {
+            self.run_dir.join(lkd_trainer::rundir::BEST)
+        };
+        let bytes = std::fs::read(&source).with_context(|| {
+            format!(
+                "teacher {}: the weights of epoch {} are neither in {} nor at {} (train it again with --retrain-teachers)",
+                self.label,
+                epoch.epoch + 1,
+                folder.display(),
+                source.display()
+            )
+        })?;
+        lkd_util::write_atomic(&dest, &bytes)?;
+        Ok(dest)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -211,20 +305,33 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     let wall = WallClock::open(&out.join("wall_seconds"));
     let mut compute = 0.0;
 
-    // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later studies.
-    let mut teacher_acc = BTreeMap::new();
-    let mut teacher_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut teacher_origin: BTreeMap<String, String> = BTreeMap::new();
+    // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later
+    // studies; the study keeps what it distils from in its own folder.
+    let kept_dir = out.join("teachers");
+    let mut kept: Vec<(KeptTeacher, &'static str)> = vec![];
     let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
     if needs_teachers {
+        std::fs::create_dir_all(&kept_dir)?;
         for t in &study.teachers {
             let mut cfg = study.base.clone();
             cfg.model = t.model.clone();
             cfg.optim.epochs = t.epochs.unwrap_or(study.teacher_epochs);
+            cfg.run.keep_epoch_weights = study.teachers_at_matched_top1;
+            let digest = cfg.result_digest();
             println!(
                 "teacher {} ({}, {} epochs)",
                 t.label, t.model.preset, cfg.optim.epochs
             );
+            let record = kept_dir.join(format!("{}.json", slug(&t.label)));
+            let earlier = std::fs::read(&record)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<KeptTeacher>(&b).ok())
+                .filter(|k| k.recipe_digest == digest && !a.retrain_teachers);
+            if let Some(k) = earlier {
+                println!("  reusing the kept teacher {}", record.display());
+                kept.push((k, "kept by an earlier invocation"));
+                continue;
+            }
             let t_start = Instant::now();
             let (dir, outcome) = if a.report_only {
                 match kept_teacher(&cfg) {
@@ -238,24 +345,60 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 train_or_reuse_shared(&cfg, a.retrain_teachers, true)
                     .with_context(|| format!("training teacher {}", t.label))?
             };
-            let origin = match outcome {
+            let (seconds, origin) = match outcome {
                 RunOutcome::Reused => {
                     println!("  reusing the kept teacher {}", dir.display());
-                    "reused (trained by an earlier run)"
+                    (0.0, "reused (trained by an earlier run)")
                 }
-                RunOutcome::Trained { .. } => {
-                    let total = t_start.elapsed().as_secs_f64();
-                    compute += total;
-                    lkd_util::write_atomic(
-                        &dir.join(COMPUTE_FILE),
-                        format!("{total:.3}").as_bytes(),
-                    )?;
-                    "trained in this run"
-                }
+                RunOutcome::Trained { .. } => (t_start.elapsed().as_secs_f64(), "trained here"),
             };
-            teacher_acc.insert(t.label.clone(), best_top1(&dir)?);
-            teacher_origin.insert(t.label.clone(), format!("{origin}: `{}`", dir.display()));
-            teacher_dirs.insert(t.label.clone(), dir);
+            compute += seconds;
+            let k = KeptTeacher::from_run(&t.label, digest, &dir, seconds)?;
+            if !a.report_only {
+                lkd_util::write_atomic(&record, serde_json::to_string_pretty(&k)?.as_bytes())?;
+            }
+            kept.push((k, origin));
+        }
+    }
+    // Matching needs every teacher: with one missing, no distillation cell can be judged.
+    let all_teachers = kept.len() == study.teachers.len();
+    let target = (study.teachers_at_matched_top1 && all_teachers).then(|| {
+        kept.iter()
+            .map(|(k, _)| k.best_top1)
+            .fold(f64::INFINITY, f64::min)
+    });
+    let mut used: BTreeMap<String, UsedTeacher> = BTreeMap::new();
+    let mut teacher_rows: Vec<TeacherRow> = vec![];
+    for (k, origin) in &kept {
+        let e = k.pick_epoch(target)?;
+        let weights = if a.report_only {
+            kept_dir.join(k.weights_name(e))
+        } else {
+            k.weights_in(&kept_dir, e, target.is_some())?
+        };
+        if let Some(target) = target {
+            println!(
+                "teacher {}: distilling from epoch {} ({:.2} %), closest to the least accurate teacher's {target:.2} %",
+                k.label,
+                e.epoch + 1,
+                e.best_top1()
+            );
+        }
+        teacher_rows.push(TeacherRow {
+            label: k.label.clone(),
+            best_top1: k.best_top1,
+            used_epoch: e.epoch + 1,
+            used_top1: e.best_top1(),
+            origin: format!("{origin}: `{}`", k.run_dir.display()),
+        });
+        if !study.teachers_at_matched_top1 || all_teachers {
+            used.insert(
+                k.label.clone(),
+                UsedTeacher {
+                    weights,
+                    model: k.model.clone(),
+                },
+            );
         }
     }
 
@@ -284,8 +427,8 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     );
                     let dir = out.join("cells").join(&name);
                     let result_path = dir.join("result.json");
-                    let teacher_dir = teacher.map(|t| teacher_dirs.get(&t.label));
-                    if teacher_dir == Some(None) {
+                    let teacher_used = teacher.map(|t| used.get(&t.label));
+                    if teacher_used.is_some_and(|u| u.is_none()) {
                         missing += 1;
                         continue;
                     }
@@ -293,9 +436,11 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     cfg.model = student.clone();
                     cfg.optim.epochs = study.student_epochs;
                     cfg.run.seed = seed;
-                    cfg.distill = teacher_dir
-                        .flatten()
-                        .map(|dir| DistillConfig::new(method, dir.clone()));
+                    cfg.distill = teacher_used.flatten().map(|u| {
+                        let mut d = DistillConfig::new(method, u.weights.clone());
+                        d.teacher_model = Some(u.model.clone());
+                        d
+                    });
                     // A cell counts as done only for the recipe asked now (a changed teacher,
                     // budget or base config trains it again).
                     let same_recipe = RunDir::open(&dir)
@@ -360,7 +505,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     if !a.report_only {
         wall.save()?;
     }
-    let (mut md, csv) = tables(&study, &results, &teacher_acc, &teacher_origin, compute);
+    let (mut md, csv) = tables(&study, &results, &teacher_rows, target, compute);
     md.push_str(&claims(&study, &results));
     if missing > 0 {
         md.push_str(&format!(
@@ -469,6 +614,15 @@ fn provenance(config: &Path, wall: f64, finished: bool) -> String {
     )
 }
 
+/// A teacher's line in the tables.
+struct TeacherRow {
+    label: String,
+    best_top1: f64,
+    used_epoch: usize,
+    used_top1: f64,
+    origin: String,
+}
+
 /// Cells sharing (student, teacher, method).
 type CellGroup<'a> = ((String, String, String), Vec<&'a CellResult>);
 
@@ -488,25 +642,30 @@ fn groups(results: &[CellResult]) -> Vec<CellGroup<'_>> {
 fn tables(
     study: &StudyConfig,
     results: &[CellResult],
-    teacher_acc: &BTreeMap<String, f64>,
-    teacher_origin: &BTreeMap<String, String>,
+    teachers: &[TeacherRow],
+    matched_to: Option<f64>,
     compute: f64,
 ) -> (String, String) {
     let mut md = format!("# Study `{}`\n\n", study.name);
-    if !teacher_acc.is_empty() {
-        md.push_str("| teacher | preset | epochs | top-1 (%) | run |\n|---|---|---:|---:|---|\n");
+    if !teachers.is_empty() {
+        md.push_str("| teacher | preset | epochs | best top-1 (%) | distilled from | run |\n|---|---|---:|---:|---|---|\n");
         for t in &study.teachers {
+            let Some(row) = teachers.iter().find(|r| r.label == t.label) else {
+                continue;
+            };
             md.push_str(&format!(
-                "| {} | {} | {} | {:.2} | {} |\n",
+                "| {} | {} | {} | {:.2} | epoch {} ({:.2} %) | {} |\n",
                 t.label,
                 t.model.preset,
                 t.epochs.unwrap_or(study.teacher_epochs),
-                teacher_acc.get(&t.label).copied().unwrap_or(f64::NAN),
-                teacher_origin
-                    .get(&t.label)
-                    .map(String::as_str)
-                    .unwrap_or("—")
+                row.best_top1,
+                row.used_epoch,
+                row.used_top1,
+                row.origin
             ));
+        }
+        if let Some(target) = matched_to {
+            md.push_str(&format!("\nTeachers at matched accuracy: each student distils from the teacher's epoch checkpoint whose top-1 is closest to {target:.2} %, the least accurate teacher's best, so differences between teachers are not differences in teacher accuracy.\n"));
         }
         md.push('\n');
     }

@@ -227,6 +227,10 @@ pub struct RunConfig {
     /// workers before the run stops with an error naming the operation (torch's default: 1800).
     #[serde(skip_serializing_if = "is_default_dist_timeout")]
     pub dist_timeout_s: u64,
+    /// Also keep each epoch's evaluated weights (`epoch-NNN.safetensors`, student or EMA as
+    /// `best` picks), so a study can distil from the checkpoint at a chosen accuracy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_epoch_weights: bool,
 }
 
 // Fields added after run dirs existed are left out of `config.toml` at their defaults, so
@@ -263,6 +267,7 @@ impl Default for RunConfig {
             precision: "fp32".into(),
             grad_scaler: ScalerConfig::default(),
             dist_timeout_s: DEFAULT_DIST_TIMEOUT_S,
+            keep_epoch_weights: false,
         }
     }
 }
@@ -549,6 +554,8 @@ impl TrainConfig {
             device: self.run.device.clone(),
             precision: self.run.precision.clone(),
             grad_scaler: self.run.grad_scaler.clone(),
+            // A run without epoch weights cannot stand in for one asked to keep them.
+            keep_epoch_weights: self.run.keep_epoch_weights,
             ..RunConfig::default()
         };
         c.data.workers = 0;

@@ -23,6 +23,15 @@ pub const BEST: &str = "best.safetensors";
 pub const STATE: &str = "last.state.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
 pub const SKIPPED: &str = "skipped.txt";
+/// Weights evaluated at the end of epoch `n` (1-based), kept when `run.keep_epoch_weights`.
+pub fn epoch_weights_file(epoch: usize) -> String {
+    format!("epoch-{epoch:03}.safetensors")
+}
+fn is_epoch_weights(name: &str) -> bool {
+    name.strip_prefix("epoch-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
 /// The advisory lock file of a run (or a teacher-cache entry); it holds the writer's PID.
 pub const LOCK: &str = ".lock";
 /// Skipped files printed when they are found; `skipped.txt` lists them all.
@@ -239,9 +248,11 @@ impl RunDir {
         let ours = |p: &PathBuf| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
                 [CONFIG, METRICS, LAST, BEST, SKIPPED].contains(&n)
+                    || is_epoch_weights(n)
                     || [CONFIG, METRICS, LAST, BEST, STATE]
                         .iter()
                         .any(|f| n.starts_with(&format!(".{f}.")))
+                    || n.starts_with(".epoch-")
             })
         };
         if let Some(other) = entries.iter().find(|p| !ours(p)) {

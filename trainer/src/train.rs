@@ -1002,6 +1002,7 @@ impl Training {
             self.device,
             self.progress,
             self.config.optim.epochs,
+            self.config.run.keep_epoch_weights,
             self.main,
         )?;
         self.save_checkpoint()?;
@@ -1442,6 +1443,7 @@ fn end_epoch(
     device: Device,
     progress: bool,
     epochs: usize,
+    keep_epoch_weights: bool,
     writer: bool,
 ) -> Result<(Option<f64>, Option<f64>), TrainError> {
     let epoch = state.epoch;
@@ -1473,6 +1475,12 @@ fn end_epoch(
         (Some(e), Some(em)) if e.top1 > res.top1 => (e.top1, &em.params),
         _ => (res.top1, &student.params),
     };
+    if keep_epoch_weights {
+        run.save_weights(
+            &crate::rundir::epoch_weights_file(epoch + 1),
+            &best_params.to_state_dict()?,
+        )?;
+    }
     if state.best_epoch.is_none() || best_here > state.best_top1 {
         state.best_top1 = best_here;
         state.best_epoch = Some(epoch);

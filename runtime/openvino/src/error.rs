@@ -106,10 +106,11 @@ impl OvMessage {
             .unwrap_or_default()
             .lines()
             .map(str::trim)
+            // OpenVINO's source locations and failed-check lines say nothing to a user.
             .filter(|l| {
-                !l.is_empty()
-                    && !l.starts_with("Exception from src/")
-                    && !(l.starts_with("Check '") && l.contains(" failed at "))
+                let location = l.starts_with("Exception from src/")
+                    || (l.starts_with("Check '") && l.contains(" failed at "));
+                !l.is_empty() && !location
             })
             .collect();
         Self(if detail.is_empty() {

@@ -52,7 +52,7 @@ pub(crate) fn compose(items: Store, canvas: usize, clutter: usize, split: Split)
         Split::Val => 0xC2,
     };
     for (i, sample) in out.chunks_exact_mut(canvas * canvas).enumerate() {
-        let mut r = rng::rng_for(&[0xC1_077E_8ED, split_tag, i as u64]);
+        let mut r = rng::rng_for(&[0x000C_1077_E8ED, split_tag, i as u64]);
         // Clutter first, the item over it: a fragment never hides the item's own pixels.
         for _ in 0..clutter.min(n.saturating_sub(1)) {
             let mut other = r.gen_range(0..n - 1);
