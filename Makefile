@@ -37,12 +37,12 @@ bench:
 STUDY ?= fmnist
 .PHONY: study
 study: release
-	./target/release/lkd study configs/study-$(STUDY).toml --out runs/study-$(STUDY)
+	./target/release/lkd study configs/study-$(STUDY).toml --out studies/$(STUDY)
 	mkdir -p docs/results
-	cp runs/study-$(STUDY)/results.md docs/results/study-$(STUDY).md
-	cp runs/study-$(STUDY)/results.csv docs/results/study-$(STUDY).csv
-	cp runs/study-$(STUDY)/results-seeds.csv docs/results/study-$(STUDY)-seeds.csv
-	cp runs/study-$(STUDY)/results.png docs/results/study-$(STUDY).png
+	cp studies/$(STUDY)/results.md docs/results/study-$(STUDY).md
+	cp studies/$(STUDY)/results.csv docs/results/study-$(STUDY).csv
+	cp studies/$(STUDY)/results-seeds.csv docs/results/study-$(STUDY)-seeds.csv
+	cp studies/$(STUDY)/results.png docs/results/study-$(STUDY).png
 
 doctor: build
 	./target/debug/lkd doctor

@@ -156,6 +156,13 @@ fn from_run_dir(args: &ExportArgs, dir: &Path) -> Result<Source> {
         prov.insert("lkd.kd_method".to_string(), d.method.as_str().to_string());
         prov.insert("lkd.teacher".to_string(), d.teacher.display().to_string());
     }
+    // Fine-tuned runs say what they started from (file, sha256, every adaptation).
+    if let Some(init) = std::fs::read(dir.join(lkd_trainer::finetune::INIT_RECORD))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<lkd_trainer::finetune::InitRecord>(&b).ok())
+    {
+        prov.insert("lkd.init".to_string(), init.summary());
+    }
     if let Ok(Some(best)) = run.best_top1() {
         prov.insert("lkd.eval_top1".to_string(), format!("{best:.2}"));
     }

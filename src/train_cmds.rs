@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Train on a fixed subset of this many training images.
     #[arg(long)]
     limit: Option<usize>,
+    /// Start from pretrained weights (finetune.init): a run dir or checkpoint of ours, official
+    /// SLaK / ConvNeXt, timm or torchvision .pth / .safetensors. For distill, the student's.
+    #[arg(long, value_name = "SOURCE", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Any config field: --set optim.warmup_epochs=0.5 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -167,6 +171,9 @@ fn build_config(a: &RunArgs) -> Result<TrainConfig> {
     }
     if let Some(v) = a.seed {
         cfg.run.seed = v;
+    }
+    if let Some(v) = &a.init {
+        cfg.finetune.init = Some(v.clone());
     }
     if let Some(v) = a.limit {
         cfg.data.dataset.limit = Some(v);

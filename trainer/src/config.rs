@@ -20,8 +20,48 @@ pub struct TrainConfig {
     pub distill: Option<DistillConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema: Option<EmaConfig>,
+    #[serde(default, skip_serializing_if = "FinetuneConfig::is_off")]
+    pub finetune: FinetuneConfig,
     #[serde(default)]
     pub run: RunConfig,
+}
+
+/// Starting from pretrained weights (`--init`) and what fine-tuning trains.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    /// Weights to start from: a run dir or checkpoint of ours, official SLaK / ConvNeXt,
+    /// timm or torchvision `.pth` / `.safetensors`. Loaded strictly, except the classifier
+    /// (re-initialised for another class count), the stem's channels and a ViT's position grid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    /// Scale of the re-initialised classifier's weight and bias (the ConvNeXt / SLaK
+    /// fine-tuning recipes' `head_init_scale`).
+    pub head_init_scale: f64,
+    /// Parameter-path prefixes (upstream names, e.g. "stem", "stages.0", "layer1") not trained;
+    /// their BatchNorm layers stay in eval mode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// Train the classifier only (everything else frozen).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub linear_probe: bool,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            init: None,
+            head_init_scale: 1.0,
+            freeze: vec![],
+            linear_probe: false,
+        }
+    }
+}
+
+impl FinetuneConfig {
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +98,17 @@ pub struct OptimConfig {
     /// Global gradient-norm clip; none when absent.
     pub clip_grad: Option<f64>,
     pub label_smoothing: f64,
+    /// Layer-wise learning-rate decay for fine-tuning: a parameter at depth `i` of `L`
+    /// (stem 0, each residual block, head `L`) gets `lr * layer_decay^(L - i)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+    /// Learning-rate multiplier of the classifier.
+    #[serde(skip_serializing_if = "is_one")]
+    pub head_lr_scale: f64,
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for OptimConfig {
@@ -72,6 +123,8 @@ impl Default for OptimConfig {
             warmup_epochs: 1.0,
             clip_grad: None,
             label_smoothing: 0.1,
+            layer_decay: None,
+            head_lr_scale: 1.0,
         }
     }
 }
@@ -347,6 +400,27 @@ impl TrainConfig {
             (0.0..1.0).contains(&o.label_smoothing),
             "in [0, 1)",
         )?;
+        if let Some(d) = o.layer_decay {
+            check("optim.layer_decay", d, d > 0.0 && d <= 1.0, "in (0, 1]")?;
+        }
+        check(
+            "optim.head_lr_scale",
+            o.head_lr_scale,
+            o.head_lr_scale > 0.0 && o.head_lr_scale <= 1e4,
+            "in (0, 1e4]",
+        )?;
+        let f = &self.finetune;
+        check(
+            "finetune.head_init_scale",
+            f.head_init_scale,
+            f.head_init_scale > 0.0 && f.head_init_scale <= 1e4,
+            "in (0, 1e4]",
+        )?;
+        if let Some(p) = f.freeze.iter().find(|p| p.trim().is_empty()) {
+            return Err(TrainError::Config(format!(
+                "finetune.freeze holds an empty prefix {p:?}: name parameter paths such as \"stages.0\""
+            )));
+        }
         let d = &self.data;
         check(
             "data.workers",

@@ -135,6 +135,16 @@ impl Params {
         Ok(params)
     }
 
+    /// Stops gradients to `names` (fine-tuning's frozen parameters).
+    pub fn freeze(&mut self, names: &std::collections::BTreeSet<String>) -> Result<(), TchError> {
+        for name in names {
+            if let Some(t) = self.tensors.get_mut(name) {
+                *t = t.f_detach()?.f_set_requires_grad(false)?;
+            }
+        }
+        Ok(())
+    }
+
     fn set_requires_grad(&mut self, graph: &Graph) -> Result<(), TchError> {
         for p in &graph.params {
             if p.is_trainable() {
@@ -202,6 +212,8 @@ pub struct Executor {
     last_use: Vec<usize>,
     /// Seed of the drop-path masks of the next training forward pass (see `set_step_seed`).
     step_seed: Cell<u64>,
+    /// BatchNorm layers (by weight name) kept in eval mode while training: frozen ones.
+    frozen_norms: std::collections::BTreeSet<String>,
 }
 
 impl Executor {
@@ -216,7 +228,22 @@ impl Executor {
             graph,
             last_use,
             step_seed: Cell::new(0),
+            frozen_norms: Default::default(),
         }
+    }
+
+    /// Keeps the BatchNorm layers whose weight is in `frozen` in eval mode (running statistics
+    /// used and not updated), as frozen layers are in PyTorch fine-tuning recipes.
+    pub fn freeze_norms(&mut self, frozen: &std::collections::BTreeSet<String>) {
+        self.frozen_norms = self
+            .graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::BatchNorm2d { weight, .. } if frozen.contains(weight) => Some(weight.clone()),
+                _ => None,
+            })
+            .collect();
     }
 
     /// Seeds the stochastic parts (drop path) of the next training forward pass; masks then
@@ -310,6 +337,7 @@ impl Executor {
                     eps,
                     momentum,
                 } => {
+                    let train = train && !self.frozen_norms.contains(weight);
                     if train {
                         tch::no_grad(|| {
                             p(num_batches_tracked)

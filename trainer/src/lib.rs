@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod erf;
 pub mod executor;
+pub mod finetune;
 pub mod losses;
 pub mod optim;
 pub mod precision;

@@ -4,7 +4,7 @@
 
 use crate::executor::Params;
 use lkd_models::Graph;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tch::{TchError, Tensor};
 
 pub struct AdamW {
@@ -23,6 +23,8 @@ pub struct Slot {
     pub name: String,
     pub tensor: Tensor,
     pub decay: bool,
+    /// Multiplies the step's learning rate (layer-wise decay, head multiplier); 1 by default.
+    pub lr_scale: f64,
 }
 
 impl AdamW {
@@ -49,6 +51,7 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
+                let lr = lr * s.lr_scale;
                 let mut p = s.tensor.shallow_clone();
                 let m = state_for(&mut self.exp_avg, &s.name, &p)?;
                 let v = state_for(&mut self.exp_avg_sq, &s.name, &p)?;
@@ -166,14 +169,24 @@ impl Ema {
     }
 }
 
-pub fn slots(graph: &Graph, params: &Params, prefix: &str) -> Vec<Slot> {
+/// The graph's trainable parameters to optimise, but those in `frozen`, each at its
+/// learning-rate scale from `lr_scales` (1 when absent).
+pub fn slots(
+    graph: &Graph,
+    params: &Params,
+    prefix: &str,
+    frozen: &BTreeSet<String>,
+    lr_scales: &BTreeMap<String, f64>,
+) -> Vec<Slot> {
     params
         .trainable(graph)
         .into_iter()
+        .filter(|(n, ..)| !frozen.contains(*n))
         .map(|(n, t, decay)| Slot {
             name: format!("{prefix}{n}"),
             tensor: t.shallow_clone(),
             decay,
+            lr_scale: lr_scales.get(n).copied().unwrap_or(1.0),
         })
         .collect()
 }

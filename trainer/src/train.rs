@@ -16,6 +16,7 @@ use lkd_models::{Graph, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -132,9 +133,33 @@ struct Student {
     params: Params,
     /// 1×1 conv projector (student → teacher channels) for feature distillation.
     projector: Option<(Tensor, Tensor)>,
+    /// Parameters fine-tuning keeps fixed, and learning-rate scales other than 1.
+    frozen: BTreeSet<String>,
+    lr_scales: BTreeMap<String, f64>,
 }
 
 impl Student {
+    /// The student with fine-tuning's frozen parameters (no gradient; their BatchNorm layers
+    /// in eval mode) and learning-rate scales.
+    fn new(
+        mut exec: Executor,
+        mut params: Params,
+        projector: Option<(Tensor, Tensor)>,
+        config: &TrainConfig,
+    ) -> Result<Self, TrainError> {
+        let frozen = crate::finetune::frozen_params(&exec.graph, config)?;
+        params.freeze(&frozen)?;
+        exec.freeze_norms(&frozen);
+        let lr_scales = crate::finetune::lr_scales(&exec.graph, config);
+        Ok(Self {
+            exec,
+            params,
+            projector,
+            frozen,
+            lr_scales,
+        })
+    }
+
     /// Parameters, buffers and projector: what DDP gives every worker from rank 0.
     fn all_tensors(&self) -> Vec<Tensor> {
         let mut all: Vec<Tensor> = self
@@ -151,17 +176,25 @@ impl Student {
     }
 
     fn slots(&self) -> Vec<Slot> {
-        let mut s = crate::optim::slots(&self.exec.graph, &self.params, "");
+        let mut s = crate::optim::slots(
+            &self.exec.graph,
+            &self.params,
+            "",
+            &self.frozen,
+            &self.lr_scales,
+        );
         if let Some((w, b)) = &self.projector {
             s.push(Slot {
                 name: "distill.projector.weight".into(),
                 tensor: w.shallow_clone(),
                 decay: true,
+                lr_scale: 1.0,
             });
             s.push(Slot {
                 name: "distill.projector.bias".into(),
                 tensor: b.shallow_clone(),
                 decay: false,
+                lr_scale: 1.0,
             });
         }
         s
@@ -1217,7 +1250,31 @@ impl Trainee {
     ) -> Result<Self, TrainError> {
         let mut opt = AdamW::new(config.optim.weight_decay);
         if !resume {
-            let params = Params::init(&exec.graph, device, config.run.seed)?;
+            let params = match &config.finetune.init {
+                Some(source) => {
+                    let (params, record) = crate::finetune::init_from(
+                        &exec.graph,
+                        source,
+                        config.finetune.head_init_scale,
+                        device,
+                        config.run.seed,
+                    )?;
+                    if writer {
+                        eprintln!("init: {} (sha256 {})", record.source, &record.sha256[..16]);
+                        for a in &record.adaptations {
+                            eprintln!("  {a}");
+                        }
+                        lkd_util::write_atomic(
+                            &run.file(crate::finetune::INIT_RECORD),
+                            serde_json::to_string_pretty(&record)
+                                .expect("plain record")
+                                .as_bytes(),
+                        )?;
+                    }
+                    params
+                }
+                None => Params::init(&exec.graph, device, config.run.seed)?,
+            };
             let projector = projector_shape.map(|(cs, ct)| -> Result<_, TchError> {
                 // PyTorch's Conv2d default init, from our own seeded RNG.
                 let bound = 1.0 / (cs as f32).sqrt();
@@ -1243,11 +1300,7 @@ impl Trainee {
                 .map(|e| Ema::new(&params, e.decay))
                 .transpose()?;
             return Ok(Self {
-                student: Student {
-                    exec,
-                    params,
-                    projector,
-                },
+                student: Student::new(exec, params, projector, config)?,
                 opt,
                 ema,
                 state: TrainerState::default(),
@@ -1309,11 +1362,7 @@ impl Trainee {
             _ => None,
         };
         Ok(Self {
-            student: Student {
-                exec,
-                params,
-                projector,
-            },
+            student: Student::new(exec, params, projector, config)?,
             opt,
             ema,
             state,

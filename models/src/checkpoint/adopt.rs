@@ -37,7 +37,25 @@ fn plan<'g>(graph: &'g Graph, layout: &Layout) -> Option<Vec<Planned<'g>>> {
 /// [`crate::families::foreign_layouts`]) and returns it under the graph's parameter names.
 /// The layout is the one most of the file's keys fit; the check is strict in both directions
 /// (missing, unexpected and wrong-shape keys, named as the file names them).
-pub fn adopt_state_dict(graph: &Graph, mut sd: StateDict) -> Result<StateDict, ModelError> {
+pub fn adopt_state_dict(graph: &Graph, sd: StateDict) -> Result<StateDict, ModelError> {
+    adopt_tolerating(graph, sd, &|_, _| false).map(|(sd, _)| sd)
+}
+
+/// A tensor whose shape differs from its parameter's and that the caller accepted: under our
+/// name, with the file's key and the shape found (the tensor keeps that shape).
+pub(crate) struct Tolerated {
+    pub name: String,
+    pub key: String,
+    pub found: Vec<usize>,
+}
+
+/// [`adopt_state_dict`], except that a wrong-shape tensor `tolerate(param, found_shape)` accepts
+/// is kept at the shape found and listed, for the caller to adapt.
+pub(crate) fn adopt_tolerating(
+    graph: &Graph,
+    mut sd: StateDict,
+    tolerate: &dyn Fn(&ParamSpec, &[usize]) -> bool,
+) -> Result<(StateDict, Vec<Tolerated>), ModelError> {
     let layouts = crate::families::foreign_layouts(&graph.arch);
     let ours_fit = graph
         .params
@@ -53,32 +71,37 @@ pub fn adopt_state_dict(graph: &Graph, mut sd: StateDict) -> Result<StateDict, M
         })
         .max_by_key(|(.., fit)| *fit)
         .filter(|(.., fit)| *fit > ours_fit);
-    let Some((layout, plan, _)) = best else {
-        return super::check_state_dict(graph, &sd)
-            .map(|()| sd)
-            .map_err(|e| match e {
-                ModelError::Mismatch {
-                    preset,
-                    mut details,
-                } if !layouts.is_empty() => {
-                    let names: Vec<_> = layouts.iter().map(|l| l.name).collect();
-                    details.push_str(&format!(
-                        "\n  (read in the official layout; this family also loads {} checkpoints)",
-                        names.join(", ")
-                    ));
-                    ModelError::Mismatch { preset, details }
-                }
-                other => other,
-            });
+    let (layout_name, plan) = match best {
+        Some((layout, plan, _)) => (Some(layout.name), plan),
+        // Our own layout: every key is the parameter's name, every shape its own.
+        None => (
+            None,
+            graph
+                .params
+                .iter()
+                .map(|param| Planned {
+                    param,
+                    key: param.name.clone(),
+                    shape: param.shape.clone(),
+                })
+                .collect(),
+        ),
     };
     let mut missing = vec![];
     let mut wrong = vec![];
+    let mut tolerated = vec![];
     for p in &plan {
         match sd.get(&p.key) {
             None => missing.push(p.key.clone()),
             Some(t) => {
                 let dtype_ok = p.param.dtype != DType::F32 || t.as_f32().is_some();
-                if t.shape != p.shape || !dtype_ok {
+                if t.shape != p.shape && dtype_ok && tolerate(p.param, &t.shape) {
+                    tolerated.push(Tolerated {
+                        name: p.param.name.clone(),
+                        key: p.key.clone(),
+                        found: t.shape.clone(),
+                    });
+                } else if t.shape != p.shape || !dtype_ok {
                     wrong.push(format!(
                         "{}: expected {:?} {:?}, found {:?} {}",
                         p.key,
@@ -98,24 +121,37 @@ pub fn adopt_state_dict(graph: &Graph, mut sd: StateDict) -> Result<StateDict, M
         .cloned()
         .collect();
     if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
-        let header = format!(
-            "  read as a {} checkpoint ({} of {} keys fit)\n",
-            layout.name,
-            plan.len() - missing.len(),
-            plan.len()
-        );
+        let mut details = match layout_name {
+            Some(name) => format!(
+                "  read as a {name} checkpoint ({} of {} keys fit)\n",
+                plan.len() - missing.len(),
+                plan.len()
+            ),
+            None => String::new(),
+        };
+        details.push_str(&mismatch_details(&missing, &unexpected, &wrong));
+        if layout_name.is_none() && !layouts.is_empty() {
+            let names: Vec<_> = layouts.iter().map(|l| l.name).collect();
+            details.push_str(&format!(
+                "\n  (read in the official layout; this family also loads {} checkpoints)",
+                names.join(", ")
+            ));
+        }
         return Err(ModelError::Mismatch {
             preset: graph.preset.clone(),
-            details: header + &mismatch_details(&missing, &unexpected, &wrong),
+            details,
         });
     }
-    // Every planned key is present, distinct and of the right size: move each tensor over.
+    // Every planned key is present, distinct and of the right (or an accepted) size: move each
+    // tensor over.
     let mut out = StateDict::new();
     for p in plan {
         if let Some(mut t) = sd.remove(&p.key) {
-            t.shape = p.param.shape.clone();
+            if t.shape == p.shape {
+                t.shape = p.param.shape.clone();
+            }
             out.insert(p.param.name.clone(), t);
         }
     }
-    Ok(out)
+    Ok((out, tolerated))
 }

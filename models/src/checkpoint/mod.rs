@@ -2,10 +2,15 @@
 //! name → [`HostTensor`] map and checked strictly against a graph's parameters.
 
 mod adopt;
+mod finetune;
 mod pth;
 mod safetensors_io;
 
 pub use adopt::adopt_state_dict;
+pub use finetune::{
+    adapt_input_conv, adopt_for_finetune, head_params, layer_depths, read_for_finetune, Adaptation,
+    FinetuneState, PosEmbedResampler,
+};
 pub use pth::{read_pth, read_pth_bytes};
 pub use safetensors_io::{
     read_safetensors, read_safetensors_bytes, write_safetensors, write_safetensors_bytes,
