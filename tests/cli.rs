@@ -221,6 +221,98 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
 }
 
 #[test]
+fn teachers_at_matched_accuracy_distil_from_the_epoch_nearest_the_weakest_teachers_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("study.toml");
+    write_tiny_study(&cfg);
+    let text_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("teacher_epochs = 1", "teacher_epochs = 3\nteachers_at_matched_top1 = true")
+        .replace(r#"methods = ["none", "kd"]"#, r#"methods = ["kd"]"#)
+        + "[[teachers]]\nlabel = \"ConvNeXt\"\nmodel = { preset = \"convnext_nano\" }\nepochs = 1\n";
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = dir.path().join("study");
+    let cache = dir.path().join("cache");
+    let study = || {
+        lkd_in(
+            &cache,
+            &[
+                "study",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = study();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // Each teacher's record and the epoch's weights it distils from are in the study folder.
+    let record = |slug: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("teachers/{slug}.json"))).unwrap())
+            .unwrap()
+    };
+    let best = |r: &serde_json::Value| r["best_top1"].as_f64().unwrap();
+    let (slak, convnext) = (record("slak"), record("convnext"));
+    let target = best(&slak).min(best(&convnext));
+    let evals = slak["evaluations"].as_array().unwrap();
+    assert_eq!(evals.len(), 3);
+    let top1 = |e: &serde_json::Value| {
+        let t = e["top1"].as_f64().unwrap();
+        e["ema_top1"].as_f64().map_or(t, |m| m.max(t))
+    };
+    // The SLaK epoch closest to the target (ties: the earlier).
+    let (pick, picked) = evals
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i + 1, top1(e)))
+        .reduce(|a, b| {
+            if (b.1 - target).abs() < (a.1 - target).abs() {
+                b
+            } else {
+                a
+            }
+        })
+        .unwrap();
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "| SLaK | slak_nano | 3 | {:.2} | epoch {pick} ({picked:.2} %) |",
+            best(&slak)
+        )) && md.contains("Teachers at matched accuracy")
+            && md.contains(&format!("closest to {target:.2} %")),
+        "{md}"
+    );
+    let weights: Vec<String> = std::fs::read_dir(out.join("teachers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert!(
+        weights
+            .iter()
+            .any(|n| n.starts_with("slak-") && n.ends_with(&format!("-e{pick:03}.safetensors"))),
+        "{weights:?}"
+    );
+    let cell_cfg =
+        std::fs::read_to_string(out.join("cells/convnext_nano-slak-kd-s0/config.toml")).unwrap();
+    assert!(
+        cell_cfg.contains(&format!("-e{pick:03}.safetensors")),
+        "{cell_cfg}"
+    );
+    // A fresh cache (another machine with the study folder) needs no teacher training.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let o = study();
+    let t = text(&o);
+    assert!(
+        o.status.success()
+            && t.matches("reusing the kept teacher").count() == 2
+            && t.contains("done before"),
+        "{t}"
+    );
+}
+
+#[test]
 fn unavailable_device_is_an_error_not_a_fallback() {
     let dir = tempfile::tempdir().unwrap();
     let o = lkd(&[
