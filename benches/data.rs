@@ -40,7 +40,7 @@ fn fashion_mnist(c: &mut Criterion) {
             workers,
             ..LoaderConfig::default()
         };
-        let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::nano(), None, 0.0, cfg)
+        let loader = Loader::train(ds.clone(), &pre, &AugmentConfig::proxy(), None, 0.0, cfg)
             .expect("loader");
         g.throughput(Throughput::Elements(loader.samples_per_epoch() as u64));
         let mut epoch = 0;

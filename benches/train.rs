@@ -2,14 +2,14 @@
 //! (student forward in train mode, teacher forward under no-grad, NKD loss, backward, AdamW,
 //! zero-grad) on random weights and a fixed random batch.
 //!
-//! - `train_step_cpu/nano_nkd_b128`: convnext_nano ← slak_nano, 128 × 1 × 28 × 28;
+//! - `train_step_cpu/nano_nkd_b128`: convnext_proxy ← slak_proxy, 128 × 1 × 28 × 28;
 //! - `train_step_cpu/tiny224_nkd_b8`: convnext_tiny ← slak_tiny, 8 × 3 × 224 × 224, only with
 //!   `LKD_BENCH_TINY=1` (tens of seconds a step on 2 cores).
 //!
 //! Each group also times the teacher's forward alone, so teacher share = teacher / step.
 //!
 //! - `train_step_cpu/slak_train_ce_b128`: the large-kernel teacher's own supervised step
-//!   (slak_nano forward in train mode, cross-entropy with label smoothing 0.1, backward, AdamW).
+//!   (slak_proxy forward in train mode, cross-entropy with label smoothing 0.1, backward, AdamW).
 //!
 //! - `kd_epoch_cpu/nano_6400`: one whole NKD epoch through `lkd_trainer::train` (6 400
 //!   Fashion-MNIST images, loader, evaluation on 500) with the teacher computed live vs replayed
@@ -17,7 +17,7 @@
 //!   prints the per-round ratio with its spread.
 //!
 //! - `--raw ddp [--iters N] [--batch B]`: data-parallel scaling of an NKD run of
-//!   convnext_nano ← slak_nano (teacher live, 2 560 Fashion-MNIST images): one process × 1
+//!   convnext_proxy ← slak_proxy (teacher live, 2 560 Fashion-MNIST images): one process × 1
 //!   thread vs 2 workers × 1 thread each (Gloo on loopback, batch B per worker, so the same
 //!   images per epoch), alternated N times; prints images/s of both (training steps, from the
 //!   run summary), the per-round ratio, and the CPU seconds of each whole run (all its
@@ -55,13 +55,13 @@ struct Case {
 
 const NANO: Case = Case {
     name: "nano",
-    student: "convnext_nano",
-    teacher: Some("slak_nano"),
+    student: "convnext_proxy",
+    teacher: Some("slak_proxy"),
     batch: 128,
 };
 const SLAK_TRAIN: Case = Case {
     name: "slak_train",
-    student: "slak_nano",
+    student: "slak_proxy",
     teacher: None,
     batch: 128,
 };
@@ -123,7 +123,13 @@ impl Pair {
     }
 
     fn slots(&self) -> Vec<Slot> {
-        slots(&self.student.graph, &self.params, "")
+        slots(
+            &self.student.graph,
+            &self.params,
+            "",
+            &Default::default(),
+            &Default::default(),
+        )
     }
 
     fn teacher_logits(&self, x: &Tensor) -> Option<Tensor> {
@@ -221,13 +227,13 @@ struct KdEpoch {
 }
 
 impl KdEpoch {
-    /// A random-init slak_nano teacher checkpoint and the NKD demo config on 6 400 images; the
+    /// A random-init slak_proxy teacher checkpoint and the NKD demo config on 6 400 images; the
     /// cache is recorded once so that `replay` runs never compute the teacher.
     fn new() -> Self {
         use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
-        let t_graph = ModelConfig::preset("slak_nano")
+        let t_graph = ModelConfig::preset("slak_proxy")
             .build()
             .expect("teacher graph");
         let teacher = root.join("teacher.safetensors");
@@ -241,7 +247,7 @@ impl KdEpoch {
         )
         .expect("write teacher");
         let mut config =
-            TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml"))
+            TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-proxy-nkd.toml"))
                 .expect("config");
         config.data.dataset = DatasetSpec::fashion_mnist_from_env()
             .expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
@@ -250,7 +256,7 @@ impl KdEpoch {
         config.optim.epochs = 1;
         config.run.checkpoint_every = 0;
         let mut d = DistillConfig::new(KdMethod::Nkd, teacher);
-        d.teacher_model = Some(ModelConfig::preset("slak_nano"));
+        d.teacher_model = Some(ModelConfig::preset("slak_proxy"));
         config.distill = Some(d);
         let me = Self {
             _tmp: tmp,
@@ -362,7 +368,7 @@ fn fashion_loader(batch: usize, workers: usize) -> Loader {
         workers,
         ..LoaderConfig::default()
     };
-    Loader::train(ds, &pre, &AugmentConfig::nano(), None, 0.0, cfg).expect("loader")
+    Loader::train(ds, &pre, &AugmentConfig::proxy(), None, 0.0, cfg).expect("loader")
 }
 
 fn raw(args: &[String]) {
@@ -587,7 +593,7 @@ fn ddp_run(config: &std::path::Path, out: &std::path::Path, world: usize) -> (f6
 fn ddp_scaling(rounds: usize, batch: usize) {
     use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
     let tmp = tempfile::tempdir().expect("tempdir");
-    let t_graph = ModelConfig::preset("slak_nano")
+    let t_graph = ModelConfig::preset("slak_proxy")
         .build()
         .expect("teacher graph");
     let teacher = tmp.path().join("teacher.safetensors");
@@ -601,7 +607,7 @@ fn ddp_scaling(rounds: usize, batch: usize) {
     )
     .expect("write teacher");
     let mut cfg =
-        TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-nano-nkd.toml"))
+        TrainConfig::from_toml_str(include_str!("../configs/fmnist-convnext-proxy-nkd.toml"))
             .expect("config");
     cfg.data.dataset =
         DatasetSpec::fashion_mnist_from_env().expect("LKD_FASHION_MNIST (eval \"$(make -s env)\")");
@@ -613,7 +619,7 @@ fn ddp_scaling(rounds: usize, batch: usize) {
     cfg.run.threads = 1;
     cfg.run.checkpoint_every = 0;
     let mut d = DistillConfig::new(KdMethod::Nkd, teacher);
-    d.teacher_model = Some(ModelConfig::preset("slak_nano"));
+    d.teacher_model = Some(ModelConfig::preset("slak_proxy"));
     d.cache = lkd_trainer::teacher_cache::CacheSetting::Off;
     cfg.distill = Some(d);
     let config = tmp.path().join("config.toml");

@@ -23,9 +23,9 @@ import models  # noqa: E402
 from losses import nkd  # noqa: E402
 
 CASES = {
-    "nano": ("convnext_nano", "slak_nano", 128),
+    "nano": ("convnext_proxy", "slak_proxy", 128),
     "tiny": ("convnext_tiny", "slak_tiny", 8),
-    "slak_train": ("slak_nano", None, 128),
+    "slak_train": ("slak_proxy", None, 128),
 }
 NKD_TEMPERATURE, NKD_ALPHA = 1.0, 1.0
 LABEL_SMOOTHING = 0.1

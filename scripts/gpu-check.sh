@@ -123,7 +123,7 @@ DATA=(--set "data.dataset.path=\"$WORK/data\"" --set data.workers=4 --set run.lo
 
 # 4. A teacher, a few steps on cuda.
 TEACHER="$WORK/teacher"
-if run_step teacher 120 "$LKD" train --config "$ROOT/configs/fmnist-slak-nano.toml" --device cuda \
+if run_step teacher 120 "$LKD" train --config "$ROOT/configs/fmnist-slak-proxy.toml" --device cuda \
   --out "$TEACHER" --epochs 1 --set "run.max_steps=$STEPS" "${DATA[@]}"; then
   record teacher pass "$(tail -n 3 "$TEACHER/metrics.jsonl" 2>/dev/null | json_str)"
 else
@@ -137,7 +137,7 @@ distill() { # name precision extra-args...
   shift 2
   local precision=()
   [ "$p" = fp32 ] || precision=(--set "run.precision=\"$p\"")
-  run_step "distill_$name" 120 "$LKD" distill --config "$ROOT/configs/fmnist-convnext-nano-nkd.toml" \
+  run_step "distill_$name" 120 "$LKD" distill --config "$ROOT/configs/fmnist-convnext-proxy-nkd.toml" \
     --teacher "$TEACHER" --device cuda --out "$WORK/kd-$name" --epochs 1 \
     --set "run.max_steps=$STEPS" "${precision[@]}" --set optim.clip_grad=1e9 "${DATA[@]}" "$@"
 }

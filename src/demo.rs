@@ -81,7 +81,7 @@ pub fn teacher_stage(a: &DemoArgs) -> Result<Stage> {
     } else {
         TEACHER_EPOCHS
     });
-    let config = base_config(include_str!("../configs/fmnist-slak-nano.toml"), a, te)?;
+    let config = base_config(include_str!("../configs/fmnist-slak-proxy.toml"), a, te)?;
     Ok(Stage {
         name: "teacher".into(),
         role: "large-kernel teacher".into(),
@@ -102,7 +102,7 @@ pub fn student_stages(a: &DemoArgs, teacher_dir: &Path) -> Result<Vec<Stage>> {
     let mut out = vec![];
     for seed in 0..a.seeds as u64 {
         let mut distilled = base_config(
-            include_str!("../configs/fmnist-convnext-nano-nkd.toml"),
+            include_str!("../configs/fmnist-convnext-proxy-nkd.toml"),
             a,
             se,
         )?;
@@ -112,7 +112,7 @@ pub fn student_stages(a: &DemoArgs, teacher_dir: &Path) -> Result<Vec<Stage>> {
             .get_or_insert_with(|| DistillConfig::new(KdMethod::Nkd, PathBuf::new()));
         d.teacher = teacher_dir.to_path_buf();
         let mut baseline =
-            base_config(include_str!("../configs/fmnist-convnext-nano.toml"), a, se)?;
+            base_config(include_str!("../configs/fmnist-convnext-proxy.toml"), a, se)?;
         baseline.run.seed = seed;
         out.push(Stage {
             name: format!("student_nkd_s{seed}"),

@@ -145,7 +145,7 @@ impl DistillFlags {
 
 fn default_config() -> Result<TrainConfig> {
     Ok(TrainConfig::from_toml_str(include_str!(
-        "../configs/fmnist-convnext-nano.toml"
+        "../configs/fmnist-convnext-proxy.toml"
     ))?)
 }
 

@@ -99,7 +99,7 @@ fn write_tiny_study(path: &Path) {
         format!(
             r#"
 name = "tiny"
-students = [{{ preset = "convnext_nano" }}]
+students = [{{ preset = "convnext_proxy" }}]
 methods = ["none", "kd"]
 seeds = [0]
 teacher_epochs = 1
@@ -107,9 +107,9 @@ student_epochs = 1
 erf_images = 2
 [[teachers]]
 label = "SLaK"
-model = {{ preset = "slak_nano" }}
+model = {{ preset = "slak_proxy" }}
 [base.model]
-preset = "convnext_nano"
+preset = "convnext_proxy"
 [base.data.dataset]
 kind = "fashion-mnist"
 path = "{data}"
@@ -159,7 +159,8 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     assert!(o.status.success(), "{}", text(&o));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        md.contains("| convnext_nano | — | none |") && md.contains("| convnext_nano | SLaK | kd |"),
+        md.contains("| convnext_proxy | — | none |")
+            && md.contains("| convnext_proxy | SLaK | kd |"),
         "{md}"
     );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
@@ -168,7 +169,7 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     assert!(
         seeds.starts_with("student,teacher,method,seed,top1,erf_r20,")
             && seeds.lines().count() == 3
-            && seeds.contains("convnext_nano,SLaK,kd,0,"),
+            && seeds.contains("convnext_proxy,SLaK,kd,0,"),
         "{seeds}"
     );
     assert!(out.join("results.png").is_file());
@@ -178,7 +179,7 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
             .modified()
             .unwrap()
     };
-    let cell = out.join("cells/convnext_nano-slak-kd-s0");
+    let cell = out.join("cells/convnext_proxy-slak-kd-s0");
     let before = stamp(&cell);
     let o = study(&[]);
     let t = text(&o);
@@ -202,22 +203,22 @@ fn two_cell_study_produces_tables_and_resumes_without_recomputing() {
     // A changed teacher budget is another recipe: a new teacher, and the distilled cell trains
     // again while the no-KD cell stays done.
     let text_cfg = std::fs::read_to_string(&cfg).unwrap().replace(
-        "model = { preset = \"slak_nano\" }",
-        "model = { preset = \"slak_nano\" }\nepochs = 2",
+        "model = { preset = \"slak_proxy\" }",
+        "model = { preset = \"slak_proxy\" }\nepochs = 2",
     );
     std::fs::write(&cfg, text_cfg).unwrap();
     let o = study(&[]);
     let t = text(&o);
     assert!(
         o.status.success()
-            && t.contains("teacher SLaK (slak_nano, 2 epochs)")
+            && t.contains("teacher SLaK (slak_proxy, 2 epochs)")
             && !t.contains("reusing the kept teacher")
             && t.matches("done before").count() == 1
             && t.contains("holds a run of another recipe: training again"),
         "{t}"
     );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("| SLaK | slak_nano | 2 |"), "{md}");
+    assert!(md.contains("| SLaK | slak_proxy | 2 |"), "{md}");
 }
 
 #[test]
@@ -229,7 +230,7 @@ fn teachers_at_matched_accuracy_distil_from_the_epoch_nearest_the_weakest_teache
         .unwrap()
         .replace("teacher_epochs = 1", "teacher_epochs = 3\nteachers_at_matched_top1 = true")
         .replace(r#"methods = ["none", "kd"]"#, r#"methods = ["kd"]"#)
-        + "[[teachers]]\nlabel = \"ConvNeXt\"\nmodel = { preset = \"convnext_nano\" }\nepochs = 1\n";
+        + "[[teachers]]\nlabel = \"ConvNeXt\"\nmodel = { preset = \"convnext_proxy\" }\nepochs = 1\n";
     std::fs::write(&cfg, text_cfg).unwrap();
     let out = dir.path().join("study");
     let cache = dir.path().join("cache");
@@ -277,7 +278,7 @@ fn teachers_at_matched_accuracy_distil_from_the_epoch_nearest_the_weakest_teache
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
         md.contains(&format!(
-            "| SLaK | slak_nano | 3 | {:.2} | epoch {pick} ({picked:.2} %) |",
+            "| SLaK | slak_proxy | 3 | {:.2} | epoch {pick} ({picked:.2} %) |",
             best(&slak)
         )) && md.contains("Teachers at matched accuracy")
             && md.contains(&format!("closest to {target:.2} %")),
@@ -295,7 +296,7 @@ fn teachers_at_matched_accuracy_distil_from_the_epoch_nearest_the_weakest_teache
         "{weights:?}"
     );
     let cell_cfg =
-        std::fs::read_to_string(out.join("cells/convnext_nano-slak-kd-s0/config.toml")).unwrap();
+        std::fs::read_to_string(out.join("cells/convnext_proxy-slak-kd-s0/config.toml")).unwrap();
     assert!(
         cell_cfg.contains(&format!("-e{pick:03}.safetensors")),
         "{cell_cfg}"
@@ -341,7 +342,7 @@ fn models_lists_presets_and_rejects_unknown_ones() {
         o.status.success()
             && t.contains("convnext_tiny")
             && t.contains("28,589,128")
-            && t.contains("slak_nano"),
+            && t.contains("slak_proxy"),
         "{t}"
     );
     let o = lkd(&["models", "--show", "slak_tiny"]);
@@ -381,7 +382,7 @@ fn missing_dataset_and_truncated_checkpoint_are_clear_errors() {
         "eval",
         bad.to_str().unwrap(),
         "--preset",
-        "convnext_nano",
+        "convnext_proxy",
         "--limit",
         "10",
     ]);

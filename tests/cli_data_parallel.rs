@@ -14,7 +14,7 @@ fn tiny_run(out: &Path) -> Vec<String> {
     [
         "train",
         "--preset",
-        "convnext_nano",
+        "convnext_proxy",
         "--limit",
         "128",
         "--batch-size",

@@ -354,7 +354,7 @@ fn models() -> &'static Models {
             .tempdir()
             .unwrap()
             .keep();
-        let graph = ModelConfig::preset("convnext_nano").build().unwrap();
+        let graph = ModelConfig::preset("convnext_proxy").build().unwrap();
         let fp32 = dir.join("nano.onnx");
         let labels = [
             "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -442,7 +442,7 @@ fn aarch64_info_prints_the_same_metadata_as_x86() {
         "x86 info",
     ))
     .unwrap();
-    assert_eq!(got["provenance"]["lkd.preset"], "convnext_nano", "{got}");
+    assert_eq!(got["provenance"]["lkd.preset"], "convnext_proxy", "{got}");
     assert_eq!(got["preprocess"]["input_size"], json!([28, 28]));
     assert_eq!(got["labels"][9], "boot");
     assert_eq!(got, want, "aarch64 and x86 info differ");
@@ -451,7 +451,7 @@ fn aarch64_info_prints_the_same_metadata_as_x86() {
     let text = ok(arm(&["info", model]).output().unwrap(), "aarch64 info");
     let text = String::from_utf8_lossy(&text);
     assert!(
-        text.contains("convnext_nano") && text.contains("t-shirt"),
+        text.contains("convnext_proxy") && text.contains("t-shirt"),
         "{text}"
     );
 }

@@ -31,7 +31,7 @@ fn scratch() -> &'static Path {
         std::fs::write(
             dir.join("folder.toml"),
             format!(
-                "[model]\npreset = \"convnext_nano\"\n\n[data.dataset]\nkind = \"folder\"\npath = \"{}\"\n",
+                "[model]\npreset = \"convnext_proxy\"\n\n[data.dataset]\nkind = \"folder\"\npath = \"{}\"\n",
                 dir.join("rgb").display()
             ),
         )
@@ -39,7 +39,7 @@ fn scratch() -> &'static Path {
         std::fs::write(
             dir.join("fashion.toml"),
             format!(
-                "[model]\npreset = \"convnext_nano\"\n\n[data.dataset]\nkind = \"fashion-mnist\"\npath = \"{}\"\nval_limit = 64\n",
+                "[model]\npreset = \"convnext_proxy\"\n\n[data.dataset]\nkind = \"fashion-mnist\"\npath = \"{}\"\nval_limit = 64\n",
                 fashion()
             ),
         )
@@ -170,8 +170,8 @@ fn a_preset_follows_an_rgb_folder_and_says_so() {
     assert_eq!(
         notes,
         [
-            "model.num_classes = 3 from dataset folder/train (preset convnext_nano has 10)",
-            "model.in_chans = 3 from dataset folder/train (preset convnext_nano has 1)",
+            "model.num_classes = 3 from dataset folder/train (preset convnext_proxy has 10)",
+            "model.in_chans = 3 from dataset folder/train (preset convnext_proxy has 1)",
         ],
         "{err}"
     );

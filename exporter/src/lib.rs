@@ -13,7 +13,7 @@
 //! use lkd_exporter::{export_bytes, proto, random_weights, ExportOptions, ReparamMode};
 //! use lkd_models::ModelConfig;
 //!
-//! let graph = ModelConfig::preset("slak_nano").build()?;
+//! let graph = ModelConfig::preset("slak_proxy").build()?;
 //! let weights = random_weights(&graph, 0);
 //! let opts = ExportOptions {
 //!     reparam: ReparamMode::Dense,

@@ -8,6 +8,8 @@ DIR/<case>/output.safetensors  eval-mode `logits` of that module on the input
 DIR/<case>/case.json           the lkd ModelConfig the case corresponds to
 DIR/full_size_keys.json        {layout: {key: shape}} of timm's and torchvision's full-size
                                `convnext_tiny` (random init, never run)
+DIR/param_counts.json          {model: learned parameters} of timm's convnext_atto / femto /
+                               pico / nano and resnet34
 
 Cases (small configs, 4 stages of depths 1/1/2/1 and widths 8/16/24/32, 7 classes, seed 0):
 - `timm`: timm.models.convnext.ConvNeXt, as `timm.create_model("convnext_tiny", ...)` builds it;
@@ -20,6 +22,8 @@ Cases (small configs, 4 stages of depths 1/1/2/1 and widths 8/16/24/32, 7 classe
   and is not packaged), so `SlakUndecomposed` below re-implements its structure and module names;
   `slak7_small3` adds the small 3x3 branch the same class builds when the last entry of
   `kernel_size` is smaller than a stage's kernel.
+- `timm_atto`, `timm_resnet34`: full-size `timm.create_model("convnext_atto" | "resnet34")`
+  (7 classes); atto's MLPs are 1x1 convolutions (`conv_mlp=True`).
 
 Every parameter and BatchNorm statistic is re-drawn at random (layer scales near 1), so each
 block changes the logits and a mis-mapped key shows. Pinned: torch 2.11.0, timm 1.0.31,
@@ -162,6 +166,9 @@ def cases():
         "torchvision": (lambda: tv_convnext.ConvNeXt(stages, num_classes=CLASSES), {"preset": "convnext_tiny", **small}),
         "slak7": (lambda: SlakUndecomposed(3, CLASSES, DEPTHS, DIMS, [7, 7, 7, 7, 100]), {"preset": "convnext_tiny_slak7", **small}),
         "slak7_small3": (lambda: SlakUndecomposed(3, CLASSES, DEPTHS, DIMS, [7, 7, 7, 7, 3]), {"preset": "convnext_tiny_slak7", "small_kernel": 3, **small}),
+        # The compact models people deploy, at full size: timm's conv_mlp ConvNeXt and ResNet-34.
+        "timm_atto": (lambda: timm.create_model("convnext_atto", num_classes=CLASSES), {"preset": "convnext_atto", "num_classes": CLASSES, "input_size": SIZE}),
+        "timm_resnet34": (lambda: timm.create_model("resnet34", num_classes=CLASSES), {"preset": "resnet34", "num_classes": CLASSES, "input_size": SIZE}),
     }
 
 
@@ -190,6 +197,13 @@ def main():
     keys = {layout: {k: list(v.shape) for k, v in m.state_dict().items()} for layout, m in full.items()}
     with open(os.path.join(args.out, "full_size_keys.json"), "w") as f:
         json.dump(keys, f)
+    # Learned parameters (buffers excluded) of the ImageNet models as timm builds them.
+    counts = {
+        name: sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+        for name in ["convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "resnet34"]
+    }
+    with open(os.path.join(args.out, "param_counts.json"), "w") as f:
+        json.dump(counts, f)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,24 @@ fn torchvision_convnext_loads_exports_and_matches_torchvision() {
 }
 
 #[test]
+fn timm_compact_convnext_and_resnet34_load_export_and_match_timm() {
+    export_matches_peer("timm_atto");
+    export_matches_peer("timm_resnet34");
+}
+
+#[test]
+fn compact_presets_have_timms_parameter_counts() {
+    let counts: BTreeMap<String, usize> =
+        serde_json::from_str(&std::fs::read_to_string(cases().join("param_counts.json")).unwrap())
+            .unwrap();
+    assert_eq!(counts.len(), 5);
+    for (name, expected) in counts {
+        let g = ModelConfig::preset(&name).build().unwrap();
+        assert_eq!(g.num_parameters(), expected, "{name}");
+    }
+}
+
+#[test]
 fn slak_authors_convnext_students_load_export_and_match() {
     export_matches_peer("slak7");
     export_matches_peer("slak7_small3");

@@ -46,7 +46,7 @@ fn checker_metadata_batch_and_fp16() {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = vec![];
     let mut cases = vec![];
-    for preset in ["slak_nano", "convnext_nano", "resnet_nano", "vit_nano"] {
+    for preset in ["slak_proxy", "convnext_proxy", "resnet_proxy", "vit_proxy"] {
         let g = common::build(preset, "");
         let w = common::random_weights(&g, 9);
         for (tag, fp16, batch) in [
@@ -147,7 +147,7 @@ fn checker_metadata_batch_and_fp16() {
 
 #[test]
 fn dynamic_batch_runs_at_any_batch() {
-    let g = common::build("slak_nano", "");
+    let g = common::build("slak_proxy", "");
     let w = common::random_weights(&g, 2);
     let (bytes, _) = export_bytes(
         &g,
@@ -174,7 +174,7 @@ fn dir_is_empty(d: &std::path::Path) -> bool {
 fn bad_inputs_fail_clearly_and_leave_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.onnx");
-    let g = common::build("slak_nano", "");
+    let g = common::build("slak_proxy", "");
     let w = common::random_weights(&g, 1);
 
     // Unknown preset.
@@ -182,10 +182,10 @@ fn bad_inputs_fail_clearly_and_leave_no_file() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(e.contains("slak_huge") && e.contains("slak_nano"), "{e}");
+    assert!(e.contains("slak_huge") && e.contains("slak_proxy"), "{e}");
 
     // Weights of another preset.
-    let other = common::random_weights(&common::build("convnext_nano", ""), 1);
+    let other = common::random_weights(&common::build("convnext_proxy", ""), 1);
     let e = export(&g, &other, &ExportOptions::default(), &out).unwrap_err();
     assert!(matches!(e, ExportError::Model(_)), "{e}");
     let msg = e.to_string();

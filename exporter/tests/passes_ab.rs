@@ -107,10 +107,10 @@ fn ab(preset: &str, overrides: &str) {
 }
 
 #[test]
-fn slak_nano() {
-    ab("slak_nano", "");
+fn slak_proxy() {
+    ab("slak_proxy", "");
     // The rewrites this model must get: 3 BN per block folded, one kernel group per block.
-    let g = common::build("slak_nano", "");
+    let g = common::build("slak_proxy", "");
     let w = common::random_weights(&g, 3);
     let (_, rep) = export_bytes(
         &g,
@@ -132,18 +132,18 @@ fn slak_nano() {
 }
 
 #[test]
-fn convnext_nano() {
-    ab("convnext_nano", "");
+fn convnext_proxy() {
+    ab("convnext_proxy", "");
 }
 
 #[test]
-fn resnet_nano() {
-    ab("resnet_nano", "");
+fn resnet_proxy() {
+    ab("resnet_proxy", "");
 }
 
 #[test]
-fn vit_nano() {
-    ab("vit_nano", "");
+fn vit_proxy() {
+    ab("vit_proxy", "");
 }
 
 #[test]
@@ -210,5 +210,5 @@ fn kernel_groups_are_found_generically() {
         groups[0].kernels
     );
     // ConvNeXt has single depthwise convs: nothing to merge.
-    assert!(passes::find_kernel_groups(&common::build("convnext_nano", "")).is_empty());
+    assert!(passes::find_kernel_groups(&common::build("convnext_proxy", "")).is_empty());
 }

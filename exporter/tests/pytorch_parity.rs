@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 const CASES: &[(&str, &str)] = &[
-    ("slak_nano", "{}"),
-    ("convnext_nano", "{}"),
-    ("resnet_nano", "{}"),
-    ("vit_nano", "{}"),
+    ("slak_proxy", "{}"),
+    ("convnext_proxy", "{}"),
+    ("resnet_proxy", "{}"),
+    ("vit_proxy", "{}"),
     ("slak_tiny", r#"{"depths":[1,1,1,1],"input_size":64}"#),
     ("convnext_tiny", r#"{"depths":[1,1,1,1],"input_size":64}"#),
     ("resnet18", r#"{"depths":[1,1,1,1],"input_size":64}"#),
@@ -101,7 +101,7 @@ fn export_matches_pytorch() {
         }
     }
     // The official `.pth` archive of the same weights loads to the same state dict.
-    let dir = root.path().join("slak_nano");
+    let dir = root.path().join("slak_proxy");
     let pth = read_checkpoint(&dir.join("checkpoint.pth")).unwrap();
     let st = read_safetensors(&dir.join("state.safetensors")).unwrap();
     assert_eq!(pth, st);

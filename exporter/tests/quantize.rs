@@ -94,7 +94,7 @@ fn nano_qdq_fuses_runs_and_checks() {
         ),
         (LinearForm::MatMul, ActType::I8, CalibMethod::Entropy),
     ] {
-        let (g, bytes) = float_model("convnext_nano", form);
+        let (g, bytes) = float_model("convnext_proxy", form);
         let calib = batches(&g, 4, 8, 10);
         let opts = QuantizeOptions {
             activation_type: act,
@@ -150,7 +150,7 @@ fn nano_qdq_fuses_runs_and_checks() {
 
 #[test]
 fn budget_keeps_sensitive_layers_float() {
-    let (g, bytes) = float_model("convnext_nano", LinearForm::Conv);
+    let (g, bytes) = float_model("convnext_proxy", LinearForm::Conv);
     let calib = batches(&g, 2, 8, 1);
     let eval = EvalSet {
         batches: batches(&g, 2, 32, 50),
@@ -238,7 +238,7 @@ fn budget_keeps_sensitive_layers_float() {
 
 #[test]
 fn refuses_quantized_and_non_classifier_models() {
-    let (g, bytes) = float_model("convnext_nano", LinearForm::Conv);
+    let (g, bytes) = float_model("convnext_proxy", LinearForm::Conv);
     let calib = batches(&g, 1, 4, 0);
     let opts = QuantizeOptions {
         threads: Some(1),

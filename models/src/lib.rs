@@ -12,7 +12,7 @@
 //! use lkd_models::graph::DType;
 //! use lkd_models::{HostTensor, ModelConfig};
 //!
-//! let graph = ModelConfig::preset("resnet_nano").build()?;
+//! let graph = ModelConfig::preset("resnet_proxy").build()?;
 //! assert!(graph.num_parameters() > 0 && graph.macs()? > 0);
 //! assert_eq!(graph.preprocess.input_size, graph.input_size);
 //!
@@ -54,6 +54,8 @@ pub use tensor::{HostData, HostTensor};
 pub enum ModelError {
     #[error("unknown preset `{found}`; known presets: {known}")]
     UnknownPreset { found: String, known: String },
+    #[error("preset `{found}` was renamed `{new}`: the CPU-scale proxies are `*_proxy`, so that no preset name means two networks")]
+    RenamedPreset { found: String, new: &'static str },
     /// A config value out of its range: names the field, the value and what is allowed.
     #[error("model `{preset}`: `{field}` = {value} is invalid: expected {expected}")]
     InvalidField {

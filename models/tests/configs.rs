@@ -58,31 +58,31 @@ fn refused(preset: &str, sets: &str, message: &str) {
 #[test]
 fn probe_empty_depths_and_dims() {
     // Issue 13 probe 2: `--set model.depths=[] --set model.dims=[]` panicked in convnext_macro.
-    refused("convnext_nano", "depths = [] ; dims = []", "model `convnext_nano`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
-    refused("slak_nano", "depths = [] ; dims = [] ; kernels = []", "model `slak_nano`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
-    // resnet_nano with empty depths panicked indexing `widths[0]`.
-    refused("resnet_nano", "depths = [] ; dims = []", "model `resnet_nano`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
-    refused("resnet_nano", "depths = []", "model `resnet_nano`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
+    refused("convnext_proxy", "depths = [] ; dims = []", "model `convnext_proxy`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
+    refused("slak_proxy", "depths = [] ; dims = [] ; kernels = []", "model `slak_proxy`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
+    // resnet_proxy with empty depths panicked indexing `widths[0]`.
+    refused("resnet_proxy", "depths = [] ; dims = []", "model `resnet_proxy`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
+    refused("resnet_proxy", "depths = []", "model `resnet_proxy`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks");
     refused(
-        "vit_nano",
+        "vit_proxy",
         "depths = []",
-        "model `vit_nano`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks",
+        "model `vit_proxy`: `depths` = [] is invalid: expected 1 to 8 stages, each of 1..=64 blocks",
     );
 }
 
 #[test]
 fn probe_zero_dims() {
     // Issue 13 probe 2: `--model-override '{"dims":[0,0,0]}'` divided by zero building the graph.
-    let depths = match find_preset("convnext_nano").unwrap().spec().family {
+    let depths = match find_preset("convnext_proxy").unwrap().spec().family {
         FamilySpec::ConvNext(c) => c.depths,
-        other => panic!("convnext_nano is {other:?}"),
+        other => panic!("convnext_proxy is {other:?}"),
     };
     let json_err =
-        serde_json::from_str::<ModelConfig>(r#"{"preset":"convnext_nano","dims":[0,0,0]}"#)
+        serde_json::from_str::<ModelConfig>(r#"{"preset":"convnext_proxy","dims":[0,0,0]}"#)
             .unwrap_err()
             .to_string();
     let want = format!(
-        "model `convnext_nano`: `dims` = [0, 0, 0] is invalid: expected {} widths, one per stage of depths = {depths:?}, each in 1..=16384",
+        "model `convnext_proxy`: `dims` = [0, 0, 0] is invalid: expected {} widths, one per stage of depths = {depths:?}, each in 1..=16384",
         depths.len()
     );
     assert!(json_err.starts_with(&want), "{json_err}");
@@ -264,7 +264,7 @@ fn unknown_preset_lists_every_known_one() {
         preset_names().join(", ")
     );
     assert!(err.contains(&want), "{err}");
-    assert!(want.contains("convnext_tiny_slak7") && want.contains("vit_nano"));
+    assert!(want.contains("convnext_tiny_slak7") && want.contains("vit_proxy"));
 }
 
 #[test]
@@ -396,4 +396,20 @@ fn model_error_is_the_deserialisation_error() {
         cfg.build().unwrap_err(),
         ModelError::InvalidField { field: "dims", .. }
     ));
+}
+
+#[test]
+fn a_retired_proxy_name_says_the_new_one() {
+    let err = lkd_models::find_preset("resnet_nano")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "preset `resnet_nano` was renamed `resnet_proxy`: the CPU-scale proxies are `*_proxy`, so that no preset name means two networks"
+    );
+    // `convnext_nano` is timm's network now, not the proxy.
+    let g = lkd_models::ModelConfig::preset("convnext_nano")
+        .build()
+        .unwrap();
+    assert_eq!(g.num_parameters(), 15_593_560);
 }

@@ -67,5 +67,5 @@ fn a_file_mostly_in_our_layout_is_checked_in_our_layout() {
         msg.contains("1 missing keys:\n    head.weight\n  1 unexpected keys:\n    head.fc.weight"),
         "{msg}"
     );
-    assert!(msg.ends_with("(read in the official layout; this family also loads timm ConvNeXt, torchvision ConvNeXt checkpoints)"), "{msg}");
+    assert!(msg.ends_with("(read in the official layout; this family also loads timm ConvNeXt, timm ConvNeXt (conv_mlp), torchvision ConvNeXt checkpoints)"), "{msg}");
 }

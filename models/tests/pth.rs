@@ -14,21 +14,21 @@ const CASES: &[(&str, &str, &[&str])] = &[
     // Training checkpoint layout: model + optimizer + epoch + argparse.Namespace + scaler.
     (
         "slak_model",
-        r#"{"preset":"slak_nano"}"#,
-        &["slak_nano", "--wrap", "model"],
+        r#"{"preset":"slak_proxy"}"#,
+        &["slak_proxy", "--wrap", "model"],
     ),
     // Bare state dict, protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL).
     (
         "convnext_bare_p4",
-        r#"{"preset":"convnext_nano"}"#,
-        &["convnext_nano", "--wrap", "none", "--protocol", "4"],
+        r#"{"preset":"convnext_proxy"}"#,
+        &["convnext_proxy", "--wrap", "none", "--protocol", "4"],
     ),
     // fp16, transposed views and shared-storage slices, nn.Parameter records, DDP prefix.
     (
         "resnet_fp16_views",
-        r#"{"preset":"resnet_nano"}"#,
+        r#"{"preset":"resnet_proxy"}"#,
         &[
-            "resnet_nano",
+            "resnet_proxy",
             "--wrap",
             "state_dict",
             "--module-prefix",
@@ -40,9 +40,9 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "vit_ema_bf16_p5",
-        r#"{"preset":"vit_nano"}"#,
+        r#"{"preset":"vit_proxy"}"#,
         &[
-            "vit_nano",
+            "vit_proxy",
             "--wrap",
             "model_ema",
             "--dtype",
@@ -53,9 +53,9 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "convnext_override_f64",
-        r#"{"preset":"convnext_nano","kernel_size":7,"dims":[8,16,24]}"#,
+        r#"{"preset":"convnext_proxy","kernel_size":7,"dims":[8,16,24]}"#,
         &[
-            "convnext_nano",
+            "convnext_proxy",
             "--override",
             r#"{"kernel_size":7,"dims":[8,16,24]}"#,
             "--dtype",
@@ -64,8 +64,8 @@ const CASES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "legacy",
-        r#"{"preset":"resnet_nano"}"#,
-        &["resnet_nano", "--legacy-format", "--wrap", "none"],
+        r#"{"preset":"resnet_proxy"}"#,
+        &["resnet_proxy", "--legacy-format", "--wrap", "none"],
     ),
 ];
 

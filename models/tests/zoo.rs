@@ -89,13 +89,13 @@ fn nano_presets_share_stage_structure() {
             .map(|(_, v)| shapes[*v].clone())
             .collect::<Vec<_>>()
     };
-    let teacher = taps("slak_nano");
+    let teacher = taps("slak_proxy");
     assert_eq!(teacher.len(), 3);
-    assert_eq!(taps("convnext_nano").len(), 3);
-    assert_eq!(taps("resnet_nano").len(), 3);
-    assert_eq!(taps("vit_nano").len(), 3);
+    assert_eq!(taps("convnext_proxy").len(), 3);
+    assert_eq!(taps("resnet_proxy").len(), 3);
+    assert_eq!(taps("vit_proxy").len(), 3);
     // Large kernels relative to the maps they see in the last stages.
-    let g = ModelConfig::preset("slak_nano").build().unwrap();
+    let g = ModelConfig::preset("slak_proxy").build().unwrap();
     for (stage, map) in teacher.iter().enumerate().skip(1) {
         let k = g
             .param(&format!("stages.{stage}.0.large_kernel.LoRA1.conv.weight"))
@@ -103,7 +103,7 @@ fn nano_presets_share_stage_structure() {
             .shape[2];
         assert!(k >= map[2], "stage {stage}: kernel {k} < map {}", map[2]);
     }
-    let s = ModelConfig::preset("convnext_nano").build().unwrap();
+    let s = ModelConfig::preset("convnext_proxy").build().unwrap();
     assert_eq!(
         s.param("stages.0.0.dwconv.weight").unwrap().shape,
         vec![16, 1, 3, 3]
@@ -117,7 +117,7 @@ fn unknown_preset_lists_known_ones() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("slak_huge") && err.contains("slak_tiny") && err.contains("convnext_nano"),
+        err.contains("slak_huge") && err.contains("slak_tiny") && err.contains("convnext_proxy"),
         "{err}"
     );
 }
@@ -161,14 +161,14 @@ fn random_state(preset: &str) -> StateDict {
 fn safetensors_round_trip_and_strict_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
-    let sd = random_state("convnext_nano");
+    let sd = random_state("convnext_proxy");
     write_safetensors(&path, &sd, None).unwrap();
     let back = read_checkpoint(&path).unwrap();
     assert_eq!(back, sd);
-    let g = ModelConfig::preset("convnext_nano").build().unwrap();
+    let g = ModelConfig::preset("convnext_proxy").build().unwrap();
     check_state_dict(&g, &back).unwrap();
 
-    let other = ModelConfig::preset("slak_nano").build().unwrap();
+    let other = ModelConfig::preset("slak_proxy").build().unwrap();
     let err = check_state_dict(&other, &back).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ModelError::Mismatch { .. }));
@@ -196,7 +196,7 @@ fn safetensors_round_trip_and_strict_check() {
 fn truncated_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
-    write_safetensors(&path, &random_state("convnext_nano"), None).unwrap();
+    write_safetensors(&path, &random_state("convnext_proxy"), None).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = read_checkpoint(&path).unwrap_err();

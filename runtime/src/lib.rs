@@ -16,13 +16,13 @@
 //! ```
 //! use lkd_runtime::{Classifier, PreprocessOverrides, SessionConfig};
 //!
-//! # let graph = lkd_models::ModelConfig::preset("resnet_nano").build()?;
+//! # let graph = lkd_models::ModelConfig::preset("resnet_proxy").build()?;
 //! # let weights = lkd_exporter::random_weights(&graph, 0);
 //! # let opts = lkd_exporter::ExportOptions { check: false, ..Default::default() };
 //! # let dir = tempfile::tempdir()?;
 //! # let path = dir.path().join("model.onnx");
 //! # lkd_exporter::export(&graph, &weights, &opts, &path)?;
-//! // `path`: a file written by `lkd export` (here a randomly initialised resnet_nano).
+//! // `path`: a file written by `lkd export` (here a randomly initialised resnet_proxy).
 //! let cfg = SessionConfig::cpu(Some(1));
 //! let mut clf = Classifier::load(&path, &cfg, &PreprocessOverrides::default())?;
 //! let mut png = Vec::new();

@@ -1,10 +1,10 @@
 """Writes one golden case for checkpoint and parity tests.
 
-    python tests/reference/make_case.py --preset slak_nano --out DIR [--override JSON]
+    python tests/reference/make_case.py --preset slak_proxy --out DIR [--override JSON]
         [--wrap none|model|model_ema|state_dict] [--module-prefix] [--batch 2] [--seed 0]
         [--dtype float32|float16|bfloat16|float64] [--views] [--parameters]
         [--protocol 2] [--legacy-format] [--train-mode-check]
-    python tests/reference/make_case.py --cases '[["--preset", "vit_nano", "--out", "D1"], ...]'
+    python tests/reference/make_case.py --cases '[["--preset", "vit_proxy", "--out", "D1"], ...]'
 
 DIR/checkpoint.pth      torch.save archive, official key layout, wrapped as asked
 DIR/state.safetensors   the same weights, unwrapped, unprefixed, float32/int64 (the truth)

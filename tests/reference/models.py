@@ -356,7 +356,7 @@ def _widen(dims):
 
 
 PRESETS = {
-    "slak_nano": dict(family="slak", in_chans=1, num_classes=10, input_size=28,
+    "slak_proxy": dict(family="slak", in_chans=1, num_classes=10, input_size=28,
                       depths=[1, 1, 2], dims=[24, 48, 96], kernels=[13, 7, 5], small_kernel=3, stem=2),
     "slak_tiny": dict(family="slak", in_chans=3, num_classes=1000, input_size=224,
                       depths=[3, 3, 9, 3], dims=_widen([96, 192, 384, 768]), **_SLAK_BIG),
@@ -364,7 +364,7 @@ PRESETS = {
                        depths=[3, 3, 27, 3], dims=_widen([96, 192, 384, 768]), **_SLAK_BIG),
     "slak_base": dict(family="slak", in_chans=3, num_classes=1000, input_size=224,
                       depths=[3, 3, 27, 3], dims=_widen([128, 256, 512, 1024]), **_SLAK_BIG),
-    "convnext_nano": dict(family="convnext", in_chans=1, num_classes=10, input_size=28,
+    "convnext_proxy": dict(family="convnext", in_chans=1, num_classes=10, input_size=28,
                           depths=[1, 1, 2], dims=[16, 32, 64], kernel_size=3, stem=2),
     "convnext_tiny": dict(family="convnext", in_chans=3, num_classes=1000, input_size=224,
                           depths=[3, 3, 9, 3], dims=[96, 192, 384, 768], kernel_size=7, stem=4),
@@ -372,13 +372,13 @@ PRESETS = {
                            depths=[3, 3, 27, 3], dims=[96, 192, 384, 768], kernel_size=7, stem=4),
     "convnext_base": dict(family="convnext", in_chans=3, num_classes=1000, input_size=224,
                           depths=[3, 3, 27, 3], dims=[128, 256, 512, 1024], kernel_size=7, stem=4),
-    "resnet_nano": dict(family="resnet", in_chans=1, num_classes=10, input_size=28,
+    "resnet_proxy": dict(family="resnet", in_chans=1, num_classes=10, input_size=28,
                         block="basic", depths=[1, 1, 1], dims=[16, 32, 64], small_stem_stride=2),
     "resnet18": dict(family="resnet", in_chans=3, num_classes=1000, input_size=224,
                      block="basic", depths=[2, 2, 2, 2], dims=[64, 128, 256, 512], small_stem_stride=None),
     "resnet50": dict(family="resnet", in_chans=3, num_classes=1000, input_size=224,
                      block="bottleneck", depths=[3, 4, 6, 3], dims=[64, 128, 256, 512], small_stem_stride=None),
-    "vit_nano": dict(family="vit", in_chans=1, num_classes=10, input_size=28,
+    "vit_proxy": dict(family="vit", in_chans=1, num_classes=10, input_size=28,
                      patch=4, dim=64, depth=3, heads=4, mlp_ratio=4, stages=3),
     "vit_small": dict(family="vit", in_chans=3, num_classes=1000, input_size=224,
                       patch=16, dim=384, depth=12, heads=6, mlp_ratio=4, stages=4),

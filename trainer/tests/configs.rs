@@ -37,7 +37,7 @@ fn shipped_configs_parse_and_build() {
 #[test]
 fn overrides_apply_and_reject_unknown_fields() {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
             .unwrap();
     let cfg = TrainConfig::from_toml_str(&text).unwrap();
     let c = cfg

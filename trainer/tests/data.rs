@@ -421,7 +421,7 @@ fn spec_and_configs_deserialize_from_toml() {
     );
     assert!(toml::from_str::<DatasetSpec>("kind = \"imagenet\"\npath = \"/d\"").is_err());
     let aug: AugmentConfig = toml::from_str("crop_padding = 2\nhflip = 0.5").unwrap();
-    assert_eq!(aug, AugmentConfig::nano());
+    assert_eq!(aug, AugmentConfig::proxy());
     let aug: AugmentConfig =
         toml::from_str("hflip = 0.5\nrand_augment = \"rand-m9-mstd0.5-inc1\"\nrandom_erasing = 0.25\n[random_resized_crop]").unwrap();
     assert_eq!(aug, AugmentConfig::imagenet());
@@ -681,7 +681,7 @@ fn loader_is_deterministic_across_worker_counts_and_resumable() {
         let aug = AugmentConfig {
             rand_augment: Some("rand-m9-mstd0.5-inc1".into()),
             random_erasing: 0.25,
-            ..AugmentConfig::nano()
+            ..AugmentConfig::proxy()
         };
         Loader::train(
             ds.clone(),

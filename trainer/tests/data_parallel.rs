@@ -3,7 +3,7 @@
 //! precision through the real training step.
 //!
 //! The equality checks compare N workers × batch B with one plain process × batch N·B on the
-//! nano presets: convnext_nano has LayerNorm only (BatchNorm would normalise per worker, as in
+//! nano presets: convnext_proxy has LayerNorm only (BatchNorm would normalise per worker, as in
 //! DDP), drop path is 0 and there is no Mixup (both are drawn per worker).
 
 mod common;
@@ -30,7 +30,7 @@ const RESUME_VAR: &str = "LKD_DP_TEST_RESUME";
 /// evaluation on 200 images, one thread.
 fn config(preset: &str, batch: usize, limit: usize) -> TrainConfig {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
             .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = lkd_models::ModelConfig::preset(preset);
@@ -195,11 +195,11 @@ fn two_workers_equal_one_worker_with_the_global_batch_and_resume_with_one() -> R
     let tmp = tempfile::tempdir()?;
     // 128 images, global batch 32: four steps, then evaluation.
     let single = tmp.path().join("single");
-    let s = train(&config("convnext_nano", 32, 128), &single, false, false)?;
+    let s = train(&config("convnext_proxy", 32, 128), &single, false, false)?;
     ensure!(s.finished && s.steps == 4, "{s:?}");
 
     let parallel = tmp.path().join("parallel");
-    run_workers(2, &config("convnext_nano", 16, 128), &parallel, false)?;
+    run_workers(2, &config("convnext_proxy", 16, 128), &parallel, false)?;
     let diff = max_weight_diff(
         &single.join("last.safetensors"),
         &parallel.join("last.safetensors"),
@@ -213,7 +213,7 @@ fn two_workers_equal_one_worker_with_the_global_batch_and_resume_with_one() -> R
     // Three steps with two workers, then the rest with one: the checkpoint's global batch (32)
     // is kept, so the run ends where the uninterrupted one does.
     let resumed = tmp.path().join("resumed");
-    let mut cfg = config("convnext_nano", 16, 128);
+    let mut cfg = config("convnext_proxy", 16, 128);
     cfg.run.max_steps = Some(3);
     run_workers(2, &cfg, &resumed, false)?;
     let s = train(&cfg, &resumed, true, false)?;
@@ -251,8 +251,8 @@ fn two_workers_equal_one_worker_with_the_global_batch_and_resume_with_one() -> R
 #[test]
 fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    // An untrained slak_nano teacher saved as a checkpoint file (BatchNorm in eval mode).
-    let teacher_model = lkd_models::ModelConfig::preset("slak_nano");
+    // An untrained slak_proxy teacher saved as a checkpoint file (BatchNorm in eval mode).
+    let teacher_model = lkd_models::ModelConfig::preset("slak_proxy");
     let teacher_graph = teacher_model.build()?;
     let teacher = tmp.path().join("teacher.safetensors");
     write_safetensors(
@@ -264,7 +264,7 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
         None,
     )?;
     let distill = |batch: usize, cache: &str| {
-        let mut cfg = config("convnext_nano", batch, 128);
+        let mut cfg = config("convnext_proxy", batch, 128);
         let mut d = DistillConfig::new(KdMethod::KdFd, teacher.clone());
         d.teacher_model = Some(teacher_model.clone());
         d.alpha = Some(0.5);
@@ -320,7 +320,7 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
 /// end with a c10d error (not hang).
 fn kill_one_worker(victim: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut cfg = config("convnext_nano", 16, 128);
+    let mut cfg = config("convnext_proxy", 16, 128);
     cfg.optim.epochs = 500;
     cfg.run.dist_timeout_s = 20;
     let out = tmp.path().join("run");
@@ -379,7 +379,7 @@ fn a_killed_rank_0_ends_the_other_with_an_error() -> Result<()> {
 #[test]
 fn fp16_loss_scaling_skips_overflowing_steps_and_backs_off() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let mut cfg = config("convnext_nano", 16, 64);
+    let mut cfg = config("convnext_proxy", 16, 64);
     cfg.run.precision = "fp16".into();
     cfg.run.grad_scaler.init_scale = 2f64.powi(127);
     cfg.run.max_steps = Some(3);
@@ -422,7 +422,7 @@ fn fp16_loss_scaling_skips_overflowing_steps_and_backs_off() -> Result<()> {
 fn bf16_autocast_trains_close_to_fp32() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let run = |precision: &str| -> Result<(PathBuf, Vec<f64>)> {
-        let mut cfg = config("convnext_nano", 16, 64);
+        let mut cfg = config("convnext_proxy", 16, 64);
         cfg.run.precision = precision.into();
         let dir = tmp.path().join(precision);
         train(&cfg, &dir, false, false)?;
@@ -454,7 +454,7 @@ fn bf16_autocast_trains_close_to_fp32() -> Result<()> {
 
 #[test]
 fn bad_precision_and_timeout_are_exact_errors() {
-    let cfg = config("convnext_nano", 16, 64);
+    let cfg = config("convnext_proxy", 16, 64);
     let err = |set: &str| {
         cfg.with_overrides(&[set.to_string()])
             .unwrap_err()

@@ -62,8 +62,8 @@ fn check(preset: &str, size: usize) {
 
 #[test]
 fn erf_matches_pytorch_reference() {
-    check("convnext_nano", 56);
-    check("slak_nano", 56);
+    check("convnext_proxy", 56);
+    check("slak_proxy", 56);
 }
 
 /// k stacked 3×3 convolutions of ones (stride 1, no nonlinearity): the centre output's input

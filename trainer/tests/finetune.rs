@@ -150,7 +150,7 @@ fn a_one_channel_stem_is_repeated_into_three_channels_as_timm_does() {
 fn vit_position_embeddings_are_resampled_as_timm_resamples_them() {
     // timm's ViT saw 32x32 images (8x8 patches of 4); ours sees Fashion-MNIST's 28x28 (7x7).
     let g = graph(
-        r#"{"preset":"vit_nano","in_chans":1,"num_classes":10,"input_size":28,"dims":[64],"depths":[1,1,1]}"#,
+        r#"{"preset":"vit_proxy","in_chans":1,"num_classes":10,"input_size":28,"dims":[64],"depths":[1,1,1]}"#,
     );
     let (params, record) =
         init_from(&g, &peers().join("timm_vit.pth"), 1.0, Device::Cpu, 0).unwrap();
@@ -210,7 +210,7 @@ fn head_init_scale_scales_the_reinitialised_classifier() {
 
 fn fmnist(preset: &str) -> TrainConfig {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
             .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = ModelConfig::preset(preset);
@@ -230,10 +230,10 @@ fn fmnist(preset: &str) -> TrainConfig {
 fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    train(&fmnist("resnet_nano"), &base, false, false).unwrap();
+    train(&fmnist("resnet_proxy"), &base, false, false).unwrap();
     let start = read_checkpoint(&base.join("best.safetensors")).unwrap();
 
-    let mut cfg = fmnist("resnet_nano");
+    let mut cfg = fmnist("resnet_proxy");
     cfg.finetune.init = Some(base.clone());
     cfg.finetune.freeze = vec!["conv1".into(), "bn1".into(), "layer1".into()];
     cfg.ema = None;
@@ -259,7 +259,7 @@ fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
     c.finetune.freeze = vec!["layer".into()];
     let err = frozen_params(&g, &c).unwrap_err().to_string();
     assert!(
-        err.contains("finetune.freeze: no parameter of resnet_nano is under \"layer\"; its parameter paths start with conv1, bn1, layer1.0"),
+        err.contains("finetune.freeze: no parameter of resnet_proxy is under \"layer\"; its parameter paths start with conv1, bn1, layer1.0"),
         "{err}"
     );
 }
@@ -268,9 +268,9 @@ fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
 fn a_linear_probe_trains_the_classifier_only() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    train(&fmnist("convnext_nano"), &base, false, false).unwrap();
+    train(&fmnist("convnext_proxy"), &base, false, false).unwrap();
     let start = read_checkpoint(&base.join("best.safetensors")).unwrap();
-    let mut cfg = fmnist("convnext_nano");
+    let mut cfg = fmnist("convnext_proxy");
     cfg.finetune.init = Some(base.join("best.safetensors"));
     cfg.finetune.linear_probe = true;
     cfg.ema = None;
@@ -283,7 +283,7 @@ fn a_linear_probe_trains_the_classifier_only() {
 
 #[test]
 fn layer_decay_scales_learning_rates_by_depth() {
-    let mut cfg = fmnist("convnext_nano");
+    let mut cfg = fmnist("convnext_proxy");
     cfg.optim.layer_decay = Some(0.5);
     cfg.optim.head_lr_scale = 10.0;
     let g = cfg.model.build().unwrap();

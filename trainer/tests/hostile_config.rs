@@ -9,7 +9,7 @@ use lkd_trainer::train::train;
 
 fn config() -> TrainConfig {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano-nkd.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy-nkd.toml"))
             .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")

@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 #[test]
 fn batch_norm_train_uses_batch_stats_and_updates_running_stats() {
     tch::manual_seed(0);
-    let graph = ModelConfig::preset("resnet_nano").build().unwrap();
+    let graph = ModelConfig::preset("resnet_proxy").build().unwrap();
     let params = Params::init(&graph, Device::Cpu, 0).unwrap();
     let exec = Executor::new(graph);
     let x = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
@@ -47,7 +47,7 @@ fn batch_norm_train_uses_batch_stats_and_updates_running_stats() {
 #[test]
 fn drop_path_is_identity_in_eval_and_random_in_train() {
     tch::manual_seed(1);
-    let mut cfg = ModelConfig::preset("convnext_nano");
+    let mut cfg = ModelConfig::preset("convnext_proxy");
     cfg.drop_path = Some(0.5);
     let graph = cfg.build().unwrap();
     let mut params = Params::init(&graph, Device::Cpu, 0).unwrap();
@@ -83,7 +83,7 @@ fn drop_path_is_identity_in_eval_and_random_in_train() {
 
 #[test]
 fn wrong_input_shape_is_an_error() {
-    let graph = ModelConfig::preset("vit_nano").build().unwrap();
+    let graph = ModelConfig::preset("vit_proxy").build().unwrap();
     let params = Params::init(&graph, Device::Cpu, 0).unwrap();
     let exec = Executor::new(graph);
     let x = Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu));
@@ -111,7 +111,7 @@ fn wrong_input_shape_is_an_error() {
 /// shapes before any tensor reaches libtorch (no panic in a later conv).
 #[test]
 fn wrong_shaped_checkpoint_tensor_is_an_error() {
-    let graph = ModelConfig::preset("resnet_nano").build().unwrap();
+    let graph = ModelConfig::preset("resnet_proxy").build().unwrap();
     let mut sd = Params::init(&graph, Device::Cpu, 0)
         .unwrap()
         .to_state_dict()

@@ -28,11 +28,13 @@ fn adamw_matches_pytorch() {
                 name: "w".into(),
                 tensor: w.shallow_clone(),
                 decay: true,
+                lr_scale: 1.0,
             },
             Slot {
                 name: "b".into(),
                 tensor: b.shallow_clone(),
                 decay: false,
+                lr_scale: 1.0,
             },
         ];
         // A loss whose gradient is exactly the reference gradient.

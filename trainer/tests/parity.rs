@@ -69,22 +69,22 @@ fn check(preset: &str, overrides: &str, wrap: &str) {
 
 #[test]
 fn slak_nano_matches_pytorch() {
-    check("slak_nano", "{}", "model");
+    check("slak_proxy", "{}", "model");
 }
 
 #[test]
 fn convnext_nano_matches_pytorch() {
-    check("convnext_nano", "{}", "none");
+    check("convnext_proxy", "{}", "none");
 }
 
 #[test]
 fn resnet_nano_matches_pytorch() {
-    check("resnet_nano", "{}", "state_dict");
+    check("resnet_proxy", "{}", "state_dict");
 }
 
 #[test]
 fn vit_nano_matches_pytorch() {
-    check("vit_nano", "{}", "model_ema");
+    check("vit_proxy", "{}", "model_ema");
 }
 
 #[test]

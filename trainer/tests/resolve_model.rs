@@ -29,13 +29,13 @@ fn with_chans(preset: &str, in_chans: Option<usize>) -> ModelConfig {
 fn preset_defaults_yield_to_the_data_and_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let folder = rgb_folder(tmp.path());
-    let r = resolve_model(&ModelConfig::preset("convnext_nano"), &folder).unwrap();
+    let r = resolve_model(&ModelConfig::preset("convnext_proxy"), &folder).unwrap();
     assert_eq!((r.model.in_chans, r.model.num_classes), (Some(3), Some(3)));
     assert_eq!(
         r.adapted,
         [
-            "model.num_classes = 3 from dataset folder/train (preset convnext_nano has 10)",
-            "model.in_chans = 3 from dataset folder/train (preset convnext_nano has 1)",
+            "model.num_classes = 3 from dataset folder/train (preset convnext_proxy has 10)",
+            "model.in_chans = 3 from dataset folder/train (preset convnext_proxy has 1)",
         ]
     );
     // An ImageNet preset on Fashion-MNIST: channels, classes and size all follow.
@@ -46,14 +46,14 @@ fn preset_defaults_yield_to_the_data_and_are_reported() {
     );
     assert_eq!(r.adapted.len(), 3, "{:?}", r.adapted);
     // Nothing to adapt: nothing said, nothing set.
-    let r = resolve_model(&ModelConfig::preset("convnext_nano"), &fashion()).unwrap();
+    let r = resolve_model(&ModelConfig::preset("convnext_proxy"), &fashion()).unwrap();
     assert!(r.adapted.is_empty(), "{:?}", r.adapted);
-    assert_eq!(r.model, ModelConfig::preset("convnext_nano"));
+    assert_eq!(r.model, ModelConfig::preset("convnext_proxy"));
 }
 
 #[test]
 fn a_channel_count_the_data_cannot_give_is_an_error() {
-    let e = resolve_model(&with_chans("convnext_nano", Some(3)), &fashion())
+    let e = resolve_model(&with_chans("convnext_proxy", Some(3)), &fashion())
         .err()
         .unwrap();
     assert_eq!(
@@ -63,7 +63,7 @@ fn a_channel_count_the_data_cannot_give_is_an_error() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let folder = rgb_folder(tmp.path());
-    let e = resolve_model(&with_chans("convnext_nano", Some(4)), &folder)
+    let e = resolve_model(&with_chans("convnext_proxy", Some(4)), &folder)
         .err()
         .unwrap();
     assert_eq!(
@@ -75,7 +75,7 @@ fn a_channel_count_the_data_cannot_give_is_an_error() {
     for (preset, c, data) in [
         ("resnet18", 1, &folder),
         ("resnet18", 3, &folder),
-        ("convnext_nano", 1, &fashion()),
+        ("convnext_proxy", 1, &fashion()),
     ] {
         let r = resolve_model(&with_chans(preset, Some(c)), data).unwrap();
         assert_eq!(r.model.in_chans, Some(c));

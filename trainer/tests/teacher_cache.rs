@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 fn config(preset: &str) -> TrainConfig {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
             .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = lkd_models::ModelConfig::preset(preset);
@@ -30,12 +30,12 @@ fn config(preset: &str) -> TrainConfig {
 
 /// A 1-epoch teacher on 640 images (10 batches of 64).
 fn teacher(dir: &Path) -> PathBuf {
-    train(&config("slak_nano"), dir, false, false).unwrap();
+    train(&config("slak_proxy"), dir, false, false).unwrap();
     dir.to_path_buf()
 }
 
 fn student(teacher: &Path, cache: CacheSetting, method: KdMethod) -> TrainConfig {
-    let mut cfg = config("convnext_nano");
+    let mut cfg = config("convnext_proxy");
     cfg.optim.epochs = 2;
     let mut d = DistillConfig::new(method, teacher.to_path_buf());
     d.cache = cache;

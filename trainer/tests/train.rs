@@ -15,7 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 fn config(preset: &str, limit: usize, epochs: usize) -> TrainConfig {
     let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-nano.toml"))
+        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
             .unwrap();
     let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
     cfg.model = lkd_models::ModelConfig::preset(preset);
@@ -45,7 +45,7 @@ fn epoch_lines(dir: &Path) -> Vec<serde_json::Value> {
 fn supervised_and_kd_runs_learn_well_above_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let teacher_dir = tmp.path().join("teacher");
-    let s = train(&config("slak_nano", 3000, 1), &teacher_dir, false, false).unwrap();
+    let s = train(&config("slak_proxy", 3000, 1), &teacher_dir, false, false).unwrap();
     assert!(
         s.finished && s.best_top1 > 35.0,
         "teacher top-1 {}",
@@ -60,7 +60,7 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
     ] {
         assert!(teacher_dir.join(f).is_file(), "missing {f}");
     }
-    let mut cfg = config("convnext_nano", 3000, 1);
+    let mut cfg = config("convnext_proxy", 3000, 1);
     cfg.distill = Some(DistillConfig {
         method: KdMethod::KdFd,
         teacher: teacher_dir.clone(),
@@ -91,7 +91,7 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
     let epoch = &epoch_lines(&student_dir)[0];
     assert!(epoch.get("ema_top1").is_some() && epoch.get("top5").is_some());
     // The student's weights load strictly into its own preset.
-    let g = lkd_models::ModelConfig::preset("convnext_nano")
+    let g = lkd_models::ModelConfig::preset("convnext_proxy")
         .build()
         .unwrap();
     Params::from_state_dict(
@@ -105,7 +105,7 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
 #[test]
 fn resumed_run_reproduces_the_straight_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config("convnext_nano", 640, 2);
+    let mut cfg = config("convnext_proxy", 640, 2);
     cfg.data.dataset.val_limit = Some(200);
     cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.9 });
     cfg.model.drop_path = Some(0.1);
@@ -147,7 +147,7 @@ fn resumed_run_reproduces_the_straight_run() {
 #[test]
 fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = config("convnext_nano", 2000, 1);
+    let mut cfg = config("convnext_proxy", 2000, 1);
     cfg.optim.lr = 1e12;
     cfg.optim.warmup_epochs = 0.0;
     cfg.run.checkpoint_every = 1;
@@ -161,7 +161,7 @@ fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let (sd, state) = RunDir::open(&dir).unwrap().load_state().unwrap();
     assert!(state.step >= 1);
     assert!(sd.keys().any(|k| k.starts_with("model.")));
-    let g = lkd_models::ModelConfig::preset("convnext_nano")
+    let g = lkd_models::ModelConfig::preset("convnext_proxy")
         .build()
         .unwrap();
     Params::from_state_dict(
@@ -176,7 +176,7 @@ fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
 fn teacher_is_frozen_and_receives_no_gradient() {
     let tmp = tempfile::tempdir().unwrap();
     let teacher_dir = tmp.path().join("teacher");
-    let mut cfg = config("slak_nano", 256, 1);
+    let mut cfg = config("slak_proxy", 256, 1);
     cfg.data.dataset.val_limit = Some(64);
     train(&cfg, &teacher_dir, false, false).unwrap();
     let d = DistillConfig {
@@ -191,7 +191,7 @@ fn teacher_is_frozen_and_receives_no_gradient() {
         cache_topk: 0,
     };
     let teacher = Teacher::load(&d, Device::Cpu).unwrap();
-    let student_graph = lkd_models::ModelConfig::preset("convnext_nano")
+    let student_graph = lkd_models::ModelConfig::preset("convnext_proxy")
         .build()
         .unwrap();
     let student = Params::init(&student_graph, Device::Cpu, 0).unwrap();
@@ -239,7 +239,7 @@ fn hostile_files_in_a_folder_dataset_are_skipped_listed_and_bounded() {
     std::os::unix::fs::symlink("..", root.join("train/class_01/loop")).unwrap();
     std::os::unix::fs::symlink("..", root.join("val/class_01/loop")).unwrap();
     std::fs::create_dir_all(root.join("train/class_03")).unwrap();
-    let mut cfg = config("convnext_nano", 1000, 1);
+    let mut cfg = config("convnext_proxy", 1000, 1);
     cfg.data.dataset =
         lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
     // 32 files (30 images, 2 refused) in one batch: every file is tried in the epoch.
@@ -281,7 +281,7 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     let root = tmp.path().join("data");
     lkd_trainer::data::synthetic::write_jpeg_folder(&root, 3, 40, 10, 40, 36, 7).unwrap();
     std::fs::write(root.join("train/class_01/broken.jpg"), b"not a jpeg at all").unwrap();
-    let mut cfg = config("convnext_nano", 1000, 1);
+    let mut cfg = config("convnext_proxy", 1000, 1);
     cfg.data.dataset =
         lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
     cfg.optim.batch_size = 16;

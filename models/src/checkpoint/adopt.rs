@@ -62,15 +62,23 @@ pub(crate) fn adopt_tolerating(
         .iter()
         .filter(|p| sd.contains_key(&p.name))
         .count();
+    // Reversed: of equal fits, `max_by_key` keeps the last, i.e. the first layout listed.
     let best = layouts
         .iter()
+        .rev()
         .filter_map(|l| plan(graph, l).map(|p| (l, p)))
         .map(|(l, p)| {
-            let fit = p.iter().filter(|p| sd.contains_key(&p.key)).count();
-            (l, p, fit)
+            // Keys present, then those also of the planned shape: two layouts with the same
+            // names (timm's linear and 1x1-conv MLPs) are told apart by shape.
+            let present = p.iter().filter(|p| sd.contains_key(&p.key)).count();
+            let shaped = p
+                .iter()
+                .filter(|p| sd.get(&p.key).is_some_and(|t| t.shape == p.shape))
+                .count();
+            (l, p, (present, shaped))
         })
         .max_by_key(|(.., fit)| *fit)
-        .filter(|(.., fit)| *fit > ours_fit);
+        .filter(|(.., (present, _))| *present > ours_fit);
     let (layout_name, plan) = match best {
         Some((layout, plan, _)) => (Some(layout.name), plan),
         // Our own layout: every key is the parameter's name, every shape its own.

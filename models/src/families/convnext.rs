@@ -40,6 +40,45 @@ pub const TIMM: Layout = Layout {
     ],
 };
 
+/// timm `convnext.py` with `conv_mlp=True` (its atto / femto / pico / nano models): as [`TIMM`],
+/// with the MLP weights as `[out, in, 1, 1]` 1x1 convolutions.
+pub const TIMM_CONV_MLP: Layout = Layout {
+    name: "timm ConvNeXt (conv_mlp)",
+    rules: &[
+        rule("downsample_layers.0.{i}.{p}", "stem.{i}.{p}"),
+        rule(
+            "downsample_layers.{s}.{i}.{p}",
+            "stages.{s}.downsample.{i}.{p}",
+        ),
+        rule(
+            "stages.{s}.{b}.dwconv.{p}",
+            "stages.{s}.blocks.{b}.conv_dw.{p}",
+        ),
+        rule("stages.{s}.{b}.norm.{p}", "stages.{s}.blocks.{b}.norm.{p}"),
+        reshaped(
+            "stages.{s}.{b}.pwconv1.weight",
+            "stages.{s}.blocks.{b}.mlp.fc1.weight",
+            ShapeRule::TrailingOnes(2),
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv1.bias",
+            "stages.{s}.blocks.{b}.mlp.fc1.bias",
+        ),
+        reshaped(
+            "stages.{s}.{b}.pwconv2.weight",
+            "stages.{s}.blocks.{b}.mlp.fc2.weight",
+            ShapeRule::TrailingOnes(2),
+        ),
+        rule(
+            "stages.{s}.{b}.pwconv2.bias",
+            "stages.{s}.blocks.{b}.mlp.fc2.bias",
+        ),
+        rule("stages.{s}.{b}.gamma", "stages.{s}.blocks.{b}.gamma"),
+        rule("norm.{p}", "head.norm.{p}"),
+        rule("head.{p}", "head.fc.{p}"),
+    ],
+};
+
 /// torchvision `convnext.py`: one `features` sequence alternating downsampling (even indices,
 /// the stem at 0) and stages (odd indices); each `CNBlock` is a `block` sequence (0 depthwise
 /// conv, 1 permute, 2 LayerNorm, 3 Linear, 4 GELU, 5 Linear, 6 permute) with a `[C, 1, 1]`
@@ -93,6 +132,21 @@ impl ConvNextConfig {
             head_init_scale: 1.0,
         }
     }
+    // timm's compact ConvNeXts (`convnext_atto` .. `convnext_nano`). timm builds their MLPs as
+    // 1x1 convolutions (`conv_mlp=True`): the same arithmetic as the linear layers here, so only
+    // the weights' shape differs, and the `TIMM_CONV_MLP` layout reads them.
+    pub fn atto() -> Self {
+        Self::layout(&[2, 2, 6, 2], &[40, 80, 160, 320])
+    }
+    pub fn femto() -> Self {
+        Self::layout(&[2, 2, 6, 2], &[48, 96, 192, 384])
+    }
+    pub fn pico() -> Self {
+        Self::layout(&[2, 2, 6, 2], &[64, 128, 256, 512])
+    }
+    pub fn nano() -> Self {
+        Self::layout(&[2, 2, 8, 2], &[80, 160, 320, 640])
+    }
     pub fn tiny() -> Self {
         Self::layout(&[3, 3, 9, 3], &[96, 192, 384, 768])
     }
@@ -102,9 +156,9 @@ impl ConvNextConfig {
     pub fn base() -> Self {
         Self::layout(&[3, 3, 27, 3], &[128, 256, 512, 1024])
     }
-    /// CPU-scale student: the nano teacher's stage layout with 3×3 kernels.
-    pub fn nano() -> Self {
-        // Layer scale from 1 for CPU-length runs (see `SlakConfig::nano`).
+    /// CPU-scale student: the proxy teacher's stage layout with 3×3 kernels.
+    pub fn proxy() -> Self {
+        // Layer scale from 1 for CPU-length runs (see `SlakConfig::proxy`).
         Self {
             kernel_size: 3,
             stem: 2,

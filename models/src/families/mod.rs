@@ -145,7 +145,11 @@ impl Family {
     /// ViT's are timm's.
     pub fn foreign_layouts(self) -> &'static [Layout] {
         match self {
-            Family::ConvNext => &[convnext::TIMM, convnext::TORCHVISION],
+            Family::ConvNext => &[
+                convnext::TIMM,
+                convnext::TIMM_CONV_MLP,
+                convnext::TORCHVISION,
+            ],
             Family::Slak | Family::ResNet | Family::Vit => &[],
         }
     }
@@ -203,23 +207,28 @@ impl Preset {
 }
 
 /// Every preset. The architecture values live in each family's constructor (e.g.
-/// [`slak::SlakConfig::nano`]), one function per preset.
+/// [`slak::SlakConfig::proxy`]), one function per preset.
 #[rustfmt::skip]
 pub const PRESETS: &[Preset] = &[
-    preset("slak_nano",            FashionMnist, || Slak(SlakConfig::nano())),
+    preset("slak_proxy",            FashionMnist, || Slak(SlakConfig::proxy())),
     preset("slak_tiny",            ImageNet,     || Slak(SlakConfig::tiny())),
     preset("slak_small",           ImageNet,     || Slak(SlakConfig::small())),
     preset("slak_base",            ImageNet,     || Slak(SlakConfig::base())),
     preset("convnext_tiny_slak7",  ImageNet,     || Slak(SlakConfig::convnext_tiny_slak7())),
     preset("convnext_small_slak7", ImageNet,     || Slak(SlakConfig::convnext_small_slak7())),
-    preset("convnext_nano",        FashionMnist, || ConvNext(ConvNextConfig::nano())),
+    preset("convnext_proxy",        FashionMnist, || ConvNext(ConvNextConfig::proxy())),
+    preset("convnext_atto",        ImageNet,     || ConvNext(ConvNextConfig::atto())),
+    preset("convnext_femto",       ImageNet,     || ConvNext(ConvNextConfig::femto())),
+    preset("convnext_pico",        ImageNet,     || ConvNext(ConvNextConfig::pico())),
+    preset("convnext_nano",        ImageNet,     || ConvNext(ConvNextConfig::nano())),
     preset("convnext_tiny",        ImageNet,     || ConvNext(ConvNextConfig::tiny())),
     preset("convnext_small",       ImageNet,     || ConvNext(ConvNextConfig::small())),
     preset("convnext_base",        ImageNet,     || ConvNext(ConvNextConfig::base())),
-    preset("resnet_nano",          FashionMnist, || ResNet(ResNetConfig::nano())),
+    preset("resnet_proxy",          FashionMnist, || ResNet(ResNetConfig::proxy())),
     preset("resnet18",             ImageNet,     || ResNet(ResNetConfig::resnet18())),
+    preset("resnet34",             ImageNet,     || ResNet(ResNetConfig::resnet34())),
     preset("resnet50",             ImageNet,     || ResNet(ResNetConfig::resnet50())),
-    preset("vit_nano",             FashionMnist, || Vit(VitConfig::nano())),
+    preset("vit_proxy",             FashionMnist, || Vit(VitConfig::proxy())),
     preset("vit_small",            ImageNet,     || Vit(VitConfig::small())),
 ];
 
@@ -235,7 +244,21 @@ pub fn preset_names() -> Vec<&'static str> {
     PRESETS.iter().map(|p| p.name).collect()
 }
 
+/// Preset names retired because they meant two networks (`convnext_nano` is also timm's
+/// 15.6 M-parameter ConvNeXt): the CPU-scale proxies are `*_proxy` now.
+pub const RENAMED_PRESETS: &[(&str, &str)] = &[
+    ("slak_nano", "slak_proxy"),
+    ("resnet_nano", "resnet_proxy"),
+    ("vit_nano", "vit_proxy"),
+];
+
 pub fn find_preset(name: &str) -> Result<&'static Preset, ModelError> {
+    if let Some((_, new)) = RENAMED_PRESETS.iter().find(|(old, _)| *old == name) {
+        return Err(ModelError::RenamedPreset {
+            found: name.to_string(),
+            new,
+        });
+    }
     PRESETS
         .iter()
         .find(|p| p.name == name)

@@ -40,6 +40,12 @@ impl ResNetConfig {
             small_stem_stride: None,
         }
     }
+    pub fn resnet34() -> Self {
+        Self {
+            layers: vec![3, 4, 6, 3],
+            ..Self::resnet18()
+        }
+    }
     pub fn resnet50() -> Self {
         Self {
             block: Block::Bottleneck,
@@ -48,8 +54,8 @@ impl ResNetConfig {
             small_stem_stride: None,
         }
     }
-    /// CPU-scale student with the nano ConvNeXt's stage widths.
-    pub fn nano() -> Self {
+    /// CPU-scale student with the proxy ConvNeXt's stage widths.
+    pub fn proxy() -> Self {
         Self {
             block: Block::Basic,
             layers: vec![1, 1, 1],

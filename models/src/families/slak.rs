@@ -97,8 +97,8 @@ impl SlakConfig {
     /// CPU-scale teacher for 28×28/32×32 inputs: maps 14/7/3, kernels 13/7/5 (as large as or
     /// larger than the maps they see), 3×3 small kernel. Layer scale starts at 1, not 1e-6: in a
     /// run of ~2 000 steps the 1e-6 start (meant for 300 ImageNet epochs) cost 2 points of top-1
-    /// (Fashion-MNIST, 2 epochs: 82.6 % vs 84.6 % for convnext_nano).
-    pub fn nano() -> Self {
+    /// (Fashion-MNIST, 2 epochs: 82.6 % vs 84.6 % for convnext_proxy).
+    pub fn proxy() -> Self {
         Self {
             depths: vec![1, 1, 2],
             dims: vec![24, 48, 96],

@@ -31,7 +31,7 @@ impl VitConfig {
         }
     }
     /// CPU-scale Transformer teacher: 4×4 patches (7×7 tokens on 28×28).
-    pub fn nano() -> Self {
+    pub fn proxy() -> Self {
         Self {
             patch: 4,
             dim: 64,

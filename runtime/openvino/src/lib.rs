@@ -17,7 +17,7 @@
 //! ```
 //! use lkd_openvino::{onnx_metadata_from_bytes, Precision};
 //!
-//! let graph = lkd_models::ModelConfig::preset("resnet_nano").build()?;
+//! let graph = lkd_models::ModelConfig::preset("resnet_proxy").build()?;
 //! let opts = lkd_exporter::ExportOptions { check: false, ..Default::default() };
 //! let weights = lkd_exporter::random_weights(&graph, 0);
 //! let (bytes, _) = lkd_exporter::export_bytes(&graph, &weights, &opts)?;

@@ -92,7 +92,7 @@ fn static_batch_models_and_static_batch_option() {
 fn slak_export_matches_onnx_runtime_in_both_kernel_forms() {
     let tmp = tempfile::tempdir().unwrap();
     for form in [ReparamMode::Dense, ReparamMode::Decomposed] {
-        let (path, graph) = export("slak_nano", form, tmp.path());
+        let (path, graph) = export("slak_proxy", form, tmp.path());
         let x = lkd_exporter::random_input(&graph, 2, 11);
         let (input, shape) = (x.as_f32().unwrap(), x.shape.clone());
         let mut ov = engine(&path);
@@ -101,11 +101,11 @@ fn slak_export_matches_onnx_runtime_in_both_kernel_forms() {
         assert_eq!(oshape, rshape);
         let d = max_abs_diff(&got, &want);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        eprintln!("slak_nano {form:?}: max |Δ| vs ORT {d:.2e} (max |logit| {scale:.2})");
+        eprintln!("slak_proxy {form:?}: max |Δ| vs ORT {d:.2e} (max |logit| {scale:.2})");
         assert!(scale > 1e-2, "degenerate logits (max |logit| {scale})");
         assert!(
             d <= TOL,
-            "slak_nano {form:?}: OpenVINO vs ORT max |Δ| {d:e}"
+            "slak_proxy {form:?}: OpenVINO vs ORT max |Δ| {d:e}"
         );
         // From bytes too, as the ORT core allows.
         let mut mem =
@@ -216,7 +216,7 @@ fn metadata_scan_matches_onnx_runtime() {
         assert_eq!(ours.is_empty(), name == "nometa");
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (path, _) = export("slak_nano", ReparamMode::Decomposed, tmp.path());
+    let (path, _) = export("slak_proxy", ReparamMode::Decomposed, tmp.path());
     let ours = lkd_openvino::onnx_metadata(&path).unwrap();
     assert!(ours.len() >= 5, "{ours:?}");
     assert_eq!(ours, ort_metadata(&path));

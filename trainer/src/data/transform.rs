@@ -67,7 +67,7 @@ impl AugmentConfig {
     }
 
     /// CPU-scale 28×28 recipe: pad-2 random crop and flip.
-    pub fn nano() -> Self {
+    pub fn proxy() -> Self {
         Self {
             crop_padding: 2,
             hflip: 0.5,
