@@ -401,7 +401,8 @@ fn model_error_is_the_deserialisation_error() {
 #[test]
 fn a_retired_proxy_name_says_the_new_one() {
     let err = lkd_models::find_preset("resnet_nano")
-        .unwrap_err()
+        .err()
+        .expect("a retired name is refused")
         .to_string();
     assert_eq!(
         err,
