@@ -514,6 +514,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
             seed: 0,
             shuffle: false,
             drop_last: false,
+            balanced: false,
         },
     )?;
     let r = evaluate(&exec, &params, &loader, device)?;
@@ -650,6 +651,7 @@ pub fn measure_erf(
             seed: 0,
             shuffle: false,
             drop_last: false,
+            balanced: false,
         },
     )?;
     let mut meter = ErfMeter::new();

@@ -78,6 +78,10 @@ pub struct DataConfig {
     /// Batches decoded ahead of the model.
     #[serde(default = "default_prefetch")]
     pub prefetch: usize,
+    /// Draw training samples class-balanced (with replacement, each class equally often)
+    /// instead of a plain shuffle: for folders with very unequal classes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub balanced_sampling: bool,
 }
 
 fn default_prefetch() -> usize {

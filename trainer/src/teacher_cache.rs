@@ -135,6 +135,9 @@ pub struct CacheKey {
     /// race on) a shard file; absent for one worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<[usize; 2]>,
+    /// Class-balanced sampling; absent for the plain shuffle (keys from before it existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub balanced: bool,
 }
 
 impl CacheKey {
@@ -240,6 +243,8 @@ pub struct StreamSpec<'a> {
     pub precision: Precision,
     /// This worker's place in a data-parallel group (`Shard::whole()` for one worker).
     pub shard: crate::data::Shard,
+    /// Class-balanced sampling (another sample order than the plain shuffle).
+    pub balanced: bool,
 }
 
 impl TeacherOutputs {
@@ -283,6 +288,7 @@ impl TeacherOutputs {
                     precision: (stream.precision != Precision::Fp32).then_some(stream.precision),
                     shard: (stream.shard.world_size > 1)
                         .then_some([stream.shard.rank, stream.shard.world_size]),
+                    balanced: stream.balanced,
                 };
                 let digest = key.digest();
                 let dir = root.join(&digest);

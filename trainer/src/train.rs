@@ -647,6 +647,9 @@ impl Training {
 
         if main && progress {
             eprintln!("{}", data::summary(&train_set, &val_set));
+            if let Some(w) = data::imbalance_warning(&train_set, config.data.balanced_sampling) {
+                eprintln!("{w}");
+            }
         }
         let graph = config.model.build()?;
         if graph.num_classes != train_set.num_classes() {
@@ -1215,6 +1218,7 @@ impl Mode {
             seed: config.run.seed,
             precision,
             shard,
+            balanced: config.data.balanced_sampling,
         };
         let teacher = Box::new(TeacherOutputs::open(spec, stream, device)?);
         Ok((
@@ -1566,6 +1570,7 @@ fn loader_config(
         seed: config.run.seed,
         shuffle,
         drop_last,
+        balanced: shuffle && config.data.balanced_sampling,
     }
 }
 
@@ -1650,6 +1655,7 @@ pub fn precompute_teacher_outputs(
         seed: config.run.seed,
         precision: config.run.precision()?,
         shard: data::Shard::whole(),
+        balanced: config.data.balanced_sampling,
     };
     let mut outputs = TeacherOutputs::open(spec, stream, device)?;
     outputs.require_writer()?;

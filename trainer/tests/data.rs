@@ -840,3 +840,119 @@ fn dataset_summary_gives_images_per_class_and_split() {
          no validation image of 1 class(es): class_01"
     );
 }
+
+// ---------------------------------------------------------------- own folders
+
+/// A folder of class folders without train/ and val/: `classes` classes of `per_class` JPEGs.
+fn unsplit_folder(root: &Path, classes: usize, per_class: usize) {
+    let made = root.join("made");
+    data::synthetic::write_jpeg_folder(&made, classes, per_class, 0, 16, 16, 7).unwrap();
+    for e in std::fs::read_dir(made.join("train")).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), root.join(e.file_name())).unwrap();
+    }
+    std::fs::remove_dir_all(made).unwrap();
+}
+
+fn paths(ds: &data::Dataset) -> Vec<std::path::PathBuf> {
+    (0..ds.len())
+        .map(|i| ds.path(i).unwrap().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn val_fraction_splits_each_class_by_path_and_adding_files_moves_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    std::fs::create_dir_all(&root).unwrap();
+    unsplit_folder(&root, 3, 40);
+    let mut spec = DatasetSpec::new(DatasetKind::Folder, &root);
+    spec.val_fraction = Some(0.25);
+    let train = data::open(&spec, Split::Train).unwrap();
+    let val = data::open(&spec, Split::Val).unwrap();
+    assert_eq!(train.len() + val.len(), 120);
+    assert_eq!(train.classes(), val.classes());
+    let (t, v) = (paths(&train), paths(&val));
+    assert!(t.iter().all(|p| !v.contains(p)), "a file in both splits");
+    // Every class gets its share (10 expected of 40).
+    for c in val.class_counts() {
+        assert!((4..=18).contains(&c), "{:?}", val.class_counts());
+    }
+    // Stable: files added later take their own split and leave the others where they were.
+    let class0 = root.join(&train.classes()[0]);
+    let first = std::fs::read_dir(&class0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for k in 0..20 {
+        std::fs::copy(&first, class0.join(format!("added_{k}.jpg"))).unwrap();
+    }
+    let val2 = paths(&data::open(&spec, Split::Val).unwrap());
+    let train2 = paths(&data::open(&spec, Split::Train).unwrap());
+    assert!(v.iter().all(|p| val2.contains(p)) && t.iter().all(|p| train2.contains(p)));
+    assert_eq!(val2.len() + train2.len(), 140);
+
+    // A folder already split, or a fraction out of range, is refused with the reason.
+    let split = tmp.path().join("split");
+    data::synthetic::write_jpeg_folder(&split, 2, 2, 1, 16, 16, 1).unwrap();
+    let mut s = DatasetSpec::new(DatasetKind::Folder, &split);
+    s.val_fraction = Some(0.2);
+    let err = data::open(&s, Split::Train).err().unwrap().to_string();
+    assert!(
+        err.contains("has a `train/` folder, so it is split already"),
+        "{err}"
+    );
+    spec.val_fraction = Some(1.0);
+    let err = data::open(&spec, Split::Train).err().unwrap().to_string();
+    assert!(
+        err.contains("data.dataset.val_fraction must be in (0, 1), found 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn balanced_sampling_draws_every_class_about_equally_and_imbalance_is_warned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    data::synthetic::write_jpeg_folder(&root, 2, 60, 1, 16, 16, 3).unwrap();
+    // Leave class 1 with 6 images: 10x fewer than class 0.
+    let small = root.join("train/class_01");
+    let mut files: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files[6..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    let ds =
+        Arc::new(data::open(&DatasetSpec::new(DatasetKind::Folder, &root), Split::Train).unwrap());
+    assert_eq!(ds.class_counts(), [60, 6]);
+    let w = data::imbalance_warning(&ds, false).unwrap();
+    assert_eq!(w, "warning: classes are imbalanced: `class_00` has 60 train images, `class_01` 6 (10.0x); data.balanced_sampling = true draws every class equally often");
+    assert!(data::imbalance_warning(&ds, true).is_none());
+    let pre = Preprocess::imagenet(16);
+    let loader = |balanced| {
+        Loader::new(
+            ds.clone(),
+            Transform::eval(&pre),
+            None,
+            LoaderConfig {
+                balanced,
+                ..LoaderConfig::train(8, 0)
+            },
+        )
+        .unwrap()
+    };
+    let share = |l: &Loader| {
+        let picks: Vec<usize> = (0..20).flat_map(|e| l.order(e)).collect();
+        picks.iter().filter(|&&i| ds.label(i).unwrap() == 1).count() as f64 / picks.len() as f64
+    };
+    let (plain, balanced) = (share(&loader(false)), share(&loader(true)));
+    assert!((plain - 6.0 / 66.0).abs() < 1e-9, "{plain}");
+    assert!((balanced - 0.5).abs() < 0.06, "{balanced}");
+    // Deterministic per (seed, epoch), as the plain shuffle.
+    assert_eq!(loader(true).order(3), loader(true).order(3));
+}

@@ -269,6 +269,91 @@ fn open_bounded(
     Ok((classes, Store::Files { files }))
 }
 
+/// Whether `relative` (a file's path inside the dataset folder) belongs to the validation
+/// share `fraction`: the first 8 bytes of its SHA-256 as a number in [0, 1).
+pub(crate) fn in_val_share(relative: &Path, fraction: f64) -> bool {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(relative.to_string_lossy().as_bytes());
+    let x = u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) as f64 / 2f64.powi(64);
+    x < fraction
+}
+
+/// A folder without train/ and val/ (`root/<class>/*`): each file goes to the validation split
+/// when [`in_val_share`] says so, to the training split otherwise.
+pub(crate) fn open_unsplit(
+    root: &Path,
+    split: Split,
+    empty: EmptyClasses,
+    fraction: f64,
+) -> Result<(Vec<String>, Store)> {
+    if !root.is_dir() {
+        return Err(missing(root, "directory does not exist".into()));
+    }
+    if let Some(s) = ["train", "val"].iter().find(|s| root.join(s).is_dir()) {
+        return Err(DataError::Config(format!(
+            "{} has a `{s}/` folder, so it is split already: remove val_fraction, or give the folder of class folders",
+            root.display()
+        )));
+    }
+    let mut walk = Walk::new(MAX_DEPTH, MAX_FILES);
+    let names = class_dirs(root, root, &mut walk)?;
+    let mut classes = vec![];
+    let mut files = vec![];
+    for name in names {
+        let mut paths = Vec::new();
+        walk.collect(&root.join(&name), 0, usize::MAX, &mut paths)?;
+        if paths.is_empty() {
+            match empty {
+                EmptyClasses::Error => {
+                    return Err(DataError::EmptyClass {
+                        dir: root.join(&name),
+                    })
+                }
+                EmptyClasses::Exclude => {
+                    if split == Split::Train {
+                        eprintln!(
+                            "warning: class folder `{}` holds no image: left out (empty_classes = \"exclude\")",
+                            root.join(&name).display()
+                        );
+                    }
+                    continue;
+                }
+            }
+        }
+        let label = classes.len() as u32;
+        classes.push(name);
+        files.extend(
+            paths
+                .into_iter()
+                .filter(|p| {
+                    let rel = p.strip_prefix(root).unwrap_or(p);
+                    in_val_share(rel, fraction) == (split == Split::Val)
+                })
+                .map(|p| (p, label)),
+        );
+    }
+    for w in &walk.warnings {
+        eprintln!("warning: {w}");
+    }
+    if classes.is_empty() {
+        return Err(missing(
+            root,
+            format!("`{}` has no class folders", root.display()),
+        ));
+    }
+    if files.is_empty() {
+        return Err(missing(
+            root,
+            format!(
+                "no {} files under `{}` at val_fraction {fraction}",
+                split.as_str(),
+                root.display()
+            ),
+        ));
+    }
+    Ok((classes, Store::Files { files }))
+}
+
 /// Reads (bounded, see [`lkd_preprocess::read_image_file`]) and decodes one file with the
 /// serving decoder (size bounds from the header, truncated JPEGs refused): luma for grey
 /// sources, RGB for everything else.

@@ -4,6 +4,7 @@
 //! is built by worker k mod W and delivered in order through that worker's bounded queue.
 
 use super::{rng, DataError, Dataset, Mixup, Result, Shard, Transform};
+use rand::distributions::Distribution;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use tch::Tensor;
 
 const TAG_PERM: u64 = 0x7065_726d;
+const TAG_BALANCED: u64 = 0x6261_6c61;
 const TAG_MIX: u64 = 0x006d_6978;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,9 @@ pub struct LoaderConfig {
     pub shuffle: bool,
     pub drop_last: bool,
     pub seed: u64,
+    /// Class-balanced sampling (shuffled loaders only): each epoch draws as many samples as
+    /// the dataset holds, with replacement, every class equally likely.
+    pub balanced: bool,
 }
 
 impl Default for LoaderConfig {
@@ -39,6 +44,7 @@ impl Default for LoaderConfig {
             shuffle: true,
             drop_last: true,
             seed: 0,
+            balanced: false,
         }
     }
 }
@@ -318,6 +324,9 @@ impl Loader {
 
     /// Dataset order for `epoch` (the global order: every rank computes the same one).
     pub fn order(&self, epoch: usize) -> Vec<usize> {
+        if self.shared.cfg.shuffle && self.shared.cfg.balanced {
+            return self.balanced_order(epoch);
+        }
         let mut perm: Vec<usize> = (0..self.shared.dataset.len()).collect();
         if self.shared.cfg.shuffle {
             perm.shuffle(&mut rng::rng_for(&[
@@ -327,6 +336,26 @@ impl Loader {
             ]));
         }
         perm
+    }
+
+    /// `len` draws with replacement, each sample weighted by one over its class's count (as
+    /// PyTorch's `WeightedRandomSampler` with inverse class frequencies).
+    fn balanced_order(&self, epoch: usize) -> Vec<usize> {
+        let ds = &self.shared.dataset;
+        let counts = ds.class_counts();
+        let weights: Vec<f64> = (0..ds.len())
+            .map(|i| {
+                ds.label(i)
+                    .ok()
+                    .and_then(|l| counts.get(l))
+                    .map_or(0.0, |&c| 1.0 / c.max(1) as f64)
+            })
+            .collect();
+        let Ok(pick) = rand::distributions::WeightedIndex::new(&weights) else {
+            return (0..ds.len()).collect();
+        };
+        let mut r = rng::rng_for(&[self.shared.cfg.seed, epoch as u64, TAG_BALANCED]);
+        (0..ds.len()).map(|_| pick.sample(&mut r)).collect()
     }
 
     /// Batches `start_batch..` of `epoch`, identical to those of the uninterrupted epoch.

@@ -131,6 +131,28 @@ pub fn summary(train: &Dataset, val: &Dataset) -> String {
     out
 }
 
+/// Train classes this many times apart in size (most / fewest) get a warning.
+pub const IMBALANCE_WARNING_RATIO: f64 = 5.0;
+
+/// A warning when the largest train class holds [`IMBALANCE_WARNING_RATIO`] times the images of
+/// the smallest and sampling is not class-balanced.
+pub fn imbalance_warning(train: &Dataset, balanced: bool) -> Option<String> {
+    let counts = train.class_counts();
+    let names = train.classes();
+    let (lo, hi) = (
+        (0..counts.len()).min_by_key(|&i| counts[i])?,
+        (0..counts.len()).max_by_key(|&i| counts[i])?,
+    );
+    let ratio = counts[hi] as f64 / counts[lo].max(1) as f64;
+    (ratio >= IMBALANCE_WARNING_RATIO && !balanced).then(|| {
+        format!(
+            "warning: classes are imbalanced: `{}` has {} train images, `{}` {} ({ratio:.1}x); \
+             data.balanced_sampling = true draws every class equally often",
+            names[hi], counts[hi], names[lo], counts[lo]
+        )
+    })
+}
+
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
@@ -255,6 +277,11 @@ pub struct DatasetSpec {
     /// Folder datasets: an empty class folder is an error (default) or left out.
     #[serde(default, skip_serializing_if = "is_default")]
     pub empty_classes: EmptyClasses,
+    /// Folder datasets without a split (`path/<class>/*.jpg`): this share of each class
+    /// becomes the validation split, chosen by a hash of the file's path inside the folder, so
+    /// a file's split never changes when files are added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
 }
 
 impl DatasetSpec {
@@ -269,6 +296,7 @@ impl DatasetSpec {
             canvas: None,
             clutter: None,
             empty_classes: EmptyClasses::Error,
+            val_fraction: None,
         }
     }
 
@@ -318,13 +346,28 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
             "`canvas` and `clutter` apply only to kind = \"cluttered-fashion-mnist\"".into(),
         ));
     }
+    if let Some(f) = spec.val_fraction {
+        if spec.kind != DatasetKind::Folder {
+            return Err(DataError::Config(
+                "`val_fraction` applies only to kind = \"folder\"".into(),
+            ));
+        }
+        if !(f > 0.0 && f < 1.0) {
+            return Err(DataError::Config(format!(
+                "data.dataset.val_fraction must be in (0, 1), found {f}"
+            )));
+        }
+    }
     let (classes, store) = match spec.kind {
         DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Idx => {
             idx::open(&spec.path, spec.kind, split)?
         }
         DatasetKind::Cifar10 => cifar::open(&spec.path, false, false, split)?,
         DatasetKind::Cifar100 => cifar::open(&spec.path, true, spec.coarse_labels, split)?,
-        DatasetKind::Folder => folder::open(&spec.path, split, spec.empty_classes)?,
+        DatasetKind::Folder => match spec.val_fraction {
+            Some(f) => folder::open_unsplit(&spec.path, split, spec.empty_classes, f)?,
+            None => folder::open(&spec.path, split, spec.empty_classes)?,
+        },
         DatasetKind::ClutteredFashionMnist => {
             let (classes, items) = idx::open(&spec.path, DatasetKind::FashionMnist, split)?;
             let canvas = spec.canvas.unwrap_or(cluttered::DEFAULT_CANVAS);
