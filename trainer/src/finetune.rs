@@ -71,20 +71,6 @@ pub fn resample_pos_embed(
     run().map_err(|e| format!("resampling the position embedding: {e}"))
 }
 
-/// The weights `--init` names: a run dir's best (else last) weights, or the file itself.
-fn init_file(source: &Path) -> Result<std::path::PathBuf, TrainError> {
-    if source.is_dir() {
-        crate::rundir::RunDir::open(source)?.best_or_last_weights()
-    } else if source.is_file() {
-        Ok(source.to_path_buf())
-    } else {
-        Err(TrainError::Config(format!(
-            "finetune.init: {} does not exist (give a run directory or a checkpoint file)",
-            source.display()
-        )))
-    }
-}
-
 /// Fresh parameters (seeded) with every tensor `source` gives overwritten: the classifier
 /// re-initialised (scaled by `head_init_scale`) when the class count differs. Returns the
 /// record of what was done.
@@ -95,7 +81,9 @@ pub fn init_from(
     device: Device,
     seed: u64,
 ) -> Result<(Params, InitRecord), TrainError> {
-    let file = init_file(source)?;
+    let file = crate::source::ModelSource::at(source, "finetune.init: ")?
+        .weights()
+        .to_path_buf();
     let bytes = std::fs::read(&file).map_err(|e| TrainError::Io {
         path: file.display().to_string(),
         source: e,

@@ -12,6 +12,7 @@ pub mod losses;
 pub mod optim;
 pub mod precision;
 pub mod rundir;
+pub mod source;
 pub mod stats;
 pub mod teacher;
 pub mod teacher_cache;

@@ -5,7 +5,6 @@
 
 use crate::config::DistillConfig;
 use crate::executor::{Executor, Params};
-use crate::rundir;
 use crate::TrainError;
 use lkd_models::checkpoint::read_checkpoint_for;
 use lkd_models::{Graph, ModelConfig, Preprocess};
@@ -27,24 +26,14 @@ impl TeacherSpec {
     /// `teacher_model` stating it.
     pub fn resolve(cfg: &DistillConfig) -> Result<Self, TrainError> {
         let path = &cfg.teacher;
-        let (model, weights) = if path.is_dir() {
-            let run = rundir::RunDir::open(path)?;
-            let model = run.config()?.model;
-            (model, run.best_or_last_weights()?)
-        } else if path.is_file() {
-            let model = cfg.teacher_model.clone().ok_or_else(|| {
-                TrainError::Config(format!(
-                    "teacher {} is a checkpoint file: also give its architecture (--teacher-preset, or [distill.teacher_model] in the config)",
-                    path.display()
-                ))
-            })?;
-            (model, path.clone())
-        } else {
-            return Err(TrainError::Config(format!(
-                "teacher {} does not exist (give a run directory or a checkpoint file)",
-                path.display()
-            )));
-        };
+        let source = crate::source::ModelSource::at(path, "teacher ")?;
+        let model = source.model(cfg.teacher_model.as_ref(), |p| {
+            format!(
+                "teacher {} is a checkpoint file: also give its architecture (--teacher-preset, or [distill.teacher_model] in the config)",
+                p.display()
+            )
+        })?;
+        let weights = source.weights().to_path_buf();
         let graph = model.build()?;
         Ok(Self {
             model,

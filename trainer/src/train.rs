@@ -1827,23 +1827,11 @@ pub fn load_model(
     model: Option<&ModelConfig>,
     device: Device,
 ) -> Result<(Executor, Params), TrainError> {
-    let (cfg, weights) = if source.is_dir() {
-        let run = RunDir::open(source)?;
-        (run.config()?.model, run.best_or_last_weights()?)
-    } else if source.is_file() {
-        let m = model.cloned().ok_or_else(|| {
-            TrainError::Config(format!(
-                "{} is a checkpoint file: give its --preset",
-                source.display()
-            ))
-        })?;
-        (m, source.to_path_buf())
-    } else {
-        return Err(TrainError::Other(format!(
-            "{} does not exist (give a run directory or a checkpoint file)",
-            source.display()
-        )));
-    };
+    let found = crate::source::ModelSource::at(source, "")?;
+    let cfg = found.model(model, |p| {
+        format!("{} is a checkpoint file: give its --preset", p.display())
+    })?;
+    let weights = found.weights().to_path_buf();
     let graph = cfg.build()?;
     let sd = lkd_models::checkpoint::read_checkpoint_for(&graph, &weights)?;
     let params = Params::from_state_dict(&graph, &sd, device)?;
