@@ -128,6 +128,10 @@ pub fn resolve_model(
     Ok(ResolvedModel { model: m, adapted })
 }
 
+/// The feature-distillation projector's tensors in the state file and the optimizer.
+pub const PROJECTOR_WEIGHT: &str = "distill.projector.weight";
+pub const PROJECTOR_BIAS: &str = "distill.projector.bias";
+
 struct Student {
     exec: Executor,
     params: Params,
@@ -185,13 +189,13 @@ impl Student {
         );
         if let Some((w, b)) = &self.projector {
             s.push(Slot {
-                name: "distill.projector.weight".into(),
+                name: PROJECTOR_WEIGHT.into(),
                 tensor: w.shallow_clone(),
                 decay: true,
                 lr_scale: 1.0,
             });
             s.push(Slot {
-                name: "distill.projector.bias".into(),
+                name: PROJECTOR_BIAS.into(),
                 tensor: b.shallow_clone(),
                 decay: false,
                 lr_scale: 1.0,
@@ -265,8 +269,8 @@ fn state_tensors(
         .map(|(k, v)| (format!("model.{k}"), v))
         .collect();
     if let Some((w, b)) = &student.projector {
-        sd.insert("distill.projector.weight".into(), tensor_to_host(w)?);
-        sd.insert("distill.projector.bias".into(), tensor_to_host(b)?);
+        sd.insert(PROJECTOR_WEIGHT.into(), tensor_to_host(w)?);
+        sd.insert(PROJECTOR_BIAS.into(), tensor_to_host(b)?);
     }
     for (k, t) in &opt.exp_avg {
         sd.insert(format!("optim.m.{k}"), tensor_to_host(t)?);
@@ -1326,10 +1330,7 @@ impl Trainee {
             Ok(host_to_tensor(t, device)?.f_set_requires_grad(true)?)
         };
         let projector = match projector_shape {
-            Some(_) => Some((
-                tensor("distill.projector.weight")?,
-                tensor("distill.projector.bias")?,
-            )),
+            Some(_) => Some((tensor(PROJECTOR_WEIGHT)?, tensor(PROJECTOR_BIAS)?)),
             None => None,
         };
         for (k, v) in take_prefixed(&sd, "optim.m.") {

@@ -956,3 +956,44 @@ fn balanced_sampling_draws_every_class_about_equally_and_imbalance_is_warned() {
     // Deterministic per (seed, epoch), as the plain shuffle.
     assert_eq!(loader(true).order(3), loader(true).order(3));
 }
+
+#[test]
+fn a_class_subset_is_relabelled_and_a_per_class_limit_takes_the_same_samples_every_time() {
+    let mut spec = fashion();
+    spec.class_subset = Some(vec![5, 6, 7, 8, 9]);
+    spec.per_class_limit = Some(10);
+    let ds = data::open(&spec, Split::Train).unwrap();
+    assert_eq!(ds.classes()[0], "Sandal");
+    assert_eq!(ds.classes()[4], "Ankle boot");
+    assert_eq!(ds.class_counts(), [10; 5]);
+    let again = data::open(&spec, Split::Train).unwrap();
+    assert_eq!(ds.fingerprint(), again.fingerprint());
+    // The validation split stays whole (its own val_limit applies).
+    assert_eq!(data::open(&spec, Split::Val).unwrap().len(), 5_000);
+    // Pixels travel with their relabelled samples: the first kept one is the source's first of
+    // classes 5..=9, its label less 5.
+    let full = data::open(&fashion(), Split::Train).unwrap();
+    let first = (0..full.len())
+        .find(|&i| full.label(i).unwrap() >= 5)
+        .unwrap();
+    let mut all = fashion();
+    all.class_subset = Some(vec![5, 6, 7, 8, 9]);
+    let kept = data::open(&all, Split::Train).unwrap();
+    assert_eq!(kept.get(0).unwrap().image, full.get(first).unwrap().image);
+    assert_eq!(kept.get(0).unwrap().label, full.label(first).unwrap() - 5);
+    assert_eq!(kept.len(), 30_000);
+
+    spec.class_subset = Some(vec![5, 10]);
+    let err = data::open(&spec, Split::Train).err().unwrap().to_string();
+    assert!(
+        err.contains("class_subset names class 10, but the dataset has 10 classes (0..9)"),
+        "{err}"
+    );
+    spec.class_subset = Some(vec![1]);
+    spec.limit = Some(5);
+    let err = data::open(&spec, Split::Train).err().unwrap().to_string();
+    assert!(
+        err.contains("`per_class_limit` and `limit` exclude each other"),
+        "{err}"
+    );
+}

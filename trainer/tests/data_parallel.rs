@@ -289,7 +289,7 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
         read_checkpoint(&single.join("last.state.safetensors"))?,
         read_checkpoint(&parallel.join("last.state.safetensors"))?,
     );
-    let w = "distill.projector.weight";
+    let w = lkd_trainer::train::PROJECTOR_WEIGHT;
     match (&a[w].data, &b[w].data) {
         (HostData::F32(x), HostData::F32(y)) => {
             let d = x

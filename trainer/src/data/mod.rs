@@ -282,6 +282,14 @@ pub struct DatasetSpec {
     /// a file's split never changes when files are added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_fraction: Option<f64>,
+    /// Keep only these classes (label indices of the source), relabelled 0.. in this order:
+    /// e.g. a transfer experiment's pretraining and target halves of one dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_subset: Option<Vec<usize>>,
+    /// Train on a fixed subset of this many samples of each class (the same samples every
+    /// run); exclusive with `limit`. The validation split keeps `val_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class_limit: Option<usize>,
 }
 
 impl DatasetSpec {
@@ -297,6 +305,8 @@ impl DatasetSpec {
             clutter: None,
             empty_classes: EmptyClasses::Error,
             val_fraction: None,
+            class_subset: None,
+            per_class_limit: None,
         }
     }
 
@@ -337,6 +347,94 @@ pub struct Dataset {
     strict: bool,
 }
 
+/// The classes `keep` (source label indices, distinct) relabelled 0.. in that order, the other
+/// samples dropped.
+fn keep_classes(
+    classes: Vec<String>,
+    store: Store,
+    keep: &[usize],
+) -> Result<(Vec<String>, Store)> {
+    let mut new_label = vec![None; classes.len()];
+    for (new, &old) in keep.iter().enumerate() {
+        match new_label.get_mut(old) {
+            Some(slot @ None) => *slot = Some(new as u32),
+            Some(Some(_)) => {
+                return Err(DataError::Config(format!(
+                    "class_subset names class {old} twice"
+                )))
+            }
+            None => {
+                return Err(DataError::Config(format!(
+                    "class_subset names class {old}, but the dataset has {} classes (0..{})",
+                    classes.len(),
+                    classes.len().saturating_sub(1)
+                )))
+            }
+        }
+    }
+    if keep.is_empty() {
+        return Err(DataError::Config("class_subset is empty".into()));
+    }
+    let names = keep.iter().map(|&k| classes[k].clone()).collect();
+    let store = match store {
+        Store::Memory {
+            width,
+            height,
+            channels,
+            pixels,
+            labels,
+        } => {
+            let n = width * height * channels;
+            let mut kept_pixels = vec![];
+            let mut kept_labels = vec![];
+            for (i, &l) in labels.iter().enumerate() {
+                if let Some(new) = new_label[l as usize] {
+                    kept_pixels.extend_from_slice(&pixels[i * n..(i + 1) * n]);
+                    kept_labels.push(new);
+                }
+            }
+            Store::Memory {
+                width,
+                height,
+                channels,
+                pixels: kept_pixels,
+                labels: kept_labels,
+            }
+        }
+        Store::Files { files } => Store::Files {
+            files: files
+                .into_iter()
+                .filter_map(|(p, l)| new_label[l as usize].map(|n| (p, n)))
+                .collect(),
+        },
+    };
+    Ok((names, store))
+}
+
+/// A fixed choice of up to `n` samples of each class (sorted indices).
+fn per_class_subset(store: &Store, classes: usize, n: usize) -> Vec<usize> {
+    let labels: Vec<u32> = match store {
+        Store::Memory { labels, .. } => labels.clone(),
+        Store::Files { files } => files.iter().map(|f| f.1).collect(),
+    };
+    let mut shuffled: Vec<usize> = (0..labels.len()).collect();
+    {
+        use rand::seq::SliceRandom;
+        shuffled.shuffle(&mut rng::rng_for(&[0x9C1A55, labels.len() as u64]));
+    }
+    let mut taken = vec![0usize; classes];
+    let mut out: Vec<usize> = shuffled
+        .into_iter()
+        .filter(|&i| {
+            let c = &mut taken[labels[i] as usize];
+            *c += 1;
+            *c <= n
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// Opens one split of the dataset described by `spec`.
 pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
     if spec.kind != DatasetKind::ClutteredFashionMnist
@@ -375,6 +473,10 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
             (classes, cluttered::compose(items, canvas, clutter, split)?)
         }
     };
+    let (classes, store) = match &spec.class_subset {
+        Some(keep) => keep_classes(classes, store, keep)?,
+        None => (classes, store),
+    };
     let full_len = match &store {
         Store::Memory { labels, .. } => labels.len(),
         Store::Files { files } => files.len(),
@@ -383,9 +485,18 @@ pub fn open(spec: &DatasetSpec, split: Split) -> Result<Dataset> {
         Split::Train => spec.limit,
         Split::Val => spec.val_limit,
     };
-    let subset = match limit {
-        Some(0) => return Err(DataError::Config("`limit` must be at least 1".into())),
-        Some(n) if n < full_len => Some(rng::subset(full_len, n)),
+    let per_class = spec.per_class_limit.filter(|_| split == Split::Train);
+    let subset = match (limit, per_class) {
+        (Some(_), Some(_)) => {
+            return Err(DataError::Config(
+                "`per_class_limit` and `limit` exclude each other".into(),
+            ))
+        }
+        (_, Some(0)) | (Some(0), _) => {
+            return Err(DataError::Config("`limit` must be at least 1".into()))
+        }
+        (None, Some(n)) => Some(per_class_subset(&store, classes.len(), n)),
+        (Some(n), None) if n < full_len => Some(rng::subset(full_len, n)),
         _ => None,
     };
     let kind: &str = spec.kind.into();
