@@ -44,6 +44,11 @@ study: release
 	cp studies/$(STUDY)/results-seeds.csv docs/results/study-$(STUDY)-seeds.csv
 	cp studies/$(STUDY)/results.png docs/results/study-$(STUDY).png
 
+# Pretrained vs scratch vs linear probe on Fashion-MNIST halves (minutes on 2 cores); resumable.
+.PHONY: transfer
+transfer: release
+	LKD=./target/release/lkd LKD_PYTHON=$(LKD_PYTHON) bash benches/transfer.sh
+
 doctor: build
 	./target/debug/lkd doctor
 
