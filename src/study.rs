@@ -308,7 +308,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later
     // studies; the study keeps what it distils from in its own folder.
     let kept_dir = out.join("teachers");
-    let mut kept: Vec<(KeptTeacher, &'static str)> = vec![];
+    let mut kept: Vec<(KeptTeacher, &'static str, TrainConfig)> = vec![];
     let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
     if needs_teachers {
         std::fs::create_dir_all(&kept_dir)?;
@@ -329,7 +329,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 .filter(|k| k.recipe_digest == digest && !a.retrain_teachers);
             if let Some(k) = earlier {
                 println!("  reusing the kept teacher {}", record.display());
-                kept.push((k, "kept by an earlier invocation"));
+                kept.push((k, "kept by an earlier invocation", cfg));
                 continue;
             }
             let t_start = Instant::now();
@@ -357,24 +357,45 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             if !a.report_only {
                 lkd_util::write_atomic(&record, serde_json::to_string_pretty(&k)?.as_bytes())?;
             }
-            kept.push((k, origin));
+            kept.push((k, origin, cfg));
         }
     }
     // Matching needs every teacher: with one missing, no distillation cell can be judged.
     let all_teachers = kept.len() == study.teachers.len();
     let target = (study.teachers_at_matched_top1 && all_teachers).then(|| {
         kept.iter()
-            .map(|(k, _)| k.best_top1)
+            .map(|(k, ..)| k.best_top1)
             .fold(f64::INFINITY, f64::min)
     });
     let mut used: BTreeMap<String, UsedTeacher> = BTreeMap::new();
     let mut teacher_rows: Vec<TeacherRow> = vec![];
-    for (k, origin) in &kept {
+    for (k, origin, cfg) in &kept {
         let e = k.pick_epoch(target)?;
         let weights = if a.report_only {
             kept_dir.join(k.weights_name(e))
         } else {
-            k.weights_in(&kept_dir, e, target.is_some())?
+            match k.weights_in(&kept_dir, e, target.is_some()) {
+                Ok(w) => w,
+                // A record whose epoch weights are neither copied here nor in the teacher
+                // cache (a fresh machine, before every teacher was trained): the recipe is
+                // deterministic, so train it into the cache again and copy them from there.
+                Err(first) => {
+                    println!(
+                        "teacher {}: the weights of epoch {} are not at hand: training it again",
+                        k.label,
+                        e.epoch + 1
+                    );
+                    let (dir, _) = train_or_reuse_shared(cfg, false, true)
+                        .with_context(|| format!("training teacher {}", k.label))?;
+                    let again = KeptTeacher {
+                        run_dir: dir,
+                        ..k.clone()
+                    };
+                    again
+                        .weights_in(&kept_dir, e, target.is_some())
+                        .map_err(|e| e.context(first))?
+                }
+            }
         };
         if let Some(target) = target {
             println!(
