@@ -13,7 +13,6 @@ use lkd_models::checkpoint::{
 use lkd_models::families::convnext;
 use lkd_models::{HostTensor, ModelConfig, ModelError};
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -22,37 +21,12 @@ use std::sync::OnceLock;
 fn cases() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/foreign_checkpoints.py");
-        let python = common::python();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (python.as_str(), std::fs::read_to_string(&script).unwrap()).hash(&mut h);
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("foreign-cases-{:016x}", h.finish()));
-        if root.join("done").exists() {
-            return root;
-        }
-        let work = tempfile::Builder::new()
-            .prefix("foreign-cases-tmp")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let out = std::process::Command::new(&python)
-            .arg(&script)
-            .arg("--out")
-            .arg(work.path())
-            .output()
-            .expect("running $LKD_PYTHON foreign_checkpoints.py");
-        assert!(
-            out.status.success(),
-            "foreign_checkpoints.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(work.path().join("done"), b"").unwrap();
-        let kept = work.keep();
-        if std::fs::rename(&kept, &root).is_err() {
-            // Another test process finished first; either copy is complete.
-            let _ = std::fs::remove_dir_all(&kept);
-        }
-        root
+        lkd_util::golden::generated_once(
+            &common::python(),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/foreign_checkpoints.py"),
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            "foreign-cases",
+        )
     })
 }
 

@@ -247,7 +247,7 @@ impl RunDir {
         // (`.{name}.XXXXXX`).
         let ours = |p: &PathBuf| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                [CONFIG, METRICS, LAST, BEST, SKIPPED].contains(&n)
+                [CONFIG, METRICS, LAST, BEST, SKIPPED, LOCK].contains(&n)
                     || is_epoch_weights(n)
                     || [CONFIG, METRICS, LAST, BEST, STATE]
                         .iter()

@@ -10,7 +10,6 @@ use lkd_models::{Graph, ModelConfig};
 use lkd_trainer::config::TrainConfig;
 use lkd_trainer::finetune::{frozen_params, init_from, lr_scales, INIT_RECORD};
 use lkd_trainer::train::train;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::Device;
@@ -19,36 +18,12 @@ use tch::Device;
 fn peers() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/finetune_peers.py");
-        let python = common::python();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (python.as_str(), std::fs::read_to_string(&script).unwrap()).hash(&mut h);
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("finetune-peers-{:016x}", h.finish()));
-        if root.join("done").exists() {
-            return root;
-        }
-        let work = tempfile::Builder::new()
-            .prefix("finetune-peers-tmp")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let out = std::process::Command::new(&python)
-            .arg(&script)
-            .arg("--out")
-            .arg(work.path())
-            .output()
-            .expect("running $LKD_PYTHON finetune_peers.py");
-        assert!(
-            out.status.success(),
-            "finetune_peers.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(work.path().join("done"), b"").unwrap();
-        let kept = work.keep();
-        if std::fs::rename(&kept, &root).is_err() {
-            let _ = std::fs::remove_dir_all(&kept);
-        }
-        root
+        lkd_util::golden::generated_once(
+            &common::python(),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/finetune_peers.py"),
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            "finetune-peers",
+        )
     })
 }
 
@@ -209,20 +184,9 @@ fn head_init_scale_scales_the_reinitialised_classifier() {
 }
 
 fn fmnist(preset: &str) -> TrainConfig {
-    let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
-            .unwrap();
-    let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
+    let mut cfg = common::fmnist_config("fmnist-convnext-proxy.toml", 128, 64);
     cfg.model = ModelConfig::preset(preset);
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
-        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
-        .into();
-    cfg.data.dataset.limit = Some(128);
-    cfg.data.dataset.val_limit = Some(64);
-    cfg.optim.epochs = 1;
-    cfg.optim.batch_size = 64;
     cfg.optim.warmup_epochs = 0.0;
-    cfg.run.threads = 1;
     cfg
 }
 

@@ -8,19 +8,7 @@ use lkd_trainer::rundir::RunDir;
 use lkd_trainer::train::train;
 
 fn config() -> TrainConfig {
-    let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy-nkd.toml"))
-            .unwrap();
-    let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
-        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
-        .into();
-    cfg.data.dataset.limit = Some(128);
-    cfg.data.dataset.val_limit = Some(64);
-    cfg.optim.epochs = 1;
-    cfg.optim.batch_size = 64;
-    cfg.run.threads = 1;
-    cfg
+    common::fmnist_config("fmnist-convnext-proxy-nkd.toml", 128, 64)
 }
 
 fn err(sets: &[&str]) -> String {

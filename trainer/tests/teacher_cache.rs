@@ -11,20 +11,9 @@ use lkd_trainer::train::{train, Summary};
 use std::path::{Path, PathBuf};
 
 fn config(preset: &str) -> TrainConfig {
-    let text =
-        std::fs::read_to_string(common::repo_root().join("configs/fmnist-convnext-proxy.toml"))
-            .unwrap();
-    let mut cfg = TrainConfig::from_toml_str(&text).unwrap();
+    let mut cfg = common::fmnist_config("fmnist-convnext-proxy.toml", 640, 128);
     cfg.model = lkd_models::ModelConfig::preset(preset);
-    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
-        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
-        .into();
-    cfg.data.dataset.limit = Some(640);
-    cfg.data.dataset.val_limit = Some(128);
-    cfg.optim.epochs = 1;
-    cfg.optim.batch_size = 64;
     cfg.run.log_every = 1;
-    cfg.run.threads = 1;
     cfg
 }
 

@@ -1,7 +1,8 @@
 //! `lkd-util` holds the few helpers every LKD crate needs, so no crate depends on another just
 //! for one of them: the wording of a list of choices ([`one_of`]), parsing an enum by its
 //! names ([`parse_named`]), the device grammar (`cpu`, `cuda`, `cuda:N`: [`Device`]), atomic
-//! file writes ([`write_atomic`]) and the quantile of sorted samples ([`quantile`]).
+//! file writes ([`write_atomic`]), the quantile of sorted samples ([`quantile`]) and, for tests,
+//! golden files made once by a peer script ([`golden::generated_once`]).
 //!
 //! It depends on no other LKD crate and links nothing heavy; it must stay that way.
 //!
@@ -25,6 +26,7 @@
 
 pub mod device;
 pub mod fs;
+pub mod golden;
 pub mod named;
 pub mod stats;
 pub mod text;

@@ -37,3 +37,23 @@ pub fn make_case(preset: &str, overrides: &str, wrap: &str, out: &Path) {
         "make_case.py failed for {preset} {overrides}"
     );
 }
+
+/// A shipped Fashion-MNIST config (`configs/<file>`) on `$LKD_FASHION_MNIST`, cut to `limit`
+/// training and `val_limit` validation images, one epoch of batch 64 on one thread.
+pub fn fmnist_config(
+    file: &str,
+    limit: usize,
+    val_limit: usize,
+) -> lkd_trainer::config::TrainConfig {
+    let text = std::fs::read_to_string(repo_root().join("configs").join(file)).unwrap();
+    let mut cfg = lkd_trainer::config::TrainConfig::from_toml_str(&text).unwrap();
+    cfg.data.dataset.path = std::env::var("LKD_FASHION_MNIST")
+        .expect("LKD_FASHION_MNIST is not set: run through `make test`")
+        .into();
+    cfg.data.dataset.limit = Some(limit);
+    cfg.data.dataset.val_limit = Some(val_limit);
+    cfg.optim.epochs = 1;
+    cfg.optim.batch_size = 64;
+    cfg.run.threads = 1;
+    cfg
+}
