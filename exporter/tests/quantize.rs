@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use lkd_exporter::quantize::{
-    self, ActType, Batch, CalibMethod, EvalSet, QuantizeError, QuantizeOptions,
+    self, ActType, Batch, CalibMethod, EvalSet, QuantizeError, QuantizeOptions, WeightRange,
 };
 use lkd_exporter::{export_bytes, proto, random_input, ExportOptions, LinearForm, ReparamMode};
 use lkd_runtime::{Model, SessionConfig};
@@ -143,9 +143,47 @@ fn nano_qdq_fuses_runs_and_checks() {
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
         assert_eq!(meta["lkd.quant.activation_type"], act.as_str());
+        assert_eq!(
+            meta["lkd.quant.weight_type"],
+            "int8 symmetric per-channel, 7-bit range"
+        );
+        assert_eq!(int8_weight_extremes(&q), (-63, 63), "{form:?}");
         assert_eq!(meta["lkd.quant.calib_size"], "32");
         assert_eq!(meta["lkd.input_size"], "28,28");
     }
+}
+
+/// Smallest and largest value over the model's int8 initializers (the quantized weights).
+fn int8_weight_extremes(bytes: &[u8]) -> (i8, i8) {
+    let m = proto::decode(bytes).unwrap();
+    let values: Vec<i8> = m
+        .graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == onnx_protobuf::tensor_proto::DataType::INT8 as i32)
+        .flat_map(|t| t.raw_data.iter().map(|&b| b as i8))
+        .collect();
+    assert!(!values.is_empty(), "no int8 initializers");
+    (*values.iter().min().unwrap(), *values.iter().max().unwrap())
+}
+
+#[test]
+fn eight_bit_weights_use_the_full_range_and_say_so() {
+    let (g, bytes) = float_model("convnext_proxy", LinearForm::Conv);
+    let opts = QuantizeOptions {
+        weight_range: WeightRange::Bits8,
+        threads: Some(1),
+        ..Default::default()
+    };
+    let (q, _) = quantize::quantize(&bytes, &batches(&g, 2, 4, 7), None, &opts, true).unwrap();
+    assert_eq!(int8_weight_extremes(&q), (-127, 127));
+    let m = proto::decode(&q).unwrap();
+    let weight_type = m
+        .metadata_props
+        .iter()
+        .find(|e| e.key == "lkd.quant.weight_type")
+        .map(|e| e.value.as_str());
+    assert_eq!(weight_type, Some("int8 symmetric per-channel"));
 }
 
 #[test]

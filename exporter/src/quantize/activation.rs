@@ -37,6 +37,37 @@ impl ActType {
     }
 }
 
+/// Range of the per-channel int8 weights (`lkd.quant.weight_type`).
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, strum::IntoStaticStr, strum::VariantNames)]
+pub enum WeightRange {
+    /// [-63, 63]: every u8×s8 pair sum fits in int16, so x86 CPUs without VNNI (whose AVX2
+    /// `VPMADDUBSW` saturates at int16) compute what VNNI and ARM dot products compute.
+    #[default]
+    #[strum(serialize = "7bit")]
+    #[cfg_attr(feature = "clap", value(name = "7bit"))]
+    Bits7,
+    /// [-127, 127]: one more bit of weight precision, for targets known to have VNNI or ARM dot
+    /// products; on AVX2 without VNNI, uint8-activation layers may saturate.
+    #[strum(serialize = "8bit")]
+    #[cfg_attr(feature = "clap", value(name = "8bit"))]
+    Bits8,
+}
+
+impl WeightRange {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Largest weight magnitude.
+    pub fn qmax(self) -> f32 {
+        match self {
+            WeightRange::Bits7 => 63.0,
+            WeightRange::Bits8 => 127.0,
+        }
+    }
+}
+
 /// (scale, zero point) of an activation range.
 pub fn act_qparams(lo: f32, hi: f32, act: ActType) -> (f32, i32) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));

@@ -18,7 +18,7 @@ use lkd_models::preprocess::Preprocess;
 pub use lkd_ort::Batch;
 use onnx_protobuf::ModelProto;
 
-pub use activation::{ActType, Ranges};
+pub use activation::{ActType, Ranges, WeightRange};
 pub use calib::CalibMethod;
 pub use qdq::Layer;
 
@@ -72,8 +72,8 @@ pub type Result<T, E = QuantizeError> = std::result::Result<T, E>;
 pub struct QuantizeOptions {
     pub method: CalibMethod,
     pub activation_type: ActType,
-    /// 7-bit weights: avoids int16 saturation in AVX2's VPMADDUBSW (u8×s8 pairs).
-    pub reduce_range: bool,
+    /// 7-bit by default: the same answers on every CPU (see [`WeightRange`]).
+    pub weight_range: WeightRange,
     /// Node names to keep float whatever the budget says.
     pub float_layers: Vec<String>,
     /// ORT intra-op threads for calibration and evaluation.
@@ -88,7 +88,7 @@ impl Default for QuantizeOptions {
         Self {
             method: CalibMethod::Percentile(99.99),
             activation_type: ActType::U8,
-            reduce_range: false,
+            weight_range: WeightRange::default(),
             float_layers: vec![],
             threads: None,
             calib_data: None,
@@ -222,10 +222,9 @@ impl Prepared {
             .filter(|n| float.contains(*n))
             .collect();
         floats.dedup();
-        let weight = if opts.reduce_range {
-            "int8 symmetric per-channel, 7-bit range"
-        } else {
-            "int8 symmetric per-channel"
+        let weight = match opts.weight_range {
+            WeightRange::Bits7 => "int8 symmetric per-channel, 7-bit range",
+            WeightRange::Bits8 => "int8 symmetric per-channel",
         };
         let entries = [
             (keys::FORMAT, "QDQ".to_string()),

@@ -305,7 +305,7 @@ pub fn rewrite(
         return Err(QuantizeError::Options(format!("per-channel DequantizeLinear needs opset 13 or later, the model has {opset}; re-export it")));
     }
     let act = opts.activation_type;
-    let qmax = if opts.reduce_range { 63.0 } else { 127.0 };
+    let qmax = opts.weight_range.qmax();
     let graph_outputs: BTreeSet<&str> = m.graph.output.iter().map(|o| o.name.as_str()).collect();
     let active: Vec<&Layer> = layers.iter().filter(|l| !float.contains(&l.name)).collect();
 
