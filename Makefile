@@ -46,6 +46,12 @@ study: release
 
 # Pretrained vs scratch vs linear probe on Fashion-MNIST halves (minutes on 2 cores); resumable.
 .PHONY: transfer
+# LKD's folder loader vs torchvision ImageFolder + DataLoader (README "Own photos, loaded fast").
+.PHONY: loader-bench
+loader-bench:
+	$(CARGO) build --release -p lkd-trainer --example folder_loader_epoch
+	$(LKD_PYTHON) benches/folder_loader_vs_torchvision.py
+
 transfer: release
 	LKD=./target/release/lkd LKD_PYTHON=$(LKD_PYTHON) bash benches/transfer.sh
 

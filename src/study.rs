@@ -410,7 +410,11 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             best_top1: k.best_top1,
             used_epoch: e.epoch + 1,
             used_top1: e.best_top1(),
-            origin: format!("{origin}: `{}`", k.run_dir.display()),
+            // The study folder's copy, not the cache path of the machine that trained it.
+            origin: format!(
+                "{origin}; weights `{}`",
+                weights.strip_prefix(&out).unwrap_or(&weights).display()
+            ),
         });
         if !study.teachers_at_matched_top1 || all_teachers {
             used.insert(
@@ -466,7 +470,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     // budget or base config trains it again).
                     let same_recipe = RunDir::open(&dir)
                         .and_then(|r| r.config())
-                        .is_ok_and(|c| c.result_digest() == cfg.result_digest());
+                        .is_ok_and(|c| cfg.same_recipe_as(&c));
                     if let Some(mut r) = std::fs::read(&result_path)
                         .ok()
                         .filter(|_| same_recipe)
@@ -817,6 +821,7 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
             .find(|t| t.model.preset.starts_with(prefix))
             .map(|t| t.label.clone())
     };
+    let small = family("convnext");
     let (Some(large), vit) = (family("slak"), family("vit")) else {
         return String::new();
     };
@@ -852,6 +857,24 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
                     })
                     .collect();
                 rows.push(("(a) top-1", format!("{large} − {vit} (pts)"), d));
+            }
+            // Kernel size alone: the large- against the small-kernel ConvNet teacher.
+            if let Some(small) = &small {
+                let d: Vec<f64> = study
+                    .seeds
+                    .iter()
+                    .filter_map(|&s| {
+                        Some(
+                            cell(student, &large, method, s)?.top1
+                                - cell(student, small, method, s)?.top1,
+                        )
+                    })
+                    .collect();
+                rows.push((
+                    "(k) top-1, kernel size",
+                    format!("{large} − {small} (pts)"),
+                    d,
+                ));
             }
             // (c) on the continuous measures: the whole-pixel ratio moves in steps and is
             // bounded by the student's theoretical receptive field at high thresholds.

@@ -89,6 +89,84 @@ pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
     Ok(img)
 }
 
+/// Decodes at the smallest JPEG DCT scale (1/8, 1/4, 1/2 or 1) that keeps at least
+/// `min_scale(width, height)` of the full resolution in both axes, as PIL's `draft` does: a
+/// 4000-pixel photo bound for a 224² crop is decoded at an eighth of the work. Other formats,
+/// and JPEGs the scaled decoder cannot give as luma or RGB (CMYK), decode in full. Returns the
+/// pixels and the full-size `[width, height]` from the header.
+pub fn decode_reduced(
+    bytes: &[u8],
+    limits: &Limits,
+    min_scale: impl FnOnce(u32, u32) -> f64,
+) -> Result<(Pixels, [u32; 2])> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PreprocessError::Header {
+            source: image::ImageError::IoError(e),
+        })?;
+    let format = reader.format().ok_or(PreprocessError::UnknownFormat)?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|source| PreprocessError::Header { source })?;
+    limits.check(width as u64, height as u64)?;
+    let scale = min_scale(width, height);
+    if format == ImageFormat::Jpeg && scale < 1.0 {
+        if let Some(reason) = jpeg_is_truncated(bytes) {
+            return Err(PreprocessError::TruncatedJpeg(reason));
+        }
+        if let Some(pixels) = decode_jpeg_scaled(bytes, limits, width, height, scale)? {
+            return Ok((pixels, [width, height]));
+        }
+    }
+    Ok((decode(bytes, limits)?, [width, height]))
+}
+
+/// `None` when the JPEG's pixel format is neither luma nor RGB.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    limits: &Limits,
+    width: u32,
+    height: u32,
+    scale: f64,
+) -> Result<Option<Pixels>> {
+    let fail = |e: jpeg_decoder::Error| PreprocessError::Decode {
+        source: image::ImageError::Decoding(image::error::DecodingError::new(
+            image::error::ImageFormatHint::Exact(ImageFormat::Jpeg),
+            e,
+        )),
+    };
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    d.set_max_decoding_buffer_size(
+        usize::try_from(limits.max_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+    );
+    d.read_info().map_err(fail)?;
+    let channels = match d.info().map(|i| i.pixel_format) {
+        Some(jpeg_decoder::PixelFormat::L8) => 1,
+        Some(jpeg_decoder::PixelFormat::RGB24) => 3,
+        _ => return Ok(None),
+    };
+    // Width and height fit u16: JPEG headers store them so.
+    let want = |side: u32| ((side as f64 * scale).ceil() as u32).clamp(1, side) as u16;
+    d.scale(want(width), want(height)).map_err(fail)?;
+    let data = d.decode().map_err(fail)?;
+    let info = d
+        .info()
+        .ok_or_else(|| fail(jpeg_decoder::Error::Format("no frame".into())))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    if data.len() != w * h * channels {
+        return Err(fail(jpeg_decoder::Error::Format(format!(
+            "{} bytes decoded for {w}×{h}×{channels}",
+            data.len()
+        ))));
+    }
+    Ok(Some(Pixels {
+        width: w,
+        height: h,
+        channels,
+        data,
+    }))
+}
+
 /// [`decode_dynamic`], then 8-bit pixels by the crate's channel rule ([`Pixels::from_dynamic`]).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Pixels> {
     decode_dynamic(bytes, limits).map(Pixels::from_dynamic)
@@ -152,6 +230,73 @@ pub fn jpeg_is_truncated(bytes: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A smooth 1600×1200 photo-like gradient, as JPEG or PNG bytes.
+    fn gradient(format: ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(1600, 1200, |x, y| {
+            image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 11) as u8])
+        });
+        let mut out = Cursor::new(vec![]);
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn jpegs_decode_at_the_smallest_dct_scale_that_covers_the_request() {
+        let jpeg = gradient(ImageFormat::Jpeg);
+        let full = decode(&jpeg, &Limits::default()).unwrap();
+        for (want, side) in [(0.1, 200), (0.2, 400), (0.3, 800), (0.5, 800), (0.6, 1600)] {
+            let mut asked = None;
+            let (p, dims) = decode_reduced(&jpeg, &Limits::default(), |w, h| {
+                asked = Some((w, h));
+                want
+            })
+            .unwrap();
+            assert_eq!(asked, Some((1600, 1200)));
+            assert_eq!(dims, [1600, 1200]);
+            assert_eq!((p.width, p.channels), (side, 3), "scale {want}");
+            assert_eq!(p.height, side * 3 / 4);
+            // Same picture: each reduced pixel against the full decode's pixel at its centre.
+            let step = 1600 / side;
+            let mut diff = 0u64;
+            for y in 0..p.height {
+                for x in 0..p.width {
+                    for c in 0..3 {
+                        let (fx, fy) = (x * step + step / 2, y * step + step / 2);
+                        let a = p.data[(y * p.width + x) * 3 + c] as i64;
+                        let b = full.data[(fy * 1600 + fx) * 3 + c] as i64;
+                        diff += a.abs_diff(b);
+                    }
+                }
+            }
+            let mean = diff as f64 / (p.width * p.height * 3) as f64;
+            assert!(mean < 3.0, "scale {want}: mean |difference| {mean}");
+        }
+    }
+
+    #[test]
+    fn other_formats_and_full_scale_decode_in_full() {
+        let png = gradient(ImageFormat::Png);
+        let (p, dims) = decode_reduced(&png, &Limits::default(), |_, _| 0.1).unwrap();
+        assert_eq!((p.width, p.height, dims), (1600, 1200, [1600, 1200]));
+        let jpeg = gradient(ImageFormat::Jpeg);
+        let (p, _) = decode_reduced(&jpeg, &Limits::default(), |_, _| 1.0).unwrap();
+        assert_eq!(p, decode(&jpeg, &Limits::default()).unwrap());
+    }
+
+    #[test]
+    fn reduced_decoding_keeps_the_limits_and_the_truncation_check() {
+        let jpeg = gradient(ImageFormat::Jpeg);
+        let small = Limits {
+            max_pixels: 1000,
+            ..Limits::default()
+        };
+        let e = decode_reduced(&jpeg, &small, |_, _| 0.1).unwrap_err();
+        assert!(matches!(e, PreprocessError::TooLarge { .. }), "{e}");
+        let cut = &jpeg[..jpeg.len() / 2];
+        let e = decode_reduced(cut, &Limits::default(), |_, _| 0.1).unwrap_err();
+        assert!(matches!(e, PreprocessError::TruncatedJpeg(_)), "{e}");
+    }
 
     #[test]
     fn limits_name_the_size_and_both_bounds() {

@@ -26,7 +26,8 @@ mod file;
 mod resample;
 
 pub use decode::{
-    decode, decode_dynamic, jpeg_is_truncated, Limits, DEFAULT_MAX_ASPECT, DEFAULT_MAX_PIXELS,
+    decode, decode_dynamic, decode_reduced, jpeg_is_truncated, Limits, DEFAULT_MAX_ASPECT,
+    DEFAULT_MAX_PIXELS,
 };
 pub use file::{read_image_file, read_image_from, sniff_format, DEFAULT_MAX_FILE_BYTES};
 pub use resample::resize_window;

@@ -645,6 +645,19 @@ impl TrainConfig {
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Whether `stored`, the config a run directory holds, trains what `self` asks for. A run
+    /// stores its config with the model fields it took from the data filled in
+    /// ([`crate::train::resolve_model`]); the data settings are part of the digest, so the same
+    /// data gives the same fields, and those `self` leaves open are taken from `stored`.
+    pub fn same_recipe_as(&self, stored: &TrainConfig) -> bool {
+        let mut asked = self.clone();
+        let (m, s) = (&mut asked.model, &stored.model);
+        m.num_classes = m.num_classes.or(s.num_classes);
+        m.in_chans = m.in_chans.or(s.in_chans);
+        m.input_size = m.input_size.or(s.input_size);
+        asked.result_digest() == stored.result_digest()
+    }
+
     /// A short stable hash of the resolved config (provenance in exports).
     pub fn hash(&self) -> String {
         use sha2::Digest;

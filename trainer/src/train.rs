@@ -1699,7 +1699,7 @@ pub fn train_or_reuse(
     let same_recipe = run
         .as_ref()
         .and_then(|r| r.config().ok())
-        .is_some_and(|stored| stored.result_digest() == config.result_digest());
+        .is_some_and(|stored| config.same_recipe_as(&stored));
     if run.is_some() && !same_recipe && progress {
         println!(
             "  {} holds a run of another recipe: training again",
@@ -1739,7 +1739,7 @@ pub fn train_or_reuse_shared(
     if !retrain && !dir.exists() {
         // A teacher kept by an older build sits under the digest that build computed; its stored
         // config, read by this build, tells whether it is the same recipe.
-        if let Some(kept) = find_kept_run(&teachers, &digest) {
+        if let Some(kept) = find_kept_run(&teachers, config) {
             dir = kept;
         }
     }
@@ -1765,18 +1765,18 @@ pub fn kept_teacher(config: &TrainConfig) -> Option<std::path::PathBuf> {
     if finished {
         Some(dir)
     } else {
-        find_kept_run(&teachers, &digest)
+        find_kept_run(&teachers, config)
     }
 }
 
-/// A finished run under `parent` whose stored config has the result digest `digest`.
-fn find_kept_run(parent: &Path, digest: &str) -> Option<std::path::PathBuf> {
+/// A finished run under `parent` whose stored config is the recipe `config` asks for.
+fn find_kept_run(parent: &Path, config: &TrainConfig) -> Option<std::path::PathBuf> {
     std::fs::read_dir(parent)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
             RunDir::open(p).ok().is_some_and(|r| {
-                r.config().is_ok_and(|c| c.result_digest() == digest)
+                r.config().is_ok_and(|c| config.same_recipe_as(&c))
                     && r.load_state().is_ok_and(|(_, s)| s.finished)
             })
         })

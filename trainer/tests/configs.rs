@@ -56,3 +56,30 @@ fn overrides_apply_and_reject_unknown_fields() {
         .to_string();
     assert!(err.contains("learning_rate"), "{err}");
 }
+
+/// A run stores its config with the model fields taken from the data filled in; the config
+/// that asked for it (fields open) is still the same recipe, so studies and `train_or_reuse`
+/// resume it instead of training it again. Another value, or another data setting, is not.
+#[test]
+fn a_stored_config_with_data_filled_fields_is_the_same_recipe() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/study-cluttered.toml"),
+    )
+    .unwrap();
+    let study: toml::Value = toml::from_str(&text).unwrap();
+    let base = toml::to_string(&study["base"]).unwrap();
+    let asked = TrainConfig::from_toml_str(&base).unwrap();
+    assert_eq!(asked.model.input_size, None);
+    let mut stored = asked.clone();
+    stored.model.input_size = Some(64);
+    stored.model.num_classes = Some(10);
+    assert!(asked.same_recipe_as(&stored));
+    assert_ne!(asked.result_digest(), stored.result_digest());
+
+    let mut other_size = asked.clone();
+    other_size.model.input_size = Some(32);
+    assert!(!other_size.same_recipe_as(&stored));
+    let mut other_data = asked.clone();
+    other_data.data.dataset.limit = Some(123);
+    assert!(!other_data.same_recipe_as(&stored));
+}

@@ -997,3 +997,69 @@ fn a_class_subset_is_relabelled_and_a_per_class_limit_takes_the_same_samples_eve
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- DCT-scaled decoding
+
+/// The loader decodes large JPEGs at the DCT scale its random-resized crops need: the batches
+/// match those from the same pictures stored as PNG (decoded in full), crop for crop.
+#[test]
+fn large_jpegs_train_from_a_dct_scaled_decode_with_the_same_crops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (jpeg, png) = (tmp.path().join("jpeg"), tmp.path().join("png"));
+    data::synthetic::write_jpeg_folder(&jpeg, 2, 4, 0, 960, 720, 5).unwrap();
+    for entry in walkdir(&jpeg.join("train")) {
+        let out = png
+            .join(entry.strip_prefix(&jpeg).unwrap())
+            .with_extension("png");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        // The full decode the PNG twin keeps (JPEG loss included).
+        image::open(&entry).unwrap().save(&out).unwrap();
+    }
+    let pre = Preprocess::imagenet(64);
+    let aug = AugmentConfig {
+        random_resized_crop: Some(RrcConfig::default()),
+        ..AugmentConfig::default()
+    };
+    let batches = |root: &Path| {
+        let ds = Arc::new(
+            data::open(&DatasetSpec::new(DatasetKind::Folder, root), Split::Train).unwrap(),
+        );
+        let cfg = LoaderConfig {
+            batch_size: 8,
+            workers: 1,
+            ..LoaderConfig::default()
+        };
+        let loader = Loader::train(ds, &pre, &aug, None, 0.0, cfg).unwrap();
+        collect(&loader, 0, 0).remove(0)
+    };
+    let (from_jpeg, from_png) = (batches(&jpeg), batches(&png));
+    assert_eq!(from_jpeg.samples, from_png.samples);
+    // Normalized units (std ≈ 0.23 of the 0–255 range): 0.15 is ≈ 9 grey levels. These
+    // sinusoids reach 0.4 cycles/pixel at the reduced scale, so the DCT's box-like filter and
+    // the full decode's resize differ more than on photos (measured 0.10).
+    let gap = (&from_jpeg.images - &from_png.images)
+        .abs()
+        .mean(Kind::Float)
+        .double_value(&[]);
+    // Not zero: a full decode of the JPEG would equal its PNG twin bit for bit.
+    assert!(gap > 0.0 && gap < 0.15, "mean |difference| {gap}");
+    // Another crop of the same pictures is far off (measured 1.23): the crops agree.
+    let shifted = (&from_jpeg.images - &from_png.images.roll([7], [3]))
+        .abs()
+        .mean(Kind::Float)
+        .double_value(&[]);
+    assert!(shifted > 8.0 * gap, "shifted {shifted} vs aligned {gap}");
+}
+
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -369,6 +369,26 @@ pub(crate) fn decode(path: &Path) -> Result<Image> {
     Ok(super::ops::from_pixels(pixels))
 }
 
+/// [`decode`] at the smallest JPEG DCT scale that keeps `min_scale(width, height)` of the full
+/// resolution; returns the image and the full-size `[width, height]`.
+pub(crate) fn decode_reduced(
+    path: &Path,
+    min_scale: impl FnOnce(usize, usize) -> f64,
+) -> Result<(Image, [usize; 2])> {
+    let fail = |source| DataError::Decode {
+        path: path.into(),
+        source,
+    };
+    let bytes = lkd_preprocess::read_image_file(path, lkd_preprocess::DEFAULT_MAX_FILE_BYTES)
+        .map_err(fail)?;
+    let (pixels, [w, h]) =
+        lkd_preprocess::decode_reduced(&bytes, &lkd_preprocess::Limits::default(), |w, h| {
+            min_scale(w as usize, h as usize)
+        })
+        .map_err(fail)?;
+    Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

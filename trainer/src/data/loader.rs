@@ -3,6 +3,7 @@
 //! (seed, epoch, sample index), each batch's Mixup RNG by (seed, epoch, batch index); batch k
 //! is built by worker k mod W and delivered in order through that worker's bounded queue.
 
+use super::transform::DecodePlan;
 use super::{rng, DataError, Dataset, Mixup, Result, Shard, Transform};
 use rand::distributions::Distribution;
 use rand::seq::SliceRandom;
@@ -549,17 +550,47 @@ impl Drop for Epoch {
     }
 }
 
+/// A decoded sample with its full size, its drawn crop and its random stream.
+struct Loaded {
+    idx: usize,
+    sample: super::Sample,
+    full: [usize; 2],
+    plan: DecodePlan,
+    rng: rand::rngs::StdRng,
+}
+
 /// Loads sample `order[pos]`; an undecodable one is recorded and replaced by the next decodable
 /// sample in epoch order, so the substitute is the same whatever the thread timing.
-fn load_sample(shared: &Shared, order: &[usize], pos: usize) -> Result<(usize, super::Sample)> {
+///
+/// The sample's random stream is drawn from first for its crop, so the decoder can scale a JPEG
+/// down to what the crop needs ([`Transform::plan`]); the rest of the transform continues it.
+fn load_sample(shared: &Shared, order: &[usize], pos: usize, epoch: usize) -> Result<Loaded> {
     let ds = &shared.dataset;
     for step in 0..order.len() {
         let idx = order[(pos + step) % order.len()];
         if !ds.strict() && shared.skipped.lock().unwrap().contains_key(&idx) {
             continue;
         }
-        match ds.get(idx) {
-            Ok(s) => return Ok((idx, s)),
+        let mut rng = rng::rng_for(&[shared.cfg.seed, epoch as u64, idx as u64]);
+        let mut plan = None;
+        let got = ds.get_reduced(idx, |w, h| {
+            let p = shared.transform.plan(w, h, &mut rng);
+            plan = Some(p);
+            p.min_scale
+        });
+        match got {
+            Ok((sample, full)) => {
+                let plan = plan.ok_or_else(|| {
+                    DataError::Loader(format!("sample {idx} was decoded without a plan"))
+                })?;
+                return Ok(Loaded {
+                    idx,
+                    sample,
+                    full,
+                    plan,
+                    rng,
+                });
+            }
             Err(e @ (DataError::Decode { .. } | DataError::Io { .. })) => {
                 if ds.strict() {
                     return Err(e);
@@ -602,11 +633,22 @@ fn build_batch(shared: &Shared, order: &[usize], epoch: usize, k: usize) -> Resu
     let mut labels = Vec::with_capacity(b);
     let mut samples = Vec::with_capacity(b);
     for (j, pos) in (lo..hi).enumerate() {
-        let (idx, s) = load_sample(shared, order, pos)?;
-        let mut r = rng::rng_for(&[cfg.seed, epoch as u64, idx as u64]);
+        let Loaded {
+            idx,
+            sample: s,
+            full,
+            plan,
+            mut rng,
+        } = load_sample(shared, order, pos, epoch)?;
         shared
             .transform
-            .apply(s.image, &mut r, &mut buf[j * per..(j + 1) * per])
+            .apply_planned(
+                s.image,
+                full,
+                &plan,
+                &mut rng,
+                &mut buf[j * per..(j + 1) * per],
+            )
             .map_err(|source| DataError::Transform { index: idx, source })?;
         labels.push(s.label as i64);
         samples.push(idx);

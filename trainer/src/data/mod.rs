@@ -24,7 +24,7 @@ pub use loader::{Batch, Epoch, Loader, LoaderConfig, LoaderState, LoaderStats};
 pub use mixup::{Mixup, MixupConfig};
 pub use randaug::RandAugment;
 pub use shard::Shard;
-pub use transform::{AugmentConfig, RrcConfig, Transform};
+pub use transform::{AugmentConfig, DecodePlan, RrcConfig, Transform};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -641,6 +641,36 @@ impl Dataset {
         match &self.store {
             Store::Files { files } => Some(&files[r].0),
             Store::Memory { .. } => None,
+        }
+    }
+
+    /// Decodes sample `i` for a transform that needs `min_scale(width, height)` of its full
+    /// resolution (JPEG files are decoded DCT-scaled, see [`folder::decode_reduced`]); returns
+    /// the sample and its full-size `[width, height]`.
+    pub fn get_reduced(
+        &self,
+        i: usize,
+        min_scale: impl FnOnce(usize, usize) -> f64,
+    ) -> Result<(Sample, [usize; 2])> {
+        let r = self.raw_index(i)?;
+        match &self.store {
+            Store::Files { files } => {
+                let (path, label) = &files[r];
+                let (image, full) = folder::decode_reduced(path, min_scale)?;
+                Ok((
+                    Sample {
+                        image,
+                        label: *label as usize,
+                    },
+                    full,
+                ))
+            }
+            Store::Memory { .. } => {
+                let s = self.get(i)?;
+                let full = [s.image.width, s.image.height];
+                min_scale(full[0], full[1]);
+                Ok((s, full))
+            }
         }
     }
 

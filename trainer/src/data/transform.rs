@@ -140,6 +140,36 @@ pub fn rrc_params<R: Rng + ?Sized>(
     ((w - cw) / 2, (h - ch) / 2, cw, ch)
 }
 
+/// The decode a sample needs (see [`Transform::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodePlan {
+    /// Random-resized crop (x, y, w, h) in full-size pixels.
+    pub crop: Option<(usize, usize, usize, usize)>,
+    /// Share of the full resolution the transform needs, in (0, 1].
+    pub min_scale: f64,
+}
+
+/// A box drawn on a `full`-size image, moved onto the same image decoded at `got` pixels
+/// (unchanged when the sizes agree); it stays inside the image and at least 1×1.
+fn scale_box(
+    (x, y, w, h): (usize, usize, usize, usize),
+    full: [usize; 2],
+    got: [usize; 2],
+) -> (usize, usize, usize, usize) {
+    if full == got {
+        return (x, y, w, h);
+    }
+    let axis = |start: usize, len: usize, full: usize, got: usize| {
+        let f = got as f64 / full as f64;
+        let s = ((start as f64 * f).round() as usize).min(got - 1);
+        let l = ((len as f64 * f).round() as usize).clamp(1, got - s);
+        (s, l)
+    };
+    let (x, w) = axis(x, w, full[0], got[0]);
+    let (y, h) = axis(y, h, full[1], got[1]);
+    (x, y, w, h)
+}
+
 /// timm `RandomErasing(mode='pixel', max_count=1)` on one normalized C×H×W image.
 pub fn random_erase<R: Rng + ?Sized>(
     x: &mut [f32],
@@ -265,10 +295,48 @@ impl Transform {
         Ok(ops::from_pixels(out))
     }
 
+    /// What to decode for an image of `width`×`height`: the random-resized crop (drawn first,
+    /// as [`Transform::apply_u8`] draws it) and the smallest share of the full resolution that
+    /// still gives the crop at least `input_size` pixels — a JPEG decoder may scale down to it.
+    pub fn plan<R: Rng + ?Sized>(&self, width: usize, height: usize, rng: &mut R) -> DecodePlan {
+        let rrc = self
+            .aug
+            .as_ref()
+            .and_then(|a| a.random_resized_crop.as_ref());
+        let Some(cfg) = rrc else {
+            // Eval geometry stays exactly what `predict` and `serve` compute.
+            return DecodePlan {
+                crop: None,
+                min_scale: 1.0,
+            };
+        };
+        let crop = rrc_params(width, height, cfg, rng);
+        let [h, w] = self.pre.input_size;
+        let min_scale = (w as f64 / crop.2 as f64).max(h as f64 / crop.3 as f64);
+        DecodePlan {
+            crop: Some(crop),
+            min_scale: min_scale.min(1.0),
+        }
+    }
+
     /// Everything before normalization, as u8 HWC with `pre.channels` channels.
     pub fn apply_u8<R: Rng + ?Sized>(
         &self,
         img: Image,
+        rng: &mut R,
+    ) -> Result<Image, PreprocessError> {
+        let full = [img.width, img.height];
+        let plan = self.plan(img.width, img.height, rng);
+        self.apply_planned_u8(img, full, &plan, rng)
+    }
+
+    /// [`Transform::apply_u8`] with the crop already drawn by [`Transform::plan`] on the
+    /// full-size `[width, height]`; `img` may be decoded smaller, and the crop is scaled to it.
+    pub fn apply_planned_u8<R: Rng + ?Sized>(
+        &self,
+        img: Image,
+        full: [usize; 2],
+        plan: &DecodePlan,
         rng: &mut R,
     ) -> Result<Image, PreprocessError> {
         let img = ops::to_channels(img, self.pre.channels);
@@ -276,9 +344,9 @@ impl Transform {
         let Some(aug) = &self.aug else {
             return self.eval_geometry(img);
         };
-        let mut out = match &aug.random_resized_crop {
-            Some(cfg) => {
-                let (x, y, cw, ch) = rrc_params(img.width, img.height, cfg, rng);
+        let mut out = match plan.crop {
+            Some((x, y, cw, ch)) => {
+                let (x, y, cw, ch) = scale_box((x, y, cw, ch), full, [img.width, img.height]);
                 let c = ops::crop(&img, x as isize, y as isize, cw, ch);
                 ops::resize(&c, w, h, self.pre.interpolation)
             }
@@ -306,7 +374,21 @@ impl Transform {
         rng: &mut R,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
-        let u = self.apply_u8(img, rng)?;
+        let full = [img.width, img.height];
+        let plan = self.plan(img.width, img.height, rng);
+        self.apply_planned(img, full, &plan, rng, out)
+    }
+
+    /// [`Transform::apply`] after [`Transform::plan`] (see [`Transform::apply_planned_u8`]).
+    pub fn apply_planned<R: Rng + ?Sized>(
+        &self,
+        img: Image,
+        full: [usize; 2],
+        plan: &DecodePlan,
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        let u = self.apply_planned_u8(img, full, plan, rng)?;
         ops::to_chw_normalized(&u, &self.pre.mean, &self.pre.std, out);
         if let Some(aug) = &self.aug {
             if aug.random_erasing > 0.0 {
