@@ -845,35 +845,32 @@ fn claims(study: &StudyConfig, results: &[CellResult]) -> String {
     for student in students {
         for method in &methods {
             let mut rows: Vec<(&str, String, Vec<f64>)> = vec![];
-            if let Some(vit) = &vit {
-                let d: Vec<f64> = study
+            // Per-seed top-1 of the large-kernel teacher's student minus `other`'s.
+            let top1_over = |other: &str| -> Vec<f64> {
+                study
                     .seeds
                     .iter()
                     .filter_map(|&s| {
                         Some(
                             cell(student, &large, method, s)?.top1
-                                - cell(student, vit, method, s)?.top1,
+                                - cell(student, other, method, s)?.top1,
                         )
                     })
-                    .collect();
-                rows.push(("(a) top-1", format!("{large} − {vit} (pts)"), d));
+                    .collect()
+            };
+            if let Some(vit) = &vit {
+                rows.push((
+                    "(a) top-1",
+                    format!("{large} − {vit} (pts)"),
+                    top1_over(vit),
+                ));
             }
             // Kernel size alone: the large- against the small-kernel ConvNet teacher.
             if let Some(small) = &small {
-                let d: Vec<f64> = study
-                    .seeds
-                    .iter()
-                    .filter_map(|&s| {
-                        Some(
-                            cell(student, &large, method, s)?.top1
-                                - cell(student, small, method, s)?.top1,
-                        )
-                    })
-                    .collect();
                 rows.push((
                     "(k) top-1, kernel size",
                     format!("{large} − {small} (pts)"),
-                    d,
+                    top1_over(small),
                 ));
             }
             // (c) on the continuous measures: the whole-pixel ratio moves in steps and is

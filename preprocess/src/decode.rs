@@ -62,8 +62,8 @@ impl Limits {
     }
 }
 
-/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within `limits`.
-pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
+/// Format (from the content) and size from the header, the size checked against `limits`.
+fn header(bytes: &[u8], limits: &Limits) -> Result<(ImageFormat, u32, u32)> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| PreprocessError::Header {
@@ -74,6 +74,12 @@ pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
         .into_dimensions()
         .map_err(|source| PreprocessError::Header { source })?;
     limits.check(width as u64, height as u64)?;
+    Ok((format, width, height))
+}
+
+/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within `limits`.
+pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
+    let (format, _, _) = header(bytes, limits)?;
     if format == ImageFormat::Jpeg {
         if let Some(reason) = jpeg_is_truncated(bytes) {
             return Err(PreprocessError::TruncatedJpeg(reason));
@@ -99,16 +105,7 @@ pub fn decode_reduced(
     limits: &Limits,
     min_scale: impl FnOnce(u32, u32) -> f64,
 ) -> Result<(Pixels, [u32; 2])> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| PreprocessError::Header {
-            source: image::ImageError::IoError(e),
-        })?;
-    let format = reader.format().ok_or(PreprocessError::UnknownFormat)?;
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|source| PreprocessError::Header { source })?;
-    limits.check(width as u64, height as u64)?;
+    let (format, width, height) = header(bytes, limits)?;
     let scale = min_scale(width, height);
     if format == ImageFormat::Jpeg && scale < 1.0 {
         if let Some(reason) = jpeg_is_truncated(bytes) {
