@@ -62,8 +62,9 @@ impl Limits {
     }
 }
 
-/// Format (from the content) and size from the header, the size checked against `limits`.
-fn header(bytes: &[u8], limits: &Limits) -> Result<(ImageFormat, u32, u32)> {
+/// Format (from the content) and size from the header, the size checked against `limits`, and
+/// a JPEG checked for truncation: everything refused before pixels are decoded.
+fn checked_header(bytes: &[u8], limits: &Limits) -> Result<(ImageFormat, u32, u32)> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| PreprocessError::Header {
@@ -74,17 +75,22 @@ fn header(bytes: &[u8], limits: &Limits) -> Result<(ImageFormat, u32, u32)> {
         .into_dimensions()
         .map_err(|source| PreprocessError::Header { source })?;
     limits.check(width as u64, height as u64)?;
-    Ok((format, width, height))
-}
-
-/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within `limits`.
-pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
-    let (format, _, _) = header(bytes, limits)?;
     if format == ImageFormat::Jpeg {
         if let Some(reason) = jpeg_is_truncated(bytes) {
             return Err(PreprocessError::TruncatedJpeg(reason));
         }
     }
+    Ok((format, width, height))
+}
+
+/// Decodes JPEG/PNG/WebP/BMP/GIF bytes (format from the content) within `limits`.
+pub fn decode_dynamic(bytes: &[u8], limits: &Limits) -> Result<DynamicImage> {
+    let (format, _, _) = checked_header(bytes, limits)?;
+    decode_full(bytes, format, limits)
+}
+
+/// The full decode, after [`checked_header`].
+fn decode_full(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<DynamicImage> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(limits.for_decoder());
     let img = reader
@@ -105,17 +111,15 @@ pub fn decode_reduced(
     limits: &Limits,
     min_scale: impl FnOnce(u32, u32) -> f64,
 ) -> Result<(Pixels, [u32; 2])> {
-    let (format, width, height) = header(bytes, limits)?;
+    let (format, width, height) = checked_header(bytes, limits)?;
     let scale = min_scale(width, height);
     if format == ImageFormat::Jpeg && scale < 1.0 {
-        if let Some(reason) = jpeg_is_truncated(bytes) {
-            return Err(PreprocessError::TruncatedJpeg(reason));
-        }
         if let Some(pixels) = decode_jpeg_scaled(bytes, limits, width, height, scale)? {
             return Ok((pixels, [width, height]));
         }
     }
-    Ok((decode(bytes, limits)?, [width, height]))
+    let img = decode_full(bytes, format, limits)?;
+    Ok((Pixels::from_dynamic(img), [width, height]))
 }
 
 /// `None` when the JPEG's pixel format is neither luma nor RGB.

@@ -358,15 +358,7 @@ pub(crate) fn open_unsplit(
 /// serving decoder (size bounds from the header, truncated JPEGs refused): luma for grey
 /// sources, RGB for everything else.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
-    let fail = |source| DataError::Decode {
-        path: path.into(),
-        source,
-    };
-    let bytes = lkd_preprocess::read_image_file(path, lkd_preprocess::DEFAULT_MAX_FILE_BYTES)
-        .map_err(fail)?;
-    let pixels =
-        lkd_preprocess::decode(&bytes, &lkd_preprocess::Limits::default()).map_err(fail)?;
-    Ok(super::ops::from_pixels(pixels))
+    decode_reduced(path, |_, _| 1.0).map(|(image, _)| image)
 }
 
 /// [`decode`] at the smallest JPEG DCT scale that keeps `min_scale(width, height)` of the full

@@ -652,26 +652,16 @@ impl Dataset {
         i: usize,
         min_scale: impl FnOnce(usize, usize) -> f64,
     ) -> Result<(Sample, [usize; 2])> {
-        let r = self.raw_index(i)?;
-        match &self.store {
-            Store::Files { files } => {
-                let (path, label) = &files[r];
-                let (image, full) = folder::decode_reduced(path, min_scale)?;
-                Ok((
-                    Sample {
-                        image,
-                        label: *label as usize,
-                    },
-                    full,
-                ))
-            }
-            Store::Memory { .. } => {
-                let s = self.get(i)?;
-                let full = [s.image.width, s.image.height];
-                min_scale(full[0], full[1]);
-                Ok((s, full))
-            }
-        }
+        let Store::Files { files } = &self.store else {
+            let s = self.get(i)?;
+            let full = [s.image.width, s.image.height];
+            min_scale(full[0], full[1]);
+            return Ok((s, full));
+        };
+        let (path, label) = &files[self.raw_index(i)?];
+        let (image, full) = folder::decode_reduced(path, min_scale)?;
+        let label = *label as usize;
+        Ok((Sample { image, label }, full))
     }
 
     /// Decodes sample `i`. A corrupt file is `DataError::Decode` naming its path.
