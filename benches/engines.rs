@@ -108,10 +108,8 @@ fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner, f64)>>
         ("openvino f32", Precision::F32, None),
         ("openvino f32 static1", Precision::F32, Some(1)),
     ];
-    if cpu_flags()
-        .iter()
-        .any(|f| f == "avx512_bf16" || f == "amx_bf16")
-    {
+    let this = lkd_util::Machine::this();
+    if this.has("avx512_bf16") || this.has("amx_bf16") {
         ov.push(("openvino bf16 static1", Precision::Bf16, Some(1)));
     }
     for (name, precision, static_batch) in ov {
@@ -131,33 +129,11 @@ fn engines(path: &Path, threads: usize) -> AnyResult<Vec<(String, Runner, f64)>>
     Ok(out)
 }
 
-fn cpu_flags() -> Vec<String> {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .map(|l| l.split_whitespace().skip(2).map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 fn machine() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let relevant: Vec<String> = cpu_flags()
-        .into_iter()
-        .filter(|f| f == "avx2" || f == "fma" || f.starts_with("avx512") || f.starts_with("amx"))
-        .collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
-        "CPU: {model}, {cores} cores; flags: {}\nload average at start: {}",
-        relevant.join(" "),
+        "CPU: {}\nload average at start: {}",
+        lkd_util::Machine::this().describe(),
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()

@@ -281,7 +281,9 @@ impl KdEpoch {
         self.runs.set(n + 1);
         let dir = self.root.join(format!("run{n}"));
         let t0 = Instant::now();
-        let s = lkd_trainer::train::train(&cfg, &dir, false, false).expect("kd epoch");
+        let s = lkd_trainer::train::Start::new(&cfg, &dir)
+            .and_then(|s| lkd_trainer::train::train(s, false))
+            .expect("kd epoch");
         let secs = t0.elapsed().as_secs_f64();
         let c = s.teacher_cache.expect("cache stats");
         assert_eq!(
@@ -524,8 +526,10 @@ fn ddp_worker() {
     .expect("config");
     let out = std::path::PathBuf::from(std::env::var(DDP_OUT).expect("out"));
     let s = match LaunchEnv::from_env().expect("launch env") {
-        Some(l) => lkd_trainer::train::train_parallel(&cfg, &out, false, false, &l),
-        None => lkd_trainer::train::train(&cfg, &out, false, false),
+        Some(l) => lkd_trainer::train::Start::new(&cfg, &out)
+            .and_then(|s| lkd_trainer::train::train_parallel(s, false, &l)),
+        None => lkd_trainer::train::Start::new(&cfg, &out)
+            .and_then(|s| lkd_trainer::train::train(s, false)),
     }
     .expect("ddp bench run");
     // CPU seconds of this process (user + system), whatever else the machine runs.

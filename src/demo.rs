@@ -7,11 +7,11 @@
 //! later demos (`--retrain-teacher` trains it again); each student is trained for several seeds
 //! so the KD gain comes with its spread.
 
-use crate::report::{self, ModelRow, Report};
-use crate::train_cmds::measure_erf;
 use anyhow::{Context, Result};
 use clap::Args;
+use lkd_study::report::{self, ModelRow, Report};
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+use lkd_trainer::erf::measure_on_dataset as measure_erf;
 use lkd_trainer::rundir::RunDir;
 use lkd_trainer::train::{load_model, train_or_reuse, train_or_reuse_shared, RunOutcome};
 use std::path::{Path, PathBuf};

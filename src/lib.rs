@@ -5,11 +5,9 @@
 pub mod demo;
 pub mod doctor;
 pub mod export_cmd;
-pub mod plots;
 pub mod quantize_cmd;
-pub mod report;
 pub mod runtime_cmds;
-pub mod study;
+pub mod study_cmd;
 pub mod train_cmds;
 
 use anyhow::Result;
@@ -58,7 +56,7 @@ pub enum Command {
     /// The end-to-end job: teacher, distilled and baseline students, ONNX, latency, ERF, report.
     Demo(demo::DemoArgs),
     /// The paper's comparison at CPU scale: teachers x KD methods x students x seeds.
-    Study(study::StudyArgs),
+    Study(study_cmd::StudyArgs),
     /// Print libtorch / ONNX Runtime versions, CUDA availability, execution providers, dataset.
     Doctor,
 }
@@ -82,7 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => runtime_cmds::run_serve(a)?,
         Command::Export(a) => export_cmd::run_export(a)?,
         Command::Demo(a) => demo::run_demo(a)?,
-        Command::Study(a) => study::run_study(a)?,
+        Command::Study(a) => study_cmd::run_study(a)?,
         Command::Doctor => doctor::run()?,
     }
     Ok(())

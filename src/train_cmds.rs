@@ -1,14 +1,13 @@
 //! `lkd train`, `lkd distill`, `lkd eval`, `lkd erf`.
 
-use crate::plots::write_heatmaps;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lkd_models::ModelConfig;
+use lkd_study::plots::write_heatmaps;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::data::{self, Loader, LoaderConfig, Split, Transform};
-use lkd_trainer::erf::ErfMeter;
 use lkd_trainer::lkd_dist::LaunchEnv;
-use lkd_trainer::train::{evaluate, load_model, train, train_parallel, Summary};
+use lkd_trainer::train::{evaluate, load_model, train, train_parallel, Start, Summary};
 use lkd_trainer::{parse_device, rundir::RunDir};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -184,12 +183,18 @@ fn build_config(a: &RunArgs) -> Result<TrainConfig> {
     Ok(cfg.with_overrides(&a.sets)?)
 }
 
-fn execute(cfg: &TrainConfig, a: &RunArgs) -> Result<()> {
-    let (dir, resume) = match (&a.resume, &a.out) {
-        (Some(r), _) => (r.clone(), true),
-        (None, Some(o)) => (o.clone(), false),
+/// The run the command line names: `--resume RUN`, or a new run of the config `new_config`
+/// builds in `--out RUN` (validated here, once).
+fn start_of(a: &RunArgs, new_config: impl FnOnce() -> Result<TrainConfig>) -> Result<Start> {
+    match (&a.resume, &a.out) {
+        (Some(run), _) => Ok(Start::resume(run)),
+        (None, Some(out)) => Ok(Start::new(&new_config()?, out)?),
         (None, None) => bail!("give --out RUN_DIR for a new run or --resume RUN_DIR"),
-    };
+    }
+}
+
+fn execute(start: Start, a: &RunArgs) -> Result<()> {
+    let dir = start.run_dir().to_path_buf();
     let launch = LaunchEnv::from_env()?;
     if let Some(n) = a.nproc_per_node {
         if launch.is_some() {
@@ -201,8 +206,8 @@ fn execute(cfg: &TrainConfig, a: &RunArgs) -> Result<()> {
         return launch_local_workers(usize::from(n));
     }
     let s = match &launch {
-        None => train(cfg, &dir, resume, !a.quiet),
-        Some(l) => train_parallel(cfg, &dir, resume, !a.quiet && l.rank == 0, l),
+        None => train(start, !a.quiet),
+        Some(l) => train_parallel(start, !a.quiet && l.rank == 0, l),
     }
     .map_err(|e| {
         // An error that already names the run directory is not prefixed with it again.
@@ -361,21 +366,17 @@ fn print_summary(dir: &Path, s: &Summary) {
 }
 
 pub fn run_train(a: RunArgs) -> Result<()> {
-    let cfg = if a.resume.is_some() {
-        default_config()?
-    } else {
-        build_config(&a)?
-    };
-    execute(&cfg, &a)
+    let start = start_of(&a, || build_config(&a))?;
+    execute(start, &a)
 }
 
 pub fn run_distill(a: DistillArgs) -> Result<()> {
-    if a.run.resume.is_some() {
-        return execute(&default_config()?, &a.run);
-    }
-    let mut cfg = build_config(&a.run)?;
-    a.distill.apply(&mut cfg)?;
-    execute(&cfg, &a.run)
+    let start = start_of(&a.run, || {
+        let mut cfg = build_config(&a.run)?;
+        a.distill.apply(&mut cfg)?;
+        Ok(cfg)
+    })?;
+    execute(start, &a.run)
 }
 
 /// `lkd teacher-cache build`: the teacher's outputs for the first N epochs of a distillation
@@ -566,7 +567,7 @@ pub fn run_erf(a: ErfArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let model = a.preset.as_deref().map(ModelConfig::preset);
     let (exec, params) = load_model(&a.source, model.as_ref(), device)?;
-    let r = measure_erf(
+    let r = lkd_trainer::erf::measure_on_dataset(
         &exec,
         &params,
         &dataset_for(&a.source, a.config.as_deref())?,
@@ -604,59 +605,4 @@ pub fn run_erf(a: ErfArgs) -> Result<()> {
         out.join("erf.json").display()
     );
     Ok(())
-}
-
-/// ERF over the first `n` validation images (eval transform).
-pub fn measure_erf(
-    exec: &lkd_trainer::Executor,
-    params: &lkd_trainer::Params,
-    spec: &data::DatasetSpec,
-    n: usize,
-    tap: Option<&str>,
-    input_size: Option<usize>,
-    device: lkd_trainer::tch::Device,
-) -> Result<lkd_trainer::erf::ErfResult> {
-    let tap = match tap {
-        Some(t) => t.to_string(),
-        None => exec
-            .graph
-            .stage_taps()
-            .last()
-            .map(|(k, _)| k.clone())
-            .context("model has no stage taps")?,
-    };
-    let mut spec = spec.clone();
-    spec.val_limit = Some(n);
-    let set = Arc::new(data::open(&spec, Split::Val)?);
-    let mut pre = exec.graph.preprocess.clone();
-    let fixed = exec
-        .graph
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, lkd_models::Op::AddParam { .. }));
-    if !fixed {
-        let side = input_size.unwrap_or(4 * pre.input_size[0]);
-        pre.input_size = [side, side];
-    }
-    // As the authors measure: resized to the measuring size, no centre crop.
-    pre.crop_pct = 1.0;
-    let loader = Loader::new(
-        set,
-        Transform::eval(&pre),
-        None,
-        LoaderConfig {
-            batch_size: 16,
-            workers: 0,
-            prefetch: 2,
-            seed: 0,
-            shuffle: false,
-            drop_last: false,
-            balanced: false,
-        },
-    )?;
-    let mut meter = ErfMeter::new();
-    for batch in loader.epoch(0, 0)? {
-        meter.add(exec, params, &batch?.images.f_to_device(device)?, &tap)?;
-    }
-    Ok(meter.finish(&tap)?)
 }

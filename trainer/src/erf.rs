@@ -7,10 +7,70 @@
 //! RMS radius of the raw gradient map (in input pixels).
 //! Numbers only: the `lkd` CLI draws the heatmaps.
 
+use crate::data::{self, DatasetSpec, Loader, LoaderConfig, Split, Transform};
 use crate::executor::{Executor, Params};
 use crate::TrainError;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+/// The ERF of a model over the first `images` validation images of `spec` (eval transform),
+/// at `tap` (default: the last stage). Measured as the authors do: inputs resized to the
+/// measuring size (`input_size`, default 4× the model's, unless the model's positional
+/// parameters fix its size), no centre crop.
+pub fn measure_on_dataset(
+    exec: &Executor,
+    params: &Params,
+    spec: &DatasetSpec,
+    images: usize,
+    tap: Option<&str>,
+    input_size: Option<usize>,
+    device: tch::Device,
+) -> Result<ErfResult, TrainError> {
+    let tap = match tap {
+        Some(t) => t.to_string(),
+        None => exec
+            .graph
+            .stage_taps()
+            .last()
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| {
+                TrainError::Config(format!("{} has no stage taps", exec.graph.preset))
+            })?,
+    };
+    let mut spec = spec.clone();
+    spec.val_limit = Some(images);
+    let set = std::sync::Arc::new(data::open(&spec, Split::Val)?);
+    let mut pre = exec.graph.preprocess.clone();
+    let fixed = exec
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, lkd_models::Op::AddParam { .. }));
+    if !fixed {
+        let side = input_size.unwrap_or(4 * pre.input_size[0]);
+        pre.input_size = [side, side];
+    }
+    pre.crop_pct = 1.0;
+    let loader = Loader::new(
+        set,
+        Transform::eval(&pre),
+        None,
+        LoaderConfig {
+            batch_size: 16,
+            workers: 0,
+            prefetch: 2,
+            seed: 0,
+            shuffle: false,
+            drop_last: false,
+            balanced: false,
+        },
+    )?;
+    let mut meter = ErfMeter::new();
+    for batch in loader.epoch(0, 0)? {
+        meter.add(exec, params, &batch?.images.f_to_device(device)?, &tap)?;
+    }
+    meter.finish(&tap)
+}
 
 pub const THRESHOLDS: [f64; 4] = [0.2, 0.3, 0.5, 0.99];
 

@@ -202,43 +202,63 @@ impl RunDir {
         })
     }
 
-    /// The writer's lock on the run at `path`: a new run's directory is created first; a resumed
-    /// one must be a run directory. Another writer holding it is an error naming its PID.
-    pub fn lock(path: &Path, resume: bool) -> Result<DirLock, TrainError> {
+    /// The run at `path` opened for writing, under its writer's lock: a new run's directory is
+    /// created first; a resumed one must be a run directory. Another writer holding it is an
+    /// error naming its PID.
+    pub fn acquire(path: &Path, resume: bool) -> Result<Self, TrainError> {
         if resume {
             Self::open(path)?;
         }
         std::fs::create_dir_all(path).map_err(io(path))?;
-        DirLock::acquire(path, "run directory")
-    }
-
-    /// This run, holding `lock` for as long as it lives.
-    pub fn holding(mut self, lock: DirLock) -> Self {
-        self._lock = Some(lock);
-        self
+        let lock = DirLock::acquire(path, "run directory")?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            _lock: Some(lock),
+            skipped_printed: Default::default(),
+        })
     }
 
     /// Creates a new run dir; an existing one with a config is an error (resume it or pick another).
     pub fn create(path: &Path, config: &TrainConfig) -> Result<Self, TrainError> {
-        if path.join(CONFIG).exists() {
-            return Err(TrainError::Config(format!(
-                "{} already holds a run: use --resume {0} or another --out",
-                path.display()
-            )));
-        }
         std::fs::create_dir_all(path).map_err(io(path))?;
         let run = Self {
             path: path.to_path_buf(),
             _lock: None,
             skipped_printed: Default::default(),
         };
-        write_atomic(&run.file(CONFIG), config.to_toml().as_bytes())?;
+        run.write_config(config)?;
         Ok(run)
+    }
+
+    /// Stores a new run's config; a directory already holding one is an error (resume it or
+    /// pick another).
+    pub fn write_config(&self, config: &TrainConfig) -> Result<(), TrainError> {
+        if self.file(CONFIG).exists() {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run: use --resume {0} or another --out",
+                self.path.display()
+            )));
+        }
+        Ok(write_atomic(
+            &self.file(CONFIG),
+            config.to_toml().as_bytes(),
+        )?)
+    }
+
+    /// Whether the run holds a config but never reached its first checkpoint.
+    pub fn is_unstarted(&self) -> bool {
+        self.file(CONFIG).exists() && !self.file(STATE).exists()
+    }
+
+    /// Whether the run has a checkpoint to resume from.
+    pub fn has_checkpoint(&self) -> bool {
+        self.file(STATE).exists()
     }
 
     /// Removes what a run that never reached its first checkpoint left (config and metric
     /// lines), so it can start over cleanly. Refuses a directory holding anything else.
-    pub fn clear_unstarted(path: &Path) -> Result<(), TrainError> {
+    pub fn clear_unstarted(&self) -> Result<(), TrainError> {
+        let path = &self.path;
         let entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(io(path))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -453,12 +473,16 @@ mod tests {
         ] {
             std::fs::write(d.join(name), b"partial").unwrap();
         }
-        RunDir::clear_unstarted(d).unwrap();
+        RunDir::open(d).unwrap().clear_unstarted().unwrap();
         assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
         // Anything that is not ours is kept, and the run is refused.
         std::fs::write(d.join(CONFIG), b"").unwrap();
         std::fs::write(d.join("notes.txt"), b"mine").unwrap();
-        let e = RunDir::clear_unstarted(d).unwrap_err().to_string();
+        let e = RunDir::open(d)
+            .unwrap()
+            .clear_unstarted()
+            .unwrap_err()
+            .to_string();
         assert!(
             e.ends_with(&format!(
                 "{}: remove it or pick another --out",

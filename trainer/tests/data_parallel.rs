@@ -16,7 +16,7 @@ use lkd_trainer::executor::Params;
 use lkd_trainer::lkd_dist::LaunchEnv;
 use lkd_trainer::rundir::RunDir;
 use lkd_trainer::teacher_cache::CacheSetting;
-use lkd_trainer::train::{train, train_parallel};
+use lkd_trainer::train::{train, train_parallel, Start};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -134,7 +134,13 @@ fn worker_entry() {
     let cfg = TrainConfig::load(Path::new(&std::env::var(CONFIG_VAR).unwrap())).unwrap();
     let out = PathBuf::from(std::env::var(OUT_VAR).unwrap());
     let resume = std::env::var(RESUME_VAR).as_deref() == Ok("1");
-    if let Err(e) = train_parallel(&cfg, &out, resume, false, &launch) {
+    if let Err(e) = (if resume {
+        Ok(Start::resume(&out))
+    } else {
+        Start::new(&cfg, &out)
+    })
+    .and_then(|s| train_parallel(s, false, &launch))
+    {
         panic!("rank {}: {e}", launch.rank);
     }
 }
@@ -195,7 +201,8 @@ fn two_workers_equal_one_worker_with_the_global_batch_and_resume_with_one() -> R
     let tmp = tempfile::tempdir()?;
     // 128 images, global batch 32: four steps, then evaluation.
     let single = tmp.path().join("single");
-    let s = train(&config("convnext_proxy", 32, 128), &single, false, false)?;
+    let s =
+        Start::new(&config("convnext_proxy", 32, 128), &single).and_then(|s| train(s, false))?;
     ensure!(s.finished && s.steps == 4, "{s:?}");
 
     let parallel = tmp.path().join("parallel");
@@ -216,7 +223,7 @@ fn two_workers_equal_one_worker_with_the_global_batch_and_resume_with_one() -> R
     let mut cfg = config("convnext_proxy", 16, 128);
     cfg.run.max_steps = Some(3);
     run_workers(2, &cfg, &resumed, false)?;
-    let s = train(&cfg, &resumed, true, false)?;
+    let s = train(Start::resume(&resumed), false)?;
     ensure!(s.finished && s.steps == 4 && s.world_size == 1, "{s:?}");
     let diff = max_weight_diff(
         &single.join("last.safetensors"),
@@ -274,7 +281,7 @@ fn two_workers_distil_as_one_worker_with_the_global_batch() -> Result<()> {
         cfg
     };
     let single = tmp.path().join("single");
-    train(&distill(32, "cache-single"), &single, false, false)?;
+    Start::new(&distill(32, "cache-single"), &single).and_then(|s| train(s, false))?;
     let parallel = tmp.path().join("parallel");
     run_workers(2, &distill(16, "cache-parallel"), &parallel, false)?;
     let diff = max_weight_diff(
@@ -384,7 +391,7 @@ fn fp16_loss_scaling_skips_overflowing_steps_and_backs_off() -> Result<()> {
     cfg.run.grad_scaler.init_scale = 2f64.powi(127);
     cfg.run.max_steps = Some(3);
     let dir = tmp.path().join("overflow");
-    let s = train(&cfg, &dir, false, false)?;
+    let s = Start::new(&cfg, &dir).and_then(|s| train(s, false))?;
     ensure!(s.steps == 3 && s.skipped_steps == 3, "{s:?}");
     let lines = metric_lines(&dir);
     let scales: Vec<f64> = lines
@@ -410,7 +417,7 @@ fn fp16_loss_scaling_skips_overflowing_steps_and_backs_off() -> Result<()> {
 
     cfg.run.grad_scaler.init_scale = 1024.0;
     let dir = tmp.path().join("sane");
-    let s = train(&cfg, &dir, false, false)?;
+    let s = Start::new(&cfg, &dir).and_then(|s| train(s, false))?;
     ensure!(s.skipped_steps == 0, "{s:?}");
     ensure!(max_weight_diff(&init, &dir.join("last.safetensors"))? > 0.0);
     Ok(())
@@ -425,7 +432,7 @@ fn bf16_autocast_trains_close_to_fp32() -> Result<()> {
         let mut cfg = config("convnext_proxy", 16, 64);
         cfg.run.precision = precision.into();
         let dir = tmp.path().join(precision);
-        train(&cfg, &dir, false, false)?;
+        Start::new(&cfg, &dir).and_then(|s| train(s, false))?;
         let losses = metric_lines(&dir)
             .iter()
             .filter_map(|l| l["loss"].as_f64())

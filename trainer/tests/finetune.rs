@@ -9,7 +9,7 @@ use lkd_models::checkpoint::{read_checkpoint, read_safetensors, StateDict};
 use lkd_models::{Graph, ModelConfig};
 use lkd_trainer::config::TrainConfig;
 use lkd_trainer::finetune::{frozen_params, init_from, lr_scales, INIT_RECORD};
-use lkd_trainer::train::train;
+use lkd_trainer::train::{train, Start};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::Device;
@@ -194,7 +194,9 @@ fn fmnist(preset: &str) -> TrainConfig {
 fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    train(&fmnist("resnet_proxy"), &base, false, false).unwrap();
+    Start::new(&fmnist("resnet_proxy"), &base)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let start = read_checkpoint(&base.join("best.safetensors")).unwrap();
 
     let mut cfg = fmnist("resnet_proxy");
@@ -202,7 +204,9 @@ fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
     cfg.finetune.freeze = vec!["conv1".into(), "bn1".into(), "layer1".into()];
     cfg.ema = None;
     let tuned = tmp.path().join("tuned");
-    train(&cfg, &tuned, false, false).unwrap();
+    Start::new(&cfg, &tuned)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let end = read_checkpoint(&tuned.join("last.safetensors")).unwrap();
     let record: lkd_trainer::finetune::InitRecord =
         serde_json::from_slice(&std::fs::read(tuned.join(INIT_RECORD)).unwrap()).unwrap();
@@ -232,14 +236,18 @@ fn frozen_parameters_and_their_batchnorm_statistics_do_not_move() {
 fn a_linear_probe_trains_the_classifier_only() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    train(&fmnist("convnext_proxy"), &base, false, false).unwrap();
+    Start::new(&fmnist("convnext_proxy"), &base)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let start = read_checkpoint(&base.join("best.safetensors")).unwrap();
     let mut cfg = fmnist("convnext_proxy");
     cfg.finetune.init = Some(base.join("best.safetensors"));
     cfg.finetune.linear_probe = true;
     cfg.ema = None;
     let probe = tmp.path().join("probe");
-    train(&cfg, &probe, false, false).unwrap();
+    Start::new(&cfg, &probe)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let end = read_checkpoint(&probe.join("last.safetensors")).unwrap();
     let moved: Vec<&String> = start.keys().filter(|k| end[*k] != start[*k]).collect();
     assert_eq!(moved, ["head.bias", "head.weight"]);

@@ -5,7 +5,7 @@ mod common;
 
 use lkd_trainer::config::TrainConfig;
 use lkd_trainer::rundir::RunDir;
-use lkd_trainer::train::train;
+use lkd_trainer::train::{train, Start};
 
 fn config() -> TrainConfig {
     common::fmnist_config("fmnist-convnext-proxy-nkd.toml", 128, 64)
@@ -92,13 +92,15 @@ fn a_run_stopped_before_its_first_checkpoint_resumes_or_restarts() {
     // What a kill (or a start-up failure) before the first checkpoint leaves: the config alone.
     let dir = tmp.path().join("run");
     RunDir::create(&dir, &cfg).unwrap();
-    let s = train(&cfg, &dir, true, false).unwrap();
+    let s = train(Start::resume(&dir), false).unwrap();
     assert!(s.finished && s.steps == 2, "{s:?}");
     // Started again with --out: also fine, from step 0.
     let dir2 = tmp.path().join("run2");
     RunDir::create(&dir2, &cfg).unwrap();
     std::fs::write(dir2.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
-    let s = train(&cfg, &dir2, false, false).unwrap();
+    let s = Start::new(&cfg, &dir2)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(s.finished && s.steps == 2);
     assert!(!std::fs::read_to_string(dir2.join("metrics.jsonl"))
         .unwrap()
@@ -107,7 +109,10 @@ fn a_run_stopped_before_its_first_checkpoint_resumes_or_restarts() {
     let dir3 = tmp.path().join("run3");
     RunDir::create(&dir3, &cfg).unwrap();
     std::fs::write(dir3.join("notes.txt"), "mine").unwrap();
-    let e = train(&cfg, &dir3, false, false).unwrap_err().to_string();
+    let e = Start::new(&cfg, &dir3)
+        .and_then(|s| train(s, false))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("notes.txt") && dir3.join("notes.txt").is_file(),
         "{e}"

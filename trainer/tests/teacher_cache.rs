@@ -7,7 +7,7 @@ use lkd_models::checkpoint::{read_checkpoint, write_safetensors};
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
 use lkd_trainer::rundir::RunDir;
 use lkd_trainer::teacher_cache::CacheSetting;
-use lkd_trainer::train::{train, Summary};
+use lkd_trainer::train::{train, Start, Summary};
 use std::path::{Path, PathBuf};
 
 fn config(preset: &str) -> TrainConfig {
@@ -19,7 +19,9 @@ fn config(preset: &str) -> TrainConfig {
 
 /// A 1-epoch teacher on 640 images (10 batches of 64).
 fn teacher(dir: &Path) -> PathBuf {
-    train(&config("slak_proxy"), dir, false, false).unwrap();
+    Start::new(&config("slak_proxy"), dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     dir.to_path_buf()
 }
 
@@ -80,22 +82,14 @@ fn replay_matches_the_live_teacher_without_loading_it() {
     let cache = CacheSetting::Dir(tmp.path().join("cache"));
     // Feature + logit distillation, so both logits and maps go through the cache.
     let live = tmp.path().join("live");
-    let s = train(
-        &student(&t, CacheSetting::Off, KdMethod::KdFd),
-        &live,
-        false,
-        false,
-    )
-    .unwrap();
+    let s = Start::new(&student(&t, CacheSetting::Off, KdMethod::KdFd), &live)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(s.teacher_cache.as_ref().unwrap().teacher_loaded);
     let record = tmp.path().join("record");
-    let s = train(
-        &student(&t, cache.clone(), KdMethod::KdFd),
-        &record,
-        false,
-        false,
-    )
-    .unwrap();
+    let s = Start::new(&student(&t, cache.clone(), KdMethod::KdFd), &record)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let c = cache_stats(&s);
     assert_eq!(
         (
@@ -107,13 +101,9 @@ fn replay_matches_the_live_teacher_without_loading_it() {
         (20, 0, 2, true)
     );
     let replay = tmp.path().join("replay");
-    let s = train(
-        &student(&t, cache.clone(), KdMethod::KdFd),
-        &replay,
-        false,
-        false,
-    )
-    .unwrap();
+    let s = Start::new(&student(&t, cache.clone(), KdMethod::KdFd), &replay)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let c = cache_stats(&s);
     assert_eq!(
         (
@@ -138,7 +128,9 @@ fn a_run_whose_key_differs_never_replays() {
     let root = tmp.path().join("cache");
     let cache = CacheSetting::Dir(root.clone());
     let base = student(&t, cache.clone(), KdMethod::Kd);
-    train(&base, &tmp.path().join("first"), false, false).unwrap();
+    Start::new(&base, &tmp.path().join("first"))
+        .and_then(|s| train(s, false))
+        .unwrap();
     let keys = |root: &Path| std::fs::read_dir(root).unwrap().count();
     assert_eq!(keys(&root), 1);
 
@@ -164,7 +156,9 @@ fn a_run_whose_key_differs_never_replays() {
     let mut weights = base.clone();
     weights.distill.as_mut().unwrap().teacher = t2;
     for (i, cfg) in [seed, batch, aug, weights].iter().enumerate() {
-        let s = train(cfg, &tmp.path().join(format!("other{i}")), false, false).unwrap();
+        let s = Start::new(cfg, &tmp.path().join(format!("other{i}")))
+            .and_then(|s| train(s, false))
+            .unwrap();
         let c = cache_stats(&s);
         assert_eq!(
             c.replayed_batches, 0,
@@ -182,7 +176,9 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     let root = tmp.path().join("cache");
     let cfg = student(&t, CacheSetting::Dir(root.clone()), KdMethod::Nkd);
     let good = tmp.path().join("good");
-    train(&cfg, &good, false, false).unwrap();
+    Start::new(&cfg, &good)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let key_dir = std::fs::read_dir(&root)
         .unwrap()
         .next()
@@ -200,7 +196,9 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     std::fs::write(&files[1], &bytes[..bytes.len() / 2]).unwrap();
 
     let again = tmp.path().join("again");
-    let s = train(&cfg, &again, false, false).unwrap();
+    let s = Start::new(&cfg, &again)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let c = cache_stats(&s);
     assert_eq!(
         (
@@ -214,7 +212,9 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     assert_eq!(metrics(&good), metrics(&again));
     assert!(max_weight_diff(&good, &again) <= 1e-6);
     // Rewritten whole: a third run replays everything.
-    let s = train(&cfg, &tmp.path().join("third"), false, false).unwrap();
+    let s = Start::new(&cfg, &tmp.path().join("third"))
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert_eq!(cache_stats(&s).replayed_batches, 20);
 }
 
@@ -228,14 +228,18 @@ fn an_interrupted_recording_is_completed_when_the_run_resumes() {
     let dir = tmp.path().join("run");
     let mut first = cfg.clone();
     first.run.max_steps = Some(4);
-    let s = train(&first, &dir, false, false).unwrap();
+    let s = Start::new(&first, &dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert_eq!(cache_stats(&s).recorded_shards, 1);
     std::fs::write(dir.join("config.toml"), cfg.to_toml()).unwrap();
-    let s = train(&cfg, &dir, true, false).unwrap();
+    let s = train(Start::resume(&dir), false).unwrap();
     assert!(s.finished);
     assert_eq!(cache_stats(&s).live_batches, 16);
     // Both epochs are complete in the cache now.
-    let s = train(&cfg, &tmp.path().join("replay"), false, false).unwrap();
+    let s = Start::new(&cfg, &tmp.path().join("replay"))
+        .and_then(|s| train(s, false))
+        .unwrap();
     let c = cache_stats(&s);
     assert_eq!(
         (c.replayed_batches, c.live_batches, c.teacher_loaded),

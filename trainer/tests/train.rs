@@ -9,7 +9,7 @@ use lkd_trainer::losses::{kd_kl, FeatureLoss};
 use lkd_trainer::rundir::RunDir;
 use lkd_trainer::teacher::Teacher;
 use lkd_trainer::teacher_cache::CacheSetting;
-use lkd_trainer::train::train;
+use lkd_trainer::train::{train, Start};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -45,7 +45,9 @@ fn epoch_lines(dir: &Path) -> Vec<serde_json::Value> {
 fn supervised_and_kd_runs_learn_well_above_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let teacher_dir = tmp.path().join("teacher");
-    let s = train(&config("slak_proxy", 3000, 1), &teacher_dir, false, false).unwrap();
+    let s = Start::new(&config("slak_proxy", 3000, 1), &teacher_dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(
         s.finished && s.best_top1 > 35.0,
         "teacher top-1 {}",
@@ -74,7 +76,9 @@ fn supervised_and_kd_runs_learn_well_above_chance() {
     });
     cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.99 });
     let student_dir = tmp.path().join("student");
-    let s = train(&cfg, &student_dir, false, false).unwrap();
+    let s = Start::new(&cfg, &student_dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(s.best_top1 > 35.0, "student top-1 {}", s.best_top1);
     assert!(s.teacher_share > 0.0);
     let lines = RunDir::open(&student_dir).unwrap().read_metrics().unwrap();
@@ -110,20 +114,24 @@ fn resumed_run_reproduces_the_straight_run() {
     cfg.ema = Some(lkd_trainer::config::EmaConfig { decay: 0.9 });
     cfg.model.drop_path = Some(0.1);
     let straight = tmp.path().join("straight");
-    train(&cfg, &straight, false, false).unwrap();
+    Start::new(&cfg, &straight)
+        .and_then(|s| train(s, false))
+        .unwrap();
     // Interrupted mid-epoch (after 7 of 10 steps of epoch 0), then at another point, then resumed to the end.
     let resumed = tmp.path().join("resumed");
     let mut first = cfg.clone();
     first.run.max_steps = Some(7);
-    let s = train(&first, &resumed, false, false).unwrap();
+    let s = Start::new(&first, &resumed)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(!s.finished && s.steps == 7);
     let mut again = cfg.clone();
     again.run.max_steps = Some(5);
     std::fs::write(resumed.join("config.toml"), again.to_toml()).unwrap();
-    let s = train(&again, &resumed, true, false).unwrap();
+    let s = train(Start::resume(&resumed), false).unwrap();
     assert_eq!(s.steps, 12);
     std::fs::write(resumed.join("config.toml"), cfg.to_toml()).unwrap();
-    let s = train(&cfg, &resumed, true, false).unwrap();
+    let s = train(Start::resume(&resumed), false).unwrap();
     assert!(s.finished);
     let strip = |dir: &Path| -> Vec<serde_json::Value> {
         RunDir::open(dir)
@@ -152,7 +160,10 @@ fn exploding_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     cfg.optim.warmup_epochs = 0.0;
     cfg.run.checkpoint_every = 1;
     let dir = tmp.path().join("run");
-    let err = train(&cfg, &dir, false, false).unwrap_err().to_string();
+    let err = Start::new(&cfg, &dir)
+        .and_then(|s| train(s, false))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("non-finite loss") && err.contains("step") && err.contains("ce="),
         "{err}"
@@ -178,7 +189,9 @@ fn teacher_is_frozen_and_receives_no_gradient() {
     let teacher_dir = tmp.path().join("teacher");
     let mut cfg = config("slak_proxy", 256, 1);
     cfg.data.dataset.val_limit = Some(64);
-    train(&cfg, &teacher_dir, false, false).unwrap();
+    Start::new(&cfg, &teacher_dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     let d = DistillConfig {
         method: KdMethod::Kd,
         teacher: teacher_dir,
@@ -245,7 +258,10 @@ fn hostile_files_in_a_folder_dataset_are_skipped_listed_and_bounded() {
     // 32 files (30 images, 2 refused) in one batch: every file is tried in the epoch.
     cfg.optim.batch_size = 32;
     let dir = tmp.path().join("run");
-    let err = train(&cfg, &dir, false, false).unwrap_err().to_string();
+    let err = Start::new(&cfg, &dir)
+        .and_then(|s| train(s, false))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         format!(
@@ -256,7 +272,9 @@ fn hostile_files_in_a_folder_dataset_are_skipped_listed_and_bounded() {
     );
     cfg.data.dataset.empty_classes = lkd_trainer::data::EmptyClasses::Exclude;
     let start = std::time::Instant::now();
-    let s = train(&cfg, &dir, false, false).unwrap();
+    let s = Start::new(&cfg, &dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert!(start.elapsed().as_secs() < 120);
     assert_eq!(s.skipped_files, 2);
     let written = RunDir::open(&dir).unwrap().config().unwrap();
@@ -286,7 +304,9 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
         lkd_trainer::data::DatasetSpec::new(lkd_trainer::data::DatasetKind::Folder, &root);
     cfg.optim.batch_size = 16;
     let dir = tmp.path().join("run");
-    let s = train(&cfg, &dir, false, false).unwrap();
+    let s = Start::new(&cfg, &dir)
+        .and_then(|s| train(s, false))
+        .unwrap();
     assert_eq!(s.skipped_files, 1);
     let epoch = &epoch_lines(&dir)[0];
     assert_eq!(epoch["skipped_files"], 1);
@@ -306,7 +326,8 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     );
     // Strict mode stops with the file's path.
     cfg.data.dataset.strict = true;
-    let err = train(&cfg, &tmp.path().join("strict"), false, false)
+    let err = Start::new(&cfg, &tmp.path().join("strict"))
+        .and_then(|s| train(s, false))
         .unwrap_err()
         .to_string();
     assert!(err.contains("broken.jpg"), "{err}");

@@ -27,12 +27,14 @@
 pub mod device;
 pub mod fs;
 pub mod golden;
+pub mod machine;
 pub mod named;
 pub mod stats;
 pub mod text;
 
 pub use device::{Device, DeviceError};
 pub use fs::{write_atomic, WriteError};
+pub use machine::Machine;
 pub use named::{parse_named, UnknownName};
 pub use stats::quantile;
 pub use text::{one_of, one_of_quoted};

@@ -2,11 +2,10 @@
 //! seeds, each cell a run dir; results as mean ± std over seeds (markdown + CSV) and a bar
 //! chart, plus the students' ERF per teacher. Finished cells are skipped on re-runs.
 
-use crate::train_cmds::measure_erf;
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use lkd_models::ModelConfig;
 use lkd_trainer::config::{DistillConfig, KdMethod, TrainConfig};
+use lkd_trainer::erf::measure_on_dataset as measure_erf;
 use lkd_trainer::rundir::{EpochEval, RunDir};
 use lkd_trainer::stats::{mean_std, Paired, Verdict};
 use lkd_trainer::train::{
@@ -141,25 +140,21 @@ pub struct TeacherSpec {
     pub epochs: Option<usize>,
 }
 
-#[derive(Args, Debug)]
-pub struct StudyArgs {
+/// What one invocation of a study asks for (the `lkd study` flags).
+#[derive(Clone, Debug, Default)]
+pub struct StudyOptions {
     /// Study TOML (see configs/study-fmnist.toml).
-    config: PathBuf,
+    pub config: PathBuf,
     /// Output directory (default runs/study-<name>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Override training subset sizes for a fast look: train and val images.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long)]
-    val_limit: Option<usize>,
+    pub out: Option<PathBuf>,
+    /// Training subset sizes for a fast look: train and val images.
+    pub limit: Option<usize>,
+    pub val_limit: Option<usize>,
     /// Train the teachers again instead of reusing those kept for the same recipes.
-    #[arg(long)]
-    retrain_teachers: bool,
-    /// Train nothing: write the tables from the cells finished so far (for a look at a study
-    /// still running, or one stopped part-way), stating how many are missing.
-    #[arg(long, conflicts_with = "retrain_teachers")]
-    report_only: bool,
+    pub retrain_teachers: bool,
+    /// Train nothing: write the tables from the cells finished so far, stating how many are
+    /// missing.
+    pub report_only: bool,
 }
 
 /// What a finished cell recorded (written atomically when it completes).
@@ -268,11 +263,58 @@ fn ensure_run(dir: &Path, cfg: &TrainConfig) -> Result<f64> {
     Ok(total)
 }
 
-pub fn run_study(a: StudyArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading {}", a.config.display()))?;
+/// Runs (or resumes, or only reports) the study `opts.config` describes: the teachers, each
+/// trained once per recipe; the checkpoint of each at matched accuracy; every cell (student ×
+/// teacher × method × seed); then the tables, claims and chart. Returns the output directory.
+pub fn run_study(opts: &StudyOptions) -> Result<PathBuf> {
+    let (study, methods) = load_study(opts)?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
+    std::fs::create_dir_all(&out)?;
+    let t0 = Instant::now();
+    let wall = WallClock::open(&out.join("wall_seconds"));
+    let mut compute = 0.0;
+    let kept = train_teachers(&study, &methods, opts, &out, &mut compute)?;
+    let teachers = teachers_at_matched_accuracy(&study, &kept, opts, &out)?;
+    let (results, missing) = run_cells(
+        &study,
+        &methods,
+        &teachers.used,
+        opts,
+        &out,
+        &wall,
+        &mut compute,
+    )?;
+    if !opts.report_only {
+        wall.save()?;
+    }
+    write_results(
+        &study,
+        opts,
+        &out,
+        &results,
+        &teachers,
+        missing,
+        wall.total(),
+        compute,
+    )?;
+    println!(
+        "wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)",
+        out.join("results.md").display(),
+        t0.elapsed().as_secs_f64(),
+        compute
+    );
+    Ok(out)
+}
+
+/// The study file with the invocation's overrides, and its methods parsed.
+fn load_study(opts: &StudyOptions) -> Result<(StudyConfig, Vec<KdMethod>)> {
+    let text = std::fs::read_to_string(&opts.config)
+        .with_context(|| format!("reading {}", opts.config.display()))?;
     let mut study: StudyConfig =
-        toml::from_str(&text).with_context(|| format!("parsing {}", a.config.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", opts.config.display()))?;
     if let Ok(p) = std::env::var("LKD_FASHION_MNIST") {
         if matches!(
             study.base.data.dataset.kind,
@@ -282,10 +324,10 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             study.base.data.dataset.path = p.into();
         }
     }
-    if let Some(l) = a.limit {
+    if let Some(l) = opts.limit {
         study.base.data.dataset.limit = Some(l);
     }
-    if let Some(l) = a.val_limit {
+    if let Some(l) = opts.val_limit {
         study.base.data.dataset.val_limit = Some(l);
     }
     let methods: Vec<KdMethod> = study
@@ -296,19 +338,23 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     if study.seeds.is_empty() || study.students.is_empty() {
         bail!("a study needs at least one seed and one student");
     }
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("study-{}", slug(&study.name))));
-    std::fs::create_dir_all(&out)?;
-    let t0 = Instant::now();
-    let wall = WallClock::open(&out.join("wall_seconds"));
-    let mut compute = 0.0;
+    Ok((study, methods))
+}
 
-    // Teachers, each trained once per recipe under $LKD_CACHE/teachers and reused by later
-    // studies; the study keeps what it distils from in its own folder.
+/// A teacher the study distils from: its kept record, where it came from, its config.
+type Kept = (KeptTeacher, &'static str, TrainConfig);
+
+/// Each teacher trained once per recipe under $LKD_CACHE/teachers and reused by later studies;
+/// the study keeps what it distils from in its own folder (`teachers/`).
+fn train_teachers(
+    study: &StudyConfig,
+    methods: &[KdMethod],
+    opts: &StudyOptions,
+    out: &Path,
+    compute: &mut f64,
+) -> Result<Vec<Kept>> {
     let kept_dir = out.join("teachers");
-    let mut kept: Vec<(KeptTeacher, &'static str, TrainConfig)> = vec![];
+    let mut kept: Vec<Kept> = vec![];
     let needs_teachers = methods.iter().any(|m| *m != KdMethod::None);
     if needs_teachers {
         std::fs::create_dir_all(&kept_dir)?;
@@ -326,14 +372,14 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             let earlier = std::fs::read(&record)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<KeptTeacher>(&b).ok())
-                .filter(|k| k.recipe_digest == digest && !a.retrain_teachers);
+                .filter(|k| k.recipe_digest == digest && !opts.retrain_teachers);
             if let Some(k) = earlier {
                 println!("  reusing the kept teacher {}", record.display());
                 kept.push((k, "kept by an earlier invocation", cfg));
                 continue;
             }
             let t_start = Instant::now();
-            let (dir, outcome) = if a.report_only {
+            let (dir, outcome) = if opts.report_only {
                 match kept_teacher(&cfg) {
                     Some(dir) => (dir, RunOutcome::Reused),
                     None => {
@@ -342,7 +388,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                     }
                 }
             } else {
-                train_or_reuse_shared(&cfg, a.retrain_teachers, true)
+                train_or_reuse_shared(&cfg, opts.retrain_teachers, true)
                     .with_context(|| format!("training teacher {}", t.label))?
             };
             let (seconds, origin) = match outcome {
@@ -352,14 +398,34 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                 }
                 RunOutcome::Trained { .. } => (t_start.elapsed().as_secs_f64(), "trained here"),
             };
-            compute += seconds;
+            *compute += seconds;
             let k = KeptTeacher::from_run(&t.label, digest, &dir, seconds)?;
-            if !a.report_only {
+            if !opts.report_only {
                 lkd_util::write_atomic(&record, serde_json::to_string_pretty(&k)?.as_bytes())?;
             }
             kept.push((k, origin, cfg));
         }
     }
+    Ok(kept)
+}
+
+/// The teachers' weights the cells distil from, and the teacher table's rows.
+struct ChosenTeachers {
+    used: BTreeMap<String, UsedTeacher>,
+    rows: Vec<TeacherRow>,
+    /// The matched top-1 (the least accurate teacher's), when teachers are matched.
+    target: Option<f64>,
+}
+
+/// Each teacher's checkpoint closest to the least accurate teacher's top-1 (or its best, when
+/// the study does not match), copied into the study folder.
+fn teachers_at_matched_accuracy(
+    study: &StudyConfig,
+    kept: &[Kept],
+    opts: &StudyOptions,
+    out: &Path,
+) -> Result<ChosenTeachers> {
+    let kept_dir = out.join("teachers");
     // Matching needs every teacher: with one missing, no distillation cell can be judged.
     let all_teachers = kept.len() == study.teachers.len();
     let target = (study.teachers_at_matched_top1 && all_teachers).then(|| {
@@ -369,9 +435,9 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
     });
     let mut used: BTreeMap<String, UsedTeacher> = BTreeMap::new();
     let mut teacher_rows: Vec<TeacherRow> = vec![];
-    for (k, origin, cfg) in &kept {
+    for (k, origin, cfg) in kept {
         let e = k.pick_epoch(target)?;
-        let weights = if a.report_only {
+        let weights = if opts.report_only {
             kept_dir.join(k.weights_name(e))
         } else {
             match k.weights_in(&kept_dir, e, target.is_some()) {
@@ -413,7 +479,7 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             // The study folder's copy, not the cache path of the machine that trained it.
             origin: format!(
                 "{origin}; weights `{}`",
-                weights.strip_prefix(&out).unwrap_or(&weights).display()
+                weights.strip_prefix(out).unwrap_or(&weights).display()
             ),
         });
         if !study.teachers_at_matched_top1 || all_teachers {
@@ -427,11 +493,29 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
         }
     }
 
-    // Cells.
+    Ok(ChosenTeachers {
+        used,
+        rows: teacher_rows,
+        target,
+    })
+}
+
+/// Every cell, trained (or resumed) unless it finished before with the recipe asked now.
+/// Returns the finished cells and how many are missing.
+#[allow(clippy::too_many_arguments)]
+fn run_cells(
+    study: &StudyConfig,
+    methods: &[KdMethod],
+    used: &BTreeMap<String, UsedTeacher>,
+    opts: &StudyOptions,
+    out: &Path,
+    wall: &WallClock,
+    compute: &mut f64,
+) -> Result<(Vec<CellResult>, usize)> {
     let mut results: Vec<CellResult> = vec![];
     let mut missing = 0usize;
     for student in &study.students {
-        for &method in &methods {
+        for &method in methods {
             let teachers: Vec<Option<&TeacherSpec>> = if method == KdMethod::None {
                 vec![None]
             } else {
@@ -485,17 +569,17 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
                                 serde_json::to_string_pretty(&r)?.as_bytes(),
                             )?;
                         }
-                        compute += r.seconds;
+                        *compute += r.seconds;
                         results.push(r);
                         continue;
                     }
-                    if a.report_only {
+                    if opts.report_only {
                         missing += 1;
                         continue;
                     }
                     println!("cell {name}");
                     let seconds = ensure_run(&dir, &cfg)?;
-                    compute += seconds;
+                    *compute += seconds;
                     let erf = if study.erf_images > 0 {
                         Some(cell_erf(&dir, &cfg, study.erf_images)?)
                     } else {
@@ -527,34 +611,40 @@ pub fn run_study(a: StudyArgs) -> Result<()> {
             }
         }
     }
-    if !a.report_only {
-        wall.save()?;
-    }
-    let (mut md, csv) = tables(&study, &results, &teacher_rows, target, compute);
-    md.push_str(&claims(&study, &results));
+    Ok((results, missing))
+}
+
+/// results.md (tables, claims, provenance), results.csv, results-seeds.csv and results.png.
+#[allow(clippy::too_many_arguments)]
+fn write_results(
+    study: &StudyConfig,
+    opts: &StudyOptions,
+    out: &Path,
+    results: &[CellResult],
+    teachers: &ChosenTeachers,
+    missing: usize,
+    wall_seconds: f64,
+    compute: f64,
+) -> Result<()> {
+    let (mut md, csv) = tables(study, results, &teachers.rows, teachers.target, compute);
+    md.push_str(&claims(study, results));
     if missing > 0 {
         md.push_str(&format!(
             "\n**Partial: {missing} of {} cells not finished yet**; the tables hold the finished ones.\n",
             missing + results.len()
         ));
     }
-    md.push_str(&provenance(&a.config, wall.total(), missing == 0));
+    md.push_str(&provenance(&opts.config, wall_seconds, missing == 0));
     lkd_util::write_atomic(&out.join("results.md"), md.as_bytes())?;
     lkd_util::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     lkd_util::write_atomic(
         &out.join("results-seeds.csv"),
-        per_seed_csv(&results).as_bytes(),
+        per_seed_csv(results).as_bytes(),
     )?;
     if !results.is_empty() {
-        chart(&out.join("results.png"), &results)?;
+        chart(&out.join("results.png"), results)?;
     }
     println!("{md}");
-    println!(
-        "wrote {} ({:.0}s this invocation, {:.0}s of training compute in all)",
-        out.join("results.md").display(),
-        t0.elapsed().as_secs_f64(),
-        compute
-    );
     Ok(())
 }
 
@@ -591,36 +681,7 @@ impl WallClock {
 
 /// Command, commit, machine, date and wall time, stated under the tables.
 fn provenance(config: &Path, wall: f64, finished: bool) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let flags: Vec<&str> = cpu
-        .lines()
-        .find_map(|l| l.strip_prefix("flags"))
-        .map(|f| {
-            f.split_whitespace()
-                .filter(|f| {
-                    [
-                        "avx2",
-                        "fma",
-                        "avx512f",
-                        "avx512_vnni",
-                        "avx512_bf16",
-                        "amx_tile",
-                    ]
-                    .contains(f)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let machine = lkd_util::Machine::this();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -628,11 +689,11 @@ fn provenance(config: &Path, wall: f64, finished: bool) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!(
-        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {model}, {cores} cores, flags {}. {} {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
+        "\nCommand: `lkd study {}` (lkd {}, commit {}). Machine: {}. {} {date}; wall time {:.0} s ({:.2} h) over all invocations.\n",
         config.display(),
         env!("CARGO_PKG_VERSION"),
         env!("LKD_GIT_COMMIT"),
-        flags.join(" "),
+        machine.describe(),
         if finished { "Finished" } else { "Reported" },
         wall,
         wall / 3600.0
