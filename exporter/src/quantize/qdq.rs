@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::{type_proto, ModelProto, NodeProto, TensorProto};
+use onnx_protobuf::{type_proto, GraphProto, ModelProto, NodeProto, TensorProto};
 
 use super::activation::{act_qparams, ActType, Ranges};
 use super::{QuantizeError, QuantizeOptions, Result};
@@ -296,6 +296,21 @@ pub fn rewrite(
     ranges: &Ranges,
     opts: &QuantizeOptions,
 ) -> Result<ModelProto> {
+    check_opset(m)?;
+    let active: Vec<&Layer> = layers.iter().filter(|l| !float.contains(&l.name)).collect();
+    let act_q = activation_params(m, &active, ranges, opts.activation_type)?;
+    let mut q = Qdq::new(m, act_q, opts);
+    let replaced = q.dequantized_weights(&active)?;
+    let mut out = m.clone();
+    let g = out.graph.mut_or_insert_default();
+    q.quantize_inputs(&g.input);
+    q.rewire(std::mem::take(&mut g.node), &replaced);
+    q.install(g);
+    Ok(out)
+}
+
+/// Per-channel DequantizeLinear (its `axis` attribute) needs opset 13.
+fn check_opset(m: &ModelProto) -> Result<()> {
     let opset = m
         .opset_import
         .iter()
@@ -304,14 +319,19 @@ pub fn rewrite(
     if opset < 13 {
         return Err(QuantizeError::Options(format!("per-channel DequantizeLinear needs opset 13 or later, the model has {opset}; re-export it")));
     }
-    let act = opts.activation_type;
-    let qmax = opts.weight_range.qmax();
-    let graph_outputs: BTreeSet<&str> = m.graph.output.iter().map(|o| o.name.as_str()).collect();
-    let active: Vec<&Layer> = layers.iter().filter(|l| !float.contains(&l.name)).collect();
+    Ok(())
+}
 
-    // Activation tensors and their qparams.
-    let mut act_q: BTreeMap<String, (f32, i32)> = BTreeMap::new();
-    for l in &active {
+/// (scale, zero point) of every input and output of `layers`; graph outputs stay float.
+fn activation_params(
+    m: &ModelProto,
+    layers: &[&Layer],
+    ranges: &Ranges,
+    act: ActType,
+) -> Result<BTreeMap<String, (f32, i32)>> {
+    let graph_outputs: BTreeSet<&str> = m.graph.output.iter().map(|o| o.name.as_str()).collect();
+    let mut act_q = BTreeMap::new();
+    for l in layers {
         for t in [&l.input, &l.output] {
             if graph_outputs.contains(t.as_str()) {
                 continue;
@@ -322,151 +342,177 @@ pub fn rewrite(
             act_q.insert(t.clone(), act_qparams(lo, hi, act));
         }
     }
+    Ok(act_q)
+}
 
-    let mut out = m.clone();
-    let g = out.graph.mut_or_insert_default();
-    let inits: HashMap<String, TensorProto> = g
-        .initializer
+/// Int32 bias at scale `x_scale·w_scale` per channel, the form QLinearConv fusion needs.
+fn quantize_bias(values: &[f32], scales: &[f32]) -> Vec<i32> {
+    values
         .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
-    let mut new_inits: Vec<TensorProto> = vec![];
-    let mut weight_nodes: Vec<NodeProto> = vec![];
-    // Node name → replaced (weight, bias) inputs.
-    let mut replaced: HashMap<String, (String, Option<String>)> = HashMap::new();
-    for l in &active {
-        let w = &inits[&l.weight];
+        .zip(scales)
+        .map(|(&v, &s)| {
+            (v as f64 / s as f64)
+                .round()
+                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
+        .collect()
+}
+
+/// Node → its replaced (weight, bias) inputs, by node name.
+type Replaced = HashMap<String, (String, Option<String>)>;
+
+/// The rewrite's state: what is quantized, and the nodes and initializers it writes.
+struct Qdq<'a> {
+    act: ActType,
+    qmax: f32,
+    /// Activation tensor → (scale, zero point).
+    act_q: BTreeMap<String, (f32, i32)>,
+    /// The input model's initializers.
+    inits: HashMap<&'a str, &'a TensorProto>,
+    new_inits: Vec<TensorProto>,
+    nodes: Vec<NodeProto>,
+}
+
+impl<'a> Qdq<'a> {
+    fn new(m: &'a ModelProto, act_q: BTreeMap<String, (f32, i32)>, opts: &QuantizeOptions) -> Self {
+        Qdq {
+            act: opts.activation_type,
+            qmax: opts.weight_range.qmax(),
+            act_q,
+            inits: m
+                .graph
+                .initializer
+                .iter()
+                .map(|t| (t.name.as_str(), t))
+                .collect(),
+            new_inits: vec![],
+            nodes: vec![],
+        }
+    }
+
+    /// Int8 weights (and int32 biases) of `layers` behind DequantizeLinear nodes, which open the
+    /// graph; returns the inputs that replace each layer's float weight and bias.
+    fn dequantized_weights(&mut self, layers: &[&Layer]) -> Result<Replaced> {
+        let mut replaced = HashMap::new();
+        for l in layers {
+            let (weight, scales) = self.dequantized_weight(l)?;
+            let bias = match &l.bias {
+                None => None,
+                Some(b) => Some(self.dequantized_bias(l, b, &scales)?),
+            };
+            replaced.insert(l.name.clone(), (weight, bias));
+        }
+        Ok(replaced)
+    }
+
+    /// Layer `l`'s weight, symmetric per output channel; returns its name and channel scales.
+    fn dequantized_weight(&mut self, l: &Layer) -> Result<(String, Vec<f32>)> {
+        let w = self.inits[l.weight.as_str()];
         let values = floats(w).ok_or_else(|| {
             QuantizeError::Options(format!("weight `{}` is not float32", l.weight))
         })?;
-        let (q, ws) = quantize_weight(&values, &w.dims, l.axis, qmax);
-        let base = format!("{}/{}", l.name, l.weight);
-        let (wq, wsn, wzp, wdq) = (
+        let (q, scales) = quantize_weight(&values, &w.dims, l.axis, self.qmax);
+        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+        let name = self.push_dequantize(
+            &format!("{}/{}", l.name, l.weight),
+            DataType::INT8,
+            q.iter().map(|&v| v as u8).collect(),
+            &dims,
+            &scales,
+            l.axis,
+        );
+        Ok((name, scales))
+    }
+
+    /// Layer `l`'s bias `b` as int32 at the scales of its input times `weight_scales`.
+    fn dequantized_bias(&mut self, l: &Layer, b: &str, weight_scales: &[f32]) -> Result<String> {
+        let values = floats(self.inits[b])
+            .ok_or_else(|| QuantizeError::Options(format!("bias `{b}` is not float32")))?;
+        let sx = self.act_q[&l.input].0;
+        let scales: Vec<f32> = weight_scales.iter().map(|&s| sx * s).collect();
+        let q = quantize_bias(&values, &scales);
+        Ok(self.push_dequantize(
+            &format!("{}/{b}", l.name),
+            DataType::INT32,
+            q.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            &[q.len()],
+            &scales,
+            0,
+        ))
+    }
+
+    /// Adds `{base}_quantized` (`raw` values of `dims`), its per-channel `_scale` and zero
+    /// `_zero_point`, and the DequantizeLinear along `axis` over them; returns `{base}_dequantized`.
+    fn push_dequantize(
+        &mut self,
+        base: &str,
+        data_type: DataType,
+        raw: Vec<u8>,
+        dims: &[usize],
+        scales: &[f32],
+        axis: usize,
+    ) -> String {
+        let (q, s, zp, dq) = (
             format!("{base}_quantized"),
             format!("{base}_scale"),
             format!("{base}_zero_point"),
             format!("{base}_dequantized"),
         );
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
-        new_inits.push(scalar(
-            &wq,
-            DataType::INT8 as i32,
-            q.iter().map(|&v| v as u8).collect(),
-            &dims,
-        ));
-        new_inits.push(scalar(
-            &wsn,
+        // int8 weights or int32 biases
+        let value_bytes = if data_type == DataType::INT32 { 4 } else { 1 };
+        let n = scales.len();
+        self.new_inits.push(scalar(&q, data_type as i32, raw, dims));
+        self.new_inits.push(scalar(
+            &s,
             DataType::FLOAT as i32,
-            ws.iter().flat_map(|s| s.to_le_bytes()).collect(),
-            &[ws.len()],
+            scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+            &[n],
         ));
-        new_inits.push(scalar(
-            &wzp,
-            DataType::INT8 as i32,
-            vec![0; ws.len()],
-            &[ws.len()],
+        self.new_inits.push(scalar(
+            &zp,
+            data_type as i32,
+            vec![0; value_bytes * n],
+            &[n],
         ));
-        weight_nodes.push(node(
+        self.nodes.push(node(
             "DequantizeLinear",
             &format!("{base}/DequantizeLinear"),
-            &[&wq, &wsn, &wzp],
-            &[&wdq],
-            vec![attr("axis", Attr::Int(l.axis as i64))],
+            &[&q, &s, &zp],
+            &[&dq],
+            vec![attr("axis", Attr::Int(axis as i64))],
         ));
-        let bias = match &l.bias {
-            None => None,
-            Some(b) => {
-                let bv = floats(&inits[b])
-                    .ok_or_else(|| QuantizeError::Options(format!("bias `{b}` is not float32")))?;
-                let sx = act_q[&l.input].0;
-                let bs: Vec<f32> = ws.iter().map(|&s| sx * s).collect();
-                let bq: Vec<i32> = bv
-                    .iter()
-                    .zip(&bs)
-                    .map(|(&v, &s)| {
-                        (v as f64 / s as f64)
-                            .round()
-                            .clamp(i32::MIN as f64, i32::MAX as f64) as i32
-                    })
-                    .collect();
-                let bb = format!("{}/{b}", l.name);
-                let (bqn, bsn, bzp, bdq) = (
-                    format!("{bb}_quantized"),
-                    format!("{bb}_scale"),
-                    format!("{bb}_zero_point"),
-                    format!("{bb}_dequantized"),
-                );
-                new_inits.push(scalar(
-                    &bqn,
-                    DataType::INT32 as i32,
-                    bq.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    &[bq.len()],
-                ));
-                new_inits.push(scalar(
-                    &bsn,
-                    DataType::FLOAT as i32,
-                    bs.iter().flat_map(|s| s.to_le_bytes()).collect(),
-                    &[bs.len()],
-                ));
-                new_inits.push(scalar(
-                    &bzp,
-                    DataType::INT32 as i32,
-                    vec![0; 4 * bs.len()],
-                    &[bs.len()],
-                ));
-                weight_nodes.push(node(
-                    "DequantizeLinear",
-                    &format!("{bb}/DequantizeLinear"),
-                    &[&bqn, &bsn, &bzp],
-                    &[&bdq],
-                    vec![attr("axis", Attr::Int(0))],
-                ));
-                Some(bdq)
+        dq
+    }
+
+    /// QDQ pairs right after the graph inputs that feed quantized layers.
+    fn quantize_inputs(&mut self, inputs: &[onnx_protobuf::ValueInfoProto]) {
+        for i in inputs {
+            if self.act_q.contains_key(&i.name) {
+                self.push_qdq_pair(&i.name);
             }
-        };
-        replaced.insert(l.name.clone(), (wdq, bias));
+        }
     }
 
-    let qdq_pair =
-        |t: &str, (scale, zp): (f32, i32), inits: &mut Vec<TensorProto>| -> [NodeProto; 2] {
-            let (s, z, q, dq) = (
-                format!("{t}_scale"),
-                format!("{t}_zero_point"),
-                format!("{t}_quantized"),
-                format!("{t}_dequantized"),
-            );
-            inits.push(scalar(
-                &s,
-                DataType::FLOAT as i32,
-                scale.to_le_bytes().to_vec(),
-                &[],
-            ));
-            inits.push(zero_point(&z, act, zp));
-            [
-                node(
-                    "QuantizeLinear",
-                    &format!("{t}/QuantizeLinear"),
-                    &[t, &s, &z],
-                    &[&q],
-                    vec![],
-                ),
-                node(
-                    "DequantizeLinear",
-                    &format!("{t}/DequantizeLinear"),
-                    &[&q, &s, &z],
-                    &[&dq],
-                    vec![],
-                ),
-            ]
-        };
-
-    let old = std::mem::take(&mut g.node);
-    let mut nodes = weight_nodes;
-    let inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
-    for i in inputs.iter().filter(|i| act_q.contains_key(*i)) {
-        nodes.extend(qdq_pair(i, act_q[i], &mut new_inits));
+    /// The original nodes in order, reading the dequantized weights and activations, each
+    /// quantized output followed by its QDQ pair.
+    fn rewire(&mut self, old: Vec<NodeProto>, replaced: &Replaced) {
+        for mut n in old {
+            self.read_dequantized(&mut n, replaced);
+            let outs: Vec<String> = n
+                .output
+                .iter()
+                .filter(|o| self.act_q.contains_key(*o))
+                .cloned()
+                .collect();
+            self.nodes.push(n);
+            for o in outs {
+                self.push_qdq_pair(&o);
+            }
+        }
     }
-    for mut n in old {
+
+    /// Points `n`'s weight, bias and quantized activation inputs at their dequantized tensors.
+    fn read_dequantized(&self, n: &mut NodeProto, replaced: &Replaced) {
         let name = if n.name.is_empty() {
             n.output.first().cloned().unwrap_or_default()
         } else {
@@ -479,37 +525,63 @@ pub fn rewrite(
             }
         }
         for i in n.input.iter_mut() {
-            if act_q.contains_key(i.as_str()) {
+            if self.act_q.contains_key(i.as_str()) {
                 *i = format!("{i}_dequantized");
             }
         }
-        let outs: Vec<String> = n
-            .output
-            .iter()
-            .filter(|o| act_q.contains_key(*o))
-            .cloned()
-            .collect();
-        nodes.push(n);
-        for o in outs {
-            nodes.extend(qdq_pair(&o, act_q[&o], &mut new_inits));
-        }
     }
-    // Float weights that no node reads any more are dropped.
-    let used: BTreeSet<&str> = nodes
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .collect();
-    let mut kept: Vec<TensorProto> = std::mem::take(&mut g.initializer)
-        .into_iter()
-        .filter(|t| used.contains(t.name.as_str()))
-        .collect();
-    kept.extend(new_inits);
-    g.initializer = kept;
-    g.node = nodes;
-    let kept_names: BTreeSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
-    g.input
-        .retain(|i| !inits.contains_key(&i.name) || kept_names.contains(&i.name));
-    Ok(out)
+
+    /// Adds QuantizeLinear → DequantizeLinear after activation `t`, with its scale and zero point.
+    fn push_qdq_pair(&mut self, t: &str) {
+        let (scale, zp) = self.act_q[t];
+        let (s, z, q, dq) = (
+            format!("{t}_scale"),
+            format!("{t}_zero_point"),
+            format!("{t}_quantized"),
+            format!("{t}_dequantized"),
+        );
+        self.new_inits.push(scalar(
+            &s,
+            DataType::FLOAT as i32,
+            scale.to_le_bytes().to_vec(),
+            &[],
+        ));
+        self.new_inits.push(zero_point(&z, self.act, zp));
+        self.nodes.push(node(
+            "QuantizeLinear",
+            &format!("{t}/QuantizeLinear"),
+            &[t, &s, &z],
+            &[&q],
+            vec![],
+        ));
+        self.nodes.push(node(
+            "DequantizeLinear",
+            &format!("{t}/DequantizeLinear"),
+            &[&q, &s, &z],
+            &[&dq],
+            vec![],
+        ));
+    }
+
+    /// Puts the new nodes and initializers into `g`, dropping float initializers no node reads
+    /// any more and the graph inputs that declared them.
+    fn install(self, g: &mut GraphProto) {
+        let used: BTreeSet<&str> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        let mut kept: Vec<TensorProto> = std::mem::take(&mut g.initializer)
+            .into_iter()
+            .filter(|t| used.contains(t.name.as_str()))
+            .collect();
+        kept.extend(self.new_inits);
+        g.initializer = kept;
+        g.node = self.nodes;
+        let kept_names: BTreeSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+        g.input
+            .retain(|i| !self.inits.contains_key(i.name.as_str()) || kept_names.contains(&i.name));
+    }
 }
 
 #[cfg(test)]
