@@ -619,8 +619,13 @@ impl<'a> Unpickler<'a> {
         Ok(Value::Bytes(self.take(n)?.into()))
     }
 
+    /// The stack height below which the items belong to an open MARK (0 when none is open).
+    fn mark_floor(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
     fn pop(&mut self) -> PResult<Value> {
-        if self.stack.len() <= self.marks.last().copied().unwrap_or(0) && !self.marks.is_empty() {
+        if self.stack.len() <= self.mark_floor() && !self.marks.is_empty() {
             return Err("stack underflow: popped past a MARK".into());
         }
         self.stack
@@ -632,6 +637,14 @@ impl<'a> Unpickler<'a> {
         self.stack
             .last_mut()
             .ok_or_else(|| "stack underflow".to_string())
+    }
+
+    /// The top `n` items, none of them from below the last MARK.
+    fn pop_n(&mut self, n: usize) -> PResult<Vec<Value>> {
+        if self.stack.len() < n + self.mark_floor() {
+            return Err("stack underflow".into());
+        }
+        Ok(self.stack.split_off(self.stack.len() - n))
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
@@ -672,23 +685,53 @@ impl<'a> Unpickler<'a> {
         }
     }
 
+    /// Runs one opcode; its operands follow it in `data`.
     fn step(&mut self, op: u8) -> PResult<()> {
         match op {
-            0x80 => {
-                let proto = self.byte()?;
-                if proto > 5 {
-                    return Err(format!("unsupported pickle protocol {proto}"));
-                }
+            0x80 => self.check_protocol(),
+            0x95 => self.u64().map(drop), // FRAME: a length hint only
+            b'.' => Ok(()),               // STOP: `load` returns the top of the stack
+            b'(' | b'0' | b'1' | b'2' => self.stack_op(op),
+            b'p' | b'q' | b'r' | 0x94 => self.memo_store(op),
+            b'g' | b'h' | b'j' => self.memo_load(op),
+            b'N' | 0x88 | 0x89 | b'I' | b'J' | b'K' | b'M' | b'L' | 0x8a | 0x8b | b'F' | b'G' => {
+                self.push_number(op)
             }
-            0x95 => {
-                self.u64()?; // FRAME: a length hint only
+            b'T' | b'U' | b'X' | 0x8c | 0x8d => self.push_str(op),
+            b'B' | b'C' | 0x8e | 0x96 => self.push_bytes(op),
+            b'}' | b']' | b')' | 0x8f | b'd' | b'l' | b't' | 0x91 | 0x85..=0x87 => {
+                self.push_container(op)
             }
-            b'.' => {}
+            b's' | b'u' | b'a' | b'e' | 0x90 => self.add_items(op),
+            b'c' | 0x93 => self.push_global(op),
+            b'R' | 0x81 | 0x92 | b'o' | b'i' => self.push_instance(op),
+            b'b' => self.build(),
+            b'Q' => self.push_persistent(),
+            b'P' => Err("text persistent ids (PERSID) are not used by torch.save".into()),
+            0x82..=0x84 => Err("extension registry opcodes (EXT*) are not supported".into()),
+            0x97 | 0x98 => {
+                Err("out-of-band buffers (protocol 5 NEXT_BUFFER) are not supported".into())
+            }
+            other => Err(format!("unknown opcode 0x{other:02x}")),
+        }
+    }
+
+    /// PROTO: refuses protocols newer than 5.
+    fn check_protocol(&mut self) -> PResult<()> {
+        let proto = self.byte()?;
+        if proto > 5 {
+            return Err(format!("unsupported pickle protocol {proto}"));
+        }
+        Ok(())
+    }
+
+    /// MARK, POP, POP_MARK, DUP.
+    fn stack_op(&mut self, op: u8) -> PResult<()> {
+        match op {
             b'(' => self.marks.push(self.stack.len()),
             b'0' => {
-                if self.stack.len() > self.marks.last().copied().unwrap_or(0)
-                    || self.marks.is_empty()
-                {
+                // Right at a MARK, POP discards the mark itself.
+                if self.stack.len() > self.mark_floor() || self.marks.is_empty() {
                     self.pop()?;
                 } else {
                     self.pop_mark()?;
@@ -701,191 +744,173 @@ impl<'a> Unpickler<'a> {
                 let v = self.top()?.clone();
                 self.stack.push(v);
             }
-            b'N' => self.stack.push(Value::None),
-            0x88 => self.stack.push(Value::Bool(true)),
-            0x89 => self.stack.push(Value::Bool(false)),
-            b'J' => {
-                let v = self.u32()? as i32;
-                self.stack.push(Value::Int(v as i64));
-            }
-            b'K' => {
-                let v = self.byte()?;
-                self.stack.push(Value::Int(v as i64));
-            }
-            b'M' => {
-                let v = self.u16()?;
-                self.stack.push(Value::Int(v as i64));
-            }
+            _ => misrouted(op),
+        }
+        Ok(())
+    }
+
+    /// PUT, BINPUT, LONG_BINPUT, MEMOIZE: the top of the stack into the memo.
+    fn memo_store(&mut self, op: u8) -> PResult<()> {
+        let i = match op {
+            b'p' => self.line()?.parse().map_err(|_| "bad PUT index")?,
+            b'q' => self.byte()? as u64,
+            b'r' => self.u32()? as u64,
+            0x94 => self.memo.len() as u64,
+            _ => misrouted(op),
+        };
+        self.memo_put(i)
+    }
+
+    /// GET, BINGET, LONG_BINGET: a memo entry onto the stack.
+    fn memo_load(&mut self, op: u8) -> PResult<()> {
+        let i = match op {
+            b'g' => self.line()?.parse().map_err(|_| "bad GET index")?,
+            b'h' => self.byte()? as u64,
+            b'j' => self.u32()? as u64,
+            _ => misrouted(op),
+        };
+        let v = self.memo_get(i)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pushes None, a bool, an int or a float, binary or (protocol 0) text.
+    fn push_number(&mut self, op: u8) -> PResult<()> {
+        let v = match op {
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'I' => match self.line()? {
+                // Protocol 0 writes bools as INT 00 / 01.
+                "00" => Value::Bool(false),
+                "01" => Value::Bool(true),
+                s => s.parse().map(Value::Int).unwrap_or(Value::BigInt),
+            },
+            b'J' => Value::Int(self.u32()? as i32 as i64),
+            b'K' => Value::Int(self.byte()? as i64),
+            b'M' => Value::Int(self.u16()? as i64),
+            b'L' => self
+                .line()?
+                .trim_end_matches('L')
+                .parse()
+                .map(Value::Int)
+                .unwrap_or(Value::BigInt),
             0x8a => {
                 let n = self.byte()? as usize;
-                let v = self.long(n)?;
-                self.stack.push(v);
+                self.long(n)?
             }
             0x8b => {
                 let n = self.u32()? as usize;
-                let v = self.long(n)?;
-                self.stack.push(v);
+                self.long(n)?
             }
-            b'I' => {
-                let line = self.line()?;
-                let v = match line {
-                    "00" => Value::Bool(false),
-                    "01" => Value::Bool(true),
-                    s => s.parse().map(Value::Int).unwrap_or(Value::BigInt),
-                };
-                self.stack.push(v);
-            }
-            b'L' => {
-                let line = self.line()?;
-                let v = line
-                    .trim_end_matches('L')
-                    .parse()
-                    .map(Value::Int)
-                    .unwrap_or(Value::BigInt);
-                self.stack.push(v);
-            }
-            b'F' => {
-                let v = self.line()?.parse().map_err(|_| "bad FLOAT literal")?;
-                self.stack.push(Value::Float(v));
-            }
-            b'G' => {
-                let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                self.stack.push(Value::Float(v));
-            }
-            b'X' => {
-                let n = self.u32()? as usize;
-                let v = self.string(n)?;
-                self.stack.push(v);
-            }
-            0x8c => {
-                let n = self.byte()? as usize;
-                let v = self.string(n)?;
-                self.stack.push(v);
-            }
-            0x8d => {
-                let n = self.len_u64()?;
-                let v = self.string(n)?;
-                self.stack.push(v);
-            }
-            b'T' => {
-                let n =
-                    usize::try_from(self.u32()? as i32).map_err(|_| "negative string length")?;
-                let v = self.string(n)?;
-                self.stack.push(v);
-            }
-            b'U' => {
-                let n = self.byte()? as usize;
-                let v = self.string(n)?;
-                self.stack.push(v);
-            }
-            b'B' => {
-                let n = self.u32()? as usize;
-                let v = self.bytes(n)?;
-                self.stack.push(v);
-            }
-            b'C' => {
-                let n = self.byte()? as usize;
-                let v = self.bytes(n)?;
-                self.stack.push(v);
-            }
-            0x8e | 0x96 => {
-                let n = self.len_u64()?;
-                let v = self.bytes(n)?;
-                self.stack.push(v);
-            }
-            b'}' => self.stack.push(Value::Dict(Rc::default())),
-            b']' => self.stack.push(Value::List(Rc::default())),
-            b')' => self.stack.push(Value::Tuple(Rc::default())),
-            0x8f => self.stack.push(Value::Set(Rc::default())),
-            b'd' => {
-                let items = self.pop_mark()?;
-                let pairs = pairs(items)?;
-                self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
-            }
-            b'l' => {
-                let items = self.pop_mark()?;
-                self.stack.push(Value::List(Rc::new(RefCell::new(items))));
-            }
-            b't' => {
-                let items = self.pop_mark()?;
-                self.stack.push(Value::Tuple(Rc::new(items)));
-            }
-            0x85..=0x87 => {
-                let n = (op - 0x84) as usize;
-                if self.stack.len() < n + self.marks.last().copied().unwrap_or(0) {
-                    return Err("stack underflow".into());
-                }
-                let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(Value::Tuple(Rc::new(items)));
-            }
-            0x91 => {
-                let items = self.pop_mark()?;
-                self.stack.push(Value::Set(Rc::new(RefCell::new(items))));
-            }
+            b'F' => Value::Float(self.line()?.parse().map_err(|_| "bad FLOAT literal")?),
+            b'G' => Value::Float(f64::from_be_bytes(self.take(8)?.try_into().unwrap())),
+            _ => misrouted(op),
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pushes a str; the opcode says how its length is written.
+    fn push_str(&mut self, op: u8) -> PResult<()> {
+        let n = match op {
+            // BINSTRING's length is signed.
+            b'T' => usize::try_from(self.u32()? as i32).map_err(|_| "negative string length")?,
+            b'U' | 0x8c => self.byte()? as usize,
+            b'X' => self.u32()? as usize,
+            0x8d => self.len_u64()?,
+            _ => misrouted(op),
+        };
+        let v = self.string(n)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pushes a bytes (or bytearray); the opcode says how its length is written.
+    fn push_bytes(&mut self, op: u8) -> PResult<()> {
+        let n = match op {
+            b'B' => self.u32()? as usize,
+            b'C' => self.byte()? as usize,
+            0x8e | 0x96 => self.len_u64()?,
+            _ => misrouted(op),
+        };
+        let v = self.bytes(n)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pushes a new dict, list, tuple or set: empty, or made of the items above the last MARK
+    /// (TUPLE1-3: of the top one to three items).
+    fn push_container(&mut self, op: u8) -> PResult<()> {
+        let v = match op {
+            b'}' => Value::Dict(Rc::default()),
+            b']' => Value::List(Rc::default()),
+            b')' => Value::Tuple(Rc::default()),
+            0x8f => Value::Set(Rc::default()),
+            b'd' => Value::Dict(Rc::new(RefCell::new(pairs(self.pop_mark()?)?))),
+            b'l' => Value::List(Rc::new(RefCell::new(self.pop_mark()?))),
+            b't' => Value::Tuple(Rc::new(self.pop_mark()?)),
+            0x91 => Value::Set(Rc::new(RefCell::new(self.pop_mark()?))),
+            0x85..=0x87 => Value::Tuple(Rc::new(self.pop_n((op - 0x84) as usize)?)),
+            _ => misrouted(op),
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// SETITEM(S), APPEND(S), ADDITEMS: items into the container below them.
+    fn add_items(&mut self, op: u8) -> PResult<()> {
+        match op {
             b's' => {
                 let v = self.pop()?;
                 let k = self.pop()?;
-                set_items(self.top()?, vec![(k, v)])?;
+                set_items(self.top()?, vec![(k, v)])
             }
             b'u' => {
-                let items = self.pop_mark()?;
-                let pairs = pairs(items)?;
-                set_items(self.top()?, pairs)?;
+                let items = pairs(self.pop_mark()?)?;
+                set_items(self.top()?, items)
             }
             b'a' => {
                 let v = self.pop()?;
-                append(self.top()?, vec![v])?;
+                append(self.top()?, vec![v])
             }
             b'e' | 0x90 => {
                 let items = self.pop_mark()?;
-                append(self.top()?, items)?;
+                append(self.top()?, items)
             }
-            b'q' => {
-                let i = self.byte()? as u64;
-                self.memo_put(i)?;
-            }
-            b'r' => {
-                let i = self.u32()? as u64;
-                self.memo_put(i)?;
-            }
-            0x94 => {
-                let i = self.memo.len() as u64;
-                self.memo_put(i)?;
-            }
-            b'p' => {
-                let i = self.line()?.parse().map_err(|_| "bad PUT index")?;
-                self.memo_put(i)?;
-            }
-            b'h' => {
-                let i = self.byte()? as u64;
-                let v = self.memo_get(i)?;
-                self.stack.push(v);
-            }
-            b'j' => {
-                let i = self.u32()? as u64;
-                let v = self.memo_get(i)?;
-                self.stack.push(v);
-            }
-            b'g' => {
-                let i = self.line()?.parse().map_err(|_| "bad GET index")?;
-                let v = self.memo_get(i)?;
-                self.stack.push(v);
-            }
-            b'c' => {
-                let module = self.line()?.to_string();
-                let name = self.line()?.to_string();
-                self.stack.push(Value::Global(Rc::new((module, name))));
-            }
+            _ => misrouted(op),
+        }
+    }
+
+    /// GLOBAL (names on text lines) and STACK_GLOBAL (names on the stack).
+    fn push_global(&mut self, op: u8) -> PResult<()> {
+        let v = match op {
+            b'c' => self.global_from_lines()?,
             0x93 => {
                 let name = self.pop()?;
                 let module = self.pop()?;
-                match (&module, &name) {
-                    (Value::Str(m), Value::Str(n)) => self
-                        .stack
-                        .push(Value::Global(Rc::new((m.to_string(), n.to_string())))),
-                    _ => return Err("STACK_GLOBAL needs two strings".into()),
-                }
+                let (Value::Str(m), Value::Str(n)) = (&module, &name) else {
+                    return Err("STACK_GLOBAL needs two strings".into());
+                };
+                Value::Global(Rc::new((m.to_string(), n.to_string())))
             }
+            _ => misrouted(op),
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// Module and name on two text lines (GLOBAL, INST).
+    fn global_from_lines(&mut self) -> PResult<Value> {
+        let module = self.line()?.to_string();
+        let name = self.line()?.to_string();
+        Ok(Value::Global(Rc::new((module, name))))
+    }
+
+    /// REDUCE, NEWOBJ, NEWOBJ_EX, OBJ, INST: pushes what a callable or class makes. Only
+    /// REDUCE's arguments are used (see [`call`]); classes are instantiated empty.
+    fn push_instance(&mut self, op: u8) -> PResult<()> {
+        let v = match op {
             b'R' => {
                 let args = self.pop()?;
                 let func = self.pop()?;
@@ -895,53 +920,49 @@ impl<'a> Unpickler<'a> {
                         args.kind()
                     ));
                 };
-                let v = call(&func, args, 0)?;
-                self.stack.push(v);
+                call(&func, args, 0)?
             }
             0x81 => {
                 let _args = self.pop()?;
-                let cls = self.pop()?;
-                self.stack.push(instantiate(&cls));
+                instantiate(&self.pop()?)
             }
             0x92 => {
                 let _kwargs = self.pop()?;
                 let _args = self.pop()?;
-                let cls = self.pop()?;
-                self.stack.push(instantiate(&cls));
+                instantiate(&self.pop()?)
             }
             b'o' => {
-                let mut items = self.pop_mark()?;
-                if items.is_empty() {
+                let items = self.pop_mark()?;
+                let Some(cls) = items.first() else {
                     return Err("OBJ without a class".into());
-                }
-                let cls = items.swap_remove(0);
-                self.stack.push(instantiate(&cls));
+                };
+                instantiate(cls)
             }
             b'i' => {
-                let module = self.line()?.to_string();
-                let name = self.line()?.to_string();
+                let cls = self.global_from_lines()?;
                 self.pop_mark()?;
-                self.stack
-                    .push(instantiate(&Value::Global(Rc::new((module, name)))));
+                instantiate(&cls)
             }
-            b'b' => {
-                // The state only matters for classes we do not model (or `_metadata` on an
-                // OrderedDict); dropping it is what makes unknown classes harmless.
-                let _state = self.pop()?;
-                self.top()?;
-            }
-            b'Q' => {
-                let pid = self.pop()?;
-                let v = persistent_load(&pid)?;
-                self.stack.push(v);
-            }
-            b'P' => return Err("text persistent ids (PERSID) are not used by torch.save".into()),
-            0x82..=0x84 => return Err("extension registry opcodes (EXT*) are not supported".into()),
-            0x97 | 0x98 => {
-                return Err("out-of-band buffers (protocol 5 NEXT_BUFFER) are not supported".into())
-            }
-            other => return Err(format!("unknown opcode 0x{other:02x}")),
-        }
+            _ => misrouted(op),
+        };
+        self.stack.push(v);
+        Ok(())
+    }
+
+    /// BUILD: pops the state and leaves the object as it is.
+    fn build(&mut self) -> PResult<()> {
+        // The state only matters for classes we do not model (or `_metadata` on an
+        // OrderedDict); dropping it is what makes unknown classes harmless.
+        let _state = self.pop()?;
+        self.top()?;
+        Ok(())
+    }
+
+    /// BINPERSID: a storage record (see [`persistent_load`]) for the id on the stack.
+    fn push_persistent(&mut self) -> PResult<()> {
+        let pid = self.pop()?;
+        let v = persistent_load(&pid)?;
+        self.stack.push(v);
         Ok(())
     }
 
@@ -964,6 +985,11 @@ impl<'a> Unpickler<'a> {
         buf[..m].copy_from_slice(&b[..m]);
         Ok(Value::Int(i64::from_le_bytes(buf)))
     }
+}
+
+/// The `_` arm of an opcode family's match: `step` sent it an opcode of another family.
+fn misrouted(op: u8) -> ! {
+    unreachable!("opcode 0x{op:02x} dispatched to the wrong handler")
 }
 
 fn pairs(items: Vec<Value>) -> PResult<Vec<(Value, Value)>> {
@@ -1033,85 +1059,22 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
     let Value::Global(g) = func else {
         return Ok(instantiate(func));
     };
-    let arg = |i: usize| {
-        args.get(i).ok_or_else(|| {
-            format!(
-                "{}.{} expects at least {} arguments, got {}",
-                g.0,
-                g.1,
-                i + 1,
-                args.len()
-            )
-        })
-    };
+    let args = CallArgs { callee: g, args };
     Ok(match (g.0.as_str(), g.1.as_str()) {
         ("torch._utils", "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3") => {
-            let Value::Storage(storage) = arg(0)? else {
-                return Err(format!(
-                    "tensor record without a storage (found {})",
-                    args[0].kind()
-                ));
-            };
-            let offset = arg(1)?
-                .as_usize()
-                .ok_or("tensor storage offset is not a non-negative int")?;
-            let dims = |v: &Value, what: &str| -> PResult<Vec<usize>> {
-                match v {
-                    Value::Tuple(t) => t
-                        .iter()
-                        .map(|d| {
-                            d.as_usize().ok_or_else(|| {
-                                format!("tensor {what} has a non-integer or negative entry")
-                            })
-                        })
-                        .collect(),
-                    other => Err(format!("tensor {what} is a {}, not a tuple", other.kind())),
-                }
-            };
-            let shape = dims(arg(2)?, "size")?;
-            let stride = dims(arg(3)?, "stride")?;
-            if shape.len() != stride.len() {
-                return Err(format!(
-                    "tensor size {shape:?} and stride {stride:?} differ in length"
-                ));
-            }
-            Value::Tensor(Rc::new(TensorRef {
-                storage: storage.clone(),
-                offset,
-                shape,
-                stride,
-            }))
+            rebuild_tensor(&args)?
         }
-        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => match arg(0)? {
-            t @ Value::Tensor(_) => t.clone(),
-            other => {
-                return Err(format!(
-                    "parameter record holds a {}, not a tensor",
-                    other.kind()
-                ))
-            }
-        },
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            rebuild_parameter(&args)?
+        }
         ("torch._tensor", "_rebuild_from_type_v2") => {
             // (func, subclass, args, state): rebuild the plain tensor the subclass wraps.
-            let (Value::Tuple(inner), true) = (arg(2)?, depth < MAX_CALL_DEPTH) else {
+            let (Value::Tuple(inner), true) = (args.get(2)?, depth < MAX_CALL_DEPTH) else {
                 return Ok(instantiate(func));
             };
-            call(arg(0)?, inner, depth + 1)?
+            call(args.get(0)?, inner, depth + 1)?
         }
-        ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict") => {
-            // OrderedDict([(k, v), ...]) in old protocols; the usual form has no arguments.
-            let mut items = vec![];
-            if let Some(Value::List(l)) = args.first() {
-                for pair in l.borrow().iter() {
-                    if let Value::Tuple(kv) = pair {
-                        if kv.len() == 2 {
-                            items.push((kv[0].clone(), kv[1].clone()));
-                        }
-                    }
-                }
-            }
-            Value::Dict(Rc::new(RefCell::new(items)))
-        }
+        _ if is_dict_class(g) => dict_from_pairs(args.first()),
         ("builtins" | "__builtin__", "set" | "frozenset") => {
             let items = match args.first() {
                 Some(Value::List(l)) => l.borrow().clone(),
@@ -1119,7 +1082,7 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
             };
             Value::Set(Rc::new(RefCell::new(items)))
         }
-        ("_codecs", "encode") => match arg(0)? {
+        ("_codecs", "encode") => match args.get(0)? {
             // Protocol 2 pickles `bytes` as _codecs.encode(text, "latin1").
             Value::Str(s) => Value::Bytes(
                 s.chars()
@@ -1135,6 +1098,100 @@ fn call(func: &Value, args: &[Value], depth: usize) -> PResult<Value> {
         },
         _ => instantiate(func),
     })
+}
+
+/// A REDUCE call's arguments, with the callee's name for error messages.
+struct CallArgs<'a> {
+    callee: &'a (String, String),
+    args: &'a [Value],
+}
+
+impl<'a> CallArgs<'a> {
+    /// Argument `i`; a missing one is an error.
+    fn get(&self, i: usize) -> PResult<&'a Value> {
+        self.args.get(i).ok_or_else(|| {
+            format!(
+                "{}.{} expects at least {} arguments, got {}",
+                self.callee.0,
+                self.callee.1,
+                i + 1,
+                self.args.len()
+            )
+        })
+    }
+
+    fn first(&self) -> Option<&'a Value> {
+        self.args.first()
+    }
+}
+
+/// `_rebuild_tensor*(storage, offset, size, stride, ...)`: a lazy view of the storage.
+fn rebuild_tensor(args: &CallArgs) -> PResult<Value> {
+    let storage = args.get(0)?;
+    let Value::Storage(storage) = storage else {
+        return Err(format!(
+            "tensor record without a storage (found {})",
+            storage.kind()
+        ));
+    };
+    let offset = args
+        .get(1)?
+        .as_usize()
+        .ok_or("tensor storage offset is not a non-negative int")?;
+    let shape = tensor_dims(args.get(2)?, "size")?;
+    let stride = tensor_dims(args.get(3)?, "stride")?;
+    if shape.len() != stride.len() {
+        return Err(format!(
+            "tensor size {shape:?} and stride {stride:?} differ in length"
+        ));
+    }
+    Ok(Value::Tensor(Rc::new(TensorRef {
+        storage: storage.clone(),
+        offset,
+        shape,
+        stride,
+    })))
+}
+
+/// A tensor's size or stride (`what`): a tuple of non-negative ints.
+fn tensor_dims(v: &Value, what: &str) -> PResult<Vec<usize>> {
+    match v {
+        Value::Tuple(t) => t
+            .iter()
+            .map(|d| {
+                d.as_usize()
+                    .ok_or_else(|| format!("tensor {what} has a non-integer or negative entry"))
+            })
+            .collect(),
+        other => Err(format!("tensor {what} is a {}, not a tuple", other.kind())),
+    }
+}
+
+/// `_rebuild_parameter*(tensor, ...)`: an `nn.Parameter` loads as its tensor.
+fn rebuild_parameter(args: &CallArgs) -> PResult<Value> {
+    match args.get(0)? {
+        t @ Value::Tensor(_) => Ok(t.clone()),
+        other => Err(format!(
+            "parameter record holds a {}, not a tensor",
+            other.kind()
+        )),
+    }
+}
+
+/// A dict class called with an optional list of `(key, value)` tuples.
+fn dict_from_pairs(first: Option<&Value>) -> Value {
+    // OrderedDict([(k, v), ...]) in old protocols; the usual form has no arguments.
+    let mut items = vec![];
+    if let Some(Value::List(l)) = first {
+        for pair in l.borrow().iter() {
+            if let Value::Tuple(kv) = pair {
+                if kv.len() == 2 {
+                    items.push((kv[0].clone(), kv[1].clone()));
+                }
+            }
+        }
+    }
+    Value::Dict(Rc::new(RefCell::new(items)))
 }
 
 /// BINPERSID: torch.save's `('storage', torch.<Type>Storage, key, location, numel)`.
@@ -1244,6 +1301,14 @@ mod tests {
             b"\x80\x06.",
         ] {
             assert!(run(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_opcode_byte_is_run_or_refused_without_panic() {
+        // `step` lists each family's opcodes, and the family's own match must agree.
+        for op in 0..=u8::MAX {
+            let _ = run(&[0x80, 2, op]);
         }
     }
 }
