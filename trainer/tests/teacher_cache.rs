@@ -128,7 +128,7 @@ fn a_run_whose_key_differs_never_replays() {
     let root = tmp.path().join("cache");
     let cache = CacheSetting::Dir(root.clone());
     let base = student(&t, cache.clone(), KdMethod::Kd);
-    Start::new(&base, &tmp.path().join("first"))
+    Start::new(&base, tmp.path().join("first"))
         .and_then(|s| train(s, false))
         .unwrap();
     let keys = |root: &Path| std::fs::read_dir(root).unwrap().count();
@@ -156,7 +156,7 @@ fn a_run_whose_key_differs_never_replays() {
     let mut weights = base.clone();
     weights.distill.as_mut().unwrap().teacher = t2;
     for (i, cfg) in [seed, batch, aug, weights].iter().enumerate() {
-        let s = Start::new(cfg, &tmp.path().join(format!("other{i}")))
+        let s = Start::new(cfg, tmp.path().join(format!("other{i}")))
             .and_then(|s| train(s, false))
             .unwrap();
         let c = cache_stats(&s);
@@ -212,7 +212,7 @@ fn corrupt_or_truncated_shards_are_recomputed_not_replayed() {
     assert_eq!(metrics(&good), metrics(&again));
     assert!(max_weight_diff(&good, &again) <= 1e-6);
     // Rewritten whole: a third run replays everything.
-    let s = Start::new(&cfg, &tmp.path().join("third"))
+    let s = Start::new(&cfg, tmp.path().join("third"))
         .and_then(|s| train(s, false))
         .unwrap();
     assert_eq!(cache_stats(&s).replayed_batches, 20);
@@ -237,7 +237,7 @@ fn an_interrupted_recording_is_completed_when_the_run_resumes() {
     assert!(s.finished);
     assert_eq!(cache_stats(&s).live_batches, 16);
     // Both epochs are complete in the cache now.
-    let s = Start::new(&cfg, &tmp.path().join("replay"))
+    let s = Start::new(&cfg, tmp.path().join("replay"))
         .and_then(|s| train(s, false))
         .unwrap();
     let c = cache_stats(&s);

@@ -326,7 +326,7 @@ fn corrupt_images_in_a_folder_dataset_are_skipped_and_counted() {
     );
     // Strict mode stops with the file's path.
     cfg.data.dataset.strict = true;
-    let err = Start::new(&cfg, &tmp.path().join("strict"))
+    let err = Start::new(&cfg, tmp.path().join("strict"))
         .and_then(|s| train(s, false))
         .unwrap_err()
         .to_string();

@@ -99,7 +99,7 @@ enum EpochEnd {
 /// How a run starts: a new run of a validated config in a directory, or the run a directory
 /// holds, resumed with its own stored config.
 pub enum Start {
-    New(NewRun),
+    New(Box<NewRun>),
     Resume(PathBuf),
 }
 
@@ -113,10 +113,10 @@ impl Start {
     /// A new run of `config` in `run_dir`; every config field is checked here, once.
     pub fn new(config: &TrainConfig, run_dir: impl AsRef<Path>) -> Result<Self, TrainError> {
         config.validate()?;
-        Ok(Start::New(NewRun {
+        Ok(Start::New(Box::new(NewRun {
             config: config.clone(),
             run_dir: run_dir.as_ref().to_path_buf(),
-        }))
+        })))
     }
 
     /// The run in `run_dir`, resumed.
