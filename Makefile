@@ -52,6 +52,13 @@ loader-bench:
 	$(CARGO) build --release -p lkd-trainer --example folder_loader_epoch
 	$(LKD_PYTHON) benches/folder_loader_vs_torchvision.py
 
+# Two minutes of 4 keep-alive clients against `lkd-run serve` on loopback; fails on RSS growth
+# over 5 % or any answer not 200 (README "Serving").
+.PHONY: serve-soak
+serve-soak:
+	$(CARGO) build -p lkd-runtime --bin lkd-run
+	$(LKD_PYTHON) scripts/serve_figures.py --lkd-run target/debug/lkd-run --only-soak --soak 120 --soak-clients 4
+
 transfer: release
 	LKD=./target/release/lkd LKD_PYTHON=$(LKD_PYTHON) bash benches/transfer.sh
 

@@ -4,7 +4,7 @@
                                          [--requests 200] [--flood 500] [--cap 64]
                                          [--soak 120 --soak-clients 4 --soak-max 200000]
 
-Prints three things (nothing is asserted; the tests in runtime/tests/integration/serve_*.rs do that):
+Prints three things (not asserted; the tests in runtime/tests/integration/serve_*.rs do that):
 1. a normal client's latency (POST /v1/classify, one connection per request, sequential), p50 /
    p99 / max, with no other clients and then while --flood connections each hold a half-sent
    request (the server runs with --max-connections --cap, so the flood is evicted oldest first);
@@ -17,7 +17,8 @@ Prints three things (nothing is asserted; the tests in runtime/tests/integration
    (127.0.0.1 only) sending POST /v1/classify back to back for SECONDS or --soak-max requests in
    all, whichever comes first; the server's RSS (VmRSS) after a 200-request warm-up, after
    --soak-baseline seconds of the soak and at the end (growth since the baseline, in %), its peak
-   (VmHWM), and the latency p50 / p99 / max over every request.
+   (VmHWM), and the latency p50 / p99 / max over every request; exits non-zero when the RSS
+   grew more than --soak-max-growth % (default 5) since the baseline or any answer was not 200.
 Without --model it generates the test fixture `gray28.onnx` (runtime/tests/fixtures/make_models.py).
 Checked with Python 3.11, numpy 2.4, Pillow 12, tritonclient 2.73.
 """
@@ -241,6 +242,10 @@ def soak_figure(args, model):
           f"max {ms[-1]:.2f} ms; RSS {rss_start / 1024:.1f} MB after a sequential warm-up, "
           f"{rss0 / 1024:.1f} MB at {args.soak_baseline:.0f} s, {rss1 / 1024:.1f} MB at the end "
           f"({100 * (rss1 - rss0) / rss0:+.2f} % since {args.soak_baseline:.0f} s), peak {peak / 1024:.1f} MB")
+    growth = 100 * (rss1 - rss0) / rss0
+    if growth > args.soak_max_growth:
+        raise SystemExit(f"soak: RSS grew {growth:.2f} % since {args.soak_baseline:.0f} s, "
+                         f"over the {args.soak_max_growth} % bound")
 
 
 def main():
@@ -254,6 +259,8 @@ def main():
     ap.add_argument("--soak-clients", type=int, default=4)
     ap.add_argument("--soak-max", type=int, default=200000, help="requests in all, at most")
     ap.add_argument("--soak-baseline", type=float, default=10, help="seconds into the soak the RSS baseline is taken")
+    ap.add_argument("--soak-max-growth", type=float, default=5.0,
+                    help="percent of RSS growth since the baseline that fails the soak")
     ap.add_argument("--only-soak", action="store_true", help="skip figures 1-3")
     args = ap.parse_args()
     if args.lkd_run is None:

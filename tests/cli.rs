@@ -513,3 +513,48 @@ fn a_second_writer_on_one_run_directory_is_refused() {
         text(&o)
     );
 }
+
+/// `kill -9` of a trainer leaves no stale lock: the kernel drops the `flock` with the process,
+/// so `--resume` right after goes on (from the last checkpoint, or from step 0 when there was
+/// none) and runs to the end.
+#[test]
+fn a_killed_trainer_leaves_no_stale_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = dir.path().join("run");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_lkd"))
+        .env("LKD_CACHE", &cache)
+        .args([
+            "train", "--limit", "3000", "--epochs", "2", "--quiet", "--out",
+        ])
+        .arg(&run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while training: once a step's metrics are written, the lock is held.
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|s| s.contains("\"lr\"")) {
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "the run never trained a step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(std::fs::read_to_string(run.join(".lock"))
+        .unwrap()
+        .starts_with(&format!("PID {} ", first.id())));
+    first.kill().unwrap(); // SIGKILL: no destructor, no unlock by the process itself
+    assert!(!first.wait().unwrap().success());
+    let o = lkd_in(
+        &cache,
+        &["train", "--resume", run.to_str().unwrap(), "--quiet"],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains("in use by another process"), "{t}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    // Resume truncates the metric stream back to its checkpoint: one line per epoch.
+    let evals = metrics.lines().filter(|l| l.contains("\"top1\"")).count();
+    assert_eq!(evals, 2, "{metrics}");
+}

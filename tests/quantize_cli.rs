@@ -181,6 +181,67 @@ fn corrupt_calibration_image_is_skipped_and_counted() {
     checker(&out);
 }
 
+/// A FIFO and a sparse 2 GiB file named as images in the calibration folder are refused from
+/// their metadata (never opened for reading, which would block or read gigabytes), named with
+/// the reason and counted; calibration goes on with the real images.
+#[test]
+fn calibration_skips_fifos_and_oversized_files_without_reading_them() {
+    let lkd = env!("CARGO_BIN_EXE_lkd");
+    let m = model();
+    let root = tempfile::tempdir().unwrap();
+    for (c, name) in ["a", "b"].iter().enumerate() {
+        let d = root.path().join("train").join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..4 {
+            write_png(&d.join(format!("{i}.png")), (c * 16 + i) as u8);
+        }
+    }
+    let class = root.path().join("train/a");
+    let fifo = class.join("pipe.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let sparse = class.join("huge.jpg");
+    let f = std::fs::File::create(&sparse).unwrap();
+    std::io::Write::write_all(&mut &f, &[0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let out = root.path().join("q.onnx");
+    let start = std::time::Instant::now();
+    let res = Command::new(lkd)
+        .arg("quantize")
+        .arg(m)
+        .arg("--calib")
+        .arg(root.path())
+        .args(["--calib-kind", "folder", "--no-bench", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    for line in [
+        format!(
+            "skipping corrupt image {}: a FIFO (named pipe), not a regular file: give an image file",
+            fifo.display()
+        ),
+        format!(
+            "skipping corrupt image {}: the file is 2147483648 bytes; the limit for an image file \
+             is 134217728 bytes",
+            sparse.display()
+        ),
+    ] {
+        assert!(stderr.lines().any(|l| l == line), "{line:?} not in:\n{stderr}");
+    }
+    let j: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(j["calib"]["corrupt_skipped"], 2);
+    assert_eq!(j["calib"]["images"], 8);
+    // Reading the sparse file whole took 8.6 s in `lkd-run predict`; a blocked FIFO never ends.
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    checker(&out);
+}
+
 #[test]
 fn binary_subcommand_quantizes_with_a_json_report() {
     let lkd = env!("CARGO_BIN_EXE_lkd");
