@@ -558,3 +558,98 @@ fn a_killed_trainer_leaves_no_stale_lock() {
     let evals = metrics.lines().filter(|l| l.contains("\"top1\"")).count();
     assert_eq!(evals, 2, "{metrics}");
 }
+
+/// `teacher-cache build` takes the cache entry's lock as training takes the run's: while another
+/// process holds `ENTRY/.lock`, a build is refused naming the holder; once the holder is gone
+/// (killed), the next build goes on.
+#[test]
+fn a_teacher_cache_entry_has_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let teacher = dir.path().join("teacher");
+    let t = text(&lkd_in(
+        &cache,
+        &[
+            "train",
+            "--limit",
+            "600",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            teacher.to_str().unwrap(),
+        ],
+    ));
+    assert!(teacher.join("config.toml").is_file(), "{t}");
+    let outputs = dir.path().join("outputs");
+    let build = || {
+        let mut args = vec![
+            "teacher-cache".to_string(),
+            "build".into(),
+            "--config".into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/configs/fmnist-convnext-proxy-nkd.toml"
+            )
+            .into(),
+            "--epochs".into(),
+            "1".into(),
+            "--teacher".into(),
+            teacher.display().to_string(),
+            "--teacher-cache".into(),
+            outputs.display().to_string(),
+            "--set".into(),
+            "data.dataset.limit=600".into(),
+        ];
+        if let Ok(p) = std::env::var("LKD_FASHION_MNIST") {
+            args.extend(["--set".into(), format!("data.dataset.path={p}")]);
+        }
+        lkd_in(&cache, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = build();
+    assert!(first.status.success(), "{}", text(&first));
+    let entries: Vec<_> = std::fs::read_dir(&outputs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let lock = entry.join(".lock");
+    // Another writer: a shell that writes its PID the way LKD does, then holds the flock (`-o`:
+    // held by that process alone, not inherited by `sleep`).
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("printf 'PID %s (sh)' $$ > \"$0\" && exec flock -o \"$0\" sleep 120")
+        .arg(&lock)
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while Command::new("flock")
+        .args(["-n"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(start.elapsed().as_secs() < 30, "the holder never locked");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let busy = build();
+    assert!(!busy.status.success(), "{}", text(&busy));
+    assert!(
+        text(&busy).contains(&format!(
+            "error: teacher cache {} is in use by another process (PID {} (sh)): wait for it to \
+             finish or stop it (the lock is released when it exits)",
+            entry.display(),
+            holder.id()
+        )),
+        "{}",
+        text(&busy)
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let again = build();
+    assert!(again.status.success(), "{}", text(&again));
+}
