@@ -25,6 +25,13 @@ if [ ! -f /usr/include/gloo/config.h ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libgloo-dev >&2
 fi
 
+# The training loader decodes JPEG with libjpeg-turbo (lkd-trainer links it through pkg-config).
+if ! pkg-config --exists libturbojpeg 2>/dev/null; then
+  echo "[bootstrap] installing Debian package libturbojpeg0-dev (libjpeg-turbo for the training loader)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq libturbojpeg0-dev pkg-config >&2
+fi
+
 stamp="$VENV/.lkd-ready-torch$TORCH_VERSION-ort$ORT_VERSION"
 if [ ! -f "$stamp" ]; then
   echo "[bootstrap] creating venv $VENV (torch==$TORCH_VERSION, onnxruntime==$ORT_VERSION, onnx, numpy)" >&2

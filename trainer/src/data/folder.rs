@@ -356,13 +356,33 @@ pub(crate) fn open_unsplit(
 
 /// Reads (bounded, see [`lkd_preprocess::read_image_file`]) and decodes one file with the
 /// serving decoder (size bounds from the header, truncated JPEGs refused): luma for grey
-/// sources, RGB for everything else.
+/// sources, RGB for everything else. Evaluation decodes here, so its pixels are `lkd predict`'s.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
-    decode_reduced(path, |_, _| 1.0).map(|(image, _)| image)
+    let bytes = read(path)?;
+    let (pixels, _) =
+        lkd_preprocess::decode_reduced(&bytes, &lkd_preprocess::Limits::default(), |_, _| 1.0)
+            .map_err(|source| DataError::Decode {
+                path: path.into(),
+                source,
+            })?;
+    Ok(super::ops::from_pixels(pixels))
 }
 
-/// [`decode`] at the smallest JPEG DCT scale that keeps `min_scale(width, height)` of the full
-/// resolution; returns the image and the full-size `[width, height]`.
+fn read(path: &Path) -> Result<Vec<u8>> {
+    lkd_preprocess::read_image_file(path, lkd_preprocess::DEFAULT_MAX_FILE_BYTES).map_err(
+        |source| DataError::Decode {
+            path: path.into(),
+            source,
+        },
+    )
+}
+
+/// The training decode: a JPEG whose `min_scale(width, height)` is below 1 (a random-resized
+/// crop that needs less than the full resolution) through libjpeg-turbo at the smallest DCT
+/// scale N/8 (N = 1..7) that keeps that share in both axes (as PIL's `draft`), after the serving
+/// decoder's checks (size bounds from the header, truncated JPEGs refused). Everything else —
+/// full resolution (evaluation, so its pixels stay `lkd predict`'s), other formats, JPEGs that
+/// are neither luma nor YCbCr/RGB (CMYK) — through [`lkd_preprocess::decode_reduced`]. Returns the image and the full-size `[width, height]`.
 pub(crate) fn decode_reduced(
     path: &Path,
     min_scale: impl FnOnce(usize, usize) -> f64,
@@ -371,14 +391,158 @@ pub(crate) fn decode_reduced(
         path: path.into(),
         source,
     };
-    let bytes = lkd_preprocess::read_image_file(path, lkd_preprocess::DEFAULT_MAX_FILE_BYTES)
-        .map_err(fail)?;
+    let bytes = read(path)?;
+    let limits = lkd_preprocess::Limits::default();
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        match turbo::decode_scaled(&bytes, &limits, min_scale) {
+            Ok(turbo::Decoded::Image(image, full)) => return Ok((image, full)),
+            Ok(turbo::Decoded::Unsupported(scale)) => {
+                let (pixels, [w, h]) =
+                    lkd_preprocess::decode_reduced(&bytes, &limits, |_, _| scale).map_err(fail)?;
+                return Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]));
+            }
+            Err(source) => return Err(fail(source)),
+        }
+    }
     let (pixels, [w, h]) =
-        lkd_preprocess::decode_reduced(&bytes, &lkd_preprocess::Limits::default(), |w, h| {
-            min_scale(w as usize, h as usize)
-        })
-        .map_err(fail)?;
+        lkd_preprocess::decode_reduced(&bytes, &limits, |w, h| min_scale(w as usize, h as usize))
+            .map_err(fail)?;
     Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]))
+}
+
+/// libjpeg-turbo's TurboJPEG API (the system library, found by pkg-config; the bootstrap
+/// installs Debian's libturbojpeg0-dev). One decompressor per thread.
+mod turbo {
+    use super::Image;
+    use lkd_preprocess::{Limits, PreprocessError};
+    use std::ffi::CStr;
+    use turbojpeg_sys as tj;
+
+    pub(super) enum Decoded {
+        Image(Image, [usize; 2]),
+        /// Full resolution asked for, or not luma or YCbCr/RGB (CMYK): the caller decodes it
+        /// with the serving decoder, at this scale.
+        Unsupported(f64),
+    }
+
+    struct Handle(tj::tjhandle);
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            // SAFETY: the handle came from tjInitDecompress and is destroyed once.
+            unsafe { tj::tjDestroy(self.0) };
+        }
+    }
+
+    thread_local! {
+        static HANDLE: Handle = Handle(
+            // SAFETY: no arguments; a null handle is checked before use.
+            unsafe { tj::tjInitDecompress() },
+        );
+    }
+
+    fn error(msg: String) -> PreprocessError {
+        PreprocessError::Decode {
+            source: image::ImageError::Decoding(image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                msg,
+            )),
+        }
+    }
+
+    fn message(h: tj::tjhandle) -> String {
+        // SAFETY: tjGetErrorStr2 returns a NUL-terminated string owned by the handle (or a
+        // static one), valid until the next call on it.
+        unsafe {
+            let s = tj::tjGetErrorStr2(h);
+            if s.is_null() {
+                "libjpeg-turbo error".into()
+            } else {
+                CStr::from_ptr(s).to_string_lossy().into_owned()
+            }
+        }
+    }
+
+    /// The smallest N/8 with N/8 >= `scale` (N = 8 when `scale` >= 1).
+    pub(super) fn eighths(scale: f64) -> usize {
+        (1..=8).find(|&n| n as f64 / 8.0 >= scale).unwrap_or(8)
+    }
+
+    pub(super) fn decode_scaled(
+        bytes: &[u8],
+        limits: &Limits,
+        min_scale: impl FnOnce(usize, usize) -> f64,
+    ) -> Result<Decoded, PreprocessError> {
+        if let Some(reason) = lkd_preprocess::jpeg_is_truncated(bytes) {
+            return Err(PreprocessError::TruncatedJpeg(reason));
+        }
+        let len = std::os::raw::c_ulong::try_from(bytes.len())
+            .map_err(|_| error("file too large".into()))?;
+        HANDLE.with(|handle| {
+            let h = handle.0;
+            if h.is_null() {
+                return Err(error("tjInitDecompress failed".into()));
+            }
+            let (mut w, mut ht, mut subsamp, mut cs) = (0, 0, 0, 0);
+            // SAFETY: `bytes` is valid for `len` bytes; the outputs are plain ints.
+            let rc = unsafe {
+                tj::tjDecompressHeader3(
+                    h,
+                    bytes.as_ptr(),
+                    len,
+                    &mut w,
+                    &mut ht,
+                    &mut subsamp,
+                    &mut cs,
+                )
+            };
+            if rc != 0 {
+                return Err(error(message(h)));
+            }
+            let (width, height) = (w.max(0) as usize, ht.max(0) as usize);
+            limits.check(width as u64, height as u64)?;
+            let scale = min_scale(width, height);
+            if scale >= 1.0 {
+                // No reduction: the serving decoder's pixels, the ones evaluation and `lkd
+                // predict` see (eval geometry asks for the full resolution).
+                return Ok(Decoded::Unsupported(scale));
+            }
+            let (format, channels) = match cs as tj::TJCS {
+                tj::TJCS_TJCS_GRAY => (tj::TJPF_TJPF_GRAY, 1),
+                tj::TJCS_TJCS_YCbCr | tj::TJCS_TJCS_RGB => (tj::TJPF_TJPF_RGB, 3),
+                _ => return Ok(Decoded::Unsupported(scale)),
+            };
+            // TJSCALED: ceil(side * N / 8); libjpeg-turbo picks the largest factor that fits.
+            let n = eighths(scale);
+            let side = |s: usize| (s * n).div_ceil(8);
+            let (sw, sh) = (side(width), side(height));
+            let mut data = vec![0u8; sw * sh * channels];
+            // SAFETY: `data` holds sw×sh pixels of `channels` bytes with pitch sw×channels, the
+            // size libjpeg-turbo writes for a factor that fits sw×sh.
+            let rc = unsafe {
+                tj::tjDecompress2(
+                    h,
+                    bytes.as_ptr(),
+                    len,
+                    data.as_mut_ptr(),
+                    sw as i32,
+                    (sw * channels) as i32,
+                    sh as i32,
+                    format,
+                    0,
+                )
+            };
+            // A warning (recoverable corrupt data) still leaves a full image, as in Pillow.
+            // SAFETY: h is a live handle.
+            if rc != 0 && unsafe { tj::tjGetErrorCode(h) } != tj::TJERR_TJERR_WARNING as i32 {
+                return Err(error(message(h)));
+            }
+            Ok(Decoded::Image(
+                Image::new(sw, sh, channels, data),
+                [width, height],
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
