@@ -346,6 +346,240 @@ fn check(field: &str, value: f64, ok: bool, range: &str) -> Result<(), TrainErro
     }
 }
 
+fn validate_optim(o: &OptimConfig) -> Result<(), TrainError> {
+    check(
+        "optim.epochs",
+        o.epochs as f64,
+        (1..=100_000).contains(&o.epochs),
+        "in 1..=100000",
+    )?;
+    check(
+        "optim.batch_size",
+        o.batch_size as f64,
+        (1..=65536).contains(&o.batch_size),
+        "in 1..=65536",
+    )?;
+    check(
+        "optim.update_freq",
+        o.update_freq as f64,
+        (1..=4096).contains(&o.update_freq),
+        "in 1..=4096",
+    )?;
+    // No upper bound: a diverging recipe is a result the non-finite-loss guard reports.
+    check("optim.lr", o.lr, o.lr > 0.0, "a positive finite number")?;
+    check(
+        "optim.min_lr",
+        o.min_lr,
+        o.min_lr >= 0.0 && o.min_lr <= o.lr,
+        "in [0, optim.lr]",
+    )?;
+    check(
+        "optim.weight_decay",
+        o.weight_decay,
+        (0.0..=10.0).contains(&o.weight_decay),
+        "in [0, 10]",
+    )?;
+    check(
+        "optim.warmup_epochs",
+        o.warmup_epochs,
+        o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64,
+        "in [0, optim.epochs]",
+    )?;
+    if let Some(c) = o.clip_grad {
+        check("optim.clip_grad", c, c > 0.0 && c <= 1e6, "in (0, 1e6]")?;
+    }
+    check(
+        "optim.label_smoothing",
+        o.label_smoothing,
+        (0.0..1.0).contains(&o.label_smoothing),
+        "in [0, 1)",
+    )?;
+    if let Some(d) = o.layer_decay {
+        check("optim.layer_decay", d, d > 0.0 && d <= 1.0, "in (0, 1]")?;
+    }
+    check(
+        "optim.head_lr_scale",
+        o.head_lr_scale,
+        o.head_lr_scale > 0.0 && o.head_lr_scale <= 1e4,
+        "in (0, 1e4]",
+    )?;
+    Ok(())
+}
+
+fn validate_finetune(f: &FinetuneConfig) -> Result<(), TrainError> {
+    check(
+        "finetune.head_init_scale",
+        f.head_init_scale,
+        f.head_init_scale > 0.0 && f.head_init_scale <= 1e4,
+        "in (0, 1e4]",
+    )?;
+    if let Some(p) = f.freeze.iter().find(|p| p.trim().is_empty()) {
+        return Err(TrainError::Config(format!(
+            "finetune.freeze holds an empty prefix {p:?}: name parameter paths such as \"stages.0\""
+        )));
+    }
+    Ok(())
+}
+
+fn validate_data(d: &DataConfig) -> Result<(), TrainError> {
+    check(
+        "data.workers",
+        d.workers as f64,
+        d.workers <= 256,
+        "at most 256 (0: one per core)",
+    )?;
+    check(
+        "data.prefetch",
+        d.prefetch as f64,
+        (1..=64).contains(&d.prefetch),
+        "in 1..=64",
+    )?;
+    validate_augment(&d.augment)?;
+    if let Some(m) = &d.mixup {
+        validate_mixup(m)?;
+    }
+    Ok(())
+}
+
+fn validate_augment(a: &AugmentConfig) -> Result<(), TrainError> {
+    check(
+        "data.augment.hflip",
+        a.hflip,
+        (0.0..=1.0).contains(&a.hflip),
+        "a probability in [0, 1]",
+    )?;
+    check(
+        "data.augment.random_erasing",
+        a.random_erasing,
+        (0.0..=1.0).contains(&a.random_erasing),
+        "a probability in [0, 1]",
+    )?;
+    check(
+        "data.augment.crop_padding",
+        a.crop_padding as f64,
+        a.crop_padding <= 1024,
+        "at most 1024",
+    )?;
+    if let Some(spec) = &a.rand_augment {
+        // The spelling only: fill and interpolation come from the model at load time.
+        let interpolation = lkd_models::preprocess::Interpolation::Bilinear;
+        crate::data::RandAugment::parse(spec, vec![0], interpolation).map_err(|e| match e {
+            crate::data::DataError::Config(m) => TrainError::Config(format!("data.augment.{m}")),
+            other => other.into(),
+        })?;
+    }
+    if let Some(r) = &a.random_resized_crop {
+        let [s0, s1] = r.scale;
+        check(
+            "data.augment.random_resized_crop.scale[0]",
+            s0,
+            s0 > 0.0 && s0 <= s1 && s1 <= 1.0,
+            "in (0, scale[1]] with scale[1] ≤ 1",
+        )?;
+        let [r0, r1] = r.ratio;
+        check(
+            "data.augment.random_resized_crop.ratio[0]",
+            r0,
+            r0 > 0.0 && r0 <= r1,
+            "positive and ≤ ratio[1]",
+        )?;
+    }
+    Ok(())
+}
+
+fn validate_mixup(m: &MixupConfig) -> Result<(), TrainError> {
+    check(
+        "data.mixup.mixup_alpha",
+        m.mixup_alpha,
+        (0.0..=100.0).contains(&m.mixup_alpha),
+        "in [0, 100]",
+    )?;
+    check(
+        "data.mixup.cutmix_alpha",
+        m.cutmix_alpha,
+        (0.0..=100.0).contains(&m.cutmix_alpha),
+        "in [0, 100]",
+    )?;
+    check(
+        "data.mixup.prob",
+        m.prob,
+        (0.0..=1.0).contains(&m.prob),
+        "a probability in [0, 1]",
+    )?;
+    check(
+        "data.mixup.switch_prob",
+        m.switch_prob,
+        (0.0..=1.0).contains(&m.switch_prob),
+        "a probability in [0, 1]",
+    )?;
+    Ok(())
+}
+
+fn validate_distill(k: &DistillConfig) -> Result<(), TrainError> {
+    check(
+        "distill.temperature",
+        k.temperature,
+        k.temperature > 0.0 && k.temperature <= 100.0,
+        "in (0, 100]",
+    )?;
+    check(
+        "distill.fd_weight",
+        k.fd_weight,
+        (0.0..=1000.0).contains(&k.fd_weight),
+        "in [0, 1000]",
+    )?;
+    if let Some(al) = k.alpha {
+        match k.method {
+            KdMethod::Kd | KdMethod::KdFd => check(
+                "distill.alpha",
+                al,
+                (0.0..=1.0).contains(&al),
+                "in [0, 1] for KD (the KL weight; CE gets 1 − alpha)",
+            )?,
+            _ => check(
+                "distill.alpha",
+                al,
+                (0.0..=100.0).contains(&al),
+                "in [0, 100]",
+            )?,
+        }
+    }
+    Ok(())
+}
+
+fn validate_ema(e: &EmaConfig) -> Result<(), TrainError> {
+    check(
+        "ema.decay",
+        e.decay,
+        e.decay > 0.0 && e.decay < 1.0,
+        "in (0, 1)",
+    )
+}
+
+fn validate_run(r: &RunConfig) -> Result<(), TrainError> {
+    check(
+        "run.threads",
+        r.threads as f64,
+        r.threads <= 4096,
+        "at most 4096 (0: libtorch's default)",
+    )?;
+    if let Some(m) = r.max_steps {
+        check("run.max_steps", m as f64, m >= 1, "at least 1")?;
+    }
+    r.device
+        .parse::<lkd_util::Device>()
+        .map_err(|e| TrainError::Config(format!("run.device: {e}")))?;
+    r.precision()?;
+    r.grad_scaler.validate()?;
+    check(
+        "run.dist_timeout_s",
+        r.dist_timeout_s as f64,
+        (1..=86_400).contains(&r.dist_timeout_s),
+        "in 1..=86400 (seconds)",
+    )?;
+    Ok(())
+}
+
 impl TrainConfig {
     pub fn from_toml_str(text: &str) -> Result<Self, TrainError> {
         let cfg: Self = toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?;
@@ -354,221 +588,19 @@ impl TrainConfig {
     }
 
     /// Checks every numeric field against its range, so a bad value is a clear error before any
-    /// work starts instead of a panic or a silently meaningless run.
+    /// work starts instead of a panic or a silently meaningless run. Sections go in a fixed
+    /// order, so the first error of a config with several is always the same one.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let o = &self.optim;
-        check(
-            "optim.epochs",
-            o.epochs as f64,
-            (1..=100_000).contains(&o.epochs),
-            "in 1..=100000",
-        )?;
-        check(
-            "optim.batch_size",
-            o.batch_size as f64,
-            (1..=65536).contains(&o.batch_size),
-            "in 1..=65536",
-        )?;
-        check(
-            "optim.update_freq",
-            o.update_freq as f64,
-            (1..=4096).contains(&o.update_freq),
-            "in 1..=4096",
-        )?;
-        // No upper bound: a diverging recipe is a result the non-finite-loss guard reports.
-        check("optim.lr", o.lr, o.lr > 0.0, "a positive finite number")?;
-        check(
-            "optim.min_lr",
-            o.min_lr,
-            o.min_lr >= 0.0 && o.min_lr <= o.lr,
-            "in [0, optim.lr]",
-        )?;
-        check(
-            "optim.weight_decay",
-            o.weight_decay,
-            (0.0..=10.0).contains(&o.weight_decay),
-            "in [0, 10]",
-        )?;
-        check(
-            "optim.warmup_epochs",
-            o.warmup_epochs,
-            o.warmup_epochs >= 0.0 && o.warmup_epochs <= o.epochs as f64,
-            "in [0, optim.epochs]",
-        )?;
-        if let Some(c) = o.clip_grad {
-            check("optim.clip_grad", c, c > 0.0 && c <= 1e6, "in (0, 1e6]")?;
-        }
-        check(
-            "optim.label_smoothing",
-            o.label_smoothing,
-            (0.0..1.0).contains(&o.label_smoothing),
-            "in [0, 1)",
-        )?;
-        if let Some(d) = o.layer_decay {
-            check("optim.layer_decay", d, d > 0.0 && d <= 1.0, "in (0, 1]")?;
-        }
-        check(
-            "optim.head_lr_scale",
-            o.head_lr_scale,
-            o.head_lr_scale > 0.0 && o.head_lr_scale <= 1e4,
-            "in (0, 1e4]",
-        )?;
-        let f = &self.finetune;
-        check(
-            "finetune.head_init_scale",
-            f.head_init_scale,
-            f.head_init_scale > 0.0 && f.head_init_scale <= 1e4,
-            "in (0, 1e4]",
-        )?;
-        if let Some(p) = f.freeze.iter().find(|p| p.trim().is_empty()) {
-            return Err(TrainError::Config(format!(
-                "finetune.freeze holds an empty prefix {p:?}: name parameter paths such as \"stages.0\""
-            )));
-        }
-        let d = &self.data;
-        check(
-            "data.workers",
-            d.workers as f64,
-            d.workers <= 256,
-            "at most 256 (0: one per core)",
-        )?;
-        check(
-            "data.prefetch",
-            d.prefetch as f64,
-            (1..=64).contains(&d.prefetch),
-            "in 1..=64",
-        )?;
-        let a = &d.augment;
-        check(
-            "data.augment.hflip",
-            a.hflip,
-            (0.0..=1.0).contains(&a.hflip),
-            "a probability in [0, 1]",
-        )?;
-        check(
-            "data.augment.random_erasing",
-            a.random_erasing,
-            (0.0..=1.0).contains(&a.random_erasing),
-            "a probability in [0, 1]",
-        )?;
-        check(
-            "data.augment.crop_padding",
-            a.crop_padding as f64,
-            a.crop_padding <= 1024,
-            "at most 1024",
-        )?;
-        if let Some(spec) = &a.rand_augment {
-            // The spelling only: fill and interpolation come from the model at load time.
-            let interpolation = lkd_models::preprocess::Interpolation::Bilinear;
-            crate::data::RandAugment::parse(spec, vec![0], interpolation).map_err(|e| match e {
-                crate::data::DataError::Config(m) => {
-                    TrainError::Config(format!("data.augment.{m}"))
-                }
-                other => other.into(),
-            })?;
-        }
-        if let Some(r) = &a.random_resized_crop {
-            let [s0, s1] = r.scale;
-            check(
-                "data.augment.random_resized_crop.scale[0]",
-                s0,
-                s0 > 0.0 && s0 <= s1 && s1 <= 1.0,
-                "in (0, scale[1]] with scale[1] ≤ 1",
-            )?;
-            let [r0, r1] = r.ratio;
-            check(
-                "data.augment.random_resized_crop.ratio[0]",
-                r0,
-                r0 > 0.0 && r0 <= r1,
-                "positive and ≤ ratio[1]",
-            )?;
-        }
-        if let Some(m) = &d.mixup {
-            check(
-                "data.mixup.mixup_alpha",
-                m.mixup_alpha,
-                (0.0..=100.0).contains(&m.mixup_alpha),
-                "in [0, 100]",
-            )?;
-            check(
-                "data.mixup.cutmix_alpha",
-                m.cutmix_alpha,
-                (0.0..=100.0).contains(&m.cutmix_alpha),
-                "in [0, 100]",
-            )?;
-            check(
-                "data.mixup.prob",
-                m.prob,
-                (0.0..=1.0).contains(&m.prob),
-                "a probability in [0, 1]",
-            )?;
-            check(
-                "data.mixup.switch_prob",
-                m.switch_prob,
-                (0.0..=1.0).contains(&m.switch_prob),
-                "a probability in [0, 1]",
-            )?;
-        }
+        validate_optim(&self.optim)?;
+        validate_finetune(&self.finetune)?;
+        validate_data(&self.data)?;
         if let Some(k) = &self.distill {
-            check(
-                "distill.temperature",
-                k.temperature,
-                k.temperature > 0.0 && k.temperature <= 100.0,
-                "in (0, 100]",
-            )?;
-            check(
-                "distill.fd_weight",
-                k.fd_weight,
-                (0.0..=1000.0).contains(&k.fd_weight),
-                "in [0, 1000]",
-            )?;
-            if let Some(al) = k.alpha {
-                match k.method {
-                    KdMethod::Kd | KdMethod::KdFd => check(
-                        "distill.alpha",
-                        al,
-                        (0.0..=1.0).contains(&al),
-                        "in [0, 1] for KD (the KL weight; CE gets 1 − alpha)",
-                    )?,
-                    _ => check(
-                        "distill.alpha",
-                        al,
-                        (0.0..=100.0).contains(&al),
-                        "in [0, 100]",
-                    )?,
-                }
-            }
+            validate_distill(k)?;
         }
         if let Some(e) = &self.ema {
-            check(
-                "ema.decay",
-                e.decay,
-                e.decay > 0.0 && e.decay < 1.0,
-                "in (0, 1)",
-            )?;
+            validate_ema(e)?;
         }
-        check(
-            "run.threads",
-            self.run.threads as f64,
-            self.run.threads <= 4096,
-            "at most 4096 (0: libtorch's default)",
-        )?;
-        if let Some(m) = self.run.max_steps {
-            check("run.max_steps", m as f64, m >= 1, "at least 1")?;
-        }
-        self.run
-            .device
-            .parse::<lkd_util::Device>()
-            .map_err(|e| TrainError::Config(format!("run.device: {e}")))?;
-        self.run.precision()?;
-        self.run.grad_scaler.validate()?;
-        check(
-            "run.dist_timeout_s",
-            self.run.dist_timeout_s as f64,
-            (1..=86_400).contains(&self.run.dist_timeout_s),
-            "in 1..=86400 (seconds)",
-        )?;
-        Ok(())
+        validate_run(&self.run)
     }
 
     pub fn load(path: &Path) -> Result<Self, TrainError> {

@@ -4,8 +4,8 @@
 
 use crate::TrainError;
 use lkd_models::checkpoint::{check_state_dict, StateDict};
-use lkd_models::graph::{DType, Init, NormAxis, ParamKind};
-use lkd_models::{Graph, HostData, HostTensor, Op};
+use lkd_models::graph::{DType, Init, Node, NormAxis, ParamKind};
+use lkd_models::{Graph, HostData, HostTensor, Op, ValueId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -290,9 +290,25 @@ impl Executor {
         taps: &[&str],
     ) -> Result<Forward, TrainError> {
         self.check_input(x)?;
+        let wanted = self.resolve_taps(taps)?;
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.graph.nodes.len());
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let out = self.run_node(i, node, &values, params, x, train)?;
+            values.push(Some(out));
+            self.free_dead_inputs(i, node, &wanted, &mut values);
+        }
+        let taps = wanted
+            .into_iter()
+            .map(|(name, v)| (name, values[v].as_ref().unwrap().shallow_clone()))
+            .collect();
+        let logits = values[self.graph.output].take().unwrap();
+        Ok(Forward { logits, taps })
+    }
+
+    /// The value of each tap asked for, or an error listing the graph's taps.
+    fn resolve_taps(&self, taps: &[&str]) -> Result<Vec<(String, ValueId)>, TrainError> {
         let g = &self.graph;
-        let wanted: Vec<(String, usize)> = taps
-            .iter()
+        taps.iter()
             .map(|t| {
                 g.taps.get(*t).map(|&v| (t.to_string(), v)).ok_or_else(|| {
                     TrainError::Input(format!(
@@ -302,194 +318,271 @@ impl Executor {
                     ))
                 })
             })
-            .collect::<Result<_, _>>()?;
-        let keep = |v: usize| v == g.output || wanted.iter().any(|(_, w)| *w == v);
-        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(g.nodes.len());
-        for (i, node) in g.nodes.iter().enumerate() {
-            let input = |k: usize| {
-                values[node.inputs[k]]
-                    .as_ref()
-                    .expect("value freed before last use")
-            };
-            let p = |name: &str| params.get(name);
-            let out = match &node.op {
-                Op::Input => x.shallow_clone(),
-                Op::Conv2d {
-                    weight,
-                    bias,
-                    stride,
-                    padding,
-                    groups,
-                } => input(0).f_conv2d(
-                    p(weight),
-                    bias.as_deref().map(p),
-                    [stride[0] as i64, stride[1] as i64],
-                    [padding[0] as i64, padding[1] as i64],
-                    [1, 1],
-                    *groups as i64,
-                )?,
-                Op::BatchNorm2d {
-                    weight,
-                    bias,
-                    running_mean,
-                    running_var,
-                    num_batches_tracked,
-                    eps,
-                    momentum,
-                } => {
-                    let train = train && !self.frozen_norms.contains(weight);
-                    if train {
-                        tch::no_grad(|| {
-                            p(num_batches_tracked)
-                                .shallow_clone()
-                                .f_add_scalar_(1)
-                                .map(drop)
-                        })?;
-                    }
-                    input(0).f_batch_norm(
-                        Some(p(weight)),
-                        Some(p(bias)),
-                        Some(p(running_mean)),
-                        Some(p(running_var)),
-                        train,
-                        *momentum,
-                        *eps,
-                        true,
-                    )?
-                }
-                Op::LayerNorm {
-                    weight,
-                    bias,
-                    eps,
-                    axis,
-                } => match axis {
-                    NormAxis::Last => {
-                        let c = p(weight).size()[0];
-                        input(0).f_layer_norm([c], Some(p(weight)), Some(p(bias)), *eps, true)?
-                    }
-                    NormAxis::ChannelsFirst => {
-                        // Same arithmetic as the upstream channels-first LayerNorm.
-                        let x = input(0);
-                        let u = x.f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
-                        let d = x.f_sub(&u)?;
-                        let s = d
-                            .f_square()?
-                            .f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
-                        let y = d.f_div(&s.f_add_scalar(*eps)?.f_sqrt()?)?;
-                        y.f_mul(&p(weight).f_view([-1, 1, 1])?)?
-                            .f_add(&p(bias).f_view([-1, 1, 1])?)?
-                    }
-                },
-                Op::Linear { weight, bias } => {
-                    input(0).f_linear(p(weight), bias.as_deref().map(p))?
-                }
-                Op::Gelu => input(0).f_gelu("none")?,
-                Op::Relu => input(0).f_relu()?,
-                Op::Add => input(0).f_add(input(1))?,
-                Op::Scale { param } => input(0).f_mul(p(param))?,
-                Op::Permute { perm } => {
-                    input(0).f_permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>())?
-                }
-                Op::DropPath { rate } => {
-                    let x = input(0);
-                    if train && *rate > 0.0 {
-                        let keep_prob = 1.0 - rate;
-                        let mut shape = vec![x.size()[0]];
-                        shape.extend(std::iter::repeat_n(1, x.dim() - 1));
-                        let mut rng = StdRng::seed_from_u64(
-                            self.step_seed.get() ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15),
-                        );
-                        let keep: Vec<f32> = (0..shape[0])
-                            .map(|_| {
-                                if rng.gen::<f64>() < keep_prob {
-                                    1.0
-                                } else {
-                                    0.0
-                                }
-                            })
-                            .collect();
-                        let mask = Tensor::f_from_slice(&keep)?
-                            .f_reshape(&shape[..])?
-                            .f_to_device(x.device())?
-                            .f_to_kind(x.kind())?;
-                        x.f_mul(&mask)?.f_div_scalar(keep_prob)?
-                    } else {
-                        x.shallow_clone()
-                    }
-                }
-                Op::GlobalAvgPool => {
-                    input(0).f_mean_dim([-2i64, -1].as_slice(), false, Kind::Float)?
-                }
-                Op::MaxPool2d {
-                    kernel,
-                    stride,
-                    padding,
-                } => {
-                    let (k, s, pd) = (*kernel as i64, *stride as i64, *padding as i64);
-                    input(0).f_max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)?
-                }
-                Op::PatchTokens => input(0).f_flatten(2, -1)?.f_transpose(1, 2)?,
-                Op::PrependToken { param } => {
-                    let x = input(0);
-                    let tok = p(param).f_expand([x.size()[0], -1, -1], false)?;
-                    Tensor::f_cat(&[tok, x.shallow_clone()], 1)?
-                }
-                Op::AddParam { param } => input(0).f_add(p(param))?,
-                Op::SelfAttention {
-                    qkv_weight,
-                    qkv_bias,
-                    proj_weight,
-                    proj_bias,
-                    heads,
-                } => {
-                    let x = input(0);
-                    let s = x.size();
-                    let (n, l, d) = (s[0], s[1], s[2]);
-                    let h = *heads as i64;
-                    let qkv = x
-                        .f_linear(p(qkv_weight), qkv_bias.as_deref().map(p))?
-                        .f_reshape([n, l, 3, h, d / h])?
-                        .f_permute([2, 0, 3, 1, 4])?;
-                    let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
-                    let o = Tensor::f_scaled_dot_product_attention(
-                        &q,
-                        &k,
-                        &v,
-                        None::<Tensor>,
-                        0.0,
-                        false,
-                        None,
-                        false,
-                    )?;
-                    o.f_transpose(1, 2)?
-                        .f_reshape([n, l, d])?
-                        .f_linear(p(proj_weight), proj_bias.as_deref().map(p))?
-                }
-                Op::SelectToken { index } => input(0).f_select(1, *index as i64)?,
-                Op::TokensToMap {
-                    skip,
-                    height,
-                    width,
-                } => {
-                    let x = input(0);
-                    let (n, d) = (x.size()[0], x.size()[2]);
-                    x.f_narrow(1, *skip as i64, (height * width) as i64)?
-                        .f_transpose(1, 2)?
-                        .f_reshape([n, d, *height as i64, *width as i64])?
-                }
-            };
-            values.push(Some(out));
-            for &v in &node.inputs {
-                if self.last_use[v] == i && !keep(v) {
-                    values[v] = None;
-                }
+            .collect()
+    }
+
+    /// Drops the inputs node `i` was the last reader of, unless they are the output or a tap.
+    fn free_dead_inputs(
+        &self,
+        i: usize,
+        node: &Node,
+        wanted: &[(String, ValueId)],
+        values: &mut [Option<Tensor>],
+    ) {
+        let keep = |v: ValueId| v == self.graph.output || wanted.iter().any(|(_, w)| *w == v);
+        for &v in &node.inputs {
+            if self.last_use[v] == i && !keep(v) {
+                values[v] = None;
             }
         }
-        let taps = wanted
-            .into_iter()
-            .map(|(name, v)| (name, values[v].as_ref().unwrap().shallow_clone()))
-            .collect();
-        let logits = values[g.output].take().unwrap();
-        Ok(Forward { logits, taps })
     }
+
+    /// One node's output from the values computed so far; node `i` of the graph.
+    fn run_node(
+        &self,
+        i: usize,
+        node: &Node,
+        values: &[Option<Tensor>],
+        params: &Params,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, TrainError> {
+        let input = |k: usize| {
+            values[node.inputs[k]]
+                .as_ref()
+                .expect("value freed before last use")
+        };
+        let p = |name: &str| params.get(name);
+        Ok(match &node.op {
+            Op::Input => x.shallow_clone(),
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+                groups,
+            } => conv2d(
+                input(0),
+                p(weight),
+                bias.as_deref().map(p),
+                *stride,
+                *padding,
+                *groups,
+            )?,
+            Op::BatchNorm2d {
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                num_batches_tracked,
+                eps,
+                momentum,
+            } => {
+                // Frozen layers stay in eval mode while the rest trains.
+                let train = train && !self.frozen_norms.contains(weight);
+                if train {
+                    count_batch(p(num_batches_tracked))?;
+                }
+                let stats = [weight, bias, running_mean, running_var].map(|n| p(n));
+                batch_norm(input(0), stats, *eps, *momentum, train)?
+            }
+            Op::LayerNorm {
+                weight,
+                bias,
+                eps,
+                axis,
+            } => layer_norm(input(0), p(weight), p(bias), *eps, *axis)?,
+            Op::Linear { weight, bias } => input(0).f_linear(p(weight), bias.as_deref().map(p))?,
+            Op::Gelu => input(0).f_gelu("none")?,
+            Op::Relu => input(0).f_relu()?,
+            Op::Add => input(0).f_add(input(1))?,
+            Op::Scale { param } => input(0).f_mul(p(param))?,
+            Op::Permute { perm } => {
+                input(0).f_permute(perm.iter().map(|&d| d as i64).collect::<Vec<_>>())?
+            }
+            Op::DropPath { rate } => self.drop_path(input(0), *rate, i, train)?,
+            Op::GlobalAvgPool => input(0).f_mean_dim([-2i64, -1].as_slice(), false, Kind::Float)?,
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+            } => max_pool2d(input(0), *kernel, *stride, *padding)?,
+            Op::PatchTokens => input(0).f_flatten(2, -1)?.f_transpose(1, 2)?,
+            Op::PrependToken { param } => prepend_token(input(0), p(param))?,
+            Op::AddParam { param } => input(0).f_add(p(param))?,
+            Op::SelfAttention {
+                qkv_weight,
+                qkv_bias,
+                proj_weight,
+                proj_bias,
+                heads,
+            } => self_attention(
+                input(0),
+                (p(qkv_weight), qkv_bias.as_deref().map(p)),
+                (p(proj_weight), proj_bias.as_deref().map(p)),
+                *heads,
+            )?,
+            Op::SelectToken { index } => input(0).f_select(1, *index as i64)?,
+            Op::TokensToMap {
+                skip,
+                height,
+                width,
+            } => tokens_to_map(input(0), *skip, *height, *width)?,
+        })
+    }
+
+    /// Stochastic depth: each sample's branch is kept with probability `1 - rate` (and scaled
+    /// up), from a mask seeded by the step seed and node `i` so a resumed run draws the same.
+    fn drop_path(&self, x: &Tensor, rate: f64, i: usize, train: bool) -> Result<Tensor, TchError> {
+        if !(train && rate > 0.0) {
+            return Ok(x.shallow_clone());
+        }
+        let keep_prob = 1.0 - rate;
+        let mut shape = vec![x.size()[0]];
+        shape.extend(std::iter::repeat_n(1, x.dim() - 1));
+        let mut rng = StdRng::seed_from_u64(
+            self.step_seed.get() ^ (i as u64).wrapping_mul(0x9e3779b97f4a7c15),
+        );
+        let keep: Vec<f32> = (0..shape[0])
+            .map(|_| {
+                if rng.gen::<f64>() < keep_prob {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::f_from_slice(&keep)?
+            .f_reshape(&shape[..])?
+            .f_to_device(x.device())?
+            .f_to_kind(x.kind())?;
+        x.f_mul(&mask)?.f_div_scalar(keep_prob)
+    }
+}
+
+fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    groups: usize,
+) -> Result<Tensor, TchError> {
+    x.f_conv2d(
+        weight,
+        bias,
+        [stride[0] as i64, stride[1] as i64],
+        [padding[0] as i64, padding[1] as i64],
+        [1, 1],
+        groups as i64,
+    )
+}
+
+/// Counts one training batch in a BatchNorm's `num_batches_tracked`, as PyTorch does.
+fn count_batch(num_batches_tracked: &Tensor) -> Result<(), TchError> {
+    tch::no_grad(|| {
+        num_batches_tracked
+            .shallow_clone()
+            .f_add_scalar_(1)
+            .map(drop)
+    })
+}
+
+/// `stats` holds weight, bias, running mean and running variance, in that order.
+fn batch_norm(
+    x: &Tensor,
+    stats: [&Tensor; 4],
+    eps: f64,
+    momentum: f64,
+    train: bool,
+) -> Result<Tensor, TchError> {
+    let [weight, bias, running_mean, running_var] = stats;
+    x.f_batch_norm(
+        Some(weight),
+        Some(bias),
+        Some(running_mean),
+        Some(running_var),
+        train,
+        momentum,
+        eps,
+        true,
+    )
+}
+
+fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    axis: NormAxis,
+) -> Result<Tensor, TchError> {
+    match axis {
+        NormAxis::Last => {
+            let c = weight.size()[0];
+            x.f_layer_norm([c], Some(weight), Some(bias), eps, true)
+        }
+        NormAxis::ChannelsFirst => {
+            // Same arithmetic as the upstream channels-first LayerNorm.
+            let u = x.f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
+            let d = x.f_sub(&u)?;
+            let s = d
+                .f_square()?
+                .f_mean_dim([1i64].as_slice(), true, Kind::Float)?;
+            let y = d.f_div(&s.f_add_scalar(eps)?.f_sqrt()?)?;
+            y.f_mul(&weight.f_view([-1, 1, 1])?)?
+                .f_add(&bias.f_view([-1, 1, 1])?)
+        }
+    }
+}
+
+fn max_pool2d(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor, TchError> {
+    let (k, s, pd) = (kernel as i64, stride as i64, padding as i64);
+    x.f_max_pool2d([k, k], [s, s], [pd, pd], [1, 1], false)
+}
+
+fn prepend_token(x: &Tensor, token: &Tensor) -> Result<Tensor, TchError> {
+    let tok = token.f_expand([x.size()[0], -1, -1], false)?;
+    Tensor::f_cat(&[tok, x.shallow_clone()], 1)
+}
+
+/// `qkv` and `proj` are (weight, bias) of the packed input projection and the output one.
+fn self_attention(
+    x: &Tensor,
+    qkv: (&Tensor, Option<&Tensor>),
+    proj: (&Tensor, Option<&Tensor>),
+    heads: usize,
+) -> Result<Tensor, TchError> {
+    let s = x.size();
+    let (n, l, d) = (s[0], s[1], s[2]);
+    let h = heads as i64;
+    let qkv = x
+        .f_linear(qkv.0, qkv.1)?
+        .f_reshape([n, l, 3, h, d / h])?
+        .f_permute([2, 0, 3, 1, 4])?;
+    let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+    let o = Tensor::f_scaled_dot_product_attention(
+        &q,
+        &k,
+        &v,
+        None::<Tensor>,
+        0.0,
+        false,
+        None,
+        false,
+    )?;
+    o.f_transpose(1, 2)?
+        .f_reshape([n, l, d])?
+        .f_linear(proj.0, proj.1)
+}
+
+fn tokens_to_map(x: &Tensor, skip: usize, height: usize, width: usize) -> Result<Tensor, TchError> {
+    let (n, d) = (x.size()[0], x.size()[2]);
+    x.f_narrow(1, skip as i64, (height * width) as i64)?
+        .f_transpose(1, 2)?
+        .f_reshape([n, d, height as i64, width as i64])
 }
