@@ -139,17 +139,22 @@ fn write_png(path: &Path, seed: u8) {
     img.save(path).unwrap();
 }
 
-#[test]
-fn corrupt_calibration_image_is_skipped_and_counted() {
-    let m = model();
-    let root = tempfile::tempdir().unwrap();
+/// `root/train/{a,b}/{0..3}.png`: 8 distinct calibration images.
+fn two_classes_of_four_pngs(root: &Path) {
     for (c, class) in ["a", "b"].iter().enumerate() {
-        let d = root.path().join("train").join(class);
+        let d = root.join("train").join(class);
         std::fs::create_dir_all(&d).unwrap();
         for i in 0..4 {
             write_png(&d.join(format!("{i}.png")), (c * 16 + i) as u8);
         }
     }
+}
+
+#[test]
+fn corrupt_calibration_image_is_skipped_and_counted() {
+    let m = model();
+    let root = tempfile::tempdir().unwrap();
+    two_classes_of_four_pngs(root.path());
     std::fs::write(
         root.path().join("train/a/broken.png"),
         b"\x89PNG\r\n\x1a\nnot really",
@@ -189,13 +194,7 @@ fn calibration_skips_fifos_and_oversized_files_without_reading_them() {
     let lkd = env!("CARGO_BIN_EXE_lkd");
     let m = model();
     let root = tempfile::tempdir().unwrap();
-    for (c, name) in ["a", "b"].iter().enumerate() {
-        let d = root.path().join("train").join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        for i in 0..4 {
-            write_png(&d.join(format!("{i}.png")), (c * 16 + i) as u8);
-        }
-    }
+    two_classes_of_four_pngs(root.path());
     let class = root.path().join("train/a");
     let fifo = class.join("pipe.png");
     assert!(Command::new("mkfifo")

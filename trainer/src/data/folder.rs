@@ -358,14 +358,22 @@ pub(crate) fn open_unsplit(
 /// serving decoder (size bounds from the header, truncated JPEGs refused): luma for grey
 /// sources, RGB for everything else. Evaluation decodes here, so its pixels are `lkd predict`'s.
 pub(crate) fn decode(path: &Path) -> Result<Image> {
-    let bytes = read(path)?;
-    let (pixels, _) =
-        lkd_preprocess::decode_reduced(&bytes, &lkd_preprocess::Limits::default(), |_, _| 1.0)
+    serving_decode(path, &read(path)?, |_, _| 1.0).map(|(image, _)| image)
+}
+
+/// The serving decoder ([`lkd_preprocess::decode_reduced`]) on bytes already read.
+fn serving_decode(
+    path: &Path,
+    bytes: &[u8],
+    min_scale: impl FnOnce(u32, u32) -> f64,
+) -> Result<(Image, [usize; 2])> {
+    let (pixels, [w, h]) =
+        lkd_preprocess::decode_reduced(bytes, &lkd_preprocess::Limits::default(), min_scale)
             .map_err(|source| DataError::Decode {
                 path: path.into(),
                 source,
             })?;
-    Ok(super::ops::from_pixels(pixels))
+    Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -378,36 +386,27 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The training decode: a JPEG whose `min_scale(width, height)` is below 1 (a random-resized
-/// crop that needs less than the full resolution) through libjpeg-turbo at the smallest DCT
+/// crop that needs less than the full resolution) goes through libjpeg-turbo at the smallest DCT
 /// scale N/8 (N = 1..7) that keeps that share in both axes (as PIL's `draft`), after the serving
-/// decoder's checks (size bounds from the header, truncated JPEGs refused). Everything else —
-/// full resolution (evaluation, so its pixels stay `lkd predict`'s), other formats, JPEGs that
-/// are neither luma nor YCbCr/RGB (CMYK) — through [`lkd_preprocess::decode_reduced`]. Returns the image and the full-size `[width, height]`.
+/// decoder's checks (size bounds from the header, truncated JPEGs refused). Everything else (full
+/// resolution, so evaluation's pixels stay `lkd predict`'s; other formats; CMYK JPEGs) goes
+/// through the serving decoder. Returns the image and the full-size `[width, height]`.
 pub(crate) fn decode_reduced(
     path: &Path,
     min_scale: impl FnOnce(usize, usize) -> f64,
 ) -> Result<(Image, [usize; 2])> {
-    let fail = |source| DataError::Decode {
-        path: path.into(),
-        source,
-    };
     let bytes = read(path)?;
-    let limits = lkd_preprocess::Limits::default();
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        match turbo::decode_scaled(&bytes, &limits, min_scale) {
-            Ok(turbo::Decoded::Image(image, full)) => return Ok((image, full)),
-            Ok(turbo::Decoded::Unsupported(scale)) => {
-                let (pixels, [w, h]) =
-                    lkd_preprocess::decode_reduced(&bytes, &limits, |_, _| scale).map_err(fail)?;
-                return Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]));
-            }
-            Err(source) => return Err(fail(source)),
-        }
+    if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return serving_decode(path, &bytes, |w, h| min_scale(w as usize, h as usize));
     }
-    let (pixels, [w, h]) =
-        lkd_preprocess::decode_reduced(&bytes, &limits, |w, h| min_scale(w as usize, h as usize))
-            .map_err(fail)?;
-    Ok((super::ops::from_pixels(pixels), [w as usize, h as usize]))
+    match turbo::decode_scaled(&bytes, &lkd_preprocess::Limits::default(), min_scale) {
+        Ok(turbo::Decoded::Image(image, full)) => Ok((image, full)),
+        Ok(turbo::Decoded::Unsupported(scale)) => serving_decode(path, &bytes, |_, _| scale),
+        Err(source) => Err(DataError::Decode {
+            path: path.into(),
+            source,
+        }),
+    }
 }
 
 /// libjpeg-turbo's TurboJPEG API (the system library, found by pkg-config; the bootstrap
@@ -566,6 +565,58 @@ mod tests {
             Store::Files { files } => files.into_iter().map(|f| f.0).collect(),
             Store::Memory { .. } => unreachable!(),
         }
+    }
+
+    /// The training decode of a JPEG through libjpeg-turbo: the N/8 size that covers the crop,
+    /// pixels close to the serving decoder's at the same DCT scale, the full size returned,
+    /// grey kept grey, and a truncated file refused as the serving decoder refuses it.
+    #[test]
+    fn reduced_jpeg_decode_goes_through_libjpeg_turbo() {
+        let dir = tempfile::tempdir().unwrap();
+        let rgb = dir.path().join("rgb.jpg");
+        image::RgbImage::from_fn(640, 480, |x, y| {
+            image::Rgb([(x / 3) as u8, (y / 2) as u8, ((x + y) / 5) as u8])
+        })
+        .save(&rgb)
+        .unwrap();
+        assert_eq!(
+            [0.1, 0.125, 0.3, 0.5, 0.9].map(turbo::eighths),
+            [1, 1, 3, 4, 8]
+        );
+        let (image, full) = decode_reduced(&rgb, |_, _| 0.3).unwrap();
+        assert_eq!(full, [640, 480]);
+        assert_eq!((image.width, image.height, image.channels), (240, 180, 3));
+        // At 1/2 both decoders scale in the IDCT: the same picture up to rounding.
+        let (turbo_half, _) = decode_reduced(&rgb, |_, _| 0.5).unwrap();
+        let bytes = std::fs::read(&rgb).unwrap();
+        let (serving_half, _) = serving_decode(&rgb, &bytes, |_, _| 0.5).unwrap();
+        assert_eq!(
+            (turbo_half.width, turbo_half.height),
+            (serving_half.width, serving_half.height)
+        );
+        let mean_diff = turbo_half
+            .data
+            .iter()
+            .zip(&serving_half.data)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / turbo_half.data.len() as f64;
+        assert!(mean_diff < 2.0, "mean |difference| {mean_diff}");
+
+        let grey = dir.path().join("grey.jpg");
+        image::GrayImage::from_fn(320, 200, |x, y| image::Luma([(x ^ y) as u8]))
+            .save(&grey)
+            .unwrap();
+        let (image, _) = decode_reduced(&grey, |_, _| 0.25).unwrap();
+        assert_eq!((image.width, image.height, image.channels), (80, 50, 1));
+
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let turbo_err = decode_reduced(&cut, |_, _| 0.3).unwrap_err().to_string();
+        let serving_err = serving_decode(&cut, &bytes[..bytes.len() / 2], |_, _| 0.3)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(turbo_err, serving_err);
     }
 
     #[test]
